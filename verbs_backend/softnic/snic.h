@@ -1,0 +1,397 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * softnic: the embedded emulated RDMA NIC (internal definitions).
+ *
+ * Every process that opens softnic owns a few shared-memory segments
+ * (memfd) that it hands to its peers over the connection socket:
+ *   - the device segment: the MR table, so a peer checks an rkey, its
+ *     bounds, PD and rights exactly as a responder NIC would;
+ *   - one segment per QP: its state and its receive queue, which the peer
+ *     (the requester of sends) consumes;
+ *   - one segment per CQ: a multi-producer completion ring, since a peer
+ *     completes the receives it consumed.
+ * The requester executes each work request itself, in the posting thread:
+ * RDMA write/read and send are one-sided for the responder, as on a NIC.
+ * A progress thread per device only finishes what must wait (a send that
+ * found no receive posted, the flush of a QP moved to the error state by
+ * its peer, a peer that went away).
+ *
+ * Payload moves with one copy: memcpy within one process or into a peer
+ * buffer that came from vb_buf_alloc() (a memfd the peer maps once through
+ * pidfd_getfd), and cross-memory attach (process_vm_writev/readv) for any
+ * other memory.
+ *
+ * Nothing read from a peer's segment is trusted beyond what the local
+ * process itself risks: indexes are masked, counts bounded, offsets
+ * checked against the sizes this process mapped.
+ */
+#ifndef SANPROV_SNIC_H
+#define SANPROV_SNIC_H
+
+#include <pthread.h>
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "../vb_internal.h"
+
+#define SNIC_DEV_NAME "softnic0"
+#define SNIC_MAX_SGE 32
+#define SNIC_MAX_INLINE 256
+#define SNIC_MAX_QP_WR 16384
+#define SNIC_MAX_CQE (1u << 18)
+#define SNIC_MAX_MSG_SZ (1u << 31)
+#define SNIC_MAX_IMPORTS 16
+#define SNIC_KEY_IDX_BITS 24
+#define SNIC_KEY_IDX_MASK ((1u << SNIC_KEY_IDX_BITS) - 1)
+#define SNIC_MAX_MR_LIMIT (1u << SNIC_KEY_IDX_BITS)
+
+#define SNIC_DEV_MAGIC 0x3156454443494e53ull /* "SNICDEV1" */
+#define SNIC_QP_MAGIC 0x3150514349494e53ull  /* "SNICQP1" */
+#define SNIC_CQ_MAGIC 0x3151434349494e53ull  /* "SNICCQ1" */
+
+/* A memfd segment and its mapping in this process. */
+struct snic_shm {
+	int fd;
+	void *addr;
+	size_t len;
+};
+
+/* Shared: one MR table entry (64 bytes). */
+struct snic_mr_entry {
+	_Atomic uint32_t key;  /* the valid key; 0 while free or changing */
+	_Atomic uint32_t busy; /* accesses in flight, local or remote */
+	uint32_t access;
+	uint32_t pd;
+	uint64_t addr;
+	uint64_t length;
+	int32_t buf_fd; /* fd of the vb_buf_alloc() memfd in the owner, or -1 */
+	uint32_t reserved;
+	uint64_t buf_ino;
+	uint64_t buf_base; /* owner's address of the memfd's first byte */
+	uint64_t buf_len;
+};
+
+struct snic_dev_seg {
+	uint64_t magic;
+	uint32_t max_mr;
+	int32_t pid;
+	uint64_t reserved[6];
+	struct snic_mr_entry mr[];
+};
+
+/* Shared: one completion. */
+struct snic_cqe {
+	uint64_t wr_id;
+	uint32_t status;
+	uint32_t opcode;
+	uint32_t vendor_err;
+	uint32_t byte_len;
+	uint32_t imm_data;
+	uint32_t qp_num;
+	uint32_t wc_flags;
+	uint32_t sq_idx; /* send completions: index of the WQE, for SQ credit */
+	uint64_t reserved;
+};
+
+struct snic_cq_seg {
+	uint64_t magic;
+	uint32_t size;
+	uint32_t reserved;
+	pthread_mutex_t prod_lock; /* robust, process-shared: producers only */
+	alignas(64) _Atomic uint32_t tail;
+	_Atomic uint32_t overflow;
+	_Atomic uint32_t armed;
+	alignas(64) _Atomic uint32_t head;
+	alignas(64) struct snic_cqe ring[];
+};
+
+/* Shared: one receive WQE; sge[] has the QP's max_recv_sge entries. */
+struct snic_rwqe {
+	uint64_t wr_id;
+	uint32_t num_sge;
+	uint32_t reserved;
+	struct vb_sge sge[];
+};
+
+struct snic_qp_seg {
+	uint64_t magic;
+	uint32_t qpn;
+	uint32_t pd;
+	uint32_t rq_size;
+	uint32_t rq_max_sge;
+	_Atomic uint32_t state;      /* enum vb_qp_state, written by the owner */
+	_Atomic uint32_t remote_err; /* set by the peer: the responder side failed */
+	_Atomic uint32_t rnr_wait;   /* owner's send waits for the peer's receive */
+	uint32_t reserved;
+	pthread_mutex_t rq_lock; /* robust, process-shared: RQ consumers */
+	alignas(64) _Atomic uint32_t rq_head;
+	alignas(64) _Atomic uint32_t rq_tail;
+	alignas(64) unsigned char rq[];
+};
+
+/* A peer buffer mapped here, found by its inode. */
+struct snic_import {
+	uint64_t ino;
+	void *base;
+	size_t len;
+	uint64_t last_use;
+};
+
+struct snic_peer {
+	pid_t pid;
+	int pidfd;
+	bool self;
+	bool gone;
+	struct snic_shm dev_shm;
+	struct snic_dev_seg *dev_seg;
+	uint32_t max_mr;
+	struct snic_shm qp_shm;
+	struct snic_qp_seg *qp_seg;
+	uint32_t qpn;
+	uint32_t pd;
+	uint32_t rq_size;
+	uint32_t rq_max_sge;
+	size_t rwqe_size;
+	struct snic_shm cq_shm;
+	struct snic_cq_seg *cq_seg;
+	uint32_t cq_size;
+	int cq_evfd;
+	int doorbell_fd;
+	uint64_t import_clock;
+	struct snic_import imports[SNIC_MAX_IMPORTS];
+};
+
+struct snic_buf {
+	uintptr_t base;
+	size_t len;
+	int fd;
+	uint64_t ino;
+};
+
+struct snic_qp;
+
+struct snic_dev {
+	struct vb_device vdev;
+	pthread_mutex_t lock; /* objects, MR slots, buffers, QP list */
+	struct snic_shm seg_shm;
+	struct snic_dev_seg *seg;
+	uint32_t max_mr;
+	uint32_t max_qp;
+	uint32_t max_cq;
+	uint32_t *mr_free; /* FIFO of free slots: a slot is reused as late as possible */
+	uint32_t mr_free_head, mr_free_count;
+	uint8_t *mr_gen;
+	uint32_t n_pd, n_mr, n_cq, n_qp, n_lst;
+	uint32_t next_pd;
+	uint32_t next_qpn;
+	struct snic_qp **qp_table; /* by qpn & (max_qp - 1) */
+	/*
+	 * SQ credit by QP slot: qpn << 32 | completions polled.  It outlives
+	 * the QP, so a poller never writes into a destroyed one.
+	 */
+	_Atomic uint64_t *sq_credit;
+	struct snic_qp *qp_list;
+	struct snic_buf *bufs;
+	uint32_t n_bufs, cap_bufs;
+	unsigned int dereg_timeout_ms;
+	int doorbell_fd;
+	int epoll_fd;
+	pthread_t progress;
+	_Atomic bool stop;
+};
+
+struct snic_pd {
+	struct vb_pd vpd;
+	_Atomic uint32_t refs; /* MRs and QPs */
+};
+
+struct snic_mr {
+	struct vb_mr vmr;
+	uint32_t slot;
+};
+
+struct snic_cq {
+	struct vb_cq vcq;
+	struct snic_shm shm;
+	struct snic_cq_seg *seg;
+	uint32_t size;
+	pthread_mutex_t cons_lock; /* local consumers */
+	_Atomic uint32_t refs;     /* QPs */
+};
+
+/* Private: one send WQE; sge[] then inline data follow. */
+struct snic_swqe {
+	uint64_t wr_id;
+	uint64_t remote_addr;
+	uint32_t rkey;
+	uint32_t imm_data;
+	uint32_t opcode;
+	uint32_t flags;
+	uint32_t num_sge;
+	uint32_t inline_len;
+	struct vb_sge sge[];
+};
+
+struct snic_qp {
+	struct vb_qp vqp;
+	struct snic_dev *dev;
+	struct snic_qp *next; /* dev->qp_list */
+	pthread_mutex_t lock;
+	enum vb_qp_state state;
+	bool sq_sig_all;
+	struct snic_shm shm;
+	struct snic_qp_seg *seg;
+	/* send queue (private) */
+	unsigned char *sq;
+	size_t swqe_size;
+	uint32_t sq_size, sq_mask;
+	uint32_t sq_tail;	       /* posted */
+	uint32_t sq_head;	       /* executed */
+	/* receive queue (shared segment) */
+	uint32_t rq_size, rq_mask;
+	size_t rwqe_size;
+	/* connection */
+	int sock;
+	_Atomic bool connected; /* set once; the progress thread skips QPs not yet connected */
+	struct snic_peer peer;
+};
+
+static inline struct snic_dev *snic_dev_of(struct vb_device *d)
+{
+	return vb_container_of(d, struct snic_dev, vdev);
+}
+
+static inline struct snic_pd *snic_pd_of(struct vb_pd *p)
+{
+	return vb_container_of(p, struct snic_pd, vpd);
+}
+
+static inline struct snic_cq *snic_cq_of(struct vb_cq *c)
+{
+	return vb_container_of(c, struct snic_cq, vcq);
+}
+
+static inline struct snic_qp *snic_qp_of(struct vb_qp *q)
+{
+	return vb_container_of(q, struct snic_qp, vqp);
+}
+
+static inline struct snic_mr *snic_mr_of(struct vb_mr *m)
+{
+	return vb_container_of(m, struct snic_mr, vmr);
+}
+
+static inline struct snic_rwqe *snic_rwqe_at(unsigned char *rq, size_t rwqe_size, uint32_t idx)
+{
+	return (struct snic_rwqe *)(rq + (size_t)idx * rwqe_size);
+}
+
+static inline size_t snic_rwqe_size(uint32_t max_sge)
+{
+	return sizeof(struct snic_rwqe) + (size_t)max_sge * sizeof(struct vb_sge);
+}
+
+static inline uint32_t snic_pow2(uint32_t v)
+{
+	uint32_t p = 1;
+
+	while (p < v)
+		p <<= 1;
+	return p;
+}
+
+/* snic_shm.c */
+int snic_shm_create(struct snic_shm *shm, const char *name, size_t len);
+int snic_shm_map(struct snic_shm *shm, int fd, size_t min_len);
+void snic_shm_destroy(struct snic_shm *shm);
+int snic_robust_mutex_init(pthread_mutex_t *m);
+void snic_robust_lock(pthread_mutex_t *m);
+size_t snic_dev_seg_size(uint32_t max_mr);
+size_t snic_qp_seg_size(uint32_t rq_size, uint32_t max_sge);
+size_t snic_cq_seg_size(uint32_t size);
+unsigned long snic_env_ulong(const char *name, unsigned long def, unsigned long min,
+			     unsigned long max);
+
+/* snic_mr.c */
+struct vb_mr *snic_reg_mr(struct vb_pd *pd, void *addr, size_t length, unsigned int access);
+int snic_dereg_mr(struct vb_mr *mr);
+void *snic_buf_alloc(struct vb_device *vdev, size_t length);
+int snic_buf_free(struct vb_device *vdev, void *buf, size_t length);
+int snic_mr_table_init(struct snic_dev *dev);
+void snic_mr_table_fini(struct snic_dev *dev);
+
+/*
+ * Take a reference on the entry of seg that key names, if [addr, addr+len)
+ * lies inside it, it belongs to pd and grants every right in access.
+ * Returns the entry (release it with snic_mr_put()) or NULL.
+ */
+struct snic_mr_entry *snic_mr_get(struct snic_dev_seg *seg, uint32_t max_mr, uint32_t key,
+				  uint32_t pd, uint64_t addr, uint64_t len, unsigned int access);
+
+static inline void snic_mr_put(struct snic_mr_entry *e)
+{
+	atomic_fetch_sub_explicit(&e->busy, 1, memory_order_release);
+}
+
+/* snic_cq.c */
+struct vb_cq *snic_create_cq(struct vb_device *vdev, int cqe);
+int snic_destroy_cq(struct vb_cq *vcq);
+int snic_req_notify_cq(struct vb_cq *vcq);
+int snic_get_cq_event(struct vb_cq *vcq);
+int snic_poll_cq(struct vb_cq *vcq, int max, struct vb_wc *wc, int *count);
+/* Add one completion to a ring (local or a peer's); EOVERFLOW when full. */
+int snic_cq_push(struct snic_cq_seg *seg, uint32_t size, int evfd, const struct snic_cqe *cqe);
+
+/* snic_qp.c */
+struct vb_qp *snic_create_qp(struct vb_pd *vpd, const struct vb_qp_init_attr *attr);
+int snic_destroy_qp(struct vb_qp *vqp);
+int snic_query_qp(struct vb_qp *vqp, enum vb_qp_state *state);
+int snic_post_send(struct vb_qp *vqp, struct vb_send_wr *wr, struct vb_send_wr **bad_wr);
+int snic_post_recv(struct vb_qp *vqp, struct vb_recv_wr *wr, struct vb_recv_wr **bad_wr);
+/* With qp->lock held: execute what can run, flush what must. */
+void snic_qp_progress(struct snic_qp *qp);
+/* With qp->lock held: move to the error state and flush both queues. */
+void snic_qp_set_error(struct snic_qp *qp);
+
+/* snic_xfer.c: the one-copy engine */
+enum snic_xfer_dir { SNIC_XFER_TO_PEER, SNIC_XFER_FROM_PEER };
+struct snic_rseg {
+	uint64_t raddr; /* address in the peer */
+	void *mapped;	/* the same bytes mapped here, or NULL: use CMA */
+	uint64_t len;
+};
+/* Resolve where the bytes of a peer MR entry can be reached from here. */
+void snic_xfer_resolve(struct snic_peer *peer, const struct snic_mr_entry *e,
+		       struct snic_rseg *rs);
+/*
+ * Move bytes between local segments and peer segments (same total).
+ * Returns VB_WC_SUCCESS or the completion status of the failure.
+ */
+enum vb_wc_status snic_xfer(struct snic_peer *peer, enum snic_xfer_dir dir,
+			    const struct vb_sge *local, uint32_t nlocal,
+			    const struct snic_rseg *remote, uint32_t nremote, uint32_t *vendor_err);
+void snic_peer_release_imports(struct snic_peer *peer);
+
+/* snic_conn.c */
+struct vb_listener *snic_create_listener(struct vb_device *vdev, const struct sockaddr *addr,
+					 socklen_t addrlen, int backlog);
+int snic_destroy_listener(struct vb_listener *lst);
+int snic_connect(struct vb_qp *vqp, const struct sockaddr *addr, socklen_t addrlen,
+		 const struct vb_conn_param *param);
+int snic_accept(struct vb_listener *lst, struct vb_qp *vqp, const struct vb_conn_param *param);
+void snic_peer_unmap(struct snic_peer *peer);
+
+/* snic_dev.c */
+struct vb_device *snic_open_device(const struct vb_ops *ops, const char *name);
+int snic_close_device(struct vb_device *vdev);
+int snic_query_device(struct vb_device *vdev, struct vb_device_attr *attr);
+int snic_query_port(struct vb_device *vdev, struct vb_port_attr *attr);
+struct vb_pd *snic_alloc_pd(struct vb_device *vdev);
+int snic_dealloc_pd(struct vb_pd *vpd);
+void snic_dev_ring(int doorbell_fd);
+int snic_dev_watch(struct snic_dev *dev, int fd, uint32_t qpn);
+
+#endif

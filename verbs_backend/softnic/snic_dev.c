@@ -1,0 +1,275 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * The softnic device: its MR table segment, protection domains, limits,
+ * and the progress thread that finishes what cannot complete in the
+ * posting thread (sends that waited for a receive, errors raised by a
+ * peer, peers that went away).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "snic.h"
+
+void snic_dev_ring(int doorbell_fd)
+{
+	(void)!write(doorbell_fd, &(uint64_t){ 1 }, sizeof(uint64_t));
+}
+
+int snic_dev_watch(struct snic_dev *dev, int fd, uint32_t qpn)
+{
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.u64 = qpn };
+
+	return epoll_ctl(dev->epoll_fd, EPOLL_CTL_ADD, fd, &ev) ? errno : 0;
+}
+
+/* With dev->lock held. */
+static void service_qp(struct snic_qp *qp, bool disconnected)
+{
+	if (!atomic_load(&qp->connected))
+		return;
+	pthread_mutex_lock(&qp->lock);
+	if (disconnected && !qp->peer.gone) {
+		qp->peer.gone = true;
+		epoll_ctl(qp->dev->epoll_fd, EPOLL_CTL_DEL, qp->sock, NULL);
+	}
+	if (qp->state != VB_QPS_ERR &&
+	    (qp->peer.gone || atomic_exchange(&qp->seg->remote_err, 0))) {
+		snic_qp_set_error(qp);
+	} else if (qp->state == VB_QPS_RTS && atomic_load(&qp->seg->rnr_wait)) {
+		atomic_store(&qp->seg->rnr_wait, 0);
+		snic_qp_progress(qp);
+	}
+	pthread_mutex_unlock(&qp->lock);
+}
+
+static void *progress_main(void *arg)
+{
+	struct snic_dev *dev = arg;
+	struct epoll_event ev[32];
+
+	while (!atomic_load(&dev->stop)) {
+		int n = epoll_wait(dev->epoll_fd, ev, 32, -1);
+		bool rung = false;
+
+		if (n < 0)
+			continue; /* EINTR */
+		pthread_mutex_lock(&dev->lock);
+		for (int i = 0; i < n; i++) {
+			uint32_t qpn = (uint32_t)ev[i].data.u64;
+			struct snic_qp *qp;
+
+			if (!qpn) {
+				uint64_t v;
+				(void)!read(dev->doorbell_fd, &v, sizeof(v));
+				rung = true;
+				continue;
+			}
+			/* The connection socket: readable only when the peer is gone. */
+			qp = dev->qp_table[qpn & (dev->max_qp - 1)];
+			if (qp && qp->vqp.qp_num == qpn)
+				service_qp(qp, true);
+		}
+		if (rung)
+			for (struct snic_qp *qp = dev->qp_list; qp; qp = qp->next)
+				service_qp(qp, false);
+		pthread_mutex_unlock(&dev->lock);
+	}
+	return NULL;
+}
+
+/*
+ * Cross-memory attach needs the ptrace right on the peer.  Under Yama's
+ * restricted mode (ptrace_scope 1) only ancestors have it, so a device
+ * opened there lets any process of the same user attach, unless
+ * SANPROV_SOFTNIC_PTRACER=0.
+ */
+static void allow_peers(void)
+{
+	FILE *f = fopen("/proc/sys/kernel/yama/ptrace_scope", "r");
+	int scope = 0;
+
+	if (!f)
+		return;
+	if (fscanf(f, "%d", &scope) != 1)
+		scope = 0;
+	fclose(f);
+	if (scope == 1 && snic_env_ulong("SANPROV_SOFTNIC_PTRACER", 1, 0, 1))
+		prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0);
+}
+
+struct vb_device *snic_open_device(const struct vb_ops *ops, const char *name)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 0 };
+	struct snic_dev *dev;
+	int ret;
+
+	if (name && strcmp(name, SNIC_DEV_NAME)) {
+		errno = ENODEV;
+		return NULL;
+	}
+	dev = calloc(1, sizeof(*dev));
+	if (!dev) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	dev->vdev.ops = ops;
+	snprintf(dev->vdev.name, sizeof(dev->vdev.name), "%s", SNIC_DEV_NAME);
+	dev->max_mr = (uint32_t)snic_env_ulong("SANPROV_SOFTNIC_MAX_MR", 1u << 18, 16,
+					       SNIC_MAX_MR_LIMIT);
+	dev->max_qp = snic_pow2((uint32_t)snic_env_ulong("SANPROV_SOFTNIC_MAX_QP", 4096, 2,
+							 1u << 20));
+	dev->max_cq = (uint32_t)snic_env_ulong("SANPROV_SOFTNIC_MAX_CQ", 4096, 1, 1u << 20);
+	dev->dereg_timeout_ms = (unsigned int)snic_env_ulong("SANPROV_SOFTNIC_DEREG_TIMEOUT_MS",
+							     10000, 1, 3600000);
+	dev->next_pd = 1;
+	dev->next_qpn = 1;
+	dev->doorbell_fd = dev->epoll_fd = -1;
+	ret = pthread_mutex_init(&dev->lock, NULL);
+	if (ret)
+		goto err_free;
+	ret = snic_shm_create(&dev->seg_shm, "sanprov-dev", snic_dev_seg_size(dev->max_mr));
+	if (ret)
+		goto err_lock;
+	dev->seg = dev->seg_shm.addr;
+	dev->seg->magic = SNIC_DEV_MAGIC;
+	dev->seg->max_mr = dev->max_mr;
+	dev->seg->pid = getpid();
+	ret = snic_mr_table_init(dev);
+	if (ret)
+		goto err_shm;
+	dev->qp_table = calloc(dev->max_qp, sizeof(*dev->qp_table));
+	dev->sq_credit = calloc(dev->max_qp, sizeof(*dev->sq_credit));
+	if (!dev->qp_table || !dev->sq_credit) {
+		ret = ENOMEM;
+		goto err_tables;
+	}
+	dev->doorbell_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	dev->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+	if (dev->doorbell_fd < 0 || dev->epoll_fd < 0 ||
+	    epoll_ctl(dev->epoll_fd, EPOLL_CTL_ADD, dev->doorbell_fd, &ev)) {
+		ret = errno;
+		goto err_fds;
+	}
+	ret = pthread_create(&dev->progress, NULL, progress_main, dev);
+	if (ret)
+		goto err_fds;
+	allow_peers();
+	return &dev->vdev;
+
+err_fds:
+	if (dev->doorbell_fd >= 0)
+		close(dev->doorbell_fd);
+	if (dev->epoll_fd >= 0)
+		close(dev->epoll_fd);
+err_tables:
+	free(dev->qp_table);
+	free((void *)dev->sq_credit);
+	snic_mr_table_fini(dev);
+err_shm:
+	snic_shm_destroy(&dev->seg_shm);
+err_lock:
+	pthread_mutex_destroy(&dev->lock);
+err_free:
+	free(dev);
+	errno = ret;
+	return NULL;
+}
+
+int snic_close_device(struct vb_device *vdev)
+{
+	struct snic_dev *dev = snic_dev_of(vdev);
+
+	pthread_mutex_lock(&dev->lock);
+	if (dev->n_pd || dev->n_mr || dev->n_cq || dev->n_qp || dev->n_lst) {
+		pthread_mutex_unlock(&dev->lock);
+		return EBUSY;
+	}
+	pthread_mutex_unlock(&dev->lock);
+	atomic_store(&dev->stop, true);
+	snic_dev_ring(dev->doorbell_fd);
+	pthread_join(dev->progress, NULL);
+	close(dev->doorbell_fd);
+	close(dev->epoll_fd);
+	/* Buffers the application did not free go with the device. */
+	for (uint32_t i = 0; i < dev->n_bufs; i++) {
+		munmap((void *)dev->bufs[i].base, dev->bufs[i].len);
+		close(dev->bufs[i].fd);
+	}
+	free(dev->qp_table);
+	free((void *)dev->sq_credit);
+	snic_mr_table_fini(dev);
+	snic_shm_destroy(&dev->seg_shm);
+	pthread_mutex_destroy(&dev->lock);
+	free(dev);
+	return 0;
+}
+
+int snic_query_device(struct vb_device *vdev, struct vb_device_attr *attr)
+{
+	struct snic_dev *dev = snic_dev_of(vdev);
+
+	memset(attr, 0, sizeof(*attr));
+	snprintf(attr->name, sizeof(attr->name), "%s", vdev->name);
+	snprintf(attr->backend, sizeof(attr->backend), "%s", vdev->ops->name);
+	attr->max_mr_size = (uint64_t)1 << 46;
+	attr->page_size_cap = 4096;
+	attr->max_mr = dev->max_mr;
+	attr->max_pd = UINT32_MAX;
+	attr->max_qp = dev->max_qp;
+	attr->max_qp_wr = SNIC_MAX_QP_WR;
+	attr->max_sge = SNIC_MAX_SGE;
+	attr->max_cq = dev->max_cq;
+	attr->max_cqe = SNIC_MAX_CQE;
+	attr->max_inline_data = SNIC_MAX_INLINE;
+	return 0;
+}
+
+int snic_query_port(struct vb_device *vdev, struct vb_port_attr *attr)
+{
+	(void)vdev;
+	memset(attr, 0, sizeof(*attr));
+	attr->state = VB_PORT_ACTIVE;
+	attr->max_msg_sz = SNIC_MAX_MSG_SZ;
+	attr->active_mtu = 4096;
+	snprintf(attr->link_layer, sizeof(attr->link_layer), "%s", "softnic");
+	return 0;
+}
+
+struct vb_pd *snic_alloc_pd(struct vb_device *vdev)
+{
+	struct snic_dev *dev = snic_dev_of(vdev);
+	struct snic_pd *pd = calloc(1, sizeof(*pd));
+
+	if (!pd) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	pthread_mutex_lock(&dev->lock);
+	pd->vpd.handle = dev->next_pd++;
+	dev->n_pd++;
+	pthread_mutex_unlock(&dev->lock);
+	pd->vpd.dev = vdev;
+	return &pd->vpd;
+}
+
+int snic_dealloc_pd(struct vb_pd *vpd)
+{
+	struct snic_pd *pd = snic_pd_of(vpd);
+	struct snic_dev *dev = snic_dev_of(vpd->dev);
+
+	if (atomic_load(&pd->refs))
+		return EBUSY;
+	pthread_mutex_lock(&dev->lock);
+	dev->n_pd--;
+	pthread_mutex_unlock(&dev->lock);
+	free(pd);
+	return 0;
+}

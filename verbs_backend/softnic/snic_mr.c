@@ -1,0 +1,303 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * Memory regions: the shared MR table, key checks, and the buffers of
+ * vb_buf_alloc() that peers can map directly.
+ *
+ * A key is slot | generation << 24.  Slots are reused first-in first-out
+ * and the generation moves on at every reuse, so a stale rkey stays
+ * invalid for as long as possible, as the key byte of a NIC's memory key.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "snic.h"
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#define MADV_POPULATE_WRITE 23
+#endif
+
+int snic_mr_table_init(struct snic_dev *dev)
+{
+	dev->mr_free = malloc(sizeof(*dev->mr_free) * dev->max_mr);
+	dev->mr_gen = calloc(dev->max_mr, 1);
+	if (!dev->mr_free || !dev->mr_gen) {
+		free(dev->mr_free);
+		free(dev->mr_gen);
+		return ENOMEM;
+	}
+	for (uint32_t i = 0; i < dev->max_mr; i++)
+		dev->mr_free[i] = i;
+	dev->mr_free_head = 0;
+	dev->mr_free_count = dev->max_mr;
+	return 0;
+}
+
+void snic_mr_table_fini(struct snic_dev *dev)
+{
+	free(dev->mr_free);
+	free(dev->mr_gen);
+	free(dev->bufs);
+}
+
+struct snic_mr_entry *snic_mr_get(struct snic_dev_seg *seg, uint32_t max_mr, uint32_t key,
+				  uint32_t pd, uint64_t addr, uint64_t len, unsigned int access)
+{
+	uint32_t slot = key & SNIC_KEY_IDX_MASK;
+	struct snic_mr_entry *e;
+
+	if (!key || slot >= max_mr)
+		return NULL;
+	e = &seg->mr[slot];
+	/*
+	 * busy first, key second; dereg stores key = 0 first and waits for
+	 * busy second.  Whichever comes last sees the other: either this
+	 * access fails or dereg waits for it to end.
+	 */
+	atomic_fetch_add(&e->busy, 1);
+	if (atomic_load(&e->key) != key)
+		goto fail;
+	if (e->pd != pd || (e->access & access) != access)
+		goto fail;
+	if (addr < e->addr || len > e->length || addr - e->addr > e->length - len)
+		goto fail;
+	return e;
+fail:
+	snic_mr_put(e);
+	return NULL;
+}
+
+static int check_access_flags(unsigned int access)
+{
+	if (access & ~(unsigned int)VB_ACCESS_ALL)
+		return EINVAL;
+	/* As the IB spec: remote write needs local write. */
+	if ((access & VB_ACCESS_REMOTE_WRITE) && !(access & VB_ACCESS_LOCAL_WRITE))
+		return EINVAL;
+	return 0;
+}
+
+/*
+ * A NIC pins the pages it registers: unmapped memory fails with EFAULT,
+ * and so does a write registration of memory that cannot be written.
+ * Populating the range does what pinning does to the page tables.
+ */
+static int check_memory(void *addr, size_t length, unsigned int access)
+{
+	uintptr_t start = (uintptr_t)addr & ~(uintptr_t)4095;
+	size_t span = (uintptr_t)addr + length - start;
+	int advice = access & VB_ACCESS_LOCAL_WRITE ? MADV_POPULATE_WRITE : MADV_POPULATE_READ;
+
+	if (!madvise((void *)start, span, advice))
+		return 0;
+	if (errno == EINVAL) {
+		/* Older kernels: at least require the range to be mapped. */
+		unsigned char v;
+		for (uintptr_t p = start; p < start + span; p += 4096)
+			if (mincore((void *)p, 1, &v))
+				return EFAULT;
+		return 0;
+	}
+	return EFAULT;
+}
+
+static const struct snic_buf *buf_find(struct snic_dev *dev, uintptr_t addr, size_t len)
+{
+	for (uint32_t i = 0; i < dev->n_bufs; i++) {
+		const struct snic_buf *b = &dev->bufs[i];
+		if (addr >= b->base && addr - b->base <= b->len && len <= b->len - (addr - b->base))
+			return b;
+	}
+	return NULL;
+}
+
+struct vb_mr *snic_reg_mr(struct vb_pd *vpd, void *addr, size_t length, unsigned int access)
+{
+	struct snic_dev *dev = snic_dev_of(vpd->dev);
+	struct snic_mr *mr;
+	struct snic_mr_entry *e;
+	const struct snic_buf *buf;
+	uint32_t slot, gen;
+	int ret;
+
+	ret = check_access_flags(access);
+	if (ret)
+		goto err;
+	if (!addr || !length || (uintptr_t)addr + length < (uintptr_t)addr) {
+		ret = EINVAL;
+		goto err;
+	}
+	ret = check_memory(addr, length, access);
+	if (ret)
+		goto err;
+	mr = calloc(1, sizeof(*mr));
+	if (!mr) {
+		ret = ENOMEM;
+		goto err;
+	}
+
+	pthread_mutex_lock(&dev->lock);
+	if (!dev->mr_free_count) {
+		pthread_mutex_unlock(&dev->lock);
+		ret = ENOMEM;
+		goto err_free;
+	}
+	slot = dev->mr_free[dev->mr_free_head];
+	dev->mr_free_head = (dev->mr_free_head + 1) % dev->max_mr;
+	dev->mr_free_count--;
+	gen = dev->mr_gen[slot] = (uint8_t)(dev->mr_gen[slot] % 255 + 1);
+	e = &dev->seg->mr[slot];
+	e->access = access;
+	e->pd = vpd->handle;
+	e->addr = (uintptr_t)addr;
+	e->length = length;
+	buf = buf_find(dev, (uintptr_t)addr, length);
+	e->buf_fd = buf ? buf->fd : -1;
+	e->buf_ino = buf ? buf->ino : 0;
+	e->buf_base = buf ? buf->base : 0;
+	e->buf_len = buf ? buf->len : 0;
+	dev->n_mr++;
+	atomic_fetch_add(&snic_pd_of(vpd)->refs, 1);
+	pthread_mutex_unlock(&dev->lock);
+
+	mr->slot = slot;
+	mr->vmr.pd = vpd;
+	mr->vmr.addr = addr;
+	mr->vmr.length = length;
+	mr->vmr.access = access;
+	mr->vmr.lkey = mr->vmr.rkey = slot | gen << SNIC_KEY_IDX_BITS;
+	/* Publish last: the fields above are complete before the key is valid. */
+	atomic_store_explicit(&e->key, mr->vmr.lkey, memory_order_release);
+	return &mr->vmr;
+
+err_free:
+	free(mr);
+err:
+	errno = ret;
+	return NULL;
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+int snic_dereg_mr(struct vb_mr *vmr)
+{
+	struct snic_mr *mr = snic_mr_of(vmr);
+	struct snic_dev *dev = snic_dev_of(vmr->pd->dev);
+	struct snic_mr_entry *e = &dev->seg->mr[mr->slot];
+	uint64_t start = now_ms();
+	unsigned int spins = 0;
+
+	/* From here no new access starts; wait for those in flight. */
+	atomic_store(&e->key, 0);
+	while (atomic_load(&e->busy)) {
+		if (++spins < 1000) {
+			sched_yield();
+			continue;
+		}
+		/*
+		 * Only a peer killed in the middle of a copy leaves busy raised
+		 * for long; its copy died with it.
+		 */
+		if (now_ms() - start > dev->dereg_timeout_ms) {
+			fprintf(stderr, "sanprov softnic: MR key 0x%x still busy after %u ms, "
+				"releasing it\n", vmr->lkey, dev->dereg_timeout_ms);
+			atomic_store(&e->busy, 0);
+			break;
+		}
+		nanosleep(&(struct timespec){ .tv_nsec = 100000 }, NULL);
+	}
+
+	pthread_mutex_lock(&dev->lock);
+	e->addr = e->length = 0;
+	e->buf_fd = -1;
+	dev->mr_free[(dev->mr_free_head + dev->mr_free_count) % dev->max_mr] = mr->slot;
+	dev->mr_free_count++;
+	dev->n_mr--;
+	atomic_fetch_sub(&snic_pd_of(vmr->pd)->refs, 1);
+	pthread_mutex_unlock(&dev->lock);
+	free(mr);
+	return 0;
+}
+
+void *snic_buf_alloc(struct vb_device *vdev, size_t length)
+{
+	struct snic_dev *dev = snic_dev_of(vdev);
+	struct snic_shm shm;
+	struct stat st;
+	size_t len;
+	int ret;
+
+	if (!length || length > ((size_t)1 << 46)) {
+		errno = EINVAL;
+		return NULL;
+	}
+	len = (length + 4095) & ~(size_t)4095;
+	ret = snic_shm_create(&shm, "sanprov-buf", len);
+	if (ret)
+		goto err;
+	if (fstat(shm.fd, &st)) {
+		ret = errno;
+		goto err_shm;
+	}
+	pthread_mutex_lock(&dev->lock);
+	if (dev->n_bufs == dev->cap_bufs) {
+		uint32_t cap = dev->cap_bufs ? dev->cap_bufs * 2 : 16;
+		struct snic_buf *b = realloc(dev->bufs, cap * sizeof(*b));
+		if (!b) {
+			pthread_mutex_unlock(&dev->lock);
+			ret = ENOMEM;
+			goto err_shm;
+		}
+		dev->bufs = b;
+		dev->cap_bufs = cap;
+	}
+	dev->bufs[dev->n_bufs++] = (struct snic_buf){
+		.base = (uintptr_t)shm.addr, .len = len, .fd = shm.fd, .ino = st.st_ino
+	};
+	pthread_mutex_unlock(&dev->lock);
+	return shm.addr;
+
+err_shm:
+	snic_shm_destroy(&shm);
+err:
+	errno = ret;
+	return NULL;
+}
+
+int snic_buf_free(struct vb_device *vdev, void *buf, size_t length)
+{
+	struct snic_dev *dev = snic_dev_of(vdev);
+	size_t len = (length + 4095) & ~(size_t)4095;
+
+	pthread_mutex_lock(&dev->lock);
+	for (uint32_t i = 0; i < dev->n_bufs; i++) {
+		struct snic_buf b = dev->bufs[i];
+		if (b.base != (uintptr_t)buf)
+			continue;
+		if (b.len != len) {
+			pthread_mutex_unlock(&dev->lock);
+			return EINVAL;
+		}
+		dev->bufs[i] = dev->bufs[--dev->n_bufs];
+		pthread_mutex_unlock(&dev->lock);
+		munmap(buf, b.len);
+		close(b.fd);
+		return 0;
+	}
+	pthread_mutex_unlock(&dev->lock);
+	return EINVAL;
+}

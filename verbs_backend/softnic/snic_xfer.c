@@ -1,0 +1,182 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * The one-copy engine.  Bytes move between this process and a peer by
+ *   - memcpy, when the peer is this process;
+ *   - memcpy, when the peer's MR lies in a vb_buf_alloc() buffer: its memfd
+ *     is taken once with pidfd_getfd() and mapped here;
+ *   - cross-memory attach (process_vm_writev/readv) for any other memory.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/pidfd.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "snic.h"
+
+static struct snic_import *import_buf(struct snic_peer *peer, int fd, uint64_t ino)
+{
+	struct snic_import *imp = &peer->imports[0];
+	struct stat st;
+	void *base;
+	int lfd;
+
+	for (int i = 1; i < SNIC_MAX_IMPORTS; i++)
+		if (peer->imports[i].last_use < imp->last_use)
+			imp = &peer->imports[i];
+	lfd = pidfd_getfd(peer->pidfd, fd, 0);
+	if (lfd < 0)
+		return NULL;
+	/* The number may have been reused for another file since the MR was made. */
+	if (fstat(lfd, &st) || (uint64_t)st.st_ino != ino || !S_ISREG(st.st_mode) ||
+	    st.st_size <= 0) {
+		close(lfd);
+		return NULL;
+	}
+	base = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, lfd, 0);
+	close(lfd);
+	if (base == MAP_FAILED)
+		return NULL;
+	if (imp->base)
+		munmap(imp->base, imp->len);
+	imp->ino = ino;
+	imp->base = base;
+	imp->len = (size_t)st.st_size;
+	return imp;
+}
+
+void snic_xfer_resolve(struct snic_peer *peer, const struct snic_mr_entry *e,
+		       struct snic_rseg *rs)
+{
+	struct snic_import *imp = NULL;
+	uint64_t ino, base, off;
+	int fd;
+
+	rs->mapped = NULL;
+	if (peer->self) {
+		rs->mapped = (void *)(uintptr_t)rs->raddr;
+		return;
+	}
+	fd = e->buf_fd;
+	ino = e->buf_ino;
+	base = e->buf_base;
+	if (fd < 0 || peer->pidfd < 0 || rs->raddr < base)
+		return;
+	for (int i = 0; i < SNIC_MAX_IMPORTS; i++)
+		if (peer->imports[i].base && peer->imports[i].ino == ino) {
+			imp = &peer->imports[i];
+			break;
+		}
+	if (!imp)
+		imp = import_buf(peer, fd, ino);
+	if (!imp)
+		return;
+	imp->last_use = ++peer->import_clock;
+	off = rs->raddr - base;
+	if (off > imp->len || rs->len > imp->len - off)
+		return;
+	rs->mapped = (char *)imp->base + off;
+}
+
+void snic_peer_release_imports(struct snic_peer *peer)
+{
+	for (int i = 0; i < SNIC_MAX_IMPORTS; i++) {
+		if (peer->imports[i].base)
+			munmap(peer->imports[i].base, peer->imports[i].len);
+		peer->imports[i].base = NULL;
+	}
+}
+
+static enum vb_wc_status cma_status(int err, uint32_t *vendor_err)
+{
+	*vendor_err = (uint32_t)err;
+	switch (err) {
+	case EFAULT:
+		return VB_WC_REM_ACCESS_ERR;
+	case ESRCH:
+		return VB_WC_RETRY_EXC_ERR;
+	default:
+		return VB_WC_GENERAL_ERR;
+	}
+}
+
+static enum vb_wc_status cma(struct snic_peer *peer, enum snic_xfer_dir dir,
+			     const struct iovec *l, unsigned long nl, const struct iovec *r,
+			     unsigned long nr, size_t total, uint32_t *vendor_err)
+{
+	ssize_t n;
+
+	if (dir == SNIC_XFER_TO_PEER)
+		n = process_vm_writev(peer->pid, l, nl, r, nr, 0);
+	else
+		n = process_vm_readv(peer->pid, l, nl, r, nr, 0);
+	if (n < 0)
+		return cma_status(errno, vendor_err);
+	/* A short count means a page in between was not there. */
+	if ((size_t)n != total)
+		return cma_status(EFAULT, vendor_err);
+	return VB_WC_SUCCESS;
+}
+
+enum vb_wc_status snic_xfer(struct snic_peer *peer, enum snic_xfer_dir dir,
+			    const struct vb_sge *local, uint32_t nlocal,
+			    const struct snic_rseg *remote, uint32_t nremote, uint32_t *vendor_err)
+{
+	uint32_t li = 0, ri = 0;
+	uint64_t loff = 0, roff = 0;
+	bool any_mapped = false;
+
+	for (uint32_t i = 0; i < nremote; i++)
+		any_mapped |= remote[i].mapped != NULL;
+
+	if (!any_mapped) {
+		struct iovec l[SNIC_MAX_SGE], r[SNIC_MAX_SGE];
+		size_t total = 0;
+
+		for (uint32_t i = 0; i < nlocal; i++) {
+			l[i] = (struct iovec){ (void *)(uintptr_t)local[i].addr, local[i].length };
+			total += local[i].length;
+		}
+		for (uint32_t i = 0; i < nremote; i++)
+			r[i] = (struct iovec){ (void *)(uintptr_t)remote[i].raddr, remote[i].len };
+		if (!total)
+			return VB_WC_SUCCESS;
+		return cma(peer, dir, l, nlocal, r, nremote, total, vendor_err);
+	}
+
+	while (li < nlocal && ri < nremote) {
+		uint64_t lrem = local[li].length - loff, rrem = remote[ri].len - roff;
+		uint64_t chunk = lrem < rrem ? lrem : rrem;
+		char *lp = (char *)(uintptr_t)local[li].addr + loff;
+
+		if (chunk) {
+			if (remote[ri].mapped) {
+				char *rp = (char *)remote[ri].mapped + roff;
+				if (dir == SNIC_XFER_TO_PEER)
+					memcpy(rp, lp, chunk);
+				else
+					memcpy(lp, rp, chunk);
+			} else {
+				struct iovec l = { lp, chunk };
+				struct iovec r = { (void *)(uintptr_t)(remote[ri].raddr + roff), chunk };
+				enum vb_wc_status st = cma(peer, dir, &l, 1, &r, 1, chunk, vendor_err);
+				if (st != VB_WC_SUCCESS)
+					return st;
+			}
+		}
+		loff += chunk;
+		roff += chunk;
+		if (loff == local[li].length) {
+			li++;
+			loff = 0;
+		}
+		if (roff == remote[ri].len) {
+			ri++;
+			roff = 0;
+		}
+	}
+	return VB_WC_SUCCESS;
+}

@@ -1,0 +1,432 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * verbs_backend: one ibverbs-shaped interface over every NIC the project runs on.
+ *
+ * A backend is a static const struct vb_ops table.  provider/ and the
+ * registration cache are written once against the vb_* calls below and run
+ * unchanged on the embedded softnic, on soft-RoCE and on real SAN NICs.
+ *
+ * Error convention: functions return 0 or a positive errno; constructors
+ * return NULL and set errno.  Missing capabilities answer EOPNOTSUPP (the
+ * registry fills every member a backend leaves out), so callers never test
+ * a member for NULL.
+ *
+ * Numeric values of access flags, work-request opcodes, send flags and
+ * completion statuses are those of libibverbs, so a status read on one
+ * backend means the same on every other and the verbs backend passes the
+ * hardware's statuses through unchanged.
+ */
+#ifndef SANPROV_VB_H
+#define SANPROV_VB_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define VB_MAX_PRIVATE_DATA 56 /* what an rdma_cm connect request can carry */
+#define VB_NAME_MAX 64
+
+enum vb_access {
+	VB_ACCESS_LOCAL_WRITE = 1,
+	VB_ACCESS_REMOTE_WRITE = 2,
+	VB_ACCESS_REMOTE_READ = 4,
+};
+#define VB_ACCESS_ALL (VB_ACCESS_LOCAL_WRITE | VB_ACCESS_REMOTE_WRITE | VB_ACCESS_REMOTE_READ)
+
+enum vb_wr_opcode {
+	VB_WR_RDMA_WRITE = 0,
+	VB_WR_RDMA_WRITE_WITH_IMM = 1,
+	VB_WR_SEND = 2,
+	VB_WR_SEND_WITH_IMM = 3,
+	VB_WR_RDMA_READ = 4,
+};
+
+enum vb_send_flags {
+	VB_SEND_FENCE = 1,
+	VB_SEND_SIGNALED = 2,
+	VB_SEND_SOLICITED = 4,
+	VB_SEND_INLINE = 8,
+};
+
+enum vb_wc_status {
+	VB_WC_SUCCESS = 0,
+	VB_WC_LOC_LEN_ERR = 1,
+	VB_WC_LOC_QP_OP_ERR = 2,
+	VB_WC_LOC_EEC_OP_ERR = 3,
+	VB_WC_LOC_PROT_ERR = 4,
+	VB_WC_WR_FLUSH_ERR = 5,
+	VB_WC_MW_BIND_ERR = 6,
+	VB_WC_BAD_RESP_ERR = 7,
+	VB_WC_LOC_ACCESS_ERR = 8,
+	VB_WC_REM_INV_REQ_ERR = 9,
+	VB_WC_REM_ACCESS_ERR = 10,
+	VB_WC_REM_OP_ERR = 11,
+	VB_WC_RETRY_EXC_ERR = 12,
+	VB_WC_RNR_RETRY_EXC_ERR = 13,
+	VB_WC_LOC_RDD_VIOL_ERR = 14,
+	VB_WC_REM_INV_RD_REQ_ERR = 15,
+	VB_WC_REM_ABORT_ERR = 16,
+	VB_WC_INV_EECN_ERR = 17,
+	VB_WC_INV_EEC_STATE_ERR = 18,
+	VB_WC_FATAL_ERR = 19,
+	VB_WC_RESP_TIMEOUT_ERR = 20,
+	VB_WC_GENERAL_ERR = 21,
+};
+
+enum vb_wc_opcode {
+	VB_WC_SEND = 0,
+	VB_WC_RDMA_WRITE = 1,
+	VB_WC_RDMA_READ = 2,
+	VB_WC_RECV = 128,
+	VB_WC_RECV_RDMA_WITH_IMM = 129,
+};
+
+enum vb_wc_flags {
+	VB_WC_WITH_IMM = 2,
+};
+
+enum vb_qp_state {
+	VB_QPS_RESET = 0,
+	VB_QPS_INIT = 1,
+	VB_QPS_RTR = 2,
+	VB_QPS_RTS = 3,
+	VB_QPS_SQD = 4,
+	VB_QPS_SQE = 5,
+	VB_QPS_ERR = 6,
+};
+
+enum vb_port_state {
+	VB_PORT_DOWN = 1,
+	VB_PORT_ACTIVE = 4,
+};
+
+struct vb_device_attr {
+	char name[VB_NAME_MAX];
+	char backend[VB_NAME_MAX];
+	uint64_t max_mr_size;
+	uint64_t page_size_cap;
+	uint32_t max_mr;
+	uint32_t max_pd;
+	uint32_t max_qp;
+	uint32_t max_qp_wr;
+	uint32_t max_sge;
+	uint32_t max_cq;
+	uint32_t max_cqe;
+	uint32_t max_inline_data;
+};
+
+struct vb_port_attr {
+	enum vb_port_state state;
+	uint32_t max_msg_sz;
+	uint32_t active_mtu; /* bytes */
+	char link_layer[16];
+};
+
+struct vb_ops;
+
+struct vb_device {
+	const struct vb_ops *ops;
+	char name[VB_NAME_MAX];
+};
+
+struct vb_pd {
+	struct vb_device *dev;
+	uint32_t handle;
+};
+
+struct vb_mr {
+	struct vb_pd *pd;
+	void *addr;
+	size_t length;
+	uint32_t lkey;
+	uint32_t rkey;
+	unsigned int access;
+};
+
+/*
+ * A CQ has its own completion channel: fd becomes readable after
+ * vb_req_notify_cq() once a completion arrives; vb_get_cq_event() consumes
+ * the event.
+ */
+struct vb_cq {
+	struct vb_device *dev;
+	int fd;
+	int cqe;
+};
+
+struct vb_qp_cap {
+	uint32_t max_send_wr;
+	uint32_t max_recv_wr;
+	uint32_t max_send_sge;
+	uint32_t max_recv_sge;
+	uint32_t max_inline_data;
+};
+
+struct vb_qp_init_attr {
+	struct vb_cq *send_cq;
+	struct vb_cq *recv_cq;
+	struct vb_qp_cap cap;
+	int sq_sig_all;
+};
+
+struct vb_qp {
+	struct vb_device *dev;
+	struct vb_pd *pd;
+	struct vb_cq *send_cq;
+	struct vb_cq *recv_cq;
+	struct vb_qp_cap cap;
+	uint32_t qp_num;
+	uint8_t peer_private_data_len;
+	uint8_t peer_private_data[VB_MAX_PRIVATE_DATA];
+};
+
+/* A passive endpoint; fd becomes readable when a connect request waits. */
+struct vb_listener {
+	struct vb_device *dev;
+	int fd;
+	struct sockaddr_storage addr; /* the bound address (port filled in) */
+};
+
+struct vb_conn_param {
+	const void *private_data;
+	uint8_t private_data_len;
+	int timeout_ms; /* < 0: wait forever */
+};
+
+struct vb_sge {
+	uint64_t addr;
+	uint32_t length;
+	uint32_t lkey;
+};
+
+struct vb_send_wr {
+	uint64_t wr_id;
+	struct vb_send_wr *next;
+	struct vb_sge *sg_list;
+	int num_sge;
+	enum vb_wr_opcode opcode;
+	unsigned int send_flags;
+	uint32_t imm_data;
+	uint64_t remote_addr;
+	uint32_t rkey;
+};
+
+struct vb_recv_wr {
+	uint64_t wr_id;
+	struct vb_recv_wr *next;
+	struct vb_sge *sg_list;
+	int num_sge;
+};
+
+struct vb_wc {
+	uint64_t wr_id;
+	enum vb_wc_status status;
+	enum vb_wc_opcode opcode;
+	uint32_t vendor_err;
+	uint32_t byte_len;
+	uint32_t imm_data;
+	uint32_t qp_num;
+	unsigned int wc_flags;
+};
+
+/*
+ * The ops table.  Members are sorted by name; every backend defines its
+ * table with designated initializers and may leave members out.
+ */
+struct vb_ops {
+	const char *name;
+	const char *description;
+	int (*accept)(struct vb_listener *lst, struct vb_qp *qp, const struct vb_conn_param *param);
+	struct vb_pd *(*alloc_pd)(struct vb_device *dev);
+	void *(*buf_alloc)(struct vb_device *dev, size_t length);
+	int (*buf_free)(struct vb_device *dev, void *buf, size_t length);
+	int (*close_device)(struct vb_device *dev);
+	int (*connect)(struct vb_qp *qp, const struct sockaddr *addr, socklen_t addrlen,
+		       const struct vb_conn_param *param);
+	struct vb_cq *(*create_cq)(struct vb_device *dev, int cqe);
+	struct vb_listener *(*create_listener)(struct vb_device *dev, const struct sockaddr *addr,
+					       socklen_t addrlen, int backlog);
+	struct vb_qp *(*create_qp)(struct vb_pd *pd, const struct vb_qp_init_attr *attr);
+	int (*dealloc_pd)(struct vb_pd *pd);
+	int (*dereg_mr)(struct vb_mr *mr);
+	int (*destroy_cq)(struct vb_cq *cq);
+	int (*destroy_listener)(struct vb_listener *lst);
+	int (*destroy_qp)(struct vb_qp *qp);
+	int (*get_cq_event)(struct vb_cq *cq);
+	struct vb_device *(*open_device)(const struct vb_ops *ops, const char *dev_name);
+	int (*poll_cq)(struct vb_cq *cq, int max, struct vb_wc *wc, int *count);
+	int (*post_recv)(struct vb_qp *qp, struct vb_recv_wr *wr, struct vb_recv_wr **bad_wr);
+	int (*post_send)(struct vb_qp *qp, struct vb_send_wr *wr, struct vb_send_wr **bad_wr);
+	int (*query_device)(struct vb_device *dev, struct vb_device_attr *attr);
+	int (*query_port)(struct vb_device *dev, struct vb_port_attr *attr);
+	int (*query_qp)(struct vb_qp *qp, enum vb_qp_state *state);
+	struct vb_mr *(*reg_mr)(struct vb_pd *pd, void *addr, size_t length, unsigned int access);
+	int (*req_notify_cq)(struct vb_cq *cq);
+};
+
+/* Registry ---------------------------------------------------------------- */
+
+/* Name of the backend used when none is asked for (SANPROV_BACKEND overrides). */
+#define VB_DEFAULT_BACKEND "softnic"
+
+/*
+ * The ops table of the backend called name (NULL: $SANPROV_BACKEND, else
+ * the default).  The table returned is complete: every member is set.
+ * NULL with errno ENOENT when no such backend was built.
+ */
+const struct vb_ops *vb_backend_find(const char *name);
+
+/* Names of the backends built into this library, NULL-terminated. */
+const char *const *vb_backend_names(void);
+
+/* Open a device of backend (NULL as for vb_backend_find) by name (NULL: the first). */
+struct vb_device *vb_open_device(const char *backend, const char *dev_name);
+
+const char *vb_wc_status_str(enum vb_wc_status status);
+const char *vb_wr_opcode_str(enum vb_wr_opcode opcode);
+
+/*
+ * Poll cq for up to max completions; when none is there, arm the channel
+ * and sleep on cq->fd until one arrives or timeout_ms (< 0: forever)
+ * passes.  *count is the number returned (0 only with ETIMEDOUT).
+ */
+int vb_cq_wait(struct vb_cq *cq, int max, struct vb_wc *wc, int *count, int timeout_ms);
+
+/* Dispatch --------------------------------------------------------------- */
+
+static inline int vb_close_device(struct vb_device *dev)
+{
+	return dev->ops->close_device(dev);
+}
+
+static inline int vb_query_device(struct vb_device *dev, struct vb_device_attr *attr)
+{
+	return dev->ops->query_device(dev, attr);
+}
+
+static inline int vb_query_port(struct vb_device *dev, struct vb_port_attr *attr)
+{
+	return dev->ops->query_port(dev, attr);
+}
+
+static inline struct vb_pd *vb_alloc_pd(struct vb_device *dev)
+{
+	return dev->ops->alloc_pd(dev);
+}
+
+static inline int vb_dealloc_pd(struct vb_pd *pd)
+{
+	return pd->dev->ops->dealloc_pd(pd);
+}
+
+/*
+ * Memory that every backend can register and that gives the best data path
+ * (softnic maps it directly into its peers; verbs returns page-aligned
+ * anonymous memory).  Free with vb_buf_free() and the same length.
+ */
+static inline void *vb_buf_alloc(struct vb_device *dev, size_t length)
+{
+	return dev->ops->buf_alloc(dev, length);
+}
+
+static inline int vb_buf_free(struct vb_device *dev, void *buf, size_t length)
+{
+	return dev->ops->buf_free(dev, buf, length);
+}
+
+static inline struct vb_mr *vb_reg_mr(struct vb_pd *pd, void *addr, size_t length,
+				      unsigned int access)
+{
+	return pd->dev->ops->reg_mr(pd, addr, length, access);
+}
+
+static inline int vb_dereg_mr(struct vb_mr *mr)
+{
+	return mr->pd->dev->ops->dereg_mr(mr);
+}
+
+static inline struct vb_cq *vb_create_cq(struct vb_device *dev, int cqe)
+{
+	return dev->ops->create_cq(dev, cqe);
+}
+
+static inline int vb_destroy_cq(struct vb_cq *cq)
+{
+	return cq->dev->ops->destroy_cq(cq);
+}
+
+static inline int vb_req_notify_cq(struct vb_cq *cq)
+{
+	return cq->dev->ops->req_notify_cq(cq);
+}
+
+static inline int vb_get_cq_event(struct vb_cq *cq)
+{
+	return cq->dev->ops->get_cq_event(cq);
+}
+
+static inline int vb_poll_cq(struct vb_cq *cq, int max, struct vb_wc *wc, int *count)
+{
+	return cq->dev->ops->poll_cq(cq, max, wc, count);
+}
+
+static inline struct vb_qp *vb_create_qp(struct vb_pd *pd, const struct vb_qp_init_attr *attr)
+{
+	return pd->dev->ops->create_qp(pd, attr);
+}
+
+static inline int vb_destroy_qp(struct vb_qp *qp)
+{
+	return qp->dev->ops->destroy_qp(qp);
+}
+
+static inline int vb_query_qp(struct vb_qp *qp, enum vb_qp_state *state)
+{
+	return qp->dev->ops->query_qp(qp, state);
+}
+
+static inline int vb_post_send(struct vb_qp *qp, struct vb_send_wr *wr, struct vb_send_wr **bad_wr)
+{
+	return qp->dev->ops->post_send(qp, wr, bad_wr);
+}
+
+static inline int vb_post_recv(struct vb_qp *qp, struct vb_recv_wr *wr, struct vb_recv_wr **bad_wr)
+{
+	return qp->dev->ops->post_recv(qp, wr, bad_wr);
+}
+
+static inline struct vb_listener *vb_create_listener(struct vb_device *dev,
+						     const struct sockaddr *addr, socklen_t addrlen,
+						     int backlog)
+{
+	return dev->ops->create_listener(dev, addr, addrlen, backlog);
+}
+
+static inline int vb_destroy_listener(struct vb_listener *lst)
+{
+	return lst->dev->ops->destroy_listener(lst);
+}
+
+/* Connect an unconnected QP to the listener at addr; on success it is RTS. */
+static inline int vb_connect(struct vb_qp *qp, const struct sockaddr *addr, socklen_t addrlen,
+			     const struct vb_conn_param *param)
+{
+	return qp->dev->ops->connect(qp, addr, addrlen, param);
+}
+
+/* Take the next connect request of lst and connect the unconnected qp to it. */
+static inline int vb_accept(struct vb_listener *lst, struct vb_qp *qp,
+			    const struct vb_conn_param *param)
+{
+	return lst->dev->ops->accept(lst, qp, param);
+}
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SANPROV_VB_H */

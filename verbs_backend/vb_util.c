@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/* Helpers written once over the ops table. */
+#include <errno.h>
+#include <poll.h>
+#include <time.h>
+
+#include "vb.h"
+
+const char *vb_wc_status_str(enum vb_wc_status status)
+{
+	static const char *const str[] = {
+		[VB_WC_SUCCESS] = "success",
+		[VB_WC_LOC_LEN_ERR] = "local length error",
+		[VB_WC_LOC_QP_OP_ERR] = "local QP operation error",
+		[VB_WC_LOC_EEC_OP_ERR] = "local EE context operation error",
+		[VB_WC_LOC_PROT_ERR] = "local protection error",
+		[VB_WC_WR_FLUSH_ERR] = "Work Request Flushed Error",
+		[VB_WC_MW_BIND_ERR] = "memory management operation error",
+		[VB_WC_BAD_RESP_ERR] = "bad response error",
+		[VB_WC_LOC_ACCESS_ERR] = "local access error",
+		[VB_WC_REM_INV_REQ_ERR] = "remote invalid request error",
+		[VB_WC_REM_ACCESS_ERR] = "remote access error",
+		[VB_WC_REM_OP_ERR] = "remote operation error",
+		[VB_WC_RETRY_EXC_ERR] = "transport retry counter exceeded",
+		[VB_WC_RNR_RETRY_EXC_ERR] = "RNR retry counter exceeded",
+		[VB_WC_LOC_RDD_VIOL_ERR] = "local RDD violation error",
+		[VB_WC_REM_INV_RD_REQ_ERR] = "remote invalid RD request",
+		[VB_WC_REM_ABORT_ERR] = "aborted error",
+		[VB_WC_INV_EECN_ERR] = "invalid EE context number",
+		[VB_WC_INV_EEC_STATE_ERR] = "invalid EE context state",
+		[VB_WC_FATAL_ERR] = "fatal error",
+		[VB_WC_RESP_TIMEOUT_ERR] = "response timeout error",
+		[VB_WC_GENERAL_ERR] = "general error",
+	};
+
+	if ((unsigned int)status < sizeof(str) / sizeof(str[0]) && str[status])
+		return str[status];
+	return "unknown";
+}
+
+const char *vb_wr_opcode_str(enum vb_wr_opcode opcode)
+{
+	switch (opcode) {
+	case VB_WR_RDMA_WRITE:
+		return "RDMA_WRITE";
+	case VB_WR_RDMA_WRITE_WITH_IMM:
+		return "RDMA_WRITE_WITH_IMM";
+	case VB_WR_SEND:
+		return "SEND";
+	case VB_WR_SEND_WITH_IMM:
+		return "SEND_WITH_IMM";
+	case VB_WR_RDMA_READ:
+		return "RDMA_READ";
+	}
+	return "unknown";
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int vb_cq_wait(struct vb_cq *cq, int max, struct vb_wc *wc, int *count, int timeout_ms)
+{
+	int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+	int ret;
+
+	for (;;) {
+		ret = vb_poll_cq(cq, max, wc, count);
+		if (ret || *count)
+			return ret;
+		ret = vb_req_notify_cq(cq);
+		if (ret)
+			return ret;
+		/* A completion that arrived before the arm raised no event: look again. */
+		ret = vb_poll_cq(cq, max, wc, count);
+		if (ret || *count)
+			return ret;
+
+		int wait = -1;
+		if (deadline >= 0) {
+			int64_t left = deadline - now_ms();
+			if (left <= 0)
+				return ETIMEDOUT;
+			wait = left > 1000000 ? 1000000 : (int)left;
+		}
+		struct pollfd pfd = { .fd = cq->fd, .events = POLLIN };
+		ret = poll(&pfd, 1, wait);
+		if (ret < 0 && errno != EINTR)
+			return errno;
+		if (ret > 0) {
+			ret = vb_get_cq_event(cq);
+			if (ret && ret != EAGAIN)
+				return ret;
+		}
+	}
+}

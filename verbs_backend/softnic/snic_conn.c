@@ -10,7 +10,6 @@
  * The listener's address is the port of an IPv4/IPv6 socket address: one
  * host, so the IP part is not used.
  */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>

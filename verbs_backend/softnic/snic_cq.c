@@ -5,7 +5,6 @@
  * and one consuming process.  A full ring is an overflow error that stays,
  * as on a NIC; nothing is dropped silently.
  */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>

@@ -5,7 +5,6 @@
  * posting thread (sends that waited for a receive, errors raised by a
  * peer, peers that went away).
  */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>

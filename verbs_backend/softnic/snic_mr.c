@@ -7,7 +7,6 @@
  * and the generation moves on at every reuse, so a stale rkey stays
  * invalid for as long as possible, as the key byte of a NIC's memory key.
  */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <sched.h>
 #include <stdio.h>
@@ -85,28 +84,37 @@ static int check_access_flags(unsigned int access)
 	return 0;
 }
 
+static bool populate_supported;
+static pthread_once_t populate_once = PTHREAD_ONCE_INIT;
+
+/* Kernels before 5.14 do not know MADV_POPULATE_*: they answer EINVAL. */
+static void populate_probe(void)
+{
+	static alignas(4096) char page[4096];
+
+	populate_supported = !madvise(page, sizeof(page), MADV_POPULATE_READ);
+}
+
 /*
  * A NIC pins the pages it registers: unmapped memory fails with EFAULT,
  * and so does a write registration of memory that cannot be written.
- * Populating the range does what pinning does to the page tables.
+ * Populating the range does to the page tables what pinning does.
  */
 static int check_memory(void *addr, size_t length, unsigned int access)
 {
 	uintptr_t start = (uintptr_t)addr & ~(uintptr_t)4095;
 	size_t span = (uintptr_t)addr + length - start;
 	int advice = access & VB_ACCESS_LOCAL_WRITE ? MADV_POPULATE_WRITE : MADV_POPULATE_READ;
+	unsigned char v;
 
-	if (!madvise((void *)start, span, advice))
-		return 0;
-	if (errno == EINVAL) {
-		/* Older kernels: at least require the range to be mapped. */
-		unsigned char v;
-		for (uintptr_t p = start; p < start + span; p += 4096)
-			if (mincore((void *)p, 1, &v))
-				return EFAULT;
-		return 0;
-	}
-	return EFAULT;
+	pthread_once(&populate_once, populate_probe);
+	if (populate_supported)
+		return madvise((void *)start, span, advice) ? EFAULT : 0;
+	/* Without populate, at least require every page to be mapped. */
+	for (uintptr_t p = start; p < start + span; p += 4096)
+		if (mincore((void *)p, 1, &v))
+			return EFAULT;
+	return 0;
 }
 
 static const struct snic_buf *buf_find(struct snic_dev *dev, uintptr_t addr, size_t len)

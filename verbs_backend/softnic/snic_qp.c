@@ -9,7 +9,6 @@
  * status a NIC reports, and moves its QP (and for responder errors, the
  * peer's QP) to the error state, after which all work completes flushed.
  */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>

@@ -6,7 +6,6 @@
  *     is taken once with pidfd_getfd() and mapped here;
  *   - cross-memory attach (process_vm_writev/readv) for any other memory.
  */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <string.h>
 #include <sys/mman.h>

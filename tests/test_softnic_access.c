@@ -71,8 +71,8 @@ ParameterizedTestParameters(access, violations)
 		  VB_WC_REM_ACCESS_ERR, RESP_FLUSHED, 0 },
 		{ "write-imm bad rkey", VB_WR_RDMA_WRITE_WITH_IMM, L_OK, R_BAD_KEY, RECV_OK,
 		  VB_WC_REM_ACCESS_ERR, RESP_FLUSHED, 0 },
-		{ "write bad lkey", VB_WR_RDMA_WRITE, L_BAD_KEY, R_OK, RECV_OK,
-		  VB_WC_LOC_PROT_ERR, RESP_UNTOUCHED, 0 },
+		{ "write bad lkey", VB_WR_RDMA_WRITE, L_BAD_KEY, R_OK, RECV_OK, VB_WC_LOC_PROT_ERR,
+		  RESP_UNTOUCHED, 0 },
 		{ "write lkey of other PD", VB_WR_RDMA_WRITE, L_OTHER_PD, R_OK, RECV_OK,
 		  VB_WC_LOC_PROT_ERR, RESP_UNTOUCHED, 0 },
 		{ "write local past MR end", VB_WR_RDMA_WRITE, L_PAST_END, R_OK, RECV_OK,
@@ -83,10 +83,10 @@ ParameterizedTestParameters(access, violations)
 		  VB_WC_LOC_PROT_ERR, RESP_UNTOUCHED, 0 },
 		{ "send bad lkey", VB_WR_SEND, L_BAD_KEY, R_OK, RECV_OK, VB_WC_LOC_PROT_ERR,
 		  RESP_UNTOUCHED, 0 },
-		{ "send into recv without local write", VB_WR_SEND, L_OK, R_OK,
-		  RECV_NO_LOCAL_WRITE, VB_WC_REM_OP_ERR, RESP_STATUS, VB_WC_LOC_PROT_ERR },
-		{ "send into recv bad lkey", VB_WR_SEND, L_OK, R_OK, RECV_BAD_KEY,
+		{ "send into recv without local write", VB_WR_SEND, L_OK, R_OK, RECV_NO_LOCAL_WRITE,
 		  VB_WC_REM_OP_ERR, RESP_STATUS, VB_WC_LOC_PROT_ERR },
+		{ "send into recv bad lkey", VB_WR_SEND, L_OK, R_OK, RECV_BAD_KEY, VB_WC_REM_OP_ERR,
+		  RESP_STATUS, VB_WC_LOC_PROT_ERR },
 		{ "send larger than recv", VB_WR_SEND, L_OK, R_OK, RECV_TOO_SMALL,
 		  VB_WC_REM_INV_REQ_ERR, RESP_STATUS, VB_WC_LOC_LEN_ERR },
 	};
@@ -228,7 +228,8 @@ ParameterizedTest(struct acase *c, access, violations)
 	case RESP_STATUS:
 		wc = tpair_wait(p.b.rcq);
 		cr_assert_eq(wc.wr_id, 77);
-		cr_assert_eq(wc.status, c->resp == RESP_FLUSHED ? VB_WC_WR_FLUSH_ERR : c->recv_status,
+		cr_assert_eq(wc.status,
+			     c->resp == RESP_FLUSHED ? VB_WC_WR_FLUSH_ERR : c->recv_status,
 			     "%s: responder %s", c->name, vb_wc_status_str(wc.status));
 		/* The responder's QP went to the error state too. */
 		for (int i = 0; i < 500; i++) {

@@ -102,8 +102,12 @@ Test(basic, send_recv_scatter_gather)
 	struct vb_mr *smr = vb_reg_mr(p.a.pd, src, sizeof(src), 0);
 	struct vb_mr *dmr = vb_reg_mr(p.b.pd, dst, sizeof(dst), VB_ACCESS_LOCAL_WRITE);
 	struct vb_sge ss[3], ds[4];
-	struct vb_send_wr swr = { .wr_id = 5, .sg_list = ss, .num_sge = 3, .opcode = VB_WR_SEND_WITH_IMM,
-				  .send_flags = VB_SEND_SIGNALED, .imm_data = 0xabcd };
+	struct vb_send_wr swr = { .wr_id = 5,
+				  .sg_list = ss,
+				  .num_sge = 3,
+				  .opcode = VB_WR_SEND_WITH_IMM,
+				  .send_flags = VB_SEND_SIGNALED,
+				  .imm_data = 0xabcd };
 	struct vb_recv_wr rwr = { .wr_id = 6, .sg_list = ds, .num_sge = 4 }, *rbad;
 	struct vb_send_wr *sbad;
 	struct vb_wc wc;
@@ -163,8 +167,11 @@ Test(basic, inline_too_large_is_refused)
 {
 	char msg[65];
 	struct vb_sge sge = { (uintptr_t)msg, sizeof(msg), 0 };
-	struct vb_send_wr wr = { .sg_list = &sge, .num_sge = 1, .opcode = VB_WR_SEND,
-				 .send_flags = VB_SEND_INLINE }, *bad = NULL;
+	struct vb_send_wr wr = { .sg_list = &sge,
+				 .num_sge = 1,
+				 .opcode = VB_WR_SEND,
+				 .send_flags = VB_SEND_INLINE },
+			  *bad = NULL;
 
 	cr_assert_eq(vb_post_send(p.a.qp, &wr, &bad), EINVAL);
 	cr_assert_eq(bad, &wr);
@@ -174,12 +181,16 @@ Test(basic, write_with_imm_consumes_a_receive)
 {
 	uint64_t src = 0x1122334455667788ull, dst = 0;
 	struct vb_mr *smr = vb_reg_mr(p.a.pd, &src, sizeof(src), 0);
-	struct vb_mr *dmr = vb_reg_mr(p.b.pd, &dst, sizeof(dst),
-				      VB_ACCESS_LOCAL_WRITE | VB_ACCESS_REMOTE_WRITE);
+	struct vb_mr *dmr =
+	    vb_reg_mr(p.b.pd, &dst, sizeof(dst), VB_ACCESS_LOCAL_WRITE | VB_ACCESS_REMOTE_WRITE);
 	struct vb_sge sge = { (uintptr_t)&src, 8, 0 };
-	struct vb_send_wr wr = { .wr_id = 9, .sg_list = &sge, .num_sge = 1,
-				 .opcode = VB_WR_RDMA_WRITE_WITH_IMM, .imm_data = 42,
-				 .remote_addr = (uintptr_t)&dst }, *bad;
+	struct vb_send_wr wr = { .wr_id = 9,
+				 .sg_list = &sge,
+				 .num_sge = 1,
+				 .opcode = VB_WR_RDMA_WRITE_WITH_IMM,
+				 .imm_data = 42,
+				 .remote_addr = (uintptr_t)&dst },
+			  *bad;
 	struct vb_wc wc;
 
 	cr_assert(smr && dmr);
@@ -262,7 +273,8 @@ Test(basic, send_waits_for_receive_then_completes)
 	l.lkey = dmr->lkey;
 	memset(src, 'r', sizeof(src));
 	/* Posted with no receive: RNR, retried without limit as rnr_retry=7. */
-	cr_assert_eq(post_rdma(p.a.qp, VB_WR_SEND, 7, src, 64, smr->lkey, 0, 0, VB_SEND_SIGNALED), 0);
+	cr_assert_eq(post_rdma(p.a.qp, VB_WR_SEND, 7, src, 64, smr->lkey, 0, 0, VB_SEND_SIGNALED),
+		     0);
 	/* A write posted behind it waits too: RC executes in order. */
 	cr_assert_eq(post_rdma(p.a.qp, VB_WR_SEND, 8, src, 0, 0, 0, 0, VB_SEND_SIGNALED), 0);
 	cr_assert_eq(pthread_create(&t, NULL, post_late, &l), 0);
@@ -300,8 +312,8 @@ Test(basic, dereg_revokes_rkey_at_once)
 
 	cr_assert(smr && dmr);
 	rkey = dmr->rkey;
-	cr_assert_eq(post_rdma(p.a.qp, VB_WR_RDMA_WRITE, 1, &src, 8, smr->lkey, (uintptr_t)&dst, rkey,
-			       VB_SEND_SIGNALED),
+	cr_assert_eq(post_rdma(p.a.qp, VB_WR_RDMA_WRITE, 1, &src, 8, smr->lkey, (uintptr_t)&dst,
+			       rkey, VB_SEND_SIGNALED),
 		     0);
 	cr_assert_eq(tpair_wait(p.a.scq).status, VB_WC_SUCCESS);
 	cr_assert_eq(dst, 1);
@@ -311,8 +323,8 @@ Test(basic, dereg_revokes_rkey_at_once)
 	cr_assert_not_null(dmr);
 	cr_assert_neq(dmr->rkey, rkey);
 	src = 2;
-	cr_assert_eq(post_rdma(p.a.qp, VB_WR_RDMA_WRITE, 2, &src, 8, smr->lkey, (uintptr_t)&dst, rkey,
-			       VB_SEND_SIGNALED),
+	cr_assert_eq(post_rdma(p.a.qp, VB_WR_RDMA_WRITE, 2, &src, 8, smr->lkey, (uintptr_t)&dst,
+			       rkey, VB_SEND_SIGNALED),
 		     0);
 	wc = tpair_wait(p.a.scq);
 	cr_assert_eq(wc.status, VB_WC_REM_ACCESS_ERR);
@@ -332,21 +344,22 @@ Test(basic, reg_mr_validates_arguments)
 		unsigned int access;
 		int err;
 	} bad[] = {
-		{ buf, sizeof(buf), 0x100, EINVAL },			/* unknown flag */
-		{ buf, sizeof(buf), VB_ACCESS_REMOTE_WRITE, EINVAL },	/* no local write */
-		{ NULL, 4096, 0, EINVAL },				/* NULL */
-		{ buf, 0, 0, EINVAL },					/* empty */
-		{ (void *)(UINTPTR_MAX - 100), 4096, 0, EINVAL },	/* wraps */
-		{ ro, 4096, VB_ACCESS_LOCAL_WRITE, EFAULT },		/* read-only memory */
-		{ (char *)hole + 4096, 4096, 0, EFAULT },		/* unmapped */
-		{ hole, 8192, 0, EFAULT },				/* partly unmapped */
+		{ buf, sizeof(buf), 0x100, EINVAL },		      /* unknown flag */
+		{ buf, sizeof(buf), VB_ACCESS_REMOTE_WRITE, EINVAL }, /* no local write */
+		{ NULL, 4096, 0, EINVAL },			      /* NULL */
+		{ buf, 0, 0, EINVAL },				      /* empty */
+		{ (void *)(UINTPTR_MAX - 100), 4096, 0, EINVAL },     /* wraps */
+		{ ro, 4096, VB_ACCESS_LOCAL_WRITE, EFAULT },	      /* read-only memory */
+		{ (char *)hole + 4096, 4096, 0, EFAULT },	      /* unmapped */
+		{ hole, 8192, 0, EFAULT },			      /* partly unmapped */
 	};
 
 	cr_assert(ro != MAP_FAILED && hole != MAP_FAILED);
 	cr_assert_eq(munmap((char *)hole + 4096, 4096), 0);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		errno = 0;
-		cr_assert_null(vb_reg_mr(p.a.pd, bad[i].addr, bad[i].len, bad[i].access), "case %zu", i);
+		cr_assert_null(vb_reg_mr(p.a.pd, bad[i].addr, bad[i].len, bad[i].access),
+			       "case %zu", i);
 		cr_assert_eq(errno, bad[i].err, "case %zu: errno %d", i, errno);
 	}
 	/* Read-only memory registers fine for reading. */
@@ -379,7 +392,8 @@ Test(basic, private_data_reaches_the_peer)
 {
 	static const char hello[VB_MAX_PRIVATE_DATA] = "client-hello";
 	struct vb_cq *cq = vb_create_cq(dev, 16);
-	struct vb_qp_init_attr attr = { .send_cq = cq, .recv_cq = cq,
+	struct vb_qp_init_attr attr = { .send_cq = cq,
+					.recv_cq = cq,
 					.cap = { .max_send_wr = 4, .max_recv_wr = 4 } };
 	struct vb_qp *c = vb_create_qp(p.a.pd, &attr), *s = vb_create_qp(p.b.pd, &attr);
 	struct priv_accept a = { .l = tlisten(dev), .qp = s, .ret = -1 };
@@ -398,7 +412,8 @@ Test(basic, private_data_reaches_the_peer)
 	cr_assert_eq(c->peer_private_data_len, sizeof("server-hello"));
 	cr_assert_str_eq((const char *)c->peer_private_data, "server-hello");
 	/* Connected once is enough. */
-	cr_assert_eq(vb_connect(c, (struct sockaddr *)&a.l->addr, sizeof(a.l->addr), &param), EISCONN);
+	cr_assert_eq(vb_connect(c, (struct sockaddr *)&a.l->addr, sizeof(a.l->addr), &param),
+		     EISCONN);
 	param.private_data_len = VB_MAX_PRIVATE_DATA + 1;
 	cr_assert_eq(vb_accept(a.l, s, &param), EINVAL);
 	cr_assert_eq(vb_destroy_qp(c), 0);

@@ -152,7 +152,8 @@ Test(errors, peer_disconnect_flushes_receives)
 	cr_assert_eq(vb_query_qp(p.b.qp, &st), 0);
 	cr_assert_eq(st, VB_QPS_ERR);
 	/* A new QP stands in for the destroyed one so tpair_fini can run. */
-	struct vb_qp_init_attr attr = { .send_cq = p.a.scq, .recv_cq = p.a.rcq,
+	struct vb_qp_init_attr attr = { .send_cq = p.a.scq,
+					.recv_cq = p.a.rcq,
 					.cap = { .max_send_wr = 1, .max_recv_wr = 1 } };
 	p.a.qp = vb_create_qp(p.a.pd, &attr);
 	cr_assert_not_null(p.a.qp);
@@ -168,7 +169,8 @@ Test(errors, objects_in_use_cannot_be_destroyed)
 	struct vb_cq *cq = vb_create_cq(dev, 8);
 	char buf[16];
 	struct vb_mr *mr = vb_reg_mr(pd, buf, sizeof(buf), 0);
-	struct vb_qp_init_attr attr = { .send_cq = cq, .recv_cq = cq,
+	struct vb_qp_init_attr attr = { .send_cq = cq,
+					.recv_cq = cq,
 					.cap = { .max_send_wr = 1, .max_recv_wr = 1 } };
 	struct vb_qp *qp = vb_create_qp(pd, &attr);
 
@@ -189,9 +191,11 @@ Test(errors, bad_requests_are_refused_at_post)
 	struct vb_device *dev = open_dev();
 	struct vb_pd *pd = vb_alloc_pd(dev);
 	struct vb_cq *cq = vb_create_cq(dev, 8);
-	struct vb_qp_init_attr attr = { .send_cq = cq, .recv_cq = cq,
-					.cap = { .max_send_wr = 2, .max_recv_wr = 2,
-						 .max_send_sge = 2, .max_recv_sge = 2 } };
+	struct vb_qp_init_attr attr = {
+		.send_cq = cq,
+		.recv_cq = cq,
+		.cap = { .max_send_wr = 2, .max_recv_wr = 2, .max_send_sge = 2, .max_recv_sge = 2 }
+	};
 	struct vb_qp *qp = vb_create_qp(pd, &attr);
 	struct vb_sge sge[3] = { 0 };
 	struct vb_send_wr wr = { .sg_list = sge, .num_sge = 1, .opcode = VB_WR_RDMA_WRITE }, *bad;
@@ -224,11 +228,15 @@ Test(errors, bad_opcode_and_sge_count_in_a_connected_qp)
 	struct vb_device *dev = open_dev();
 	struct tpair p;
 	struct vb_sge sge[8] = { 0 };
-	struct vb_send_wr ok = { .wr_id = 1, .sg_list = sge, .num_sge = 0, .opcode = VB_WR_RDMA_WRITE,
+	struct vb_send_wr ok = { .wr_id = 1,
+				 .sg_list = sge,
+				 .num_sge = 0,
+				 .opcode = VB_WR_RDMA_WRITE,
 				 .send_flags = VB_SEND_SIGNALED };
 	struct vb_send_wr bad_op = { .sg_list = sge, .opcode = (enum vb_wr_opcode)99 };
 	struct vb_send_wr bad_sge = { .sg_list = sge, .num_sge = 5, .opcode = VB_WR_RDMA_WRITE };
-	struct vb_send_wr bad_flags = { .sg_list = sge, .opcode = VB_WR_RDMA_WRITE,
+	struct vb_send_wr bad_flags = { .sg_list = sge,
+					.opcode = VB_WR_RDMA_WRITE,
 					.send_flags = 0x100 };
 	struct vb_send_wr *bad;
 
@@ -252,8 +260,8 @@ Test(errors, many_qps_at_once)
 	struct vb_mr *smr[NQP], *dmr[NQP], *rmr[NQP];
 
 	for (int i = 0; i < NQP; i++) {
-		tpair_init(&p[i], dev, &(struct tpair_opts){ .max_send_wr = 4, .max_recv_wr = 4,
-							      .cqe = 8 });
+		tpair_init(&p[i], dev,
+			   &(struct tpair_opts){ .max_send_wr = 4, .max_recv_wr = 4, .cqe = 8 });
 		smr[i] = vb_reg_mr(p[i].a.pd, &src[i], 8, 0);
 		dmr[i] = vb_reg_mr(p[i].b.pd, &dst[i], 8, VB_ACCESS_ALL);
 		rmr[i] = vb_reg_mr(p[i].b.pd, &rbuf[i], 8, VB_ACCESS_LOCAL_WRITE);

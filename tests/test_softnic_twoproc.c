@@ -76,7 +76,8 @@ static void child_main(int port_fd, bool use_buf_alloc, size_t len)
 	struct vb_listener *l;
 	struct vb_qp_init_attr attr = { .cap = { .max_send_wr = 8, .max_recv_wr = 8 } };
 	struct region_info ri;
-	struct vb_conn_param param = { .private_data = &ri, .private_data_len = sizeof(ri),
+	struct vb_conn_param param = { .private_data = &ri,
+				       .private_data_len = sizeof(ri),
 				       .timeout_ms = 10000 };
 	uint8_t *buf;
 	struct vb_mr *mr;
@@ -141,8 +142,9 @@ struct client {
 
 static void client_start(struct client *c, bool use_buf_alloc, size_t len)
 {
-	struct vb_qp_init_attr attr = { .cap = { .max_send_wr = 8, .max_recv_wr = 8,
-						 .max_send_sge = 4 } };
+	struct vb_qp_init_attr attr = {
+		.cap = { .max_send_wr = 8, .max_recv_wr = 8, .max_send_sge = 4 }
+	};
 	struct sockaddr_in sin = { .sin_family = AF_INET };
 	struct vb_conn_param param = { .timeout_ms = 10000 };
 	int fds[2];
@@ -190,9 +192,9 @@ static uint64_t client_call(struct client *c, uint64_t cmd)
 	struct vb_wc wc;
 
 	c->msg[3] = cmd;
-	cr_assert_eq(post_rdma(c->qp, VB_WR_SEND, 3, &c->msg[3], 8, c->msg_mr->lkey, 0, 0,
-			       VB_SEND_SIGNALED),
-		     0);
+	cr_assert_eq(
+	    post_rdma(c->qp, VB_WR_SEND, 3, &c->msg[3], 8, c->msg_mr->lkey, 0, 0, VB_SEND_SIGNALED),
+	    0);
 	while (!sent || !answered) {
 		wc = tpair_wait(c->cq);
 		cr_assert_eq(wc.status, VB_WC_SUCCESS, "%s", vb_wc_status_str(wc.status));
@@ -221,7 +223,8 @@ static void client_finish(struct client *c, bool say_bye)
 	}
 	cr_assert_eq(waitpid(c->child, &status, 0), c->child);
 	if (say_bye)
-		cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %#x", status);
+		cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %#x",
+			  status);
 	cr_assert_eq(vb_destroy_qp(c->qp), 0);
 	cr_assert_eq(vb_dereg_mr(c->msg_mr), 0);
 	cr_assert_eq(vb_destroy_cq(c->cq), 0);
@@ -248,9 +251,14 @@ static void write_read_verified(bool use_buf_alloc, bool local_buf_alloc, size_t
 		{ (uintptr_t)buf + third, (uint32_t)third, mr->lkey },
 		{ (uintptr_t)buf + 2 * third, (uint32_t)(len - 2 * third), mr->lkey },
 	};
-	struct vb_send_wr wr = { .wr_id = 50, .sg_list = sge, .num_sge = 3,
-				 .opcode = VB_WR_RDMA_WRITE, .send_flags = VB_SEND_SIGNALED,
-				 .remote_addr = c.ri.addr, .rkey = c.ri.rkey }, *bad;
+	struct vb_send_wr wr = { .wr_id = 50,
+				 .sg_list = sge,
+				 .num_sge = 3,
+				 .opcode = VB_WR_RDMA_WRITE,
+				 .send_flags = VB_SEND_SIGNALED,
+				 .remote_addr = c.ri.addr,
+				 .rkey = c.ri.rkey },
+			  *bad;
 	cr_assert_eq(vb_post_send(c.qp, &wr, &bad), 0);
 	wc = tpair_wait(c.cq);
 	cr_assert_eq(wc.wr_id, 50);

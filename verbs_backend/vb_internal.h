@@ -13,6 +13,6 @@ extern const struct vb_ops *const vb_builtin_backends[];
 /* dst = src with every member src leaves NULL taken from vb_unsupported_ops. */
 void vb_ops_complete(struct vb_ops *dst, const struct vb_ops *src);
 
-#define vb_container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define vb_container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 #endif

@@ -122,7 +122,7 @@ struct snic_qp_seg {
 	uint32_t pd;
 	uint32_t rq_size;
 	uint32_t rq_max_sge;
-	_Atomic uint32_t state;      /* enum vb_qp_state, written by the owner */
+	_Atomic uint32_t state;	     /* enum vb_qp_state, written by the owner */
 	_Atomic uint32_t remote_err; /* set by the peer: the responder side failed */
 	_Atomic uint32_t rnr_wait;   /* owner's send waits for the peer's receive */
 	uint32_t reserved;
@@ -219,7 +219,7 @@ struct snic_cq {
 	struct snic_cq_seg *seg;
 	uint32_t size;
 	pthread_mutex_t cons_lock; /* local consumers */
-	_Atomic uint32_t refs;     /* QPs */
+	_Atomic uint32_t refs;	   /* QPs */
 };
 
 /* Private: one send WQE; sge[] then inline data follow. */
@@ -248,8 +248,8 @@ struct snic_qp {
 	unsigned char *sq;
 	size_t swqe_size;
 	uint32_t sq_size, sq_mask;
-	uint32_t sq_tail;	       /* posted */
-	uint32_t sq_head;	       /* executed */
+	uint32_t sq_tail; /* posted */
+	uint32_t sq_head; /* executed */
 	/* receive queue (shared segment) */
 	uint32_t rq_size, rq_mask;
 	size_t rwqe_size;
@@ -364,8 +364,7 @@ struct snic_rseg {
 	uint64_t len;
 };
 /* Resolve where the bytes of a peer MR entry can be reached from here. */
-void snic_xfer_resolve(struct snic_peer *peer, const struct snic_mr_entry *e,
-		       struct snic_rseg *rs);
+void snic_xfer_resolve(struct snic_peer *peer, const struct snic_mr_entry *e, struct snic_rseg *rs);
 /*
  * Move bytes between local segments and peer segments (same total).
  * Returns VB_WC_SUCCESS or the completion status of the failure.

@@ -120,7 +120,9 @@ static int recv_msg(int sock, struct snic_conn_msg *m, int *fds, int *nfds, int 
 		struct cmsghdr align;
 	} u;
 	struct iovec iov = { m, sizeof(*m) };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+	struct msghdr mh = { .msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = u.buf,
 			     .msg_controllen = sizeof(u.buf) };
 	struct cmsghdr *c;
 	ssize_t n;
@@ -391,8 +393,8 @@ int snic_accept(struct vb_listener *vl, struct vb_qp *vqp, const struct vb_conn_
 		goto out;
 	}
 	/* A client that connects and says nothing must not hold us for ever. */
-	ret = recv_msg(sock, &m, fds, &nfds, param && param->timeout_ms >= 0 ? param->timeout_ms
-									     : 10000);
+	ret = recv_msg(sock, &m, fds, &nfds,
+		       param && param->timeout_ms >= 0 ? param->timeout_ms : 10000);
 	if (!ret && m.type != SNIC_CONN_REQ) {
 		while (nfds)
 			close(fds[--nfds]);
@@ -469,8 +471,9 @@ struct vb_listener *snic_create_listener(struct vb_device *vdev, const struct so
 		ret = errno;
 		goto err_close;
 	}
-	memcpy(&l->vl.addr, addr, addr->sa_family == AF_INET ? sizeof(struct sockaddr_in)
-							      : sizeof(struct sockaddr_in6));
+	memcpy(&l->vl.addr, addr,
+	       addr->sa_family == AF_INET ? sizeof(struct sockaddr_in)
+					  : sizeof(struct sockaddr_in6));
 	if (addr->sa_family == AF_INET)
 		((struct sockaddr_in *)&l->vl.addr)->sin_port = htons(port);
 	else

@@ -121,13 +121,13 @@ struct vb_device *snic_open_device(const struct vb_ops *ops, const char *name)
 	}
 	dev->vdev.ops = ops;
 	snprintf(dev->vdev.name, sizeof(dev->vdev.name), "%s", SNIC_DEV_NAME);
-	dev->max_mr = (uint32_t)snic_env_ulong("SANPROV_SOFTNIC_MAX_MR", 1u << 18, 16,
-					       SNIC_MAX_MR_LIMIT);
-	dev->max_qp = snic_pow2((uint32_t)snic_env_ulong("SANPROV_SOFTNIC_MAX_QP", 4096, 2,
-							 1u << 20));
+	dev->max_mr =
+	    (uint32_t)snic_env_ulong("SANPROV_SOFTNIC_MAX_MR", 1u << 18, 16, SNIC_MAX_MR_LIMIT);
+	dev->max_qp =
+	    snic_pow2((uint32_t)snic_env_ulong("SANPROV_SOFTNIC_MAX_QP", 4096, 2, 1u << 20));
 	dev->max_cq = (uint32_t)snic_env_ulong("SANPROV_SOFTNIC_MAX_CQ", 4096, 1, 1u << 20);
-	dev->dereg_timeout_ms = (unsigned int)snic_env_ulong("SANPROV_SOFTNIC_DEREG_TIMEOUT_MS",
-							     10000, 1, 3600000);
+	dev->dereg_timeout_ms =
+	    (unsigned int)snic_env_ulong("SANPROV_SOFTNIC_DEREG_TIMEOUT_MS", 10000, 1, 3600000);
 	dev->next_pd = 1;
 	dev->next_qpn = 1;
 	dev->doorbell_fd = dev->epoll_fd = -1;

@@ -221,8 +221,10 @@ int snic_dereg_mr(struct vb_mr *vmr)
 		 * for long; its copy died with it.
 		 */
 		if (now_ms() - start > dev->dereg_timeout_ms) {
-			fprintf(stderr, "sanprov softnic: MR key 0x%x still busy after %u ms, "
-				"releasing it\n", vmr->lkey, dev->dereg_timeout_ms);
+			fprintf(stderr,
+				"sanprov softnic: MR key 0x%x still busy after %u ms, "
+				"releasing it\n",
+				vmr->lkey, dev->dereg_timeout_ms);
 			atomic_store(&e->busy, 0);
 			break;
 		}

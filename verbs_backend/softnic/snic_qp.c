@@ -22,7 +22,7 @@
 static uint32_t sq_reclaimed(struct snic_qp *qp)
 {
 	return (uint32_t)atomic_load_explicit(
-		&qp->dev->sq_credit[qp->vqp.qp_num & (qp->dev->max_qp - 1)], memory_order_acquire);
+	    &qp->dev->sq_credit[qp->vqp.qp_num & (qp->dev->max_qp - 1)], memory_order_acquire);
 }
 
 static struct snic_swqe *swqe_at(struct snic_qp *qp, uint32_t idx)
@@ -76,7 +76,8 @@ struct vb_qp *snic_create_qp(struct vb_pd *vpd, const struct vb_qp_init_attr *at
 	cap.max_send_wr = qp->sq_size;
 	cap.max_recv_wr = qp->rq_size;
 	qp->swqe_size = (sizeof(struct snic_swqe) + cap.max_send_sge * sizeof(struct vb_sge) +
-			 cap.max_inline_data + 7) & ~(size_t)7;
+			 cap.max_inline_data + 7) &
+			~(size_t)7;
 	qp->rwqe_size = snic_rwqe_size(cap.max_recv_sge);
 	qp->sq = calloc(qp->sq_size, qp->swqe_size);
 	if (!qp->sq) {
@@ -86,7 +87,8 @@ struct vb_qp *snic_create_qp(struct vb_pd *vpd, const struct vb_qp_init_attr *at
 	ret = pthread_mutex_init(&qp->lock, NULL);
 	if (ret)
 		goto err_sq;
-	ret = snic_shm_create(&qp->shm, "sanprov-qp", snic_qp_seg_size(qp->rq_size, cap.max_recv_sge));
+	ret = snic_shm_create(&qp->shm, "sanprov-qp",
+			      snic_qp_seg_size(qp->rq_size, cap.max_recv_sge));
 	if (ret)
 		goto err_lock;
 	qp->seg = qp->shm.addr;
@@ -371,8 +373,8 @@ static int exec_rdma(struct snic_qp *qp, struct snic_swqe *w, struct held *h, ui
 	}
 	if (total) {
 		struct snic_mr_entry *re =
-			snic_mr_get(peer->dev_seg, peer->max_mr, w->rkey, peer->pd, w->remote_addr,
-				    total, read ? VB_ACCESS_REMOTE_READ : VB_ACCESS_REMOTE_WRITE);
+		    snic_mr_get(peer->dev_seg, peer->max_mr, w->rkey, peer->pd, w->remote_addr,
+				total, read ? VB_ACCESS_REMOTE_READ : VB_ACCESS_REMOTE_WRITE);
 		if (!re) {
 			st = VB_WC_REM_ACCESS_ERR;
 			goto out;
@@ -541,8 +543,8 @@ static int check_send_wr(struct snic_qp *qp, const struct vb_send_wr *wr)
 	if (wr->num_sge < 0 || (uint32_t)wr->num_sge > qp->vqp.cap.max_send_sge ||
 	    (wr->num_sge && !wr->sg_list))
 		return EINVAL;
-	if (wr->send_flags & ~(unsigned int)(VB_SEND_FENCE | VB_SEND_SIGNALED | VB_SEND_SOLICITED |
-					     VB_SEND_INLINE))
+	if (wr->send_flags &
+	    ~(unsigned int)(VB_SEND_FENCE | VB_SEND_SIGNALED | VB_SEND_SOLICITED | VB_SEND_INLINE))
 		return EINVAL;
 	if (wr->send_flags & VB_SEND_INLINE) {
 		uint64_t len = 0;

@@ -47,8 +47,7 @@ static struct snic_import *import_buf(struct snic_peer *peer, int fd, uint64_t i
 	return imp;
 }
 
-void snic_xfer_resolve(struct snic_peer *peer, const struct snic_mr_entry *e,
-		       struct snic_rseg *rs)
+void snic_xfer_resolve(struct snic_peer *peer, const struct snic_mr_entry *e, struct snic_rseg *rs)
 {
 	struct snic_import *imp = NULL;
 	uint64_t ino, base, off;
@@ -102,9 +101,9 @@ static enum vb_wc_status cma_status(int err, uint32_t *vendor_err)
 	}
 }
 
-static enum vb_wc_status cma(struct snic_peer *peer, enum snic_xfer_dir dir,
-			     const struct iovec *l, unsigned long nl, const struct iovec *r,
-			     unsigned long nr, size_t total, uint32_t *vendor_err)
+static enum vb_wc_status cma(struct snic_peer *peer, enum snic_xfer_dir dir, const struct iovec *l,
+			     unsigned long nl, const struct iovec *r, unsigned long nr,
+			     size_t total, uint32_t *vendor_err)
 {
 	ssize_t n;
 
@@ -118,6 +117,18 @@ static enum vb_wc_status cma(struct snic_peer *peer, enum snic_xfer_dir dir,
 	if ((size_t)n != total)
 		return cma_status(EFAULT, vendor_err);
 	return VB_WC_SUCCESS;
+}
+
+/*
+ * A NIC writes a message in ascending address order, and peers that poll
+ * the last byte of a buffer (perftest's latency tests, many HPC codes)
+ * count on it; memcpy promises no order, so the last byte goes last.
+ */
+static void copy_last_byte_last(char *dst, const char *src, uint64_t len)
+{
+	memcpy(dst, src, len - 1);
+	atomic_thread_fence(memory_order_release);
+	*(volatile char *)(dst + len - 1) = src[len - 1];
 }
 
 enum vb_wc_status snic_xfer(struct snic_peer *peer, enum snic_xfer_dir dir,
@@ -154,14 +165,18 @@ enum vb_wc_status snic_xfer(struct snic_peer *peer, enum snic_xfer_dir dir,
 		if (chunk) {
 			if (remote[ri].mapped) {
 				char *rp = (char *)remote[ri].mapped + roff;
-				if (dir == SNIC_XFER_TO_PEER)
+				if (dir == SNIC_XFER_FROM_PEER)
+					memcpy(lp, rp, chunk);
+				else if (ri + 1 < nremote || roff + chunk < remote[ri].len)
 					memcpy(rp, lp, chunk);
 				else
-					memcpy(lp, rp, chunk);
+					copy_last_byte_last(rp, lp, chunk);
 			} else {
 				struct iovec l = { lp, chunk };
-				struct iovec r = { (void *)(uintptr_t)(remote[ri].raddr + roff), chunk };
-				enum vb_wc_status st = cma(peer, dir, &l, 1, &r, 1, chunk, vendor_err);
+				struct iovec r = { (void *)(uintptr_t)(remote[ri].raddr + roff),
+						   chunk };
+				enum vb_wc_status st =
+				    cma(peer, dir, &l, 1, &r, 1, chunk, vendor_err);
 				if (st != VB_WC_SUCCESS)
 					return st;
 			}

@@ -1,0 +1,51 @@
+#!/bin/sh
+# The two README commands, and what CI runs.
+#   scripts/dev.sh main [sanprov_perf options]   build, then run the main job on the default
+#                                                backend (softnic): all tests, all sizes
+#   scripts/dev.sh test                          build with warnings as errors, run every test
+#                                                suite, again under ASan+UBSan, and summarize
+set -eu
+cd "$(dirname "$0")/.."
+
+setup() { # setup DIR [meson options]
+	dir=$1
+	shift
+	if [ -f "$dir/build.ninja" ]; then
+		meson setup --reconfigure "$dir" "$@" >/dev/null
+	else
+		meson setup "$dir" "$@" >/dev/null
+	fi
+}
+
+case "${1:-}" in
+main)
+	shift
+	scripts/install-deps.sh
+	setup build
+	meson compile -C build >/dev/null
+	if [ $# -eq 0 ]; then
+		set -- --test all -a
+	fi
+	exec build/bench/sanprov_perf --loopback "$@"
+	;;
+test)
+	scripts/install-deps.sh
+	setup build -Dtests=enabled -Dwerror=true
+	meson compile -C build
+	status=0
+	meson test -C build --print-errorlogs || status=1
+	# The same suites with AddressSanitizer (leaks included) and UndefinedBehaviorSanitizer.
+	setup build-asan -Dtests=enabled -Dwerror=true -Db_sanitize=address,undefined \
+		-Db_lundef=false -Dbenchmarks=disabled
+	meson compile -C build-asan >/dev/null
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		meson test -C build-asan --print-errorlogs --suite unit --suite softnic || status=1
+	python3 scripts/test-summary.py build/meson-logs/testlog.json \
+		build-asan/meson-logs/testlog.json || status=1
+	exit $status
+	;;
+*)
+	echo "usage: scripts/dev.sh main [sanprov_perf options] | test" >&2
+	exit 2
+	;;
+esac

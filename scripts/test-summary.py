@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""Count the test cases of meson test runs from their TAP output.
+
+Reads meson's testlog.json files and prints one closing line,
+'N passed, N failed, N skipped', counting every TAP test point
+(a test that is not TAP counts as one).  Exits 1 if anything failed.
+"""
+import json
+import re
+import sys
+
+TAP_OK = re.compile(r"^ok\b")
+TAP_NOT_OK = re.compile(r"^not ok\b")
+TAP_SKIP = re.compile(r"#\s*skip", re.IGNORECASE)
+
+
+def count(path):
+    passed = failed = skipped = 0
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            t = json.loads(line)
+            out = t.get("stdout") or ""
+            points = [l for l in out.splitlines() if TAP_OK.match(l) or TAP_NOT_OK.match(l)]
+            if t.get("protocol") == "tap" or points:
+                for l in points:
+                    if TAP_NOT_OK.match(l):
+                        failed += 1
+                    elif TAP_SKIP.search(l):
+                        skipped += 1
+                    else:
+                        passed += 1
+                # A test binary that died without its points still failed.
+                if t.get("result") not in ("OK", "SKIP") and not any(
+                    TAP_NOT_OK.match(l) for l in points
+                ):
+                    failed += 1
+            elif t.get("result") == "SKIP":
+                skipped += 1
+            elif t.get("result") == "OK":
+                passed += 1
+            else:
+                failed += 1
+    return passed, failed, skipped
+
+
+def main():
+    total = [0, 0, 0]
+    for path in sys.argv[1:]:
+        for i, v in enumerate(count(path)):
+            total[i] += v
+    print(f"{total[0]} passed, {total[1]} failed, {total[2]} skipped")
+    return 1 if total[1] or not total[0] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

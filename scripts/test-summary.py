@@ -3,7 +3,10 @@
 
 Reads meson's testlog.json files and prints one closing line,
 'N passed, N failed, N skipped', counting every TAP test point
-(a test that is not TAP counts as one).  Exits 1 if anything failed.
+(a test that is not TAP counts as one).  A sanitizer report on a test's
+stderr (leak, address or undefined-behaviour error) is one more failure:
+Criterion reports a test before its worker exits, where leaks are found.
+Exits 1 if anything failed.
 """
 import json
 import re
@@ -12,6 +15,7 @@ import sys
 TAP_OK = re.compile(r"^ok\b")
 TAP_NOT_OK = re.compile(r"^not ok\b")
 TAP_SKIP = re.compile(r"#\s*skip", re.IGNORECASE)
+SANITIZER = re.compile(r"ERROR: (Leak|Address|Thread)Sanitizer|runtime error:")
 
 
 def count(path):
@@ -41,6 +45,10 @@ def count(path):
             elif t.get("result") == "OK":
                 passed += 1
             else:
+                failed += 1
+            reports = len(SANITIZER.findall(t.get("stderr") or ""))
+            if reports:
+                print(f"{t['name']}: {reports} sanitizer report(s) on stderr", file=sys.stderr)
                 failed += 1
     return passed, failed, skipped
 

@@ -370,24 +370,6 @@ Test(basic, reg_mr_validates_arguments)
 	munmap(hole, 4096);
 }
 
-struct priv_accept {
-	struct vb_listener *l;
-	struct vb_qp *qp;
-	int ret;
-};
-
-static void *priv_accept_main(void *arg)
-{
-	struct priv_accept *a = arg;
-	static const char reply[] = "server-hello";
-	struct vb_conn_param param = { .private_data = reply,
-				       .private_data_len = sizeof(reply),
-				       .timeout_ms = 5000 };
-
-	a->ret = vb_accept(a->l, a->qp, &param);
-	return NULL;
-}
-
 Test(basic, private_data_reaches_the_peer)
 {
 	static const char hello[VB_MAX_PRIVATE_DATA] = "client-hello";
@@ -396,17 +378,20 @@ Test(basic, private_data_reaches_the_peer)
 					.recv_cq = cq,
 					.cap = { .max_send_wr = 4, .max_recv_wr = 4 } };
 	struct vb_qp *c = vb_create_qp(p.a.pd, &attr), *s = vb_create_qp(p.b.pd, &attr);
-	struct priv_accept a = { .l = tlisten(dev), .qp = s, .ret = -1 };
+	static const char reply[] = "server-hello";
+	struct vb_conn_param sparam = { .private_data = reply,
+					.private_data_len = sizeof(reply),
+					.timeout_ms = 5000 };
 	struct vb_conn_param param = { .private_data = hello,
 				       .private_data_len = sizeof(hello),
 				       .timeout_ms = 5000 };
-	pthread_t t;
+	struct vb_listener *l = tlisten(dev);
+	struct taccept a;
 
 	cr_assert(cq && c && s);
-	cr_assert_eq(pthread_create(&t, NULL, priv_accept_main, &a), 0);
-	cr_assert_eq(vb_connect(c, (struct sockaddr *)&a.l->addr, sizeof(a.l->addr), &param), 0);
-	pthread_join(t, NULL);
-	cr_assert_eq(a.ret, 0);
+	taccept_start(&a, l, s, &sparam);
+	cr_assert_eq(vb_connect(c, (struct sockaddr *)&l->addr, sizeof(l->addr), &param), 0);
+	cr_assert_eq(taccept_join(&a), 0);
 	cr_assert_eq(s->peer_private_data_len, VB_MAX_PRIVATE_DATA);
 	cr_assert_str_eq((const char *)s->peer_private_data, "client-hello");
 	cr_assert_eq(c->peer_private_data_len, sizeof("server-hello"));
@@ -419,5 +404,5 @@ Test(basic, private_data_reaches_the_peer)
 	cr_assert_eq(vb_destroy_qp(c), 0);
 	cr_assert_eq(vb_destroy_qp(s), 0);
 	cr_assert_eq(vb_destroy_cq(cq), 0);
-	cr_assert_eq(vb_destroy_listener(a.l), 0);
+	cr_assert_eq(vb_destroy_listener(l), 0);
 }

@@ -120,21 +120,6 @@ static void *attacker(void *p)
 	return NULL;
 }
 
-struct honest {
-	struct vb_listener *l;
-	struct vb_qp *qp;
-	int ret;
-};
-
-static void *honest_accept(void *p)
-{
-	struct honest *h = p;
-	struct vb_conn_param param = { .timeout_ms = 5000 };
-
-	h->ret = vb_accept(h->l, h->qp, &param);
-	return NULL;
-}
-
 static void try_attack(enum attack what, int expect)
 {
 	struct vb_device *dev = vb_open_device("softnic", NULL);
@@ -170,13 +155,12 @@ static void try_attack(enum attack what, int expect)
 	struct vb_cq *ccq = vb_create_cq(dev, 8);
 	attr.send_cq = attr.recv_cq = ccq;
 	struct vb_qp *cqp = vb_create_qp(pd, &attr);
-	struct honest h = { l, qp, -1 };
+	struct taccept h;
 	cr_assert(ccq && cqp);
-	cr_assert_eq(pthread_create(&t, NULL, honest_accept, &h), 0);
+	taccept_start(&h, l, qp, NULL);
 	param.timeout_ms = 5000;
 	cr_assert_eq(vb_connect(cqp, (struct sockaddr *)&l->addr, sizeof(l->addr), &param), 0);
-	pthread_join(t, NULL);
-	cr_assert_eq(h.ret, 0);
+	cr_assert_eq(taccept_join(&h), 0);
 	cr_assert_eq(vb_query_qp(qp, &st), 0);
 	cr_assert_eq(st, VB_QPS_RTS);
 	cr_assert_eq(vb_destroy_qp(cqp), 0);

@@ -123,21 +123,6 @@ static void *receiver(void *p)
 	return NULL;
 }
 
-struct acc {
-	struct vb_listener *l;
-	struct vb_qp *qp;
-	int ret;
-};
-
-static void *acc_main(void *p)
-{
-	struct acc *a = p;
-	struct vb_conn_param param = { .timeout_ms = 5000 };
-
-	a->ret = vb_accept(a->l, a->qp, &param);
-	return NULL;
-}
-
 Test(threads, shared_cqs_racing_receives)
 {
 	static struct shared_cqs s;
@@ -157,15 +142,13 @@ Test(threads, shared_cqs_racing_receives)
 	cr_assert(s.mr_src && s.mr_dst);
 	for (int i = 0; i < NT; i++) {
 		create_pair(&s, i);
-		struct acc a = { tlisten(s.dev), s.b[i], -1 };
-		pthread_t t;
-		cr_assert_eq(pthread_create(&t, NULL, acc_main, &a), 0);
+		struct vb_listener *l = tlisten(s.dev);
+		struct taccept a;
+		taccept_start(&a, l, s.b[i], NULL);
 		cr_assert_eq(
-		    vb_connect(s.a[i], (struct sockaddr *)&a.l->addr, sizeof(a.l->addr), &param),
-		    0);
-		pthread_join(t, NULL);
-		cr_assert_eq(a.ret, 0);
-		cr_assert_eq(vb_destroy_listener(a.l), 0);
+		    vb_connect(s.a[i], (struct sockaddr *)&l->addr, sizeof(l->addr), &param), 0);
+		cr_assert_eq(taccept_join(&a), 0);
+		cr_assert_eq(vb_destroy_listener(l), 0);
 	}
 	cr_assert_eq(pthread_create(&rcv, NULL, receiver, &s), 0);
 	for (int i = 0; i < NT; i++) {

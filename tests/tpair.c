@@ -42,39 +42,47 @@ struct vb_listener *tlisten(struct vb_device *dev)
 	return l;
 }
 
-struct accept_arg {
-	struct vb_listener *l;
-	struct vb_qp *qp;
-	int ret;
-};
-
-static void *accept_main(void *p)
+static void *taccept_main(void *arg)
 {
-	struct accept_arg *a = p;
-	struct vb_conn_param param = { .timeout_ms = 5000 };
+	struct taccept *a = arg;
 
-	a->ret = vb_accept(a->l, a->qp, &param);
+	a->ret = vb_accept(a->l, a->qp, &a->param);
 	return NULL;
+}
+
+void taccept_start(struct taccept *a, struct vb_listener *l, struct vb_qp *qp,
+		   const struct vb_conn_param *param)
+{
+	a->l = l;
+	a->qp = qp;
+	a->param = param ? *param : (struct vb_conn_param){ .timeout_ms = 5000 };
+	a->ret = -1;
+	cr_assert_eq(pthread_create(&a->thread, NULL, taccept_main, a), 0);
+}
+
+int taccept_join(struct taccept *a)
+{
+	pthread_join(a->thread, NULL);
+	return a->ret;
 }
 
 void tpair_init(struct tpair *p, struct vb_device *dev, const struct tpair_opts *o)
 {
 	struct vb_conn_param param = { .timeout_ms = 5000 };
-	struct accept_arg arg;
-	pthread_t t;
+	struct vb_listener *l;
+	struct taccept acc;
 	int ret;
 
 	memset(p, 0, sizeof(*p));
 	p->dev = dev;
 	side_init(&p->a, dev, NULL, o);
 	side_init(&p->b, dev, o && o->shared_pd ? p->a.pd : NULL, o);
-	arg = (struct accept_arg){ .l = tlisten(dev), .qp = p->b.qp };
-	cr_assert_eq(pthread_create(&t, NULL, accept_main, &arg), 0);
-	ret = vb_connect(p->a.qp, (struct sockaddr *)&arg.l->addr, sizeof(arg.l->addr), &param);
-	pthread_join(t, NULL);
+	l = tlisten(dev);
+	taccept_start(&acc, l, p->b.qp, NULL);
+	ret = vb_connect(p->a.qp, (struct sockaddr *)&l->addr, sizeof(l->addr), &param);
+	cr_assert_eq(taccept_join(&acc), 0, "accept failed");
 	cr_assert_eq(ret, 0, "connect: %s", strerror(ret));
-	cr_assert_eq(arg.ret, 0, "accept: %s", strerror(arg.ret));
-	cr_assert_eq(vb_destroy_listener(arg.l), 0);
+	cr_assert_eq(vb_destroy_listener(l), 0);
 }
 
 static void side_fini(struct tside *s, bool free_pd)

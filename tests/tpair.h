@@ -3,6 +3,7 @@
 #ifndef SANPROV_TPAIR_H
 #define SANPROV_TPAIR_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -39,6 +40,21 @@ void tpair_expect_empty(struct vb_cq *cq);
 int post_rdma(struct vb_qp *qp, enum vb_wr_opcode op, uint64_t wr_id, void *laddr, uint32_t len,
 	      uint32_t lkey, uint64_t raddr, uint32_t rkey, unsigned int flags);
 int post_recv1(struct vb_qp *qp, uint64_t wr_id, void *addr, uint32_t len, uint32_t lkey);
+
+/* vb_accept() in a thread of its own, while this one connects. */
+struct taccept {
+	pthread_t thread;
+	struct vb_listener *l;
+	struct vb_qp *qp;
+	struct vb_conn_param param;
+	int ret;
+};
+
+/* param NULL: no private data, 5 s timeout. */
+void taccept_start(struct taccept *a, struct vb_listener *l, struct vb_qp *qp,
+		   const struct vb_conn_param *param);
+/* The accept's result. */
+int taccept_join(struct taccept *a);
 
 /* A listener on a free port and its sockaddr. */
 struct vb_listener *tlisten(struct vb_device *dev);

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "tpair.h"
 
@@ -51,6 +52,40 @@ Test(errors, cq_overflow_is_an_error_not_a_loss)
 	cr_assert_eq(vb_query_qp(p.a.qp, &st), 0);
 	cr_assert_eq(st, VB_QPS_ERR);
 	cr_assert_eq(vb_poll_cq(p.a.scq, 8, wc, &n), EOVERFLOW, "the error stays");
+	cr_assert_eq(vb_dereg_mr(smr), 0);
+	cr_assert_eq(vb_dereg_mr(dmr), 0);
+	tpair_fini(&p);
+	cr_assert_eq(vb_close_device(dev), 0);
+}
+
+Test(errors, responder_cq_overflow_takes_its_qp_down)
+{
+	struct vb_device *dev = open_dev();
+	struct tpair p;
+	uint64_t src = 5, dst[4];
+	struct vb_wc wc[4];
+	enum vb_qp_state st = VB_QPS_RTS;
+	int n, got = 0, ret;
+
+	tpair_init(&p, dev, &(struct tpair_opts){ .cqe = 2 });
+	struct vb_mr *smr = vb_reg_mr(p.a.pd, &src, 8, 0);
+	struct vb_mr *dmr = vb_reg_mr(p.b.pd, dst, sizeof(dst), VB_ACCESS_LOCAL_WRITE);
+	cr_assert(smr && dmr);
+	for (int i = 0; i < 4; i++)
+		cr_assert_eq(post_recv1(p.b.qp, (uint64_t)i, &dst[i], 8, dmr->lkey), 0);
+	/* Unsignaled: only the responder's ring of two fills up. */
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(
+		    post_rdma(p.a.qp, VB_WR_SEND, (uint64_t)i, &src, 8, smr->lkey, 0, 0, 0), 0);
+	while ((ret = vb_poll_cq(p.b.rcq, 4, wc, &n)) == 0 && got < 4)
+		got += n;
+	cr_assert_eq(ret, EOVERFLOW);
+	cr_assert_eq(got, 2, "the two that fit arrive, in order");
+	for (int i = 0; i < 500 && st != VB_QPS_ERR; i++) {
+		cr_assert_eq(vb_query_qp(p.b.qp, &st), 0);
+		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+	}
+	cr_assert_eq(st, VB_QPS_ERR);
 	cr_assert_eq(vb_dereg_mr(smr), 0);
 	cr_assert_eq(vb_dereg_mr(dmr), 0);
 	tpair_fini(&p);

@@ -341,12 +341,18 @@ static struct snic_rwqe *claim_recv(struct snic_qp *qp)
 	return NULL;
 }
 
+/*
+ * Retire the claimed receive with its completion.  A full responder CQ is
+ * the responder's overflow error: its QP goes to the error state, as a
+ * NIC's CQ error event takes the QPs of that CQ down.
+ */
 static void consume_recv(struct snic_peer *peer, const struct snic_cqe *c)
 {
 	struct snic_qp_seg *ps = peer->qp_seg;
 
 	atomic_store(&ps->rq_head, atomic_load(&ps->rq_head) + 1);
-	snic_cq_push(peer->cq_seg, peer->cq_size, peer->cq_evfd, c);
+	if (snic_cq_push(peer->cq_seg, peer->cq_size, peer->cq_evfd, c))
+		fail_responder(peer);
 }
 
 /* RDMA write (with immediate) and RDMA read. */

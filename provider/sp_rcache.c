@@ -1,0 +1,674 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * The registration cache: lookups, misses with merging and eviction,
+ * invalidation, and the deferred deregistration of released regions.
+ * See sp_rcache_int.h for how readers and writers share the index.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sp_rcache_int.h"
+#include "vb.h"
+
+#define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
+#define ST(x, v) atomic_store_explicit(&(x), (v), memory_order_relaxed)
+#define VICTIMS 64
+
+static inline struct sp_rregion *rr_of(struct sp_region *pub)
+{
+	return (struct sp_rregion *)((char *)pub - offsetof(struct sp_rregion, pub));
+}
+
+static void stack_push(struct sp_rregion *_Atomic *top, struct sp_rregion *r)
+{
+	struct sp_rregion *old = atomic_load(top);
+
+	do
+		ST(r->next_free, old);
+	while (!atomic_compare_exchange_weak(top, &old, r));
+}
+
+/* Drop a reference; the last one of a region out of the index queues it for deregistration. */
+static void unref(struct sp_rcache *c, struct sp_rregion *r)
+{
+	uint32_t dead = SP_RR_DEAD;
+
+	if (atomic_fetch_sub(&r->refs, 1) != 1)
+		return;
+	/* Only DEAD -> GARBAGE queues: a reader's balanced reference on a region in any
+	 * other state ends here too and must do nothing. */
+	if (atomic_compare_exchange_strong(&r->state, &dead, SP_RR_GARBAGE))
+		stack_push(&c->garbage, r);
+}
+
+/* Deregister every region on the garbage list and return it to the pool. */
+static void collect_garbage(struct sp_rcache *c)
+{
+	struct sp_rregion *r;
+
+	if (!atomic_load_explicit(&c->garbage, memory_order_relaxed))
+		return;
+	r = atomic_exchange(&c->garbage, NULL);
+	while (r) {
+		struct sp_rregion *next = LD(r->next_free);
+		uint64_t len = r->pub.end - r->pub.start;
+
+		c->ops->dereg(c->ctx, r->pub.handle);
+		sp_count(&c->stats.deregistrations, 1);
+		atomic_fetch_sub_explicit(&c->stats.regions, 1, memory_order_relaxed);
+		atomic_fetch_sub_explicit(&c->stats.bytes_pinned, len, memory_order_relaxed);
+		atomic_store(&r->state, SP_RR_FREE);
+		stack_push(&c->free_pool, r);
+		r = next;
+	}
+}
+
+/* Writer: a region from the pool (the pool only shrinks under c->lock). */
+static struct sp_rregion *region_alloc(struct sp_rcache *c)
+{
+	struct sp_rregion *r = atomic_load(&c->free_pool);
+
+	while (r && !atomic_compare_exchange_weak(&c->free_pool, &r, LD(r->next_free)))
+		;
+	if (r)
+		return r;
+	if (c->n_slabs == c->cap_slabs) {
+		size_t cap = c->cap_slabs ? 2 * c->cap_slabs : 16;
+		void **s = realloc(c->slabs, cap * sizeof(*s));
+		if (!s)
+			return NULL;
+		c->slabs = s;
+		c->cap_slabs = cap;
+	}
+	struct sp_rregion *slab = calloc(SP_RCACHE_SLAB, sizeof(*slab));
+	if (!slab)
+		return NULL;
+	c->slabs[c->n_slabs++] = slab;
+	for (int i = SP_RCACHE_SLAB - 1; i > 0; i--)
+		stack_push(&c->free_pool, &slab[i]);
+	return &slab[0];
+}
+
+static void seq_begin(struct sp_rcache *c)
+{
+	ST(c->seq, LD(c->seq) + 1);
+	atomic_thread_fence(memory_order_release);
+}
+
+static void seq_end(struct sp_rcache *c)
+{
+	atomic_store_explicit(&c->seq, LD(c->seq) + 1, memory_order_release);
+}
+
+static void lru_unlink(struct sp_rcache *c, struct sp_rregion *r)
+{
+	if (r->lru_prev)
+		r->lru_prev->lru_next = r->lru_next;
+	else
+		c->lru_head = r->lru_next;
+	if (r->lru_next)
+		r->lru_next->lru_prev = r->lru_prev;
+	else
+		c->lru_tail = r->lru_prev;
+	r->lru_prev = r->lru_next = NULL;
+}
+
+static void lru_push_head(struct sp_rcache *c, struct sp_rregion *r)
+{
+	r->lru_prev = NULL;
+	r->lru_next = c->lru_head;
+	if (c->lru_head)
+		c->lru_head->lru_prev = r;
+	else
+		c->lru_tail = r;
+	c->lru_head = r;
+}
+
+/* Writer, inside seq_begin/seq_end: take r out of the index (its reference is dropped later). */
+static void index_remove(struct sp_rcache *c, struct sp_rregion *r)
+{
+	sp_tree_remove(c, r);
+	lru_unlink(c, r);
+	r->indexed = false;
+	c->n_cached--;
+	c->cached_bytes -= r->pub.end - r->pub.start;
+	atomic_fetch_sub_explicit(&c->stats.cached_regions, 1, memory_order_relaxed);
+	atomic_store(&r->state, SP_RR_DEAD);
+}
+
+/* Writer: remove every indexed region overlapping [start, end); returns how many. */
+static size_t remove_overlapping(struct sp_rcache *c, uintptr_t start, uintptr_t end)
+{
+	struct sp_rregion *victims[VICTIMS];
+	size_t total = 0, n;
+
+	do {
+		n = 0;
+		seq_begin(c);
+		while (n < VICTIMS) {
+			struct sp_rregion *r = sp_tree_first_overlap(c, start, end);
+			if (!r)
+				break;
+			index_remove(c, r);
+			victims[n++] = r;
+		}
+		seq_end(c);
+		for (size_t i = 0; i < n; i++)
+			unref(c, victims[i]);
+		total += n;
+	} while (n == VICTIMS);
+	return total;
+}
+
+/* Writer: apply the deferred invalidations queued so far. */
+static void apply_pending(struct sp_rcache *c)
+{
+	struct sp_range ranges[SP_RCACHE_PENDING];
+	uint32_t n;
+	uint64_t gen;
+	size_t removed = 0;
+
+	if (!atomic_load(&c->inv_pending))
+		return;
+	while (atomic_flag_test_and_set_explicit(&c->pending_lock, memory_order_acquire))
+		;
+	n = c->n_pending;
+	memcpy(ranges, c->pending, n * sizeof(ranges[0]));
+	c->n_pending = 0;
+	gen = c->pending_gen;
+	atomic_flag_clear_explicit(&c->pending_lock, memory_order_release);
+
+	for (uint32_t i = 0; i < n; i++)
+		removed += remove_overlapping(c, ranges[i].start, ranges[i].end);
+	sp_count(&c->stats.invalidated, removed);
+
+	/* Lookups may trust the index again only if nothing was queued meanwhile. */
+	while (atomic_flag_test_and_set_explicit(&c->pending_lock, memory_order_acquire))
+		;
+	if (c->pending_gen == gen)
+		atomic_store(&c->inv_pending, 0);
+	atomic_flag_clear_explicit(&c->pending_lock, memory_order_release);
+}
+
+/*
+ * The hit path: no lock, no allocation, no write but the reference, the
+ * hit counter and (with limits) the LRU mark.  NULL: take the slow path.
+ */
+static struct sp_rregion *lookup_fast(struct sp_rcache *c, uintptr_t start, uintptr_t end,
+				      unsigned int access)
+{
+	for (int tries = 0; tries < 4; tries++) {
+		uint32_t s1 = atomic_load_explicit(&c->seq, memory_order_acquire);
+		struct sp_rregion *r;
+
+		if (s1 & 1)
+			continue;
+		r = sp_tree_floor(c, start);
+		if (r == SP_TREE_RETRY)
+			continue;
+		if (!r || LD(r->end) < end || (LD(r->access) & access) != access)
+			return NULL; /* the slow path looks again under the lock */
+		atomic_fetch_add(&r->refs, 1);
+		atomic_thread_fence(memory_order_acquire);
+		if (LD(c->seq) == s1) {
+			if (c->lru_enabled && !LD(r->touched))
+				ST(r->touched, 1);
+			return r;
+		}
+		unref(c, r);
+	}
+	return NULL;
+}
+
+/* Writer: a cached region covering the range, with a reference for the caller. */
+static struct sp_rregion *lookup_locked(struct sp_rcache *c, uintptr_t start, uintptr_t end,
+					unsigned int access)
+{
+	struct sp_rregion *r = sp_tree_floor(c, start);
+
+	if (!r || r == SP_TREE_RETRY || LD(r->end) < end || (LD(r->access) & access) != access)
+		return NULL;
+	atomic_fetch_add(&r->refs, 1);
+	if (c->lru_enabled)
+		ST(r->touched, 1);
+	return r;
+}
+
+/*
+ * Writer: evict the least recently used cached region nobody holds
+ * (second chance for regions used since the hand passed).  Regions marked
+ * for the merge in progress are left alone.
+ */
+static bool evict_one(struct sp_rcache *c, const struct sp_rregion *const *keep, size_t nkeep)
+{
+	struct sp_rregion *r = c->lru_tail;
+
+	for (size_t steps = 0; r && steps < 2 * c->n_cached + 2; steps++) {
+		struct sp_rregion *prev = r->lru_prev;
+		bool kept = false;
+
+		for (size_t i = 0; i < nkeep && !kept; i++)
+			kept = keep[i] == r;
+		if (kept) {
+			r = prev;
+			continue;
+		}
+		if (LD(r->refs) > 1 || atomic_exchange(&r->touched, 0)) {
+			/* In use, or used lately: keep it, as the most recent. */
+			if (r != c->lru_head) {
+				lru_unlink(c, r);
+				lru_push_head(c, r);
+			}
+			r = prev ? prev : c->lru_tail;
+			continue;
+		}
+		seq_begin(c);
+		index_remove(c, r);
+		seq_end(c);
+		unref(c, r);
+		sp_count(&c->stats.evictions, 1);
+		return true;
+	}
+	return false;
+}
+
+/*
+ * Writer: make room for one more registration of len bytes, counting
+ * free_regions/free_bytes that the caller will release anyway.  Evicts and
+ * deregisters as needed.  ENOBUFS when everything left is in use.
+ */
+static int ensure_room(struct sp_rcache *c, size_t len, size_t free_regions, size_t free_bytes,
+		       const struct sp_rregion *const *keep, size_t nkeep)
+{
+	size_t max_r = c->cfg.max_regions, max_b = c->cfg.max_bytes;
+
+	if (max_b && len > max_b)
+		return ENOBUFS;
+	for (;;) {
+		size_t regions = (size_t)LD(c->stats.regions),
+		       bytes = (size_t)LD(c->stats.bytes_pinned);
+
+		regions = regions > free_regions ? regions - free_regions : 0;
+		bytes = bytes > free_bytes ? bytes - free_bytes : 0;
+		if ((!max_r || regions + 1 <= max_r) && (!max_b || bytes + len <= max_b))
+			return 0;
+		if (!evict_one(c, keep, nkeep))
+			return ENOBUFS;
+		collect_garbage(c);
+	}
+}
+
+static int do_register(struct sp_rcache *c, struct sp_rregion *r, uintptr_t start, uintptr_t end,
+		       unsigned int access)
+{
+	int ret = c->ops->reg(c->ctx, (void *)start, end - start, access, &r->pub.handle);
+
+	if (ret) {
+		sp_count(&c->stats.registration_errors, 1);
+		return ret;
+	}
+	r->pub.start = start;
+	r->pub.end = end;
+	r->pub.access = access;
+	ST(r->start, start);
+	ST(r->end, end);
+	ST(r->access, access);
+	ST(r->touched, 0);
+	r->lru_prev = r->lru_next = NULL;
+	sp_count(&c->stats.registrations, 1);
+	sp_count(&c->stats.regions, 1);
+	sp_count(&c->stats.bytes_pinned, end - start);
+	return 0;
+}
+
+/* A registration that is not cached: it dies with its last reference. */
+static int get_uncached(struct sp_rcache *c, uintptr_t start, uintptr_t end, unsigned int access,
+			struct sp_rregion **out)
+{
+	struct sp_rregion *r;
+	int ret;
+
+	pthread_mutex_lock(&c->lock);
+	ret = c->cfg.enable ? ensure_room(c, end - start, 0, 0, NULL, 0) : 0;
+	r = ret ? NULL : region_alloc(c);
+	if (!ret && !r)
+		ret = ENOMEM;
+	if (!ret)
+		ret = do_register(c, r, start, end, access);
+	if (ret) {
+		if (r)
+			stack_push(&c->free_pool, r);
+		if (ret == ENOBUFS)
+			sp_count(&c->stats.no_buffers, 1);
+		pthread_mutex_unlock(&c->lock);
+		return ret;
+	}
+	r->uncached = true;
+	r->indexed = false;
+	atomic_fetch_add(&r->refs, 1);
+	atomic_store(&r->state, SP_RR_DEAD); /* never indexed: the last put deregisters */
+	pthread_mutex_unlock(&c->lock);
+	sp_count(&c->stats.uncached, 1);
+	*out = r;
+	return 0;
+}
+
+/*
+ * Writer: the cached regions the new one absorbs: every region that
+ * overlaps or touches [*start, *end), transitively; widens the range and
+ * the rights.  Returns how many (at most max).
+ */
+static size_t merge_set(struct sp_rcache *c, uintptr_t *start, uintptr_t *end, unsigned int *access,
+			struct sp_rregion **set, size_t max)
+{
+	uintptr_t s = *start, e = *end;
+	unsigned int acc = *access;
+	size_t n = 0;
+
+	for (;;) {
+		/* Touching counts: a region that ends at s or starts at e joins. */
+		struct sp_rregion *r = sp_tree_first_overlap(c, s ? s - 1 : 0, e + 1);
+		bool known = false;
+
+		while (r) {
+			for (size_t i = 0; i < n && !known; i++)
+				known = set[i] == r;
+			if (!known)
+				break;
+			/* Already in: look past it to the right. */
+			uintptr_t next = LD(r->end);
+			r = next <= e ? sp_tree_first_overlap(c, next, e + 1) : NULL;
+			known = false;
+		}
+		if (!r || n == max)
+			break;
+		set[n++] = r;
+		if (LD(r->start) < s)
+			s = LD(r->start);
+		if (LD(r->end) > e)
+			e = LD(r->end);
+		acc |= LD(r->access);
+	}
+	if (c->cfg.max_region_size && e - s > c->cfg.max_region_size)
+		return 0;
+	*start = s;
+	*end = e;
+	*access = acc;
+	return n;
+}
+
+static int get_slow(struct sp_rcache *c, uintptr_t start, uintptr_t end, unsigned int access,
+		    struct sp_rregion **out)
+{
+	struct sp_rregion *set[VICTIMS], *r;
+	uintptr_t mstart = start, mend = end;
+	unsigned int macc = access;
+	size_t nset = 0, free_regions = 0, free_bytes = 0;
+	int ret;
+
+	collect_garbage(c);
+	pthread_mutex_lock(&c->lock);
+	apply_pending(c);
+	r = lookup_locked(c, start, end, access);
+	if (r) {
+		pthread_mutex_unlock(&c->lock);
+		sp_count(&c->stats.hits, 1);
+		*out = r;
+		return 0;
+	}
+	sp_count(&c->stats.misses, 1);
+	if (c->cfg.merge)
+		nset = merge_set(c, &mstart, &mend, &macc, set, VICTIMS);
+	if (!nset) {
+		mstart = start;
+		mend = end;
+		macc = access;
+	}
+	for (size_t i = 0; i < nset; i++)
+		if (LD(set[i]->refs) == 1) {
+			free_regions++;
+			free_bytes += set[i]->pub.end - set[i]->pub.start;
+		}
+	ret = ensure_room(c, mend - mstart, free_regions, free_bytes,
+			  (const struct sp_rregion *const *)set, nset);
+	r = ret ? NULL : region_alloc(c);
+	if (!ret && !r)
+		ret = ENOMEM;
+	if (!ret) {
+		ret = do_register(c, r, mstart, mend, macc);
+		if (ret && (mstart != start || mend != end || macc != access)) {
+			/* The merged range may reach memory that cannot be registered. */
+			sp_count(&c->stats.unmerged_retries, 1);
+			nset = 0;
+			mstart = start;
+			mend = end;
+			macc = access;
+			ret = ensure_room(c, mend - mstart, 0, 0, NULL, 0);
+			if (!ret)
+				ret = do_register(c, r, start, end, access);
+		}
+	}
+	if (ret) {
+		if (r)
+			stack_push(&c->free_pool, r);
+		if (ret == ENOBUFS)
+			sp_count(&c->stats.no_buffers, 1);
+		pthread_mutex_unlock(&c->lock);
+		return ret;
+	}
+	if (nset)
+		sp_count(&c->stats.merges, 1);
+
+	/* The new region replaces every cached region inside its range. */
+	r->uncached = false;
+	atomic_fetch_add(&r->refs, 2); /* the index's and the caller's */
+	atomic_store(&r->state, SP_RR_LIVE);
+	remove_overlapping(c, mstart, mend);
+	seq_begin(c);
+	sp_tree_insert(c, r);
+	seq_end(c);
+	r->indexed = true;
+	lru_push_head(c, r);
+	c->n_cached++;
+	c->cached_bytes += mend - mstart;
+	sp_count(&c->stats.cached_regions, 1);
+	pthread_mutex_unlock(&c->lock);
+	collect_garbage(c);
+	*out = r;
+	return 0;
+}
+
+int sp_rcache_get(struct sp_rcache *c, void *addr, size_t len, unsigned int access,
+		  struct sp_region **region)
+{
+	uintptr_t a = (uintptr_t)addr, start, end;
+	struct sp_rregion *r;
+	int ret;
+
+	if (!len || a + len < a || a + len > UINTPTR_MAX - SP_RCACHE_PAGE ||
+	    (access & ~(unsigned int)VB_ACCESS_ALL))
+		return EINVAL;
+	start = sp_page_floor(a);
+	end = sp_page_ceil(a + len);
+	if (!c->cfg.enable || (c->cfg.max_region_size && end - start > c->cfg.max_region_size)) {
+		ret = get_uncached(c, start, end, access, &r);
+		if (!ret)
+			*region = &r->pub;
+		return ret;
+	}
+	if (!atomic_load(&c->inv_pending)) {
+		r = lookup_fast(c, start, end, access);
+		if (r) {
+			sp_count(&c->stats.hits, 1);
+			*region = &r->pub;
+			return 0;
+		}
+	}
+	ret = get_slow(c, start, end, access, &r);
+	if (!ret)
+		*region = &r->pub;
+	return ret;
+}
+
+void sp_rcache_hold(struct sp_rcache *c, struct sp_region *region)
+{
+	(void)c;
+	atomic_fetch_add(&rr_of(region)->refs, 1);
+}
+
+void sp_rcache_put(struct sp_rcache *c, struct sp_region *region)
+{
+	unref(c, rr_of(region));
+	collect_garbage(c);
+}
+
+int sp_rcache_invalidate(struct sp_rcache *c, void *addr, size_t len, size_t *removed)
+{
+	uintptr_t a = (uintptr_t)addr, end = a + len < a ? UINTPTR_MAX : a + len;
+	size_t n;
+
+	if (!len)
+		return EINVAL;
+	sp_count(&c->stats.invalidations, 1);
+	pthread_mutex_lock(&c->lock);
+	apply_pending(c);
+	n = remove_overlapping(c, a, end);
+	pthread_mutex_unlock(&c->lock);
+	sp_count(&c->stats.invalidated, n);
+	if (removed)
+		*removed = n;
+	return 0;
+}
+
+void sp_rcache_invalidate_deferred(struct sp_rcache *c, void *addr, size_t len)
+{
+	uintptr_t s = (uintptr_t)addr, e = s + len < s ? UINTPTR_MAX : s + len;
+	uint32_t i;
+
+	if (!len)
+		return;
+	sp_count(&c->stats.invalidations, 1);
+	while (atomic_flag_test_and_set_explicit(&c->pending_lock, memory_order_acquire))
+		;
+	/* Coalesce with a queued range it overlaps or touches. */
+	for (i = 0; i < c->n_pending; i++)
+		if (c->pending[i].start <= e && s <= c->pending[i].end)
+			break;
+	if (i == c->n_pending && c->n_pending == SP_RCACHE_PENDING) {
+		/* Full: widen the nearest range; invalidating more is always safe. */
+		uintptr_t best = UINTPTR_MAX;
+		for (uint32_t k = 0; k < c->n_pending; k++) {
+			uintptr_t gap = c->pending[k].start > e ? c->pending[k].start - e
+								: s - c->pending[k].end;
+			if (gap < best) {
+				best = gap;
+				i = k;
+			}
+		}
+	}
+	if (i == c->n_pending) {
+		c->pending[c->n_pending++] = (struct sp_range){ s, e };
+	} else {
+		if (s < c->pending[i].start)
+			c->pending[i].start = s;
+		if (e > c->pending[i].end)
+			c->pending[i].end = e;
+	}
+	c->pending_gen++;
+	atomic_store(&c->inv_pending, 1);
+	atomic_flag_clear_explicit(&c->pending_lock, memory_order_release);
+}
+
+void sp_rcache_collect(struct sp_rcache *c)
+{
+	if (atomic_load(&c->inv_pending)) {
+		pthread_mutex_lock(&c->lock);
+		apply_pending(c);
+		pthread_mutex_unlock(&c->lock);
+	}
+	collect_garbage(c);
+}
+
+struct sp_rcache *sp_rcache_create(const struct sp_rcache_config *cfg,
+				   const struct sp_rcache_ops *ops, void *ctx)
+{
+	struct sp_rcache *c;
+	int ret;
+
+	if (!cfg || !ops || !ops->reg || !ops->dereg) {
+		errno = EINVAL;
+		return NULL;
+	}
+	c = aligned_alloc(64, (sizeof(*c) + 63) & ~(size_t)63);
+	if (!c) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	memset(c, 0, sizeof(*c));
+	ret = pthread_mutex_init(&c->lock, NULL);
+	if (ret) {
+		free(c);
+		errno = ret;
+		return NULL;
+	}
+	atomic_flag_clear(&c->pending_lock);
+	c->cfg = *cfg;
+	c->ops = ops;
+	c->ctx = ctx;
+	c->lru_enabled = cfg->max_regions || cfg->max_bytes;
+	return c;
+}
+
+int sp_rcache_destroy(struct sp_rcache *c)
+{
+	if (!c)
+		return 0;
+	pthread_mutex_lock(&c->lock);
+	apply_pending(c);
+	collect_garbage(c);
+	for (struct sp_rregion *r = c->lru_head; r; r = r->lru_next)
+		if (LD(r->refs) > 1)
+			goto busy;
+	if ((size_t)LD(c->stats.regions) != c->n_cached)
+		goto busy; /* uncached or invalidated regions still held */
+	while (c->lru_head) {
+		struct sp_rregion *r = c->lru_head;
+		seq_begin(c);
+		index_remove(c, r);
+		seq_end(c);
+		unref(c, r);
+	}
+	collect_garbage(c);
+	pthread_mutex_unlock(&c->lock);
+	for (size_t i = 0; i < c->n_slabs; i++)
+		free(c->slabs[i]);
+	free(c->slabs);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+	return 0;
+busy:
+	pthread_mutex_unlock(&c->lock);
+	return EBUSY;
+}
+
+void sp_rcache_get_stats(struct sp_rcache *c, struct sp_rcache_stats *s)
+{
+	struct sp_rcache_counters *k = &c->stats;
+
+	s->hits = LD(k->hits);
+	s->misses = LD(k->misses);
+	s->merges = LD(k->merges);
+	s->unmerged_retries = LD(k->unmerged_retries);
+	s->evictions = LD(k->evictions);
+	s->invalidations = LD(k->invalidations);
+	s->invalidated = LD(k->invalidated);
+	s->registrations = LD(k->registrations);
+	s->registration_errors = LD(k->registration_errors);
+	s->deregistrations = LD(k->deregistrations);
+	s->no_buffers = LD(k->no_buffers);
+	s->uncached = LD(k->uncached);
+	s->regions = LD(k->regions);
+	s->cached_regions = LD(k->cached_regions);
+	s->bytes_pinned = LD(k->bytes_pinned);
+}

@@ -15,14 +15,44 @@
 #define ST(x, v) atomic_store_explicit(&(x), (v), memory_order_relaxed)
 #define VICTIMS 64
 
-static inline struct sp_rregion *rr_of(struct sp_region *pub)
+static _Thread_local unsigned int thread_slot_plus1;
+static _Atomic unsigned int next_thread_slot;
+
+static inline void count_fast_hit(struct sp_rcache *c)
 {
-	return (struct sp_rregion *)((char *)pub - offsetof(struct sp_rregion, pub));
+	unsigned int s = thread_slot_plus1;
+	_Atomic uint64_t *n;
+
+	if (!s)
+		s = thread_slot_plus1 =
+		    atomic_fetch_add(&next_thread_slot, 1) % SP_RCACHE_HIT_SLOTS + 1;
+	n = &c->hit_slots[s - 1].n;
+	ST(*n, LD(*n) + 1);
 }
 
-static void stack_push(struct sp_rregion *_Atomic *top, struct sp_rregion *r)
+uintptr_t sp_region_start(const struct sp_region *r)
 {
-	struct sp_rregion *old = atomic_load(top);
+	return atomic_load_explicit(&((struct sp_region *)r)->start, memory_order_relaxed);
+}
+
+uintptr_t sp_region_end(const struct sp_region *r)
+{
+	return atomic_load_explicit(&((struct sp_region *)r)->end, memory_order_relaxed);
+}
+
+unsigned int sp_region_access(const struct sp_region *r)
+{
+	return atomic_load_explicit(&((struct sp_region *)r)->access, memory_order_relaxed);
+}
+
+void *sp_region_handle(const struct sp_region *r)
+{
+	return r->handle;
+}
+
+static void stack_push(struct sp_region *_Atomic *top, struct sp_region *r)
+{
+	struct sp_region *old = atomic_load(top);
 
 	do
 		ST(r->next_free, old);
@@ -30,9 +60,9 @@ static void stack_push(struct sp_rregion *_Atomic *top, struct sp_rregion *r)
 }
 
 /* Drop a reference; the last one of a region out of the index queues it for deregistration. */
-static void unref(struct sp_rcache *c, struct sp_rregion *r)
+static void unref(struct sp_rcache *c, struct sp_region *r)
 {
-	uint32_t dead = SP_RR_DEAD;
+	uint8_t dead = SP_RR_DEAD;
 
 	if (atomic_fetch_sub(&r->refs, 1) != 1)
 		return;
@@ -45,34 +75,35 @@ static void unref(struct sp_rcache *c, struct sp_rregion *r)
 /* Deregister every region on the garbage list and return it to the pool. */
 static void collect_garbage(struct sp_rcache *c)
 {
-	struct sp_rregion *r;
+	struct sp_region *r;
 
 	if (!atomic_load_explicit(&c->garbage, memory_order_relaxed))
 		return;
 	r = atomic_exchange(&c->garbage, NULL);
 	while (r) {
-		struct sp_rregion *next = LD(r->next_free);
-		uint64_t len = r->pub.end - r->pub.start;
+		struct sp_region *next = LD(r->next_free);
+		uint64_t len = LD(r->end) - LD(r->start);
 
-		c->ops->dereg(c->ctx, r->pub.handle);
+		c->ops->dereg(c->ctx, r->handle);
 		sp_count(&c->stats.deregistrations, 1);
-		atomic_fetch_sub_explicit(&c->stats.regions, 1, memory_order_relaxed);
-		atomic_fetch_sub_explicit(&c->stats.bytes_pinned, len, memory_order_relaxed);
-		atomic_store(&r->state, SP_RR_FREE);
+		sp_count(&c->stats.bytes_deregistered, len);
+		atomic_store_explicit(&r->state, SP_RR_FREE, memory_order_release);
 		stack_push(&c->free_pool, r);
 		r = next;
 	}
 }
 
-/* Writer: a region from the pool (the pool only shrinks under c->lock). */
-static struct sp_rregion *region_alloc(struct sp_rcache *c)
+/* Writer: a region from the pool; the shared free stack is taken whole, once in a while. */
+static struct sp_region *region_alloc(struct sp_rcache *c)
 {
-	struct sp_rregion *r = atomic_load(&c->free_pool);
+	struct sp_region *r = c->local_free;
 
-	while (r && !atomic_compare_exchange_weak(&c->free_pool, &r, LD(r->next_free)))
-		;
-	if (r)
+	if (!r)
+		r = c->local_free = atomic_exchange(&c->free_pool, NULL);
+	if (r) {
+		c->local_free = LD(r->next_free);
 		return r;
+	}
 	if (c->n_slabs == c->cap_slabs) {
 		size_t cap = c->cap_slabs ? 2 * c->cap_slabs : 16;
 		void **s = realloc(c->slabs, cap * sizeof(*s));
@@ -81,12 +112,14 @@ static struct sp_rregion *region_alloc(struct sp_rcache *c)
 		c->slabs = s;
 		c->cap_slabs = cap;
 	}
-	struct sp_rregion *slab = calloc(SP_RCACHE_SLAB, sizeof(*slab));
+	struct sp_region *slab = calloc(SP_RCACHE_SLAB, sizeof(*slab));
 	if (!slab)
 		return NULL;
 	c->slabs[c->n_slabs++] = slab;
-	for (int i = SP_RCACHE_SLAB - 1; i > 0; i--)
-		stack_push(&c->free_pool, &slab[i]);
+	for (int i = SP_RCACHE_SLAB - 1; i > 0; i--) {
+		ST(slab[i].next_free, c->local_free);
+		c->local_free = &slab[i];
+	}
 	return &slab[0];
 }
 
@@ -101,7 +134,7 @@ static void seq_end(struct sp_rcache *c)
 	atomic_store_explicit(&c->seq, LD(c->seq) + 1, memory_order_release);
 }
 
-static void lru_unlink(struct sp_rcache *c, struct sp_rregion *r)
+static void lru_unlink(struct sp_rcache *c, struct sp_region *r)
 {
 	if (r->lru_prev)
 		r->lru_prev->lru_next = r->lru_next;
@@ -114,7 +147,7 @@ static void lru_unlink(struct sp_rcache *c, struct sp_rregion *r)
 	r->lru_prev = r->lru_next = NULL;
 }
 
-static void lru_push_head(struct sp_rcache *c, struct sp_rregion *r)
+static void lru_push_head(struct sp_rcache *c, struct sp_region *r)
 {
 	r->lru_prev = NULL;
 	r->lru_next = c->lru_head;
@@ -126,30 +159,32 @@ static void lru_push_head(struct sp_rcache *c, struct sp_rregion *r)
 }
 
 /* Writer, inside seq_begin/seq_end: take r out of the index (its reference is dropped later). */
-static void index_remove(struct sp_rcache *c, struct sp_rregion *r)
+static void index_remove(struct sp_rcache *c, struct sp_region *r)
 {
-	sp_tree_remove(c, r);
+	sp_index_remove(c, r);
 	lru_unlink(c, r);
 	r->indexed = false;
 	c->n_cached--;
-	c->cached_bytes -= r->pub.end - r->pub.start;
-	atomic_fetch_sub_explicit(&c->stats.cached_regions, 1, memory_order_relaxed);
-	atomic_store(&r->state, SP_RR_DEAD);
+	c->cached_bytes -= LD(r->end) - LD(r->start);
+	atomic_store_explicit(&r->state, SP_RR_DEAD, memory_order_release);
 }
 
 /* Writer: remove every indexed region overlapping [start, end); returns how many. */
 static size_t remove_overlapping(struct sp_rcache *c, uintptr_t start, uintptr_t end)
 {
-	struct sp_rregion *victims[VICTIMS];
+	struct sp_region *victims[VICTIMS];
 	size_t total = 0, n;
 
 	do {
 		n = 0;
 		seq_begin(c);
-		while (n < VICTIMS) {
-			struct sp_rregion *r = sp_tree_first_overlap(c, start, end);
+		while (n < VICTIMS && start < end) {
+			struct sp_region *r = sp_index_first_overlap(c, start, end);
 			if (!r)
 				break;
+			/* r was the lowest: nothing else overlaps below its end. */
+			if (LD(r->end) > start)
+				start = LD(r->end);
 			index_remove(c, r);
 			victims[n++] = r;
 		}
@@ -181,7 +216,7 @@ static void apply_pending(struct sp_rcache *c)
 
 	for (uint32_t i = 0; i < n; i++)
 		removed += remove_overlapping(c, ranges[i].start, ranges[i].end);
-	sp_count(&c->stats.invalidated, removed);
+	c->stats.invalidated += removed;
 
 	/* Lookups may trust the index again only if nothing was queued meanwhile. */
 	while (atomic_flag_test_and_set_explicit(&c->pending_lock, memory_order_acquire))
@@ -195,20 +230,25 @@ static void apply_pending(struct sp_rcache *c)
  * The hit path: no lock, no allocation, no write but the reference, the
  * hit counter and (with limits) the LRU mark.  NULL: take the slow path.
  */
-static struct sp_rregion *lookup_fast(struct sp_rcache *c, uintptr_t start, uintptr_t end,
-				      unsigned int access)
+static struct sp_region *lookup_fast(struct sp_rcache *c, uintptr_t start, uintptr_t end,
+				     unsigned int access, uint32_t *miss_seq)
 {
+	*miss_seq = 1; /* odd: no index state seen */
 	for (int tries = 0; tries < 4; tries++) {
 		uint32_t s1 = atomic_load_explicit(&c->seq, memory_order_acquire);
-		struct sp_rregion *r;
+		struct sp_region *r;
 
 		if (s1 & 1)
 			continue;
-		r = sp_tree_floor(c, start);
-		if (r == SP_TREE_RETRY)
-			continue;
-		if (!r || LD(r->end) < end || (LD(r->access) & access) != access)
-			return NULL; /* the slow path looks again under the lock */
+		r = sp_index_lookup(c, start);
+		if (!r || LD(r->end) < end || (LD(r->access) & access) != access) {
+			/* A miss in the index as of s1: the slow path looks again only if it moved.
+			 */
+			atomic_thread_fence(memory_order_acquire);
+			if (LD(c->seq) == s1)
+				*miss_seq = s1;
+			return NULL;
+		}
 		atomic_fetch_add(&r->refs, 1);
 		atomic_thread_fence(memory_order_acquire);
 		if (LD(c->seq) == s1) {
@@ -222,12 +262,12 @@ static struct sp_rregion *lookup_fast(struct sp_rcache *c, uintptr_t start, uint
 }
 
 /* Writer: a cached region covering the range, with a reference for the caller. */
-static struct sp_rregion *lookup_locked(struct sp_rcache *c, uintptr_t start, uintptr_t end,
-					unsigned int access)
+static struct sp_region *lookup_locked(struct sp_rcache *c, uintptr_t start, uintptr_t end,
+				       unsigned int access)
 {
-	struct sp_rregion *r = sp_tree_floor(c, start);
+	struct sp_region *r = sp_index_lookup(c, start);
 
-	if (!r || r == SP_TREE_RETRY || LD(r->end) < end || (LD(r->access) & access) != access)
+	if (!r || LD(r->end) < end || (LD(r->access) & access) != access)
 		return NULL;
 	atomic_fetch_add(&r->refs, 1);
 	if (c->lru_enabled)
@@ -240,12 +280,12 @@ static struct sp_rregion *lookup_locked(struct sp_rcache *c, uintptr_t start, ui
  * (second chance for regions used since the hand passed).  Regions marked
  * for the merge in progress are left alone.
  */
-static bool evict_one(struct sp_rcache *c, const struct sp_rregion *const *keep, size_t nkeep)
+static bool evict_one(struct sp_rcache *c, const struct sp_region *const *keep, size_t nkeep)
 {
-	struct sp_rregion *r = c->lru_tail;
+	struct sp_region *r = c->lru_tail;
 
 	for (size_t steps = 0; r && steps < 2 * c->n_cached + 2; steps++) {
-		struct sp_rregion *prev = r->lru_prev;
+		struct sp_region *prev = r->lru_prev;
 		bool kept = false;
 
 		for (size_t i = 0; i < nkeep && !kept; i++)
@@ -267,7 +307,7 @@ static bool evict_one(struct sp_rcache *c, const struct sp_rregion *const *keep,
 		index_remove(c, r);
 		seq_end(c);
 		unref(c, r);
-		sp_count(&c->stats.evictions, 1);
+		c->stats.evictions++;
 		return true;
 	}
 	return false;
@@ -279,15 +319,16 @@ static bool evict_one(struct sp_rcache *c, const struct sp_rregion *const *keep,
  * deregisters as needed.  ENOBUFS when everything left is in use.
  */
 static int ensure_room(struct sp_rcache *c, size_t len, size_t free_regions, size_t free_bytes,
-		       const struct sp_rregion *const *keep, size_t nkeep)
+		       const struct sp_region *const *keep, size_t nkeep)
 {
 	size_t max_r = c->cfg.max_regions, max_b = c->cfg.max_bytes;
 
 	if (max_b && len > max_b)
 		return ENOBUFS;
 	for (;;) {
-		size_t regions = (size_t)LD(c->stats.regions),
-		       bytes = (size_t)LD(c->stats.bytes_pinned);
+		size_t regions = (size_t)(c->stats.registrations - LD(c->stats.deregistrations)),
+		       bytes =
+			   (size_t)(c->stats.bytes_registered - LD(c->stats.bytes_deregistered));
 
 		regions = regions > free_regions ? regions - free_regions : 0;
 		bytes = bytes > free_bytes ? bytes - free_bytes : 0;
@@ -299,34 +340,30 @@ static int ensure_room(struct sp_rcache *c, size_t len, size_t free_regions, siz
 	}
 }
 
-static int do_register(struct sp_rcache *c, struct sp_rregion *r, uintptr_t start, uintptr_t end,
+static int do_register(struct sp_rcache *c, struct sp_region *r, uintptr_t start, uintptr_t end,
 		       unsigned int access)
 {
-	int ret = c->ops->reg(c->ctx, (void *)start, end - start, access, &r->pub.handle);
+	int ret = c->ops->reg(c->ctx, (void *)start, end - start, access, &r->handle);
 
 	if (ret) {
-		sp_count(&c->stats.registration_errors, 1);
+		c->stats.registration_errors++;
 		return ret;
 	}
-	r->pub.start = start;
-	r->pub.end = end;
-	r->pub.access = access;
 	ST(r->start, start);
 	ST(r->end, end);
 	ST(r->access, access);
 	ST(r->touched, 0);
 	r->lru_prev = r->lru_next = NULL;
-	sp_count(&c->stats.registrations, 1);
-	sp_count(&c->stats.regions, 1);
-	sp_count(&c->stats.bytes_pinned, end - start);
+	c->stats.registrations++;
+	c->stats.bytes_registered += end - start;
 	return 0;
 }
 
 /* A registration that is not cached: it dies with its last reference. */
 static int get_uncached(struct sp_rcache *c, uintptr_t start, uintptr_t end, unsigned int access,
-			struct sp_rregion **out)
+			struct sp_region **out)
 {
-	struct sp_rregion *r;
+	struct sp_region *r;
 	int ret;
 
 	pthread_mutex_lock(&c->lock);
@@ -337,19 +374,22 @@ static int get_uncached(struct sp_rcache *c, uintptr_t start, uintptr_t end, uns
 	if (!ret)
 		ret = do_register(c, r, start, end, access);
 	if (ret) {
-		if (r)
-			stack_push(&c->free_pool, r);
+		if (r) {
+			ST(r->next_free, c->local_free);
+			c->local_free = r;
+		}
 		if (ret == ENOBUFS)
-			sp_count(&c->stats.no_buffers, 1);
+			c->stats.no_buffers++;
 		pthread_mutex_unlock(&c->lock);
 		return ret;
 	}
 	r->uncached = true;
 	r->indexed = false;
 	atomic_fetch_add(&r->refs, 1);
-	atomic_store(&r->state, SP_RR_DEAD); /* never indexed: the last put deregisters */
+	/* never indexed: the last put deregisters */
+	atomic_store_explicit(&r->state, SP_RR_DEAD, memory_order_release);
+	c->stats.uncached++;
 	pthread_mutex_unlock(&c->lock);
-	sp_count(&c->stats.uncached, 1);
 	*out = r;
 	return 0;
 }
@@ -357,10 +397,11 @@ static int get_uncached(struct sp_rcache *c, uintptr_t start, uintptr_t end, uns
 /*
  * Writer: the cached regions the new one absorbs: every region that
  * overlaps or touches [*start, *end), transitively; widens the range and
- * the rights.  Returns how many (at most max).
+ * the rights.  Returns how many (at most max), 0 when the merged region
+ * would exceed the size limit; *touching is how many were found at all.
  */
 static size_t merge_set(struct sp_rcache *c, uintptr_t *start, uintptr_t *end, unsigned int *access,
-			struct sp_rregion **set, size_t max)
+			struct sp_region **set, size_t max, size_t *touching)
 {
 	uintptr_t s = *start, e = *end;
 	unsigned int acc = *access;
@@ -368,7 +409,7 @@ static size_t merge_set(struct sp_rcache *c, uintptr_t *start, uintptr_t *end, u
 
 	for (;;) {
 		/* Touching counts: a region that ends at s or starts at e joins. */
-		struct sp_rregion *r = sp_tree_first_overlap(c, s ? s - 1 : 0, e + 1);
+		struct sp_region *r = sp_index_first_overlap(c, s ? s - 1 : 0, e + 1);
 		bool known = false;
 
 		while (r) {
@@ -378,7 +419,7 @@ static size_t merge_set(struct sp_rcache *c, uintptr_t *start, uintptr_t *end, u
 				break;
 			/* Already in: look past it to the right. */
 			uintptr_t next = LD(r->end);
-			r = next <= e ? sp_tree_first_overlap(c, next, e + 1) : NULL;
+			r = next <= e ? sp_index_first_overlap(c, next, e + 1) : NULL;
 			known = false;
 		}
 		if (!r || n == max)
@@ -390,6 +431,7 @@ static size_t merge_set(struct sp_rcache *c, uintptr_t *start, uintptr_t *end, u
 			e = LD(r->end);
 		acc |= LD(r->access);
 	}
+	*touching = n;
 	if (c->cfg.max_region_size && e - s > c->cfg.max_region_size)
 		return 0;
 	*start = s;
@@ -399,27 +441,28 @@ static size_t merge_set(struct sp_rcache *c, uintptr_t *start, uintptr_t *end, u
 }
 
 static int get_slow(struct sp_rcache *c, uintptr_t start, uintptr_t end, unsigned int access,
-		    struct sp_rregion **out)
+		    uint32_t miss_seq, struct sp_region **out)
 {
-	struct sp_rregion *set[VICTIMS], *r;
+	struct sp_region *set[VICTIMS], *r;
 	uintptr_t mstart = start, mend = end;
 	unsigned int macc = access;
-	size_t nset = 0, free_regions = 0, free_bytes = 0;
+	size_t nset = 0, touching = 0, free_regions = 0, free_bytes = 0;
 	int ret;
 
 	collect_garbage(c);
 	pthread_mutex_lock(&c->lock);
 	apply_pending(c);
-	r = lookup_locked(c, start, end, access);
+	/* The index unchanged since the lock-free lookup missed: no need to look again. */
+	r = LD(c->seq) == miss_seq ? NULL : lookup_locked(c, start, end, access);
 	if (r) {
 		pthread_mutex_unlock(&c->lock);
 		sp_count(&c->stats.hits, 1);
 		*out = r;
 		return 0;
 	}
-	sp_count(&c->stats.misses, 1);
+	c->stats.misses++;
 	if (c->cfg.merge)
-		nset = merge_set(c, &mstart, &mend, &macc, set, VICTIMS);
+		nset = merge_set(c, &mstart, &mend, &macc, set, VICTIMS, &touching);
 	if (!nset) {
 		mstart = start;
 		mend = end;
@@ -428,10 +471,10 @@ static int get_slow(struct sp_rcache *c, uintptr_t start, uintptr_t end, unsigne
 	for (size_t i = 0; i < nset; i++)
 		if (LD(set[i]->refs) == 1) {
 			free_regions++;
-			free_bytes += set[i]->pub.end - set[i]->pub.start;
+			free_bytes += LD(set[i]->end) - LD(set[i]->start);
 		}
 	ret = ensure_room(c, mend - mstart, free_regions, free_bytes,
-			  (const struct sp_rregion *const *)set, nset);
+			  (const struct sp_region *const *)set, nset);
 	r = ret ? NULL : region_alloc(c);
 	if (!ret && !r)
 		ret = ENOMEM;
@@ -439,7 +482,7 @@ static int get_slow(struct sp_rcache *c, uintptr_t start, uintptr_t end, unsigne
 		ret = do_register(c, r, mstart, mend, macc);
 		if (ret && (mstart != start || mend != end || macc != access)) {
 			/* The merged range may reach memory that cannot be registered. */
-			sp_count(&c->stats.unmerged_retries, 1);
+			c->stats.unmerged_retries++;
 			nset = 0;
 			mstart = start;
 			mend = end;
@@ -450,29 +493,44 @@ static int get_slow(struct sp_rcache *c, uintptr_t start, uintptr_t end, unsigne
 		}
 	}
 	if (ret) {
-		if (r)
-			stack_push(&c->free_pool, r);
+		if (r) {
+			ST(r->next_free, c->local_free);
+			c->local_free = r;
+		}
 		if (ret == ENOBUFS)
-			sp_count(&c->stats.no_buffers, 1);
+			c->stats.no_buffers++;
 		pthread_mutex_unlock(&c->lock);
 		return ret;
 	}
 	if (nset)
-		sp_count(&c->stats.merges, 1);
+		c->stats.merges++;
 
-	/* The new region replaces every cached region inside its range. */
+	/*
+	 * The new region replaces every cached region inside its range; when
+	 * the merge search found no region even touching it, none overlaps it.
+	 */
+	if (touching || !c->cfg.merge)
+		remove_overlapping(c, mstart, mend);
+	if (sp_index_prepare(c, mstart, mend)) {
+		/* No memory for the index: hand the registration out uncached. */
+		r->uncached = true;
+		atomic_fetch_add(&r->refs, 1);
+		atomic_store_explicit(&r->state, SP_RR_DEAD, memory_order_release);
+		c->stats.uncached++;
+		pthread_mutex_unlock(&c->lock);
+		*out = r;
+		return 0;
+	}
 	r->uncached = false;
 	atomic_fetch_add(&r->refs, 2); /* the index's and the caller's */
-	atomic_store(&r->state, SP_RR_LIVE);
-	remove_overlapping(c, mstart, mend);
+	atomic_store_explicit(&r->state, SP_RR_LIVE, memory_order_release);
 	seq_begin(c);
-	sp_tree_insert(c, r);
+	sp_index_insert(c, r);
 	seq_end(c);
 	r->indexed = true;
 	lru_push_head(c, r);
 	c->n_cached++;
 	c->cached_bytes += mend - mstart;
-	sp_count(&c->stats.cached_regions, 1);
 	pthread_mutex_unlock(&c->lock);
 	collect_garbage(c);
 	*out = r;
@@ -483,7 +541,7 @@ int sp_rcache_get(struct sp_rcache *c, void *addr, size_t len, unsigned int acce
 		  struct sp_region **region)
 {
 	uintptr_t a = (uintptr_t)addr, start, end;
-	struct sp_rregion *r;
+	struct sp_region *r;
 	int ret;
 
 	if (!len || a + len < a || a + len > UINTPTR_MAX - SP_RCACHE_PAGE ||
@@ -494,32 +552,33 @@ int sp_rcache_get(struct sp_rcache *c, void *addr, size_t len, unsigned int acce
 	if (!c->cfg.enable || (c->cfg.max_region_size && end - start > c->cfg.max_region_size)) {
 		ret = get_uncached(c, start, end, access, &r);
 		if (!ret)
-			*region = &r->pub;
+			*region = r;
 		return ret;
 	}
+	uint32_t miss_seq = 1;
 	if (!atomic_load(&c->inv_pending)) {
-		r = lookup_fast(c, start, end, access);
+		r = lookup_fast(c, start, end, access, &miss_seq);
 		if (r) {
-			sp_count(&c->stats.hits, 1);
-			*region = &r->pub;
+			count_fast_hit(c);
+			*region = r;
 			return 0;
 		}
 	}
-	ret = get_slow(c, start, end, access, &r);
+	ret = get_slow(c, start, end, access, miss_seq, &r);
 	if (!ret)
-		*region = &r->pub;
+		*region = r;
 	return ret;
 }
 
 void sp_rcache_hold(struct sp_rcache *c, struct sp_region *region)
 {
 	(void)c;
-	atomic_fetch_add(&rr_of(region)->refs, 1);
+	atomic_fetch_add(&region->refs, 1);
 }
 
 void sp_rcache_put(struct sp_rcache *c, struct sp_region *region)
 {
-	unref(c, rr_of(region));
+	unref(c, region);
 	collect_garbage(c);
 }
 
@@ -534,8 +593,8 @@ int sp_rcache_invalidate(struct sp_rcache *c, void *addr, size_t len, size_t *re
 	pthread_mutex_lock(&c->lock);
 	apply_pending(c);
 	n = remove_overlapping(c, a, end);
+	c->stats.invalidated += n;
 	pthread_mutex_unlock(&c->lock);
-	sp_count(&c->stats.invalidated, n);
 	if (removed)
 		*removed = n;
 	return 0;
@@ -627,13 +686,13 @@ int sp_rcache_destroy(struct sp_rcache *c)
 	pthread_mutex_lock(&c->lock);
 	apply_pending(c);
 	collect_garbage(c);
-	for (struct sp_rregion *r = c->lru_head; r; r = r->lru_next)
+	for (struct sp_region *r = c->lru_head; r; r = r->lru_next)
 		if (LD(r->refs) > 1)
 			goto busy;
-	if ((size_t)LD(c->stats.regions) != c->n_cached)
+	if ((size_t)(c->stats.registrations - LD(c->stats.deregistrations)) != c->n_cached)
 		goto busy; /* uncached or invalidated regions still held */
 	while (c->lru_head) {
-		struct sp_rregion *r = c->lru_head;
+		struct sp_region *r = c->lru_head;
 		seq_begin(c);
 		index_remove(c, r);
 		seq_end(c);
@@ -641,6 +700,7 @@ int sp_rcache_destroy(struct sp_rcache *c)
 	}
 	collect_garbage(c);
 	pthread_mutex_unlock(&c->lock);
+	sp_index_fini(c);
 	for (size_t i = 0; i < c->n_slabs; i++)
 		free(c->slabs[i]);
 	free(c->slabs);
@@ -656,19 +716,23 @@ void sp_rcache_get_stats(struct sp_rcache *c, struct sp_rcache_stats *s)
 {
 	struct sp_rcache_counters *k = &c->stats;
 
-	s->hits = LD(k->hits);
-	s->misses = LD(k->misses);
-	s->merges = LD(k->merges);
-	s->unmerged_retries = LD(k->unmerged_retries);
-	s->evictions = LD(k->evictions);
-	s->invalidations = LD(k->invalidations);
-	s->invalidated = LD(k->invalidated);
-	s->registrations = LD(k->registrations);
-	s->registration_errors = LD(k->registration_errors);
+	pthread_mutex_lock(&c->lock);
+	s->misses = k->misses;
+	s->merges = k->merges;
+	s->unmerged_retries = k->unmerged_retries;
+	s->evictions = k->evictions;
+	s->invalidated = k->invalidated;
+	s->registrations = k->registrations;
+	s->registration_errors = k->registration_errors;
+	s->no_buffers = k->no_buffers;
+	s->uncached = k->uncached;
+	s->cached_regions = c->n_cached;
 	s->deregistrations = LD(k->deregistrations);
-	s->no_buffers = LD(k->no_buffers);
-	s->uncached = LD(k->uncached);
-	s->regions = LD(k->regions);
-	s->cached_regions = LD(k->cached_regions);
-	s->bytes_pinned = LD(k->bytes_pinned);
+	s->bytes_pinned = k->bytes_registered - LD(k->bytes_deregistered);
+	pthread_mutex_unlock(&c->lock);
+	s->regions = s->registrations - s->deregistrations;
+	s->hits = LD(k->hits);
+	for (int i = 0; i < SP_RCACHE_HIT_SLOTS; i++)
+		s->hits += LD(c->hit_slots[i].n);
+	s->invalidations = LD(k->invalidations);
 }

@@ -30,13 +30,15 @@ extern "C" {
 
 struct sp_rcache;
 
-/* What a holder of a region sees; valid while the reference is held. */
-struct sp_region {
-	uintptr_t start; /* registered range [start, end), page aligned */
-	uintptr_t end;
-	unsigned int access; /* VB_ACCESS_* flags of the registration */
-	void *handle;	     /* what ops->reg returned (a struct vb_mr * for sp_rcache_vb_ops) */
-};
+/* A registered region; what sp_region_*() return is stable while a reference is held. */
+struct sp_region;
+
+/* The registered range [start, end), page aligned, and its VB_ACCESS_* rights. */
+uintptr_t sp_region_start(const struct sp_region *region);
+uintptr_t sp_region_end(const struct sp_region *region);
+unsigned int sp_region_access(const struct sp_region *region);
+/* What ops->reg returned: a struct vb_mr * for sp_rcache_vb_ops. */
+void *sp_region_handle(const struct sp_region *region);
 
 struct sp_rcache_ops {
 	/* Register [addr, addr + len) with access; 0 or errno. */

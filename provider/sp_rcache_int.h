@@ -2,13 +2,12 @@
 /*
  * Registration cache internals.
  *
- * Readers (the hit path) take no lock: the index is an AVL tree of
+ * Readers (the hit path) take no lock: the index is a radix page table of
  * non-overlapping regions under a sequence lock.  A reader walks it with
  * relaxed atomic loads, takes a reference on the region it found, and
- * keeps the hit only if the sequence did not move meanwhile.  Regions
- * come from a type-stable pool that is freed only with the cache, so a
- * reader racing a writer never touches freed memory; a walk that a
- * rotation sends around in circles is cut off by a step bound and retried.
+ * keeps the hit only if the sequence did not move meanwhile.  Regions and
+ * directories are type-stable (pools freed only with the cache), so a
+ * reader racing a writer never touches freed memory.
  *
  * A region's life: FREE (in the pool) -> LIVE (registered, maybe indexed)
  * -> DEAD (out of the index, held by users) -> GARBAGE (last reference
@@ -24,77 +23,107 @@
 #include <stdalign.h>
 #include <stdatomic.h>
 
+#include <stddef.h>
+
 #include "sp_rcache.h"
 
 #define SP_RCACHE_PAGE 4096u
-#define SP_RCACHE_MAX_DEPTH 96 /* > 1.44 log2(2^48): an AVL tree is never deeper */
-#define SP_RCACHE_PENDING 64   /* queued invalidation ranges before they coalesce */
-#define SP_RCACHE_SLAB 256     /* regions allocated at a time */
+#define SP_RCACHE_RADIX_BITS 9
+#define SP_RCACHE_RADIX_LEVELS 4 /* 36 bits of page number: 48-bit addresses */
+#define SP_RCACHE_MAX_ADDR ((uintptr_t)1 << (12 + SP_RCACHE_RADIX_BITS * SP_RCACHE_RADIX_LEVELS))
+#define SP_RCACHE_PENDING 64	/* queued invalidation ranges before they coalesce */
+#define SP_RCACHE_SLAB 256	/* regions allocated at a time */
+#define SP_RCACHE_HIT_SLOTS 128 /* per-thread hit counters */
 
 enum sp_rregion_state { SP_RR_FREE, SP_RR_LIVE, SP_RR_DEAD, SP_RR_GARBAGE };
 
-struct sp_rregion {
-	struct sp_region pub; /* stable while a reference is held */
-	/* index: read by lock-free readers */
-	_Atomic uintptr_t start;
+struct sp_region {
+	/*
+	 * One cache line, all of it: a hit reads start/end/access and writes
+	 * refs, its caller reads handle, and nothing else; with the radix index
+	 * no lookup touches a region other than the one it finds.  64 bytes a
+	 * region keeps a large cache's working set small.
+	 */
+	alignas(64) _Atomic uintptr_t start;
 	_Atomic uintptr_t end;
+	void *handle; /* written before the region is published */
 	_Atomic unsigned int access;
-	_Atomic(struct sp_rregion *) left;
-	_Atomic(struct sp_rregion *) right;
-	int height; /* writer only */
 	_Atomic uint32_t refs;
-	_Atomic uint32_t state;
+	_Atomic uint8_t state;
 	_Atomic uint8_t touched; /* used since the LRU hand last passed */
 	bool indexed;		 /* writer only */
 	bool uncached;
 	/* writer only: LRU order of indexed regions, most recent first */
-	struct sp_rregion *lru_prev, *lru_next;
+	struct sp_region *lru_prev, *lru_next;
 	/* lock-free stacks: garbage list, free pool */
-	struct sp_rregion *_Atomic next_free;
+	struct sp_region *_Atomic next_free;
 };
+
+_Static_assert(sizeof(struct sp_region) == 64, "a region is one cache line");
+
+struct sp_rdir;
 
 struct sp_range {
 	uintptr_t start, end;
 };
 
-/* Counters updated with relaxed atomics; each on its own line where hot. */
+/*
+ * Counters.  Those a lock-free path touches (hits, the garbage collector's,
+ * deferred invalidations) are relaxed atomics; the rest change only under
+ * the cache lock and are plain.
+ */
 struct sp_rcache_counters {
-	alignas(64) _Atomic uint64_t hits;
-	alignas(64) _Atomic uint64_t misses;
-	_Atomic uint64_t merges;
-	_Atomic uint64_t unmerged_retries;
-	_Atomic uint64_t evictions;
+	alignas(64) _Atomic uint64_t hits; /* hits on the slow path */
+	/* the garbage collector's, lock-free: */
+	alignas(64) _Atomic uint64_t deregistrations;
+	_Atomic uint64_t bytes_deregistered;
 	_Atomic uint64_t invalidations;
-	_Atomic uint64_t invalidated;
-	_Atomic uint64_t registrations;
-	_Atomic uint64_t registration_errors;
-	_Atomic uint64_t deregistrations;
-	_Atomic uint64_t no_buffers;
-	_Atomic uint64_t uncached;
-	_Atomic uint64_t regions;
-	_Atomic uint64_t cached_regions;
-	_Atomic uint64_t bytes_pinned;
+	/* under c->lock (regions and bytes pinned are these minus the above): */
+	uint64_t bytes_registered;
+	uint64_t misses;
+	uint64_t merges;
+	uint64_t unmerged_retries;
+	uint64_t evictions;
+	uint64_t invalidated;
+	uint64_t registrations;
+	uint64_t registration_errors;
+	uint64_t no_buffers;
+	uint64_t uncached;
+};
+
+/*
+ * Hits on the fast path are counted per thread, without a locked
+ * instruction: each thread owns a slot (threads beyond SP_RCACHE_HIT_SLOTS
+ * share, and two sharing threads that hit at the same instant may lose a
+ * count).
+ */
+struct sp_hit_slot {
+	alignas(64) _Atomic uint64_t n;
 };
 
 struct sp_rcache {
 	/* read-mostly: the hit path */
 	alignas(64) _Atomic uint32_t seq; /* odd while the index changes */
 	_Atomic uint32_t inv_pending;	  /* queued invalidations wait */
-	_Atomic(struct sp_rregion *) root;
+	_Atomic(struct sp_rdir *) root;
 	bool lru_enabled;
 	struct sp_rcache_config cfg;
 	const struct sp_rcache_ops *ops;
 	void *ctx;
 
 	alignas(64) pthread_mutex_t lock; /* writers: index, LRU, pool slabs */
-	struct sp_rregion *lru_head, *lru_tail;
+	struct sp_region *lru_head, *lru_tail;
 	size_t n_cached;     /* indexed regions */
 	size_t cached_bytes; /* bytes of indexed regions */
 	void **slabs;
 	size_t n_slabs, cap_slabs;
+	struct sp_rdir **dirs; /* every directory, to free them with the cache */
+	size_t n_dirs, cap_dirs;
+	struct sp_rdir *dir_free;
 
-	struct sp_rregion *_Atomic garbage;
-	struct sp_rregion *_Atomic free_pool;
+	struct sp_region *_Atomic garbage;
+	struct sp_region *_Atomic free_pool; /* pushed by anyone */
+	struct sp_region *local_free;	     /* writer only: taken from free_pool in batches */
 
 	/* deferred invalidations: a short spinlock, never held while doing anything else */
 	alignas(64) atomic_flag pending_lock;
@@ -103,6 +132,7 @@ struct sp_rcache {
 	struct sp_range pending[SP_RCACHE_PENDING];
 
 	struct sp_rcache_counters stats;
+	struct sp_hit_slot hit_slots[SP_RCACHE_HIT_SLOTS];
 };
 
 static inline uintptr_t sp_page_floor(uintptr_t a)
@@ -120,18 +150,21 @@ static inline void sp_count(_Atomic uint64_t *c, uint64_t n)
 	atomic_fetch_add_explicit(c, n, memory_order_relaxed);
 }
 
-/* sp_rcache_tree.c: the index; writers hold c->lock and bracket changes with seq. */
-#define SP_TREE_RETRY ((struct sp_rregion *)1)
-/* Lock-free: the region with the greatest start <= addr, NULL, or SP_TREE_RETRY. */
-struct sp_rregion *sp_tree_floor(struct sp_rcache *c, uintptr_t addr);
-/* Writer: the first region (lowest start) with start < end && r.end > start, or NULL. */
-struct sp_rregion *sp_tree_first_overlap(struct sp_rcache *c, uintptr_t start, uintptr_t end);
-void sp_tree_insert(struct sp_rcache *c, struct sp_rregion *r);
-void sp_tree_remove(struct sp_rcache *c, struct sp_rregion *r);
+/* sp_rcache_index.c: the index; writers hold c->lock and bracket changes with seq. */
+/* Lock-free: the region holding addr's page, or NULL. */
+struct sp_region *sp_index_lookup(struct sp_rcache *c, uintptr_t addr);
+/* Writer: the region at the lowest page of [start, end) (bytes), or NULL. */
+struct sp_region *sp_index_first_overlap(struct sp_rcache *c, uintptr_t start, uintptr_t end);
+/* Writer, before seq_begin: create the directories [start, end) needs. 0, ENOMEM, ERANGE. */
+int sp_index_prepare(struct sp_rcache *c, uintptr_t start, uintptr_t end);
+/* Writer, inside seq_begin/seq_end, after sp_index_prepare: cannot fail. */
+void sp_index_insert(struct sp_rcache *c, struct sp_region *r);
+void sp_index_remove(struct sp_rcache *c, struct sp_region *r);
+void sp_index_fini(struct sp_rcache *c);
 
 /*
- * For tests: check the index (order, no overlap, AVL balance and heights),
- * the LRU list against it, and the counts.  0, or EUCLEAN with a reason
+ * For tests: check the index (entries inside their regions, no overlap,
+ * directory counts), the LRU list against it, and the counts.  0, or EUCLEAN with a reason
  * in *why.  Takes the lock.
  */
 int sp_rcache_verify(struct sp_rcache *c, const char **why);

@@ -90,9 +90,10 @@ static void *getter(void *arg)
 			atomic_fetch_add(&errors, 1);
 			continue;
 		}
-		const struct fake_reg *fr = r->handle;
-		if (r->start > BASE + page * PG || r->end < BASE + (page + n) * PG ||
-		    (r->access & acc) != acc || fr->start != r->start || fr->end != r->end)
+		const struct fake_reg *fr = sp_region_handle(r);
+		uintptr_t rs = sp_region_start(r), re = sp_region_end(r);
+		if (rs > BASE + page * PG || re < BASE + (page + n) * PG ||
+		    (sp_region_access(r) & acc) != acc || fr->start != rs || fr->end != re)
 			atomic_fetch_add(&bad_cover, 1);
 		for (uint32_t p = page; p < page + n; p++)
 			if (fr->started[p] < done[p])

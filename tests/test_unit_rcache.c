@@ -100,15 +100,16 @@ static struct sp_region *get(uintptr_t addr, size_t len, unsigned int access)
 	int ret = sp_rcache_get(c, (void *)addr, len, access, &r);
 
 	cr_assert_eq(ret, 0, "get %#lx+%zu: %s", (unsigned long)addr, len, strerror(ret));
-	cr_assert(r->start <= addr && r->end >= addr + len, "region does not cover the request");
-	cr_assert_eq(r->access & access, access, "region lacks rights");
+	cr_assert(sp_region_start(r) <= addr && sp_region_end(r) >= addr + len,
+		  "region does not cover the request");
+	cr_assert_eq(sp_region_access(r) & access, access, "region lacks rights");
 	verify();
 	return r;
 }
 
 static int reg_id(struct sp_region *r)
 {
-	return ((struct fake_reg *)r->handle)->id;
+	return ((struct fake_reg *)sp_region_handle(r))->id;
 }
 
 static struct sp_rcache_stats stats(void)
@@ -126,8 +127,8 @@ Test(rcache, covered_request_is_a_hit)
 	struct sp_region *b = get(BASE + 2000, 64, VB_ACCESS_LOCAL_WRITE);
 
 	cr_assert_eq(a, b);
-	cr_assert_eq(a->start, BASE, "keys are page aligned");
-	cr_assert_eq(a->end, BASE + PG);
+	cr_assert_eq(sp_region_start(a), BASE, "keys are page aligned");
+	cr_assert_eq(sp_region_end(a), BASE + PG);
 	cr_assert_eq(f.regs, 1);
 	cr_assert_eq(stats().hits, 1);
 	cr_assert_eq(stats().misses, 1);
@@ -142,8 +143,8 @@ Test(rcache, request_across_a_page_boundary_takes_both_pages)
 	c = make(0, 0, 0, true);
 	struct sp_region *a = get(BASE + PG - 10, 20, 0);
 
-	cr_assert_eq(a->start, BASE);
-	cr_assert_eq(a->end, BASE + 2 * PG);
+	cr_assert_eq(sp_region_start(a), BASE);
+	cr_assert_eq(sp_region_end(a), BASE + 2 * PG);
 	sp_rcache_put(c, a);
 	finish();
 }
@@ -171,7 +172,7 @@ Test(rcache, insufficient_rights_miss_and_merge_rights)
 	/* A read-only registration must not serve a write. */
 	struct sp_region *rw = get(BASE, PG, VB_ACCESS_LOCAL_WRITE | VB_ACCESS_REMOTE_WRITE);
 	cr_assert_neq(reg_id(rw), ro_id);
-	cr_assert_eq(rw->access, VB_ACCESS_ALL, "the new registration has both rights");
+	cr_assert_eq(sp_region_access(rw), VB_ACCESS_ALL, "the new registration has both rights");
 	cr_assert_eq(f.live, 1, "the unused read-only one was released");
 	/* Now a read is a hit on the merged one. */
 	struct sp_region *again = get(BASE, PG, VB_ACCESS_REMOTE_READ);
@@ -188,8 +189,8 @@ Test(rcache, overlapping_regions_merge)
 	sp_rcache_put(c, a);
 	struct sp_region *b = get(BASE + PG, 2 * PG, 0);
 
-	cr_assert_eq(b->start, BASE);
-	cr_assert_eq(b->end, BASE + 3 * PG);
+	cr_assert_eq(sp_region_start(b), BASE);
+	cr_assert_eq(sp_region_end(b), BASE + 3 * PG);
 	cr_assert_eq(stats().merges, 1);
 	cr_assert_eq(stats().cached_regions, 1);
 	cr_assert_eq(f.live, 1);
@@ -207,8 +208,8 @@ Test(rcache, adjacent_regions_merge)
 	/* The middle page touches both: one region of three pages replaces them. */
 	struct sp_region *m = get(BASE + PG, PG, 0);
 
-	cr_assert_eq(m->start, BASE);
-	cr_assert_eq(m->end, BASE + 3 * PG);
+	cr_assert_eq(sp_region_start(m), BASE);
+	cr_assert_eq(sp_region_end(m), BASE + 3 * PG);
 	cr_assert_eq(stats().cached_regions, 1);
 	cr_assert_eq(f.live, 1);
 	sp_rcache_put(c, m);
@@ -221,8 +222,8 @@ Test(rcache, no_merge_keeps_regions_apart_but_never_overlapping)
 	struct sp_region *a = get(BASE, 2 * PG, 0);
 	struct sp_region *b = get(BASE + PG, 2 * PG, 0);
 
-	cr_assert_eq(b->start, BASE + PG);
-	cr_assert_eq(b->end, BASE + 3 * PG);
+	cr_assert_eq(sp_region_start(b), BASE + PG);
+	cr_assert_eq(sp_region_end(b), BASE + 3 * PG);
 	/* a overlaps b: it left the cache, but a's holder still has it registered. */
 	cr_assert_eq(stats().cached_regions, 1);
 	cr_assert_eq(f.live, 2);
@@ -240,8 +241,8 @@ Test(rcache, merged_registration_failure_retries_unmerged)
 	f.fail_longer = PG; /* the merged two pages cannot be registered */
 	struct sp_region *b = get(BASE + PG, PG, 0);
 
-	cr_assert_eq(b->start, BASE + PG);
-	cr_assert_eq(b->end, BASE + 2 * PG);
+	cr_assert_eq(sp_region_start(b), BASE + PG);
+	cr_assert_eq(sp_region_end(b), BASE + 2 * PG);
 	cr_assert_eq(stats().unmerged_retries, 1);
 	cr_assert_eq(stats().cached_regions, 2, "the touching one stays");
 	sp_rcache_put(c, b);
@@ -337,7 +338,7 @@ Test(rcache, region_in_use_survives_invalidation)
 	cr_assert_eq(sp_rcache_invalidate(c, (void *)BASE, PG, NULL), 0);
 	sp_rcache_collect(c);
 	cr_assert_eq(f.live, 1, "held: still registered");
-	cr_assert_eq(a->start, BASE);
+	cr_assert_eq(sp_region_start(a), BASE);
 	/* A new request gets a new registration, not the invalidated one. */
 	struct sp_region *b = get(BASE, PG, 0);
 	cr_assert_neq(a, b);
@@ -422,7 +423,7 @@ Test(rcache, in_use_regions_are_never_evicted)
 	sp_rcache_put(c, a);
 	r = get(BASE + 4 * PG, PG, 0);
 	cr_assert_eq(f.live, 2, "a, unused, made room");
-	cr_assert_eq(b->start, BASE + 2 * PG);
+	cr_assert_eq(sp_region_start(b), BASE + 2 * PG);
 	sp_rcache_put(c, b);
 	sp_rcache_put(c, r);
 	finish();
@@ -457,7 +458,7 @@ Test(rcache, too_large_is_registered_but_not_cached)
 	struct sp_region *a = get(BASE, 10 * PG, 0);
 	sp_rcache_put(c, a);
 	struct sp_region *b = get(BASE + 10 * PG, 10 * PG, 0);
-	cr_assert_eq(b->start, BASE + 10 * PG);
+	cr_assert_eq(sp_region_start(b), BASE + 10 * PG);
 	sp_rcache_put(c, b);
 	finish();
 }
@@ -546,12 +547,13 @@ Test(rcache, randomized_against_a_model)
 			if (ret == ENOBUFS)
 				break;
 			cr_assert_eq(ret, 0);
-			cr_assert(r->start <= BASE + page * PG &&
-				  r->end >= BASE + (page + npages) * PG);
-			cr_assert_eq(r->access & acc, acc);
+			cr_assert(sp_region_start(r) <= BASE + page * PG &&
+				  sp_region_end(r) >= BASE + (page + npages) * PG);
+			cr_assert_eq(sp_region_access(r) & acc, acc);
 			/* Never stale: registered after the last invalidation of its pages. */
-			struct fake_reg *fr = r->handle;
-			for (uintptr_t p = (r->start - BASE) / PG; p < (r->end - BASE) / PG; p++)
+			struct fake_reg *fr = sp_region_handle(r);
+			for (uintptr_t p = (sp_region_start(r) - BASE) / PG;
+			     p < (sp_region_end(r) - BASE) / PG; p++)
 				cr_assert_gt(fr->id, inv_epoch[p], "stale region for page %lu",
 					     (unsigned long)p);
 			struct held *h = &held[x % HELD];

@@ -1,0 +1,330 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * The cache's index: a radix page table over page numbers, four levels of
+ * 512 entries (36 bits of page number: 48-bit addresses).  An entry is
+ * empty, a directory, or (low bit set) a region.  A region is stored as
+ * the aligned blocks it covers, each at the highest level it fills, so a
+ * lookup is at most four dependent loads from small, cache-resident
+ * directories, and a region of N pages takes O(log N) entries when aligned
+ * and at most 2 x 511 per level otherwise.
+ *
+ * Lock-free readers walk it with relaxed loads and validate with the
+ * cache's sequence lock.  Directories are type-stable: an emptied one goes
+ * back to a free list for reuse, never to the allocator, so a reader on a
+ * stale path reads a directory (or zeros), never freed memory.
+ */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+
+#include "sp_rcache_int.h"
+
+#define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
+#define ST(x, v) atomic_store_explicit(&(x), (v), memory_order_relaxed)
+
+#define BITS SP_RCACHE_RADIX_BITS
+#define FAN (1u << BITS)
+#define LEVELS SP_RCACHE_RADIX_LEVELS
+#define TAG_REGION ((uintptr_t)1)
+
+struct sp_rdir {
+	_Atomic uintptr_t e[FAN];
+	uint32_t used;	      /* writer only: non-empty entries */
+	struct sp_rdir *next; /* writer only: free list */
+};
+
+static unsigned int idx(uint64_t page, int level)
+{
+	return (unsigned int)(page >> (BITS * level)) & (FAN - 1);
+}
+
+static uint64_t span(int level)
+{
+	return (uint64_t)1 << (BITS * level);
+}
+
+struct sp_region *sp_index_lookup(struct sp_rcache *c, uintptr_t addr)
+{
+	uint64_t page = addr / SP_RCACHE_PAGE;
+	struct sp_rdir *d = LD(c->root);
+
+	if (page >> (BITS * LEVELS))
+		return NULL;
+	for (int level = LEVELS - 1; d; level--) {
+		uintptr_t e = LD(d->e[idx(page, level)]);
+		if (e & TAG_REGION)
+			return (struct sp_region *)(e & ~TAG_REGION);
+		if (!level)
+			return NULL;
+		d = (struct sp_rdir *)e;
+	}
+	return NULL;
+}
+
+static struct sp_rdir *dir_alloc(struct sp_rcache *c)
+{
+	struct sp_rdir *d = c->dir_free;
+
+	if (d) {
+		c->dir_free = d->next;
+	} else {
+		d = calloc(1, sizeof(*d));
+		if (!d)
+			return NULL;
+		if (c->n_dirs == c->cap_dirs) {
+			size_t cap = c->cap_dirs ? 2 * c->cap_dirs : 64;
+			struct sp_rdir **a = realloc(c->dirs, cap * sizeof(*a));
+			if (!a) {
+				free(d);
+				return NULL;
+			}
+			c->dirs = a;
+			c->cap_dirs = cap;
+		}
+		c->dirs[c->n_dirs++] = d;
+	}
+	/* Entries are all empty here: a reused directory was emptied before it left. */
+	d->used = 0;
+	d->next = NULL;
+	return d;
+}
+
+/* Write-side: the entry slot for page at level, creating directories; NULL on ENOMEM. */
+static _Atomic uintptr_t *slot_for(struct sp_rcache *c, uint64_t page, int level,
+				   struct sp_rdir **owner)
+{
+	struct sp_rdir *d = LD(c->root);
+
+	if (!d) {
+		d = dir_alloc(c);
+		if (!d)
+			return NULL;
+		ST(c->root, d);
+	}
+	for (int l = LEVELS - 1; l > level; l--) {
+		_Atomic uintptr_t *e = &d->e[idx(page, l)];
+		uintptr_t v = LD(*e);
+		if (!v) {
+			struct sp_rdir *n = dir_alloc(c);
+			if (!n)
+				return NULL;
+			ST(*e, (uintptr_t)n);
+			d->used++;
+			v = (uintptr_t)n;
+		}
+		d = (struct sp_rdir *)v;
+	}
+	*owner = d;
+	return &d->e[idx(page, level)];
+}
+
+/* The largest aligned block at page that fits before end: its level. */
+static int block_level(uint64_t page, uint64_t end)
+{
+	int level = 0;
+
+	while (level + 1 < LEVELS && !(page & (span(level + 1) - 1)) &&
+	       page + span(level + 1) <= end)
+		level++;
+	return level;
+}
+
+/*
+ * Writer: directories are needed before the sequence lock goes odd, so
+ * that insertion itself cannot fail half-way.  Creates them all.
+ */
+int sp_index_prepare(struct sp_rcache *c, uintptr_t start, uintptr_t end)
+{
+	uint64_t p = start / SP_RCACHE_PAGE, e = end / SP_RCACHE_PAGE;
+	struct sp_rdir *owner;
+
+	if (e >> (BITS * LEVELS))
+		return ERANGE;
+	while (p < e) {
+		int level = block_level(p, e);
+		if (!slot_for(c, p, level, &owner))
+			return ENOMEM;
+		p += span(level);
+	}
+	return 0;
+}
+
+void sp_index_insert(struct sp_rcache *c, struct sp_region *r)
+{
+	uint64_t p = LD(r->start) / SP_RCACHE_PAGE, e = LD(r->end) / SP_RCACHE_PAGE;
+	struct sp_rdir *owner;
+
+	while (p < e) {
+		int level = block_level(p, e);
+		_Atomic uintptr_t *s = slot_for(c, p, level, &owner); /* exists: prepared */
+		ST(*s, (uintptr_t)r | TAG_REGION);
+		owner->used++;
+		p += span(level);
+	}
+}
+
+/* Clear page's entry at level; give back directories that become empty. */
+static void clear_entry(struct sp_rcache *c, uint64_t page, int level)
+{
+	struct sp_rdir *path[LEVELS];
+	struct sp_rdir *d = LD(c->root);
+	int l;
+
+	for (l = LEVELS - 1; l > level; l--) {
+		path[l] = d;
+		d = (struct sp_rdir *)LD(d->e[idx(page, l)]);
+	}
+	ST(d->e[idx(page, level)], 0);
+	d->used--;
+	/* Unlink empty directories bottom-up; the root stays. */
+	for (l = level + 1; l < LEVELS && !d->used; l++) {
+		struct sp_rdir *parent = path[l];
+		ST(parent->e[idx(page, l)], 0);
+		parent->used--;
+		d->next = c->dir_free;
+		c->dir_free = d;
+		d = parent;
+	}
+}
+
+void sp_index_remove(struct sp_rcache *c, struct sp_region *r)
+{
+	uint64_t p = LD(r->start) / SP_RCACHE_PAGE, e = LD(r->end) / SP_RCACHE_PAGE;
+
+	while (p < e) {
+		int level = block_level(p, e);
+		clear_entry(c, p, level);
+		p += span(level);
+	}
+}
+
+/* The region at the lowest page in [p, e) of the subtree d at level, or NULL. */
+static struct sp_region *first_in(struct sp_rdir *d, int level, uint64_t base, uint64_t p,
+				  uint64_t e)
+{
+	for (unsigned int i = idx(p, level); i < FAN; i++) {
+		uint64_t lo = base + (uint64_t)i * span(level), hi = lo + span(level);
+		uintptr_t v;
+
+		if (lo >= e)
+			break;
+		if (hi <= p)
+			continue;
+		v = LD(d->e[i]);
+		if (!v)
+			continue;
+		if (v & TAG_REGION)
+			return (struct sp_region *)(v & ~TAG_REGION);
+		if (level) {
+			struct sp_region *r =
+			    first_in((struct sp_rdir *)v, level - 1, lo, p > lo ? p : lo, e);
+			if (r)
+				return r;
+		}
+	}
+	return NULL;
+}
+
+struct sp_region *sp_index_first_overlap(struct sp_rcache *c, uintptr_t start, uintptr_t end)
+{
+	uint64_t p = start / SP_RCACHE_PAGE, e = (end + SP_RCACHE_PAGE - 1) / SP_RCACHE_PAGE;
+	struct sp_rdir *root = LD(c->root);
+
+	if (end <= start)
+		return NULL;
+	if (end > UINTPTR_MAX - SP_RCACHE_PAGE) /* ceil would wrap */
+		e = UINTPTR_MAX / SP_RCACHE_PAGE + 1;
+	if (!root || p >= e || p >> (BITS * LEVELS))
+		return NULL;
+	if (e > span(LEVELS))
+		e = span(LEVELS);
+	return first_in(root, LEVELS - 1, 0, p, e);
+}
+
+void sp_index_fini(struct sp_rcache *c)
+{
+	for (size_t i = 0; i < c->n_dirs; i++)
+		free(c->dirs[i]);
+	free(c->dirs);
+	c->dirs = NULL;
+	c->n_dirs = c->cap_dirs = 0;
+	c->dir_free = NULL;
+	ST(c->root, NULL);
+}
+
+/* Count the distinct regions of the subtree and check entry counts. */
+static int verify_dir(struct sp_rdir *d, int level, uint64_t base, struct sp_region **last,
+		      size_t *regions, const char **why)
+{
+	uint32_t used = 0;
+
+	for (unsigned int i = 0; i < FAN; i++) {
+		uintptr_t v = LD(d->e[i]);
+		uint64_t lo = base + (uint64_t)i * span(level);
+
+		if (!v)
+			continue;
+		used++;
+		if (v & TAG_REGION) {
+			struct sp_region *r = (struct sp_region *)(v & ~TAG_REGION);
+			if (LD(r->start) / SP_RCACHE_PAGE > lo ||
+			    LD(r->end) / SP_RCACHE_PAGE < lo + span(level)) {
+				*why = "an entry outside its region";
+				return -1;
+			}
+			if (!r->indexed || atomic_load(&r->state) != SP_RR_LIVE) {
+				*why = "an indexed region is not live";
+				return -1;
+			}
+			if (r != *last) {
+				if (*last && LD((*last)->end) > LD(r->start)) {
+					*why = "regions overlap or are out of order";
+					return -1;
+				}
+				*last = r;
+				(*regions)++;
+			}
+		} else if (!level) {
+			*why = "a directory below the last level";
+			return -1;
+		} else if (verify_dir((struct sp_rdir *)v, level - 1, lo, last, regions, why)) {
+			return -1;
+		}
+	}
+	if (used != d->used || (!used && level < LEVELS - 1)) {
+		*why = "directory entry count wrong, or an empty directory kept";
+		return -1;
+	}
+	return 0;
+}
+
+int sp_rcache_verify(struct sp_rcache *c, const char **why)
+{
+	size_t regions = 0, lru = 0, bytes = 0;
+	struct sp_region *last = NULL;
+	struct sp_rdir *root;
+	int ret = 0;
+
+	*why = NULL;
+	pthread_mutex_lock(&c->lock);
+	root = LD(c->root);
+	if (root && verify_dir(root, LEVELS - 1, 0, &last, &regions, why))
+		ret = EUCLEAN;
+	for (struct sp_region *r = c->lru_head; r && !ret; r = r->lru_next) {
+		uintptr_t s = LD(r->start), e = LD(r->end);
+		if (!r->indexed || (r->lru_next && r->lru_next->lru_prev != r) ||
+		    sp_index_lookup(c, s) != r || sp_index_lookup(c, e - 1) != r ||
+		    (s && sp_index_lookup(c, s - 1) == r) || sp_index_lookup(c, e) == r) {
+			*why = "LRU list and index disagree";
+			ret = EUCLEAN;
+		}
+		lru++;
+		bytes += e - s;
+	}
+	if (!ret && (regions != c->n_cached || lru != c->n_cached || bytes != c->cached_bytes)) {
+		*why = "counts disagree with the index";
+		ret = EUCLEAN;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return ret;
+}

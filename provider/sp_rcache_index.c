@@ -25,40 +25,16 @@
 #define BITS SP_RCACHE_RADIX_BITS
 #define FAN (1u << BITS)
 #define LEVELS SP_RCACHE_RADIX_LEVELS
-#define TAG_REGION ((uintptr_t)1)
-
-struct sp_rdir {
-	_Atomic uintptr_t e[FAN];
-	uint32_t used;	      /* writer only: non-empty entries */
-	struct sp_rdir *next; /* writer only: free list */
-};
+#define TAG_REGION SP_RDIR_TAG_REGION
 
 static unsigned int idx(uint64_t page, int level)
 {
-	return (unsigned int)(page >> (BITS * level)) & (FAN - 1);
+	return sp_rdir_idx(page, level);
 }
 
 static uint64_t span(int level)
 {
 	return (uint64_t)1 << (BITS * level);
-}
-
-struct sp_region *sp_index_lookup(struct sp_rcache *c, uintptr_t addr)
-{
-	uint64_t page = addr / SP_RCACHE_PAGE;
-	struct sp_rdir *d = LD(c->root);
-
-	if (page >> (BITS * LEVELS))
-		return NULL;
-	for (int level = LEVELS - 1; d; level--) {
-		uintptr_t e = LD(d->e[idx(page, level)]);
-		if (e & TAG_REGION)
-			return (struct sp_region *)(e & ~TAG_REGION);
-		if (!level)
-			return NULL;
-		d = (struct sp_rdir *)e;
-	}
-	return NULL;
 }
 
 static struct sp_rdir *dir_alloc(struct sp_rcache *c)

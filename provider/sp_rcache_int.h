@@ -61,7 +61,13 @@ struct sp_region {
 
 _Static_assert(sizeof(struct sp_region) == 64, "a region is one cache line");
 
-struct sp_rdir;
+/* A radix directory (sp_rcache_index.c); an entry with the low bit set is a region. */
+#define SP_RDIR_TAG_REGION ((uintptr_t)1)
+struct sp_rdir {
+	_Atomic uintptr_t e[1u << SP_RCACHE_RADIX_BITS];
+	uint32_t used;	      /* writer only: non-empty entries */
+	struct sp_rdir *next; /* writer only: free list */
+};
 
 struct sp_range {
 	uintptr_t start, end;
@@ -151,8 +157,32 @@ static inline void sp_count(_Atomic uint64_t *c, uint64_t n)
 }
 
 /* sp_rcache_index.c: the index; writers hold c->lock and bracket changes with seq. */
-/* Lock-free: the region holding addr's page, or NULL. */
-struct sp_region *sp_index_lookup(struct sp_rcache *c, uintptr_t addr);
+static inline unsigned int sp_rdir_idx(uint64_t page, int level)
+{
+	return (unsigned int)(page >> (SP_RCACHE_RADIX_BITS * level)) &
+	       ((1u << SP_RCACHE_RADIX_BITS) - 1);
+}
+
+/* Lock-free (inline: the hit path): the region holding addr's page, or NULL. */
+static inline struct sp_region *sp_index_lookup(struct sp_rcache *c, uintptr_t addr)
+{
+	uint64_t page = addr / SP_RCACHE_PAGE;
+	struct sp_rdir *d = atomic_load_explicit(&c->root, memory_order_relaxed);
+
+	if (page >> (SP_RCACHE_RADIX_BITS * SP_RCACHE_RADIX_LEVELS))
+		return NULL;
+	for (int level = SP_RCACHE_RADIX_LEVELS - 1; d; level--) {
+		uintptr_t e =
+		    atomic_load_explicit(&d->e[sp_rdir_idx(page, level)], memory_order_relaxed);
+		if (e & SP_RDIR_TAG_REGION)
+			return (struct sp_region *)(e & ~SP_RDIR_TAG_REGION);
+		if (!level)
+			return NULL;
+		d = (struct sp_rdir *)e;
+	}
+	return NULL;
+}
+
 /* Writer: the region at the lowest page of [start, end) (bytes), or NULL. */
 struct sp_region *sp_index_first_overlap(struct sp_rcache *c, uintptr_t start, uintptr_t end);
 /* Writer, before seq_begin: create the directories [start, end) needs. 0, ENOMEM, ERANGE. */

@@ -55,6 +55,9 @@ int perf_loopback(const struct perf_opts *o, perf_row_fn fn, void *arg);
 /* The message sizes of a run, in order; returns how many (at most max). */
 unsigned int perf_sizes(const struct perf_opts *o, uint32_t *sizes, unsigned int max);
 
+/* The median of n values (sorts them in place). */
+double perf_median(double *v, int n);
+
 /* Monotonic time in nanoseconds. */
 uint64_t perf_now_ns(void);
 

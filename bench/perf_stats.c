@@ -12,6 +12,12 @@ static int cmp_double(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
+double perf_median(double *v, int n)
+{
+	qsort(v, (size_t)n, sizeof(*v), cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
 void perf_lat_stats(double *us, uint32_t n, struct perf_row *row)
 {
 	double sum = 0, sq = 0;

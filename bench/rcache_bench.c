@@ -392,19 +392,6 @@ static double bench_raw(size_t ops, bool dereg)
 	return ns;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(*v), cmp_double);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 int main(int argc, char **argv)
 {
 	int runs = 5, opt;
@@ -509,30 +496,30 @@ int main(int argc, char **argv)
 	       SP_UCX_VERSION, dev->ops->name, runs);
 	printf("%-52s %10s %10s %9s %8s\n", "workload", "sanprov", "UCX", "UCX/ours", "goal");
 	double a, b;
-	a = median(h1[0], runs), b = median(h1[1], runs);
+	a = perf_median(h1[0], runs), b = perf_median(h1[1], runs);
 	printf("%-52s %10.1f %10.1f %9.2f %8s\n", "hit get+put, 10000 regions, random, 1 thread", a,
 	       b, b / a, ">= 2.00");
-	a = median(h2[0], runs), b = median(h2[1], runs);
+	a = perf_median(h2[0], runs), b = perf_median(h2[1], runs);
 	printf("%-52s %10.1f %10.1f %9.2f %8s\n", "hit get+put, 10000 regions, random, 2 threads",
 	       a, b, b / a, ">= 2.00");
-	a = median(hs[0], runs), b = median(hs[1], runs);
+	a = perf_median(hs[0], runs), b = perf_median(hs[1], runs);
 	printf("%-52s %10.1f %10.1f %9.2f %8s\n", "hit get+put, 10000 regions, in order, 1 thread",
 	       a, b, b / a, ">= 2.00");
-	a = median(ch[0], runs), b = median(ch[1], runs);
+	a = perf_median(ch[0], runs), b = perf_median(ch[1], runs);
 	char what[80];
 	snprintf(what, sizeof(what), "churn get+put, %.0f %% misses, 10000 regions max", mr * 100);
 	printf("%-52s %10.1f %10.1f %9.2f %8s\n", what, a, b, b / a, "");
-	a = median(st[0], runs), b = median(st[1], runs);
+	a = perf_median(st[0], runs), b = perf_median(st[1], runs);
 	printf("%-52s %10.1f %10.1f %9.2f %8s\n", "invalidation storm, per region (UCX: + lookup)",
 	       a, b, b / a, "");
 	printf("%-52s %10s %10s %9s %8s\n", "miss path", "sanprov", "raw", "overhead", "goal");
-	a = median(miss, runs), b = median(raw, runs);
+	a = perf_median(miss, runs), b = perf_median(raw, runs);
 	printf("%-52s %10.1f %10.1f %8.1f%% %8s\n", "miss (lookup, register, insert) vs vb_reg_mr",
 	       a, b, (a / b - 1) * 100, "<= 5%");
-	a = median(umiss, runs), b = median(raw, runs);
+	a = perf_median(umiss, runs), b = perf_median(raw, runs);
 	printf("%-52s %10.1f %10.1f %8.1f%% %8s\n",
 	       "  the same miss on UCX (for comparison) vs vb_reg_mr", a, b, (a / b - 1) * 100, "");
-	a = median(missev, runs), b = median(rawdr, runs);
+	a = perf_median(missev, runs), b = perf_median(rawdr, runs);
 	printf("%-52s %10.1f %10.1f %8.1f%% %8s\n", "miss + eviction vs vb_reg_mr + vb_dereg_mr", a,
 	       b, (a / b - 1) * 100, "<= 5%");
 

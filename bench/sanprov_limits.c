@@ -26,19 +26,6 @@
 
 #define MIB (1u << 20)
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(*v), cmp_double);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 /* memcpy bandwidth in MB/sec (2^20), one thread, 1 MiB buffers reused as RDMA reuses them. */
 static double memcpy_bw(uint32_t iters)
 {
@@ -101,7 +88,7 @@ static double shm_pingpong(uint32_t iters)
 	}
 	waitpid(pid, NULL, 0);
 	munmap((void *)shm, 4096);
-	double m = median(lat, (int)iters);
+	double m = perf_median(lat, (int)iters);
 	free(lat);
 	return m;
 }
@@ -195,13 +182,13 @@ int main(int argc, char **argv)
 		fprintf(stderr, "sanprov_limits: run %d/%d done\n", r + 1, runs);
 	}
 
-	double mcm = median(mc, runs), shmm = median(shm, runs);
+	double mcm = perf_median(mc, runs), shmm = perf_median(shm, runs);
 	const char *backend = base.backend ? base.backend : vb_backend_find(NULL)->name;
 
 	printf("Backend %s, median of %d runs, two processes on this host\n", backend, runs);
 	printf("%-46s %14s %14s %8s %8s\n", "measure", "backend", "limit", "ratio", "goal");
 	for (int m = 0; m < 2; m++) {
-		double b = median(bw[m], runs), l = median(lat[m], runs);
+		double b = perf_median(bw[m], runs), l = perf_median(lat[m], runs);
 		char what[64];
 
 		snprintf(what, sizeof(what), "RDMA write BW 1 MiB [MB/s], %s memory",

@@ -359,6 +359,31 @@ static int do_register(struct sp_rcache *c, struct sp_region *r, uintptr_t start
 	return 0;
 }
 
+/* Writer: a get that failed gives back its unused region, counts, and unlocks. */
+static int get_failed(struct sp_rcache *c, struct sp_region *r, int ret)
+{
+	if (r) {
+		ST(r->next_free, c->local_free);
+		c->local_free = r;
+	}
+	if (ret == ENOBUFS)
+		c->stats.no_buffers++;
+	pthread_mutex_unlock(&c->lock);
+	return ret;
+}
+
+/* Writer: hand out a registered region without caching it; it dies with its last put. */
+static struct sp_region *hand_out_uncached(struct sp_rcache *c, struct sp_region *r)
+{
+	r->uncached = true;
+	r->indexed = false;
+	atomic_fetch_add(&r->refs, 1);
+	atomic_store_explicit(&r->state, SP_RR_DEAD, memory_order_release);
+	c->stats.uncached++;
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
 /* A registration that is not cached: it dies with its last reference. */
 static int get_uncached(struct sp_rcache *c, uintptr_t start, uintptr_t end, unsigned int access,
 			struct sp_region **out)
@@ -373,24 +398,9 @@ static int get_uncached(struct sp_rcache *c, uintptr_t start, uintptr_t end, uns
 		ret = ENOMEM;
 	if (!ret)
 		ret = do_register(c, r, start, end, access);
-	if (ret) {
-		if (r) {
-			ST(r->next_free, c->local_free);
-			c->local_free = r;
-		}
-		if (ret == ENOBUFS)
-			c->stats.no_buffers++;
-		pthread_mutex_unlock(&c->lock);
-		return ret;
-	}
-	r->uncached = true;
-	r->indexed = false;
-	atomic_fetch_add(&r->refs, 1);
-	/* never indexed: the last put deregisters */
-	atomic_store_explicit(&r->state, SP_RR_DEAD, memory_order_release);
-	c->stats.uncached++;
-	pthread_mutex_unlock(&c->lock);
-	*out = r;
+	if (ret)
+		return get_failed(c, r, ret);
+	*out = hand_out_uncached(c, r);
 	return 0;
 }
 
@@ -492,16 +502,8 @@ static int get_slow(struct sp_rcache *c, uintptr_t start, uintptr_t end, unsigne
 				ret = do_register(c, r, start, end, access);
 		}
 	}
-	if (ret) {
-		if (r) {
-			ST(r->next_free, c->local_free);
-			c->local_free = r;
-		}
-		if (ret == ENOBUFS)
-			c->stats.no_buffers++;
-		pthread_mutex_unlock(&c->lock);
-		return ret;
-	}
+	if (ret)
+		return get_failed(c, r, ret);
 	if (nset)
 		c->stats.merges++;
 
@@ -513,12 +515,7 @@ static int get_slow(struct sp_rcache *c, uintptr_t start, uintptr_t end, unsigne
 		remove_overlapping(c, mstart, mend);
 	if (sp_index_prepare(c, mstart, mend)) {
 		/* No memory for the index: hand the registration out uncached. */
-		r->uncached = true;
-		atomic_fetch_add(&r->refs, 1);
-		atomic_store_explicit(&r->state, SP_RR_DEAD, memory_order_release);
-		c->stats.uncached++;
-		pthread_mutex_unlock(&c->lock);
-		*out = r;
+		*out = hand_out_uncached(c, r);
 		return 0;
 	}
 	r->uncached = false;

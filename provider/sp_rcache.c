@@ -697,6 +697,11 @@ int sp_rcache_destroy(struct sp_rcache *c)
 	}
 	collect_garbage(c);
 	pthread_mutex_unlock(&c->lock);
+	if (c->cfg.print_stats) {
+		struct sp_rcache_stats st;
+		sp_rcache_get_stats(c, &st);
+		sp_rcache_print_stats(&st, stderr);
+	}
 	sp_index_fini(c);
 	for (size_t i = 0; i < c->n_slabs; i++)
 		free(c->slabs[i]);

@@ -55,6 +55,7 @@ struct sp_rcache_config {
 	size_t max_regions;	/* cached regions at most; 0: no limit */
 	size_t max_bytes;	/* registered bytes at most; 0: no limit */
 	size_t max_region_size; /* larger requests are registered but not cached; 0: no limit */
+	bool print_stats;	/* print the statistics to stderr when the cache is destroyed */
 };
 
 /*
@@ -64,6 +65,7 @@ struct sp_rcache_config {
  *   SANPROV_RCACHE_MAX_REGIONS=N  (0: unlimited; default 16384)
  *   SANPROV_RCACHE_MAX_BYTES=N    (0: unlimited; default 0), K/M/G suffixes
  *   SANPROV_RCACHE_MAX_REGION=N   (0: unlimited; default 0), K/M/G suffixes
+ *   SANPROV_RCACHE_STATS=0|1      print statistics at destroy (0)
  * A malformed value is reported on stderr and the default kept.
  */
 void sp_rcache_config_init(struct sp_rcache_config *cfg);

@@ -82,6 +82,7 @@ void sp_rcache_config_init(struct sp_rcache_config *cfg)
 	env_size("SANPROV_RCACHE_MAX_REGIONS", &cfg->max_regions);
 	env_size("SANPROV_RCACHE_MAX_BYTES", &cfg->max_bytes);
 	env_size("SANPROV_RCACHE_MAX_REGION", &cfg->max_region_size);
+	env_bool("SANPROV_RCACHE_STATS", &cfg->print_stats);
 }
 
 void sp_rcache_print_stats(const struct sp_rcache_stats *s, FILE *f)

@@ -501,7 +501,9 @@ Test(rcache, environment_settings)
 	setenv("SANPROV_RCACHE_MAX_REGIONS", "100", 1);
 	setenv("SANPROV_RCACHE_MAX_BYTES", "64M", 1);
 	setenv("SANPROV_RCACHE_MAX_REGION", "bogus", 1);
+	setenv("SANPROV_RCACHE_STATS", "1", 1);
 	sp_rcache_config_init(&cfg);
+	cr_assert(cfg.print_stats);
 	cr_assert_eq(cfg.enable, false);
 	cr_assert_eq(cfg.max_regions, 100);
 	cr_assert_eq(cfg.max_bytes, 64u << 20);
@@ -510,7 +512,9 @@ Test(rcache, environment_settings)
 	unsetenv("SANPROV_RCACHE_MAX_REGIONS");
 	unsetenv("SANPROV_RCACHE_MAX_BYTES");
 	unsetenv("SANPROV_RCACHE_MAX_REGION");
+	unsetenv("SANPROV_RCACHE_STATS");
 	sp_rcache_config_init(&cfg);
+	cr_assert(!cfg.print_stats);
 	cr_assert(cfg.enable && cfg.merge);
 	cr_assert_eq(cfg.max_regions, 16384);
 }

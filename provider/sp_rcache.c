@@ -5,6 +5,7 @@
  * See sp_rcache_int.h for how readers and writers share the index.
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -206,6 +207,9 @@ static void apply_pending(struct sp_rcache *c)
 
 	if (!atomic_load(&c->inv_pending))
 		return;
+	/* A batch of memory events in flight: its invalidations are not all queued yet. */
+	while (atomic_load(&c->event_holds))
+		sched_yield();
 	while (atomic_flag_test_and_set_explicit(&c->pending_lock, memory_order_acquire))
 		;
 	n = c->n_pending;
@@ -221,7 +225,7 @@ static void apply_pending(struct sp_rcache *c)
 	/* Lookups may trust the index again only if nothing was queued meanwhile. */
 	while (atomic_flag_test_and_set_explicit(&c->pending_lock, memory_order_acquire))
 		;
-	if (c->pending_gen == gen)
+	if (c->pending_gen == gen && !atomic_load(&c->event_holds))
 		atomic_store(&c->inv_pending, 0);
 	atomic_flag_clear_explicit(&c->pending_lock, memory_order_release);
 }
@@ -343,7 +347,8 @@ static int ensure_room(struct sp_rcache *c, size_t len, size_t free_regions, siz
 static int do_register(struct sp_rcache *c, struct sp_region *r, uintptr_t start, uintptr_t end,
 		       unsigned int access)
 {
-	int ret = c->ops->reg(c->ctx, (void *)start, end - start, access, &r->handle);
+	unsigned int flags = 0;
+	int ret = c->ops->reg(c->ctx, (void *)start, end - start, access, &r->handle, &flags);
 
 	if (ret) {
 		c->stats.registration_errors++;
@@ -356,6 +361,7 @@ static int do_register(struct sp_rcache *c, struct sp_region *r, uintptr_t start
 	r->lru_prev = r->lru_next = NULL;
 	c->stats.registrations++;
 	c->stats.bytes_registered += end - start;
+	r->uncached = flags & SP_RCACHE_REG_NOCACHE;
 	return 0;
 }
 
@@ -504,6 +510,11 @@ static int get_slow(struct sp_rcache *c, uintptr_t start, uintptr_t end, unsigne
 	}
 	if (ret)
 		return get_failed(c, r, ret);
+	if (r->uncached) {
+		/* The memory cannot be watched: it is registered for this use only. */
+		*out = hand_out_uncached(c, r);
+		return 0;
+	}
 	if (nset)
 		c->stats.merges++;
 
@@ -634,6 +645,26 @@ void sp_rcache_invalidate_deferred(struct sp_rcache *c, void *addr, size_t len)
 	c->pending_gen++;
 	atomic_store(&c->inv_pending, 1);
 	atomic_flag_clear_explicit(&c->pending_lock, memory_order_release);
+}
+
+static void pending_lock(struct sp_rcache *c)
+{
+	while (atomic_flag_test_and_set_explicit(&c->pending_lock, memory_order_acquire))
+		;
+}
+
+void sp_rcache_events_begin(struct sp_rcache *c)
+{
+	pending_lock(c);
+	atomic_fetch_add(&c->event_holds, 1);
+	c->pending_gen++; /* an apply running now must not clear inv_pending */
+	atomic_store(&c->inv_pending, 1);
+	atomic_flag_clear_explicit(&c->pending_lock, memory_order_release);
+}
+
+void sp_rcache_events_end(struct sp_rcache *c)
+{
+	atomic_fetch_sub(&c->event_holds, 1);
 }
 
 void sp_rcache_collect(struct sp_rcache *c)

@@ -40,9 +40,16 @@ unsigned int sp_region_access(const struct sp_region *region);
 /* What ops->reg returned: a struct vb_mr * for sp_rcache_vb_ops. */
 void *sp_region_handle(const struct sp_region *region);
 
+/* Set by ops->reg: registered, but changes to the memory cannot be watched. */
+#define SP_RCACHE_REG_NOCACHE 1u
+
 struct sp_rcache_ops {
-	/* Register [addr, addr + len) with access; 0 or errno. */
-	int (*reg)(void *ctx, void *addr, size_t len, unsigned int access, void **handle);
+	/*
+	 * Register [addr, addr + len) with access; 0 or errno.  *flags starts
+	 * 0; SP_RCACHE_REG_NOCACHE hands the region out without caching it.
+	 */
+	int (*reg)(void *ctx, void *addr, size_t len, unsigned int access, void **handle,
+		   unsigned int *flags);
 	void (*dereg)(void *ctx, void *handle);
 };
 
@@ -125,6 +132,14 @@ int sp_rcache_invalidate(struct sp_rcache *c, void *addr, size_t len, size_t *re
  * starts after this returns applies the queue first.
  */
 void sp_rcache_invalidate_deferred(struct sp_rcache *c, void *addr, size_t len);
+
+/*
+ * For a memory-event thread, around each batch it reads: between begin and
+ * end every lookup waits for the batch's invalidations (begin comes before
+ * the thread that changed memory can run again).  Neither blocks.
+ */
+void sp_rcache_events_begin(struct sp_rcache *c);
+void sp_rcache_events_end(struct sp_rcache *c);
 
 /* Apply queued invalidations and deregister what waits on the garbage list. */
 void sp_rcache_collect(struct sp_rcache *c);

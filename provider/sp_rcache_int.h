@@ -111,6 +111,7 @@ struct sp_rcache {
 	/* read-mostly: the hit path */
 	alignas(64) _Atomic uint32_t seq; /* odd while the index changes */
 	_Atomic uint32_t inv_pending;	  /* queued invalidations wait */
+	_Atomic uint32_t event_holds;	  /* memory-event batches in flight */
 	_Atomic(struct sp_rdir *) root;
 	bool lru_enabled;
 	struct sp_rcache_config cfg;

@@ -5,8 +5,10 @@
 #include "sp_rcache.h"
 #include "vb.h"
 
-static int vb_cache_reg(void *ctx, void *addr, size_t len, unsigned int access, void **handle)
+static int vb_cache_reg(void *ctx, void *addr, size_t len, unsigned int access, void **handle,
+			unsigned int *flags)
 {
+	(void)flags;
 	struct vb_mr *mr = vb_reg_mr(ctx, addr, len, access);
 
 	if (!mr)

@@ -37,7 +37,8 @@ struct fake_reg {
 	uint32_t started[PAGES];
 };
 
-static int fake_reg(void *ctx, void *addr, size_t len, unsigned int access, void **handle)
+static int fake_reg(void *ctx, void *addr, size_t len, unsigned int access, void **handle,
+		    unsigned int *flags)
 {
 	struct fake_reg *r = malloc(sizeof(*r));
 

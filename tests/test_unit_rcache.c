@@ -29,7 +29,8 @@ struct fake {
 	struct fake_reg last;
 };
 
-static int fake_reg(void *ctx, void *addr, size_t len, unsigned int access, void **handle)
+static int fake_reg(void *ctx, void *addr, size_t len, unsigned int access, void **handle,
+		    unsigned int *flags)
 {
 	struct fake *f = ctx;
 	struct fake_reg *r;

@@ -1,0 +1,430 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * The portable core of every proxy: request decoding and validation, the
+ * per-process table of secured ranges with quotas, the event ring.
+ *
+ * A handle is slot << 32 | generation.  A slot's generation moves on when
+ * it is released, so a handle tells "never issued" (generation ahead of the
+ * slot's), "released" (behind, or the slot free at that generation) and
+ * "another process's" apart.
+ */
+#include <string.h>
+
+#include "kp_core.h"
+
+struct kp_slot {
+	uint64_t owner;
+	uint64_t addr;
+	uint64_t len;
+	void *cookie;
+	uint32_t gen;
+	uint32_t access;
+	uint32_t next_free;
+	uint32_t in_use;
+};
+
+struct kp_owner {
+	uint64_t id;
+	uint64_t bytes;
+	uint64_t ev_cursor; /* next event sequence number to read */
+	uint32_t ranges;
+	uint32_t used;
+};
+
+struct kp_ring_entry {
+	struct kp_event ev;
+	uint64_t owner;
+};
+
+struct kp_core {
+	struct kp_core_limits lim;
+	const struct kp_platform *pf;
+	void *ctx;
+	struct kp_slot *slots;
+	uint32_t free_head; /* slot index + 1; 0: none */
+	uint32_t n_ranges;
+	uint64_t bytes;
+	struct kp_owner *owners;
+	/* event ring, under ev_lock */
+	struct kp_ring_entry *ring;
+	uint64_t ring_head; /* sequence number of the next event */
+};
+
+#define NO_SLOT 0
+
+static uint64_t make_handle(uint32_t slot, uint32_t gen)
+{
+	return (uint64_t)slot << 32 | gen;
+}
+
+struct kp_core *kp_core_create(const struct kp_core_limits *lim, const struct kp_platform *pf,
+			       void *ctx)
+{
+	struct kp_core *c;
+
+	if (!lim || !pf || !lim->max_ranges || lim->max_ranges >= UINT32_MAX - 1 ||
+	    !lim->max_owners || !lim->page_size || (lim->page_size & (lim->page_size - 1)) ||
+	    !lim->event_ring || (lim->event_ring & (lim->event_ring - 1)))
+		return NULL;
+	c = pf->alloc(ctx, sizeof(*c));
+	if (!c)
+		return NULL;
+	c->lim = *lim;
+	c->pf = pf;
+	c->ctx = ctx;
+	c->slots = pf->alloc(ctx, sizeof(*c->slots) * lim->max_ranges);
+	c->owners = pf->alloc(ctx, sizeof(*c->owners) * lim->max_owners);
+	c->ring = pf->alloc(ctx, sizeof(*c->ring) * lim->event_ring);
+	if (!c->slots || !c->owners || !c->ring)
+		goto err;
+	/* Slot 0 is never used: handle 0 is never valid. */
+	for (uint32_t i = lim->max_ranges - 1; i >= 1; i--) {
+		c->slots[i].next_free = c->free_head;
+		c->slots[i].gen = 1;
+		c->free_head = i + 1;
+	}
+	c->ring_head = 1;
+	return c;
+err:
+	if (c->slots)
+		pf->free(ctx, c->slots);
+	if (c->owners)
+		pf->free(ctx, c->owners);
+	if (c->ring)
+		pf->free(ctx, c->ring);
+	pf->free(ctx, c);
+	return NULL;
+}
+
+static struct kp_owner *find_owner(struct kp_core *c, uint64_t id, int create)
+{
+	struct kp_owner *freeo = NULL;
+
+	for (uint32_t i = 0; i < c->lim.max_owners; i++) {
+		struct kp_owner *o = &c->owners[i];
+		if (o->used && o->id == id)
+			return o;
+		if (!o->used && !freeo)
+			freeo = o;
+	}
+	if (!create || !freeo)
+		return NULL;
+	memset(freeo, 0, sizeof(*freeo));
+	freeo->used = 1;
+	freeo->id = id;
+	/* A new reader starts at the present: what came before is not its business. */
+	c->pf->ev_lock(c->ctx);
+	freeo->ev_cursor = c->ring_head;
+	c->pf->ev_unlock(c->ctx);
+	return freeo;
+}
+
+static void release_slot(struct kp_core *c, uint32_t idx)
+{
+	struct kp_slot *s = &c->slots[idx];
+	struct kp_owner *o = find_owner(c, s->owner, 0);
+
+	c->pf->unsecure(c->ctx, s->owner, s->addr, s->len, s->cookie);
+	if (o) {
+		o->ranges--;
+		o->bytes -= s->len;
+	}
+	c->n_ranges--;
+	c->bytes -= s->len;
+	s->in_use = 0;
+	s->cookie = NULL;
+	s->gen = s->gen == UINT32_MAX ? 1 : s->gen + 1;
+	s->next_free = c->free_head;
+	c->free_head = idx + 1;
+}
+
+void kp_core_destroy(struct kp_core *c)
+{
+	if (!c)
+		return;
+	for (uint32_t i = 1; i < c->lim.max_ranges; i++)
+		if (c->slots[i].in_use)
+			release_slot(c, i);
+	c->pf->free(c->ctx, c->ring);
+	c->pf->free(c->ctx, c->owners);
+	c->pf->free(c->ctx, c->slots);
+	c->pf->free(c->ctx, c);
+}
+
+void kp_core_release_owner(struct kp_core *c, uint64_t owner)
+{
+	struct kp_owner *o;
+
+	c->pf->lock(c->ctx);
+	for (uint32_t i = 1; i < c->lim.max_ranges; i++)
+		if (c->slots[i].in_use && c->slots[i].owner == owner)
+			release_slot(c, i);
+	o = find_owner(c, owner, 0);
+	if (o)
+		memset(o, 0, sizeof(*o));
+	c->pf->unlock(c->ctx);
+}
+
+/* The slot a handle names for owner, or a status saying why not. */
+static uint32_t lookup_handle(struct kp_core *c, uint64_t owner, uint64_t handle, uint32_t *idx)
+{
+	uint32_t slot = (uint32_t)(handle >> 32), gen = (uint32_t)handle;
+	struct kp_slot *s;
+
+	if (!slot || slot >= c->lim.max_ranges || !gen)
+		return KP_E_UNKNOWN_HANDLE;
+	s = &c->slots[slot];
+	if (s->in_use && s->gen == gen) {
+		if (s->owner != owner)
+			return KP_E_FOREIGN_HANDLE;
+		*idx = slot;
+		return KP_OK;
+	}
+	/* Generations only grow (until they wrap after 2^32 reuses of one slot). */
+	if (gen < s->gen)
+		return KP_E_STALE_HANDLE;
+	return KP_E_UNKNOWN_HANDLE;
+}
+
+static uint32_t do_secure(struct kp_core *c, uint64_t owner, const struct kp_secure_req *r,
+			  struct kp_secure_rsp *rsp)
+{
+	uint64_t mask = c->lim.page_size - 1;
+	struct kp_owner *o;
+	struct kp_slot *s;
+	uint32_t idx, st;
+
+	if (!r->len)
+		return KP_E_ZERO_LENGTH;
+	if (r->addr + r->len < r->addr || r->addr + r->len > c->lim.user_addr_max)
+		return KP_E_OVERFLOW;
+	if ((r->addr & mask) || (r->len & mask))
+		return KP_E_ALIGN;
+	if (!r->access || (r->access & ~(uint32_t)(KP_ACCESS_READ | KP_ACCESS_WRITE)))
+		return KP_E_ACCESS;
+	if (r->flags)
+		return KP_E_FLAGS;
+	o = find_owner(c, owner, 1);
+	if (!o)
+		return KP_E_NO_MEMORY;
+	if (o->ranges >= c->lim.max_ranges_per_owner || !c->free_head)
+		return KP_E_QUOTA_RANGES;
+	if (r->len > c->lim.max_bytes_per_owner - o->bytes)
+		return KP_E_QUOTA_BYTES;
+	idx = c->free_head - 1;
+	s = &c->slots[idx];
+	st = c->pf->secure(c->ctx, owner, r->addr, r->len, r->access, &s->cookie);
+	if (st)
+		return st;
+	c->free_head = s->next_free;
+	s->in_use = 1;
+	s->owner = owner;
+	s->addr = r->addr;
+	s->len = r->len;
+	s->access = r->access;
+	o->ranges++;
+	o->bytes += r->len;
+	c->n_ranges++;
+	c->bytes += r->len;
+	rsp->handle = make_handle(idx, s->gen);
+	return KP_OK;
+}
+
+/* Copy out up to max of owner's events; a gap the ring overwrote reads as one LOST event. */
+static uint32_t do_events(struct kp_core *c, uint64_t owner, uint32_t max,
+			  struct kp_events_rsp *rsp)
+{
+	struct kp_owner *o = find_owner(c, owner, 1);
+	uint64_t size = c->lim.event_ring;
+
+	if (!o)
+		return KP_E_NO_MEMORY;
+	c->pf->ev_lock(c->ctx);
+	if (c->ring_head - o->ev_cursor > size) {
+		rsp->ev[rsp->count++] = (struct kp_event){ .seq = o->ev_cursor,
+							   .kind = KP_EVENT_LOST };
+		o->ev_cursor = c->ring_head - size;
+	}
+	while (rsp->count < max && o->ev_cursor < c->ring_head) {
+		const struct kp_ring_entry *e = &c->ring[o->ev_cursor & (size - 1)];
+		if (e->owner == owner)
+			rsp->ev[rsp->count++] = e->ev;
+		o->ev_cursor++;
+	}
+	c->pf->ev_unlock(c->ctx);
+	return KP_OK;
+}
+
+void kp_core_post_event(struct kp_core *c, uint64_t owner, uint32_t kind, uint64_t addr,
+			uint64_t len)
+{
+	c->pf->ev_lock(c->ctx);
+	struct kp_ring_entry *e = &c->ring[c->ring_head & (c->lim.event_ring - 1)];
+	e->owner = owner;
+	e->ev = (struct kp_event){ .seq = c->ring_head, .addr = addr, .len = len, .kind = kind };
+	c->ring_head++;
+	c->pf->ev_unlock(c->ctx);
+}
+
+static size_t req_size(uint16_t code)
+{
+	switch (code) {
+	case KP_SECURE:
+		return sizeof(struct kp_secure_req);
+	case KP_UNSECURE:
+	case KP_QUERY:
+		return sizeof(struct kp_handle_req);
+	case KP_EVENTS:
+		return sizeof(struct kp_events_req);
+	}
+	return 0;
+}
+
+static size_t rsp_size(uint16_t code)
+{
+	switch (code) {
+	case KP_SECURE:
+		return sizeof(struct kp_secure_rsp);
+	case KP_QUERY:
+		return sizeof(struct kp_query_rsp);
+	case KP_EVENTS:
+		return sizeof(struct kp_events_rsp);
+	}
+	return sizeof(struct kp_rsp_hdr);
+}
+
+uint32_t kp_core_dispatch(struct kp_core *c, uint64_t owner, const void *in, size_t in_len,
+			  void *out, size_t out_cap, size_t *out_len)
+{
+	union {
+		struct kp_req_hdr hdr;
+		struct kp_secure_req secure;
+		struct kp_handle_req handle;
+		struct kp_events_req events;
+	} req;
+	union {
+		struct kp_rsp_hdr hdr;
+		struct kp_secure_rsp secure;
+		struct kp_query_rsp query;
+		struct kp_events_rsp events;
+	} rsp;
+	uint32_t st = KP_OK, idx;
+	size_t rlen;
+
+	*out_len = 0;
+	memset(&rsp, 0, sizeof(rsp.hdr));
+	/* The header first, then the whole request, each copied once. */
+	if (!in || in_len < sizeof(req.hdr))
+		return KP_E_SIZE;
+	memcpy(&req.hdr, in, sizeof(req.hdr));
+	if (req.hdr.version != KP_PROTO_VERSION)
+		return KP_E_VERSION;
+	if (!req_size(req.hdr.code))
+		return KP_E_CODE;
+	if (req.hdr.size != req_size(req.hdr.code) || in_len != req.hdr.size)
+		return KP_E_SIZE;
+	memcpy(&req, in, req.hdr.size);
+	rlen = rsp_size(req.hdr.code);
+	if (!out || out_cap < rlen)
+		return KP_E_SIZE;
+	memset(&rsp, 0, rlen);
+
+	c->pf->lock(c->ctx);
+	switch (req.hdr.code) {
+	case KP_SECURE:
+		st = do_secure(c, owner, &req.secure, &rsp.secure);
+		break;
+	case KP_UNSECURE:
+		st = lookup_handle(c, owner, req.handle.handle, &idx);
+		if (!st)
+			release_slot(c, idx);
+		break;
+	case KP_QUERY:
+		st = lookup_handle(c, owner, req.handle.handle, &idx);
+		if (!st) {
+			rsp.query.addr = c->slots[idx].addr;
+			rsp.query.len = c->slots[idx].len;
+			rsp.query.access = c->slots[idx].access;
+		}
+		break;
+	case KP_EVENTS:
+		if (req.events.reserved)
+			st = KP_E_FLAGS;
+		else if (!req.events.max || req.events.max > KP_EVENTS_MAX)
+			st = KP_E_SIZE;
+		else
+			st = do_events(c, owner, req.events.max, &rsp.events);
+		break;
+	}
+	c->pf->unlock(c->ctx);
+
+	rsp.hdr.size = (uint32_t)rlen;
+	rsp.hdr.version = KP_PROTO_VERSION;
+	rsp.hdr.code = req.hdr.code;
+	rsp.hdr.status = st;
+	memcpy(out, &rsp, rlen);
+	*out_len = rlen;
+	return st;
+}
+
+void kp_core_counts(struct kp_core *c, struct kp_core_counts *n)
+{
+	c->pf->lock(c->ctx);
+	n->ranges = c->n_ranges;
+	n->bytes = c->bytes;
+	n->owners = 0;
+	for (uint32_t i = 0; i < c->lim.max_owners; i++)
+		n->owners += c->owners[i].used && c->owners[i].ranges;
+	c->pf->unlock(c->ctx);
+}
+
+int kp_status_errno(uint32_t st)
+{
+	/* Values of Linux's errno.h; the Windows side maps statuses itself. */
+	static const int map[KP_E_MAX] = {
+		[KP_OK] = 0,
+		[KP_E_SIZE] = 22,	     /* EINVAL */
+		[KP_E_VERSION] = 95,	     /* EOPNOTSUPP */
+		[KP_E_CODE] = 95,	     /* EOPNOTSUPP */
+		[KP_E_ZERO_LENGTH] = 22,     /* EINVAL */
+		[KP_E_OVERFLOW] = 14,	     /* EFAULT */
+		[KP_E_ALIGN] = 22,	     /* EINVAL */
+		[KP_E_ACCESS] = 22,	     /* EINVAL */
+		[KP_E_FLAGS] = 22,	     /* EINVAL */
+		[KP_E_UNKNOWN_HANDLE] = 2,   /* ENOENT */
+		[KP_E_STALE_HANDLE] = 116,   /* ESTALE */
+		[KP_E_FOREIGN_HANDLE] = 1,   /* EPERM */
+		[KP_E_QUOTA_RANGES] = 122,   /* EDQUOT */
+		[KP_E_QUOTA_BYTES] = 122,    /* EDQUOT */
+		[KP_E_FAULT] = 14,	     /* EFAULT */
+		[KP_E_NO_MEMORY] = 12,	     /* ENOMEM */
+		[KP_E_UNWATCHABLE] = 38,     /* ENOSYS */
+	};
+
+	return st < KP_E_MAX ? map[st] : 5; /* EIO */
+}
+
+const char *kp_status_str(uint32_t st)
+{
+	static const char *const str[KP_E_MAX] = {
+		[KP_OK] = "success",
+		[KP_E_SIZE] = "request or response of the wrong size",
+		[KP_E_VERSION] = "protocol version not supported",
+		[KP_E_CODE] = "unknown request code",
+		[KP_E_ZERO_LENGTH] = "empty range",
+		[KP_E_OVERFLOW] = "range wraps or leaves the user address space",
+		[KP_E_ALIGN] = "range not page aligned",
+		[KP_E_ACCESS] = "unknown access bits",
+		[KP_E_FLAGS] = "unknown flags or reserved fields set",
+		[KP_E_UNKNOWN_HANDLE] = "unknown handle",
+		[KP_E_STALE_HANDLE] = "handle already released",
+		[KP_E_FOREIGN_HANDLE] = "handle of another process",
+		[KP_E_QUOTA_RANGES] = "range quota reached",
+		[KP_E_QUOTA_BYTES] = "byte quota reached",
+		[KP_E_FAULT] = "memory manager refused the range",
+		[KP_E_NO_MEMORY] = "no memory",
+		[KP_E_UNWATCHABLE] = "changes to the range cannot be watched",
+	};
+
+	return st < KP_E_MAX ? str[st] : "unknown status";
+}

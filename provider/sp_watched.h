@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * The provider's registration cache as it runs: sp_rcache registering
+ * through the verbs_backend and securing every cached range through the
+ * kernel proxy, whose events invalidate what changes.  A range the proxy
+ * cannot watch is registered for its one use and never cached.
+ */
+#ifndef SANPROV_SP_WATCHED_H
+#define SANPROV_SP_WATCHED_H
+
+#include "kp_client.h"
+#include "sp_rcache.h"
+#include "vb.h"
+
+struct sp_watched;
+
+/* NULL with errno. */
+struct sp_watched *sp_watched_create(const struct sp_rcache_config *cfg, struct vb_pd *pd,
+				     struct kp_client *proxy);
+/* EBUSY while a region is held. */
+int sp_watched_destroy(struct sp_watched *w);
+
+struct sp_rcache *sp_watched_cache(struct sp_watched *w);
+
+/* The memory region of a region got from sp_watched_cache(). */
+struct vb_mr *sp_watched_mr(const struct sp_region *region);
+
+#endif

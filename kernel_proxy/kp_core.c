@@ -142,9 +142,11 @@ void kp_core_destroy(struct kp_core *c)
 {
 	if (!c)
 		return;
+	c->pf->lock(c->ctx);
 	for (uint32_t i = 1; i < c->lim.max_ranges; i++)
 		if (c->slots[i].in_use)
 			release_slot(c, i);
+	c->pf->unlock(c->ctx);
 	c->pf->free(c->ctx, c->ring);
 	c->pf->free(c->ctx, c->owners);
 	c->pf->free(c->ctx, c->slots);
@@ -241,8 +243,8 @@ static uint32_t do_events(struct kp_core *c, uint64_t owner, uint32_t max,
 		return KP_E_NO_MEMORY;
 	c->pf->ev_lock(c->ctx);
 	if (c->ring_head - o->ev_cursor > size) {
-		rsp->ev[rsp->count++] = (struct kp_event){ .seq = o->ev_cursor,
-							   .kind = KP_EVENT_LOST };
+		rsp->ev[rsp->count++] =
+		    (struct kp_event){ .seq = o->ev_cursor, .kind = KP_EVENT_LOST };
 		o->ev_cursor = c->ring_head - size;
 	}
 	while (rsp->count < max && o->ev_cursor < c->ring_head) {
@@ -383,22 +385,22 @@ int kp_status_errno(uint32_t st)
 	/* Values of Linux's errno.h; the Windows side maps statuses itself. */
 	static const int map[KP_E_MAX] = {
 		[KP_OK] = 0,
-		[KP_E_SIZE] = 22,	     /* EINVAL */
-		[KP_E_VERSION] = 95,	     /* EOPNOTSUPP */
-		[KP_E_CODE] = 95,	     /* EOPNOTSUPP */
-		[KP_E_ZERO_LENGTH] = 22,     /* EINVAL */
-		[KP_E_OVERFLOW] = 14,	     /* EFAULT */
-		[KP_E_ALIGN] = 22,	     /* EINVAL */
-		[KP_E_ACCESS] = 22,	     /* EINVAL */
-		[KP_E_FLAGS] = 22,	     /* EINVAL */
-		[KP_E_UNKNOWN_HANDLE] = 2,   /* ENOENT */
-		[KP_E_STALE_HANDLE] = 116,   /* ESTALE */
-		[KP_E_FOREIGN_HANDLE] = 1,   /* EPERM */
-		[KP_E_QUOTA_RANGES] = 122,   /* EDQUOT */
-		[KP_E_QUOTA_BYTES] = 122,    /* EDQUOT */
-		[KP_E_FAULT] = 14,	     /* EFAULT */
-		[KP_E_NO_MEMORY] = 12,	     /* ENOMEM */
-		[KP_E_UNWATCHABLE] = 38,     /* ENOSYS */
+		[KP_E_SIZE] = 22,	   /* EINVAL */
+		[KP_E_VERSION] = 95,	   /* EOPNOTSUPP */
+		[KP_E_CODE] = 95,	   /* EOPNOTSUPP */
+		[KP_E_ZERO_LENGTH] = 22,   /* EINVAL */
+		[KP_E_OVERFLOW] = 14,	   /* EFAULT */
+		[KP_E_ALIGN] = 22,	   /* EINVAL */
+		[KP_E_ACCESS] = 22,	   /* EINVAL */
+		[KP_E_FLAGS] = 22,	   /* EINVAL */
+		[KP_E_UNKNOWN_HANDLE] = 2, /* ENOENT */
+		[KP_E_STALE_HANDLE] = 116, /* ESTALE */
+		[KP_E_FOREIGN_HANDLE] = 1, /* EPERM */
+		[KP_E_QUOTA_RANGES] = 122, /* EDQUOT */
+		[KP_E_QUOTA_BYTES] = 122,  /* EDQUOT */
+		[KP_E_FAULT] = 14,	   /* EFAULT */
+		[KP_E_NO_MEMORY] = 12,	   /* ENOMEM */
+		[KP_E_UNWATCHABLE] = 38,   /* ENOSYS */
 	};
 
 	return st < KP_E_MAX ? map[st] : 5; /* EIO */

@@ -35,7 +35,7 @@ struct kp_platform {
 };
 
 struct kp_core_limits {
-	uint32_t max_ranges;	       /* all owners together: the table's size */
+	uint32_t max_ranges; /* all owners together: the table's size */
 	uint32_t max_owners;
 	uint32_t max_ranges_per_owner;
 	uint64_t max_bytes_per_owner;

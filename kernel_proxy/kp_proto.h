@@ -31,20 +31,20 @@ enum kp_code {
 /* Statuses; 0 is success.  Each failure has its own value. */
 enum kp_status {
 	KP_OK = 0,
-	KP_E_SIZE = 1,		/* request or response buffer of the wrong size */
-	KP_E_VERSION = 2,	/* protocol version not supported */
-	KP_E_CODE = 3,		/* unknown request code */
-	KP_E_ZERO_LENGTH = 4,	/* secure of an empty range */
-	KP_E_OVERFLOW = 5,	/* addr + len wraps, or leaves the user address space */
-	KP_E_ALIGN = 6,		/* range not page aligned */
-	KP_E_ACCESS = 7,	/* unknown access bits */
-	KP_E_FLAGS = 8,		/* unknown flags, or reserved fields not zero */
-	KP_E_UNKNOWN_HANDLE = 9, /* never issued */
-	KP_E_STALE_HANDLE = 10,	/* issued, already released */
+	KP_E_SIZE = 1,		  /* request or response buffer of the wrong size */
+	KP_E_VERSION = 2,	  /* protocol version not supported */
+	KP_E_CODE = 3,		  /* unknown request code */
+	KP_E_ZERO_LENGTH = 4,	  /* secure of an empty range */
+	KP_E_OVERFLOW = 5,	  /* addr + len wraps, or leaves the user address space */
+	KP_E_ALIGN = 6,		  /* range not page aligned */
+	KP_E_ACCESS = 7,	  /* unknown access bits */
+	KP_E_FLAGS = 8,		  /* unknown flags, or reserved fields not zero */
+	KP_E_UNKNOWN_HANDLE = 9,  /* never issued */
+	KP_E_STALE_HANDLE = 10,	  /* issued, already released */
 	KP_E_FOREIGN_HANDLE = 11, /* owned by another process */
-	KP_E_QUOTA_RANGES = 12,	/* the process secures as many ranges as it may */
-	KP_E_QUOTA_BYTES = 13,	/* ... or as many bytes */
-	KP_E_FAULT = 14,	/* the memory manager refused the range */
+	KP_E_QUOTA_RANGES = 12,	  /* the process secures as many ranges as it may */
+	KP_E_QUOTA_BYTES = 13,	  /* ... or as many bytes */
+	KP_E_FAULT = 14,	  /* the memory manager refused the range */
 	KP_E_NO_MEMORY = 15,
 	KP_E_UNWATCHABLE = 16, /* secured, but changes to it cannot be reported */
 	KP_E_MAX

@@ -63,7 +63,7 @@ struct kp_client {
 	uint32_t max_ranges;
 	/* sinks: slots the event thread reads without a lock */
 	_Atomic(const struct kp_sink *) sinks[KP_MAX_SINKS];
-	_Atomic uint64_t batch; /* odd while the event thread runs a batch */
+	_Atomic uint64_t batch;	   /* odd while the event thread runs a batch */
 	pthread_mutex_t sink_lock; /* add/remove only */
 };
 
@@ -114,7 +114,8 @@ static uint32_t pf_secure(void *ctx, uint64_t owner, uint64_t addr, uint64_t len
 			  void **cookie)
 {
 	struct kp_client *k = ctx;
-	struct uffdio_register reg = { .range = { addr, len }, .mode = UFFDIO_REGISTER_MODE_MISSING };
+	struct uffdio_register reg = { .range = { addr, len },
+				       .mode = UFFDIO_REGISTER_MODE_MISSING };
 	uint32_t i;
 
 	(void)owner, (void)access;
@@ -260,7 +261,8 @@ static void *event_main(void *arg)
 						m->arg.remove.end - m->arg.remove.start);
 					break;
 				case UFFD_EVENT_REMAP:
-					changed(k, KP_EVENT_REMAP, m->arg.remap.from, m->arg.remap.len);
+					changed(k, KP_EVENT_REMAP, m->arg.remap.from,
+						m->arg.remap.len);
 					break;
 				case UFFD_EVENT_PAGEFAULT:
 					resolve_fault(k, m->arg.pagefault.address);

@@ -1,0 +1,349 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * The proxy's portable core over a fake memory manager: every request
+ * with good and bad input, each failure with its own status, quotas,
+ * release of a process that never unsecured, the event ring.
+ */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kp_core.h"
+
+#define PG 4096u
+
+struct fake_mm {
+	int secured;   /* secured now */
+	int secures;   /* calls that succeeded */
+	uint32_t fail; /* status the next secure returns, then 0 */
+	int locked;    /* table lock depth: must be 1 around the mm calls */
+	int bad_lock;  /* the mm was called without the lock */
+	size_t allocated;
+};
+
+static struct fake_mm mm;
+
+static void *f_alloc(void *ctx, size_t n)
+{
+	(void)ctx;
+	mm.allocated++;
+	return calloc(1, n);
+}
+
+static void f_free(void *ctx, void *p)
+{
+	(void)ctx;
+	mm.allocated--;
+	free(p);
+}
+
+static void f_lock(void *ctx)
+{
+	(void)ctx;
+	mm.locked++;
+}
+
+static void f_unlock(void *ctx)
+{
+	(void)ctx;
+	mm.locked--;
+}
+
+static void f_nop(void *ctx)
+{
+	(void)ctx;
+}
+
+static uint32_t f_secure(void *ctx, uint64_t owner, uint64_t addr, uint64_t len, uint32_t access,
+			 void **cookie)
+{
+	(void)ctx, (void)owner, (void)addr, (void)len, (void)access;
+	if (mm.locked != 1)
+		mm.bad_lock++;
+	if (mm.fail) {
+		uint32_t st = mm.fail;
+		mm.fail = 0;
+		return st;
+	}
+	*cookie = &mm;
+	mm.secured++;
+	mm.secures++;
+	return KP_OK;
+}
+
+static void f_unsecure(void *ctx, uint64_t owner, uint64_t addr, uint64_t len, void *cookie)
+{
+	(void)ctx, (void)owner, (void)addr, (void)len;
+	if (mm.locked != 1)
+		mm.bad_lock++;
+	cr_assert_eq(cookie, &mm);
+	mm.secured--;
+}
+
+static const struct kp_platform fake = {
+	.alloc = f_alloc,
+	.free = f_free,
+	.lock = f_lock,
+	.unlock = f_unlock,
+	.ev_lock = f_nop,
+	.ev_unlock = f_nop,
+	.secure = f_secure,
+	.unsecure = f_unsecure,
+};
+
+static struct kp_core *core;
+
+static void setup(void)
+{
+	struct kp_core_limits lim = {
+		.max_ranges = 64,
+		.max_owners = 4,
+		.max_ranges_per_owner = 8,
+		.max_bytes_per_owner = 16 * PG,
+		.user_addr_max = (uint64_t)1 << 47,
+		.page_size = PG,
+		.event_ring = 8,
+	};
+
+	memset(&mm, 0, sizeof(mm));
+	core = kp_core_create(&lim, &fake, NULL);
+	cr_assert_not_null(core);
+}
+
+static void teardown(void)
+{
+	kp_core_destroy(core);
+	cr_assert_eq(mm.secured, 0, "%d ranges left secured", mm.secured);
+	cr_assert_eq(mm.allocated, 0, "%zu allocations leaked", mm.allocated);
+	cr_assert_eq(mm.bad_lock, 0, "the memory manager was called without the table lock");
+}
+
+/* Criterion ignores failed assertions in .fini: each test ends with teardown(). */
+TestSuite(core, .init = setup);
+
+static uint32_t secure(uint64_t owner, uint64_t addr, uint64_t len, uint32_t access,
+		       uint64_t *handle)
+{
+	struct kp_secure_req r = { .hdr = { sizeof(r), KP_PROTO_VERSION, KP_SECURE },
+				   .access = access,
+				   .addr = addr,
+				   .len = len };
+	struct kp_secure_rsp rsp;
+	size_t n;
+	uint32_t st = kp_core_dispatch(core, owner, &r, sizeof(r), &rsp, sizeof(rsp), &n);
+
+	cr_assert_eq(n, sizeof(rsp));
+	cr_assert_eq(rsp.hdr.status, st);
+	cr_assert_eq(rsp.hdr.code, KP_SECURE);
+	if (!st && handle)
+		*handle = rsp.handle;
+	return st;
+}
+
+static uint32_t by_handle(uint64_t owner, uint16_t code, uint64_t handle, struct kp_query_rsp *q)
+{
+	struct kp_handle_req r = { .hdr = { sizeof(r), KP_PROTO_VERSION, code }, .handle = handle };
+	struct kp_query_rsp rsp;
+	size_t n;
+	uint32_t st = kp_core_dispatch(core, owner, &r, sizeof(r), &rsp, sizeof(rsp), &n);
+
+	if (q)
+		*q = rsp;
+	return st;
+}
+
+Test(core, secure_query_unsecure)
+{
+	uint64_t h;
+	struct kp_query_rsp q;
+
+	cr_assert_eq(secure(7, 0x10000, 2 * PG, KP_ACCESS_READ | KP_ACCESS_WRITE, &h), KP_OK);
+	cr_assert_eq(mm.secured, 1);
+	cr_assert_eq(by_handle(7, KP_QUERY, h, &q), KP_OK);
+	cr_assert_eq(q.addr, 0x10000);
+	cr_assert_eq(q.len, 2 * PG);
+	cr_assert_eq(q.access, KP_ACCESS_READ | KP_ACCESS_WRITE);
+	cr_assert_eq(q.hdr.size, sizeof(q));
+	cr_assert_eq(by_handle(7, KP_UNSECURE, h, NULL), KP_OK);
+	cr_assert_eq(mm.secured, 0);
+	teardown();
+}
+
+Test(core, every_bad_secure_has_its_own_status)
+{
+	struct {
+		uint64_t addr, len;
+		uint32_t access;
+		uint32_t status;
+	} cases[] = {
+		{ 0x10000, 0, KP_ACCESS_READ, KP_E_ZERO_LENGTH },
+		{ UINT64_MAX - PG + 1, 2 * PG, KP_ACCESS_READ, KP_E_OVERFLOW },
+		{ ((uint64_t)1 << 47) - PG, 2 * PG, KP_ACCESS_READ, KP_E_OVERFLOW },
+		{ 0x10001, PG, KP_ACCESS_READ, KP_E_ALIGN },
+		{ 0x10000, PG + 1, KP_ACCESS_READ, KP_E_ALIGN },
+		{ 0x10000, PG, 0, KP_E_ACCESS },
+		{ 0x10000, PG, 4, KP_E_ACCESS },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		cr_assert_eq(secure(1, cases[i].addr, cases[i].len, cases[i].access, NULL),
+			     cases[i].status, "case %zu", i);
+	cr_assert_eq(mm.secures, 0, "nothing reached the memory manager");
+	teardown();
+}
+
+Test(core, malformed_requests)
+{
+	struct kp_secure_req r = { .hdr = { sizeof(r), KP_PROTO_VERSION, KP_SECURE },
+				   .access = KP_ACCESS_READ,
+				   .addr = 0x10000,
+				   .len = PG };
+	struct kp_events_rsp rsp;
+	size_t n;
+
+	/* Too short for a header, sizes that disagree, a response buffer too small. */
+	cr_assert_eq(kp_core_dispatch(core, 1, &r, 7, &rsp, sizeof(rsp), &n), KP_E_SIZE);
+	cr_assert_eq(n, 0);
+	cr_assert_eq(kp_core_dispatch(core, 1, &r, sizeof(r) - 1, &rsp, sizeof(rsp), &n),
+		     KP_E_SIZE);
+	cr_assert_eq(kp_core_dispatch(core, 1, &r, sizeof(r), &rsp, 8, &n), KP_E_SIZE);
+	cr_assert_eq(n, 0, "nothing written past the buffer");
+	cr_assert_eq(kp_core_dispatch(core, 1, NULL, sizeof(r), &rsp, sizeof(rsp), &n), KP_E_SIZE);
+	r.hdr.size = sizeof(r) + 8;
+	cr_assert_eq(kp_core_dispatch(core, 1, &r, sizeof(r), &rsp, sizeof(rsp), &n), KP_E_SIZE);
+	r.hdr.size = sizeof(r);
+	r.hdr.version = 2;
+	cr_assert_eq(kp_core_dispatch(core, 1, &r, sizeof(r), &rsp, sizeof(rsp), &n), KP_E_VERSION);
+	r.hdr.version = KP_PROTO_VERSION;
+	r.hdr.code = 99;
+	cr_assert_eq(kp_core_dispatch(core, 1, &r, sizeof(r), &rsp, sizeof(rsp), &n), KP_E_CODE);
+	r.hdr.code = KP_SECURE;
+	r.flags = 1;
+	cr_assert_eq(kp_core_dispatch(core, 1, &r, sizeof(r), &rsp, sizeof(rsp), &n), KP_E_FLAGS);
+	cr_assert_eq(mm.secures, 0);
+	teardown();
+}
+
+Test(core, handles_unknown_released_and_foreign)
+{
+	uint64_t h, h2;
+
+	cr_assert_eq(secure(1, 0x10000, PG, KP_ACCESS_READ, &h), KP_OK);
+	cr_assert_eq(by_handle(1, KP_QUERY, 0, NULL), KP_E_UNKNOWN_HANDLE);
+	cr_assert_eq(by_handle(1, KP_QUERY, (uint64_t)9999 << 32 | 1, NULL), KP_E_UNKNOWN_HANDLE);
+	cr_assert_eq(by_handle(1, KP_QUERY, h + 1, NULL), KP_E_UNKNOWN_HANDLE, "never issued");
+	cr_assert_eq(by_handle(2, KP_UNSECURE, h, NULL), KP_E_FOREIGN_HANDLE);
+	cr_assert_eq(mm.secured, 1, "another process cannot release it");
+	cr_assert_eq(by_handle(1, KP_UNSECURE, h, NULL), KP_OK);
+	cr_assert_eq(by_handle(1, KP_UNSECURE, h, NULL), KP_E_STALE_HANDLE, "double unsecure");
+	cr_assert_eq(by_handle(1, KP_QUERY, h, NULL), KP_E_STALE_HANDLE);
+	/* The slot is reused: the old handle stays stale, the new one works. */
+	cr_assert_eq(secure(1, 0x20000, PG, KP_ACCESS_READ, &h2), KP_OK);
+	cr_assert_eq(by_handle(1, KP_QUERY, h, NULL), KP_E_STALE_HANDLE);
+	cr_assert_eq(by_handle(1, KP_QUERY, h2, NULL), KP_OK);
+	cr_assert_eq(by_handle(1, KP_UNSECURE, h2, NULL), KP_OK);
+	teardown();
+}
+
+Test(core, quotas_refuse_cleanly)
+{
+	uint64_t h[8];
+
+	for (int i = 0; i < 8; i++)
+		cr_assert_eq(secure(3, 0x100000 + (uint64_t)i * PG, PG, KP_ACCESS_READ, &h[i]),
+			     KP_OK);
+	cr_assert_eq(secure(3, 0x200000, PG, KP_ACCESS_READ, NULL), KP_E_QUOTA_RANGES);
+	/* Another process has its own quota... */
+	cr_assert_eq(secure(4, 0x200000, 16 * PG, KP_ACCESS_READ, NULL), KP_OK);
+	/* ...of bytes too. */
+	cr_assert_eq(secure(4, 0x300000, PG, KP_ACCESS_READ, NULL), KP_E_QUOTA_BYTES);
+	for (int i = 0; i < 8; i++)
+		cr_assert_eq(by_handle(3, KP_UNSECURE, h[i], NULL), KP_OK);
+	cr_assert_eq(secure(3, 0x200000, PG, KP_ACCESS_READ, NULL), KP_OK, "room again");
+	struct kp_core_counts n;
+	kp_core_counts(core, &n);
+	cr_assert_eq(n.ranges, 2);
+	cr_assert_eq(n.owners, 2);
+	/* Left secured on purpose: teardown must release them. */
+	teardown();
+}
+
+Test(core, memory_manager_refusal_is_reported_and_leaks_nothing)
+{
+	mm.fail = KP_E_FAULT;
+	cr_assert_eq(secure(1, 0x10000, PG, KP_ACCESS_READ, NULL), KP_E_FAULT);
+	mm.fail = KP_E_UNWATCHABLE;
+	cr_assert_eq(secure(1, 0x10000, PG, KP_ACCESS_READ, NULL), KP_E_UNWATCHABLE);
+	struct kp_core_counts n;
+	kp_core_counts(core, &n);
+	cr_assert_eq(n.ranges, 0);
+	cr_assert_eq(n.bytes, 0);
+	teardown();
+}
+
+Test(core, exiting_process_leaves_no_trace)
+{
+	for (int i = 0; i < 5; i++)
+		cr_assert_eq(secure(42, 0x100000 + (uint64_t)i * PG, PG, KP_ACCESS_READ, NULL),
+			     KP_OK);
+	cr_assert_eq(secure(43, 0x900000, PG, KP_ACCESS_READ, NULL), KP_OK);
+	kp_core_release_owner(core, 42);
+	cr_assert_eq(mm.secured, 1, "only the other process's range is left");
+	struct kp_core_counts n;
+	kp_core_counts(core, &n);
+	cr_assert_eq(n.ranges, 1);
+	cr_assert_eq(n.owners, 1);
+	/* And the process id can come back as a new process with a full quota. */
+	for (int i = 0; i < 8; i++)
+		cr_assert_eq(secure(42, 0x100000 + (uint64_t)i * PG, PG, KP_ACCESS_READ, NULL),
+			     KP_OK);
+	teardown();
+}
+
+static uint32_t events(uint64_t owner, uint32_t max, struct kp_events_rsp *rsp)
+{
+	struct kp_events_req r = { .hdr = { sizeof(r), KP_PROTO_VERSION, KP_EVENTS }, .max = max };
+	size_t n;
+
+	return kp_core_dispatch(core, owner, &r, sizeof(r), rsp, sizeof(*rsp), &n);
+}
+
+Test(core, event_stream_per_process_with_loss_reported)
+{
+	struct kp_events_rsp rsp;
+
+	cr_assert_eq(events(1, 0, &rsp), KP_E_SIZE);
+	cr_assert_eq(events(1, KP_EVENTS_MAX + 1, &rsp), KP_E_SIZE);
+	cr_assert_eq(events(1, 4, &rsp), KP_OK); /* registers the reader */
+	cr_assert_eq(rsp.count, 0);
+	events(2, 4, &rsp);
+	kp_core_post_event(core, 1, KP_EVENT_UNMAP, 0x1000, PG);
+	kp_core_post_event(core, 2, KP_EVENT_REMOVE, 0x9000, PG);
+	kp_core_post_event(core, 1, KP_EVENT_REMAP, 0x2000, 2 * PG);
+	cr_assert_eq(events(1, 4, &rsp), KP_OK);
+	cr_assert_eq(rsp.count, 2, "only its own events");
+	cr_assert_eq(rsp.ev[0].kind, KP_EVENT_UNMAP);
+	cr_assert_eq(rsp.ev[0].addr, 0x1000);
+	cr_assert_eq(rsp.ev[1].kind, KP_EVENT_REMAP);
+	cr_assert_lt(rsp.ev[0].seq, rsp.ev[1].seq);
+	cr_assert_eq(events(2, 4, &rsp), KP_OK);
+	cr_assert_eq(rsp.count, 1);
+	/* More events than the ring holds (8): the reader learns it lost some. */
+	for (int i = 0; i < 20; i++)
+		kp_core_post_event(core, 1, KP_EVENT_UNMAP, 0x1000 * (uint64_t)i, PG);
+	cr_assert_eq(events(1, KP_EVENTS_MAX, &rsp), KP_OK);
+	cr_assert_eq(rsp.ev[0].kind, KP_EVENT_LOST);
+	cr_assert_eq(rsp.count, 1 + 8);
+	teardown();
+}
+
+Test(core, statuses_have_names_and_errnos)
+{
+	for (uint32_t s = 1; s < KP_E_MAX; s++) {
+		cr_assert_neq(kp_status_errno(s), 0);
+		cr_assert_str_neq(kp_status_str(s), "unknown status");
+	}
+	cr_assert_eq(kp_status_errno(KP_OK), 0);
+	cr_assert_str_eq(kp_status_str(KP_E_MAX), "unknown status");
+	teardown();
+}

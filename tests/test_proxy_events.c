@@ -1,0 +1,260 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * The Linux proxy makes the cache never stale: for every call that changes
+ * a mapping, the cached registration of the address is gone before the
+ * call returns (the next get is a miss), and an RDMA read from the address
+ * returns the new contents.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <malloc.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "sp_watched.h"
+#include "tpair.h"
+
+#define PG 4096u
+#define LEN (4 * PG)
+
+static struct vb_device *dev;
+static struct tpair p;
+static struct kp_client *kp;
+static struct sp_watched *w;
+static struct sp_rcache *cache;
+#define RBUF (512 * 1024)
+static uint8_t *rbuf; /* the peer's landing buffer */
+static struct vb_mr *rmr;
+
+static void setup(void)
+{
+	struct sp_rcache_config cfg;
+
+	dev = vb_open_device("softnic", NULL);
+	cr_assert_not_null(dev);
+	tpair_init(&p, dev, NULL);
+	kp = kp_client_open();
+	cr_assert_not_null(kp, "userfaultfd proxy: %s", strerror(errno));
+	sp_rcache_config_init(&cfg);
+	w = sp_watched_create(&cfg, p.a.pd, kp);
+	cr_assert_not_null(w);
+	cache = sp_watched_cache(w);
+	rbuf = aligned_alloc(PG, RBUF);
+	rmr = vb_reg_mr(p.b.pd, rbuf, RBUF, VB_ACCESS_LOCAL_WRITE);
+	cr_assert(rbuf && rmr);
+}
+
+/* Criterion ignores failed assertions in .fini: each test ends with teardown(). */
+static void teardown(void)
+{
+	cr_assert_eq(sp_watched_destroy(w), 0);
+	kp_client_close(kp);
+	cr_assert_eq(vb_dereg_mr(rmr), 0);
+	free(rbuf);
+	tpair_fini(&p);
+	cr_assert_eq(vb_close_device(dev), 0, "an MR was left registered");
+}
+
+TestSuite(events, .init = setup);
+
+static uint64_t misses(void)
+{
+	struct sp_rcache_stats s;
+
+	sp_rcache_get_stats(cache, &s);
+	return s.misses;
+}
+
+/* Get through the cache; the peer reads the bytes back; they must be pattern seed. */
+static void get_and_read(void *addr, size_t len, uint32_t seed, bool expect_miss)
+{
+	struct sp_region *r;
+	uint64_t before = misses();
+	int ret =
+	    sp_rcache_get(cache, addr, len, VB_ACCESS_LOCAL_WRITE | VB_ACCESS_REMOTE_READ, &r);
+
+	cr_assert_eq(ret, 0, "get: %s", strerror(ret));
+	cr_assert_leq(len, RBUF);
+	if (expect_miss)
+		cr_assert_eq(misses() - before, 1,
+			     "a stale hit: the cache kept a registration of changed memory");
+	else
+		cr_assert_eq(misses() - before, 0, "expected a hit");
+	memset(rbuf, 0, len);
+	cr_assert_eq(post_rdma(p.b.qp, VB_WR_RDMA_READ, 1, rbuf, (uint32_t)len, rmr->lkey,
+			       (uintptr_t)addr, sp_watched_mr(r)->rkey, VB_SEND_SIGNALED),
+		     0);
+	struct vb_wc wc = tpair_wait(p.b.scq);
+	cr_assert_eq(wc.status, VB_WC_SUCCESS, "%s", vb_wc_status_str(wc.status));
+	cr_assert(check_pattern(rbuf, len, seed),
+		  "the read returned other bytes than the memory holds");
+	sp_rcache_put(cache, r);
+}
+
+static uint8_t *map_at(void *hint, int flags)
+{
+	uint8_t *m =
+	    mmap(hint, LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | flags, -1, 0);
+
+	cr_assert_neq(m, MAP_FAILED, "mmap: %s", strerror(errno));
+	return m;
+}
+
+/* Cache a fresh mapping with pattern 1 and show it is cached. */
+static uint8_t *cached_mapping(void)
+{
+	uint8_t *x = map_at(NULL, 0);
+
+	fill_pattern(x, LEN, 1);
+	get_and_read(x, LEN, 1, true);
+	get_and_read(x, LEN, 1, false);
+	return x;
+}
+
+Test(events, munmap_then_new_mapping_at_the_address)
+{
+	uint8_t *x = cached_mapping();
+
+	cr_assert_eq(munmap(x, LEN), 0);
+	cr_assert_eq(map_at(x, MAP_FIXED_NOREPLACE), x);
+	fill_pattern(x, LEN, 2);
+	get_and_read(x, LEN, 2, true);
+	munmap(x, LEN);
+	teardown();
+}
+
+Test(events, partial_munmap_invalidates_the_whole_region)
+{
+	uint8_t *x = cached_mapping();
+
+	/* One page in the middle: the region covering it must go. */
+	cr_assert_eq(munmap(x + PG, PG), 0);
+	cr_assert_eq(mmap(x + PG, PG, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0),
+		     x + PG);
+	fill_pattern(x, LEN, 3);
+	get_and_read(x, LEN, 3, true);
+	munmap(x, LEN);
+	teardown();
+}
+
+Test(events, mmap_fixed_over_the_range)
+{
+	uint8_t *x = cached_mapping();
+
+	cr_assert_eq(map_at(x, MAP_FIXED), x);
+	fill_pattern(x, LEN, 4);
+	get_and_read(x, LEN, 4, true);
+	munmap(x, LEN);
+	teardown();
+}
+
+Test(events, mremap_away_then_new_mapping_at_the_address)
+{
+	uint8_t *x = cached_mapping();
+	uint8_t *elsewhere = map_at(NULL, 0);
+
+	cr_assert_eq(mremap(x, LEN, LEN, MREMAP_MAYMOVE | MREMAP_FIXED, elsewhere), elsewhere);
+	cr_assert(check_pattern(elsewhere, LEN, 1), "mremap moved the contents");
+	cr_assert_eq(map_at(x, MAP_FIXED_NOREPLACE), x);
+	fill_pattern(x, LEN, 5);
+	get_and_read(x, LEN, 5, true);
+	munmap(x, LEN);
+	munmap(elsewhere, LEN);
+	teardown();
+}
+
+Test(events, madvise_dontneed)
+{
+	uint8_t *x = cached_mapping();
+
+	cr_assert_eq(madvise(x, LEN, MADV_DONTNEED), 0);
+	/* The pages are new zero pages now: the thread touching them is not held. */
+	for (size_t i = 0; i < LEN; i++)
+		cr_assert_eq(x[i], 0);
+	fill_pattern(x, LEN, 6);
+	get_and_read(x, LEN, 6, true);
+	munmap(x, LEN);
+	teardown();
+}
+
+Test(events, madvise_free)
+{
+	uint8_t *x = cached_mapping();
+
+	cr_assert_eq(madvise(x + PG, 2 * PG, MADV_FREE), 0);
+	fill_pattern(x, LEN, 7);
+	get_and_read(x, LEN, 7, true);
+	munmap(x, LEN);
+	teardown();
+}
+
+Test(events, madvise_remove_on_shared_memory)
+{
+	int fd = memfd_create("events-test", MFD_CLOEXEC);
+	uint8_t *x;
+
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(ftruncate(fd, LEN), 0);
+	x = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	cr_assert_neq(x, MAP_FAILED);
+	fill_pattern(x, LEN, 1);
+	get_and_read(x, LEN, 1, true);
+	get_and_read(x, LEN, 1, false);
+	/* Punch the pages out of the file: the mapping keeps its address, loses its pages. */
+	cr_assert_eq(madvise(x, LEN, MADV_REMOVE), 0);
+	fill_pattern(x, LEN, 8);
+	get_and_read(x, LEN, 8, true);
+	munmap(x, LEN);
+	close(fd);
+	teardown();
+}
+
+Test(events, brk_shrink)
+{
+	/*
+	 * The break is ours for this test: with an mmap threshold of 0 malloc
+	 * serves everything by mmap, and glibc never trims a break it did not
+	 * leave where it is.
+	 */
+	cr_assert(mallopt(M_MMAP_THRESHOLD, 0));
+	uintptr_t brk0 = (uintptr_t)sbrk(0), pad = (PG - brk0 % PG) % PG;
+	size_t len = 64 * PG;
+	cr_assert_neq(sbrk((intptr_t)(pad + len)), (void *)-1);
+	uint8_t *x = (uint8_t *)(brk0 + pad);
+
+	fill_pattern(x, len, 1);
+	get_and_read(x, len, 1, true);
+	get_and_read(x, len, 1, false);
+	/* Shrink the heap below the cached pages, then grow it back over the same addresses. */
+	cr_assert_neq(sbrk(-(intptr_t)len), (void *)-1);
+	cr_assert_eq((uintptr_t)sbrk(0), (uintptr_t)x);
+	cr_assert_eq(sbrk((intptr_t)len), x);
+	for (size_t i = 0; i < len; i += PG)
+		cr_assert_eq(x[i], 0, "new pages");
+	fill_pattern(x, len, 9);
+	get_and_read(x, len, 9, true);
+	teardown();
+}
+
+Test(events, unwatchable_memory_is_used_but_not_cached)
+{
+	/* A private file mapping: userfaultfd cannot watch it. */
+	FILE *f = tmpfile();
+	cr_assert_not_null(f);
+	cr_assert_eq(ftruncate(fileno(f), LEN), 0);
+	uint8_t *x = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE, fileno(f), 0);
+	cr_assert_neq(x, MAP_FAILED);
+	fill_pattern(x, LEN, 10);
+	get_and_read(x, LEN, 10, true);
+	get_and_read(x, LEN, 10, true); /* again a miss: never cached */
+	struct sp_rcache_stats s;
+	sp_rcache_get_stats(cache, &s);
+	cr_assert_eq(s.uncached, 2);
+	cr_assert_eq(s.cached_regions, 0);
+	munmap(x, LEN);
+	fclose(f);
+	teardown();
+}

@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * The Linux proxy: user mode, on userfaultfd.  Securing a range registers
- * it with the process's userfaultfd (missing-page mode), which makes the
- * kernel report munmap, mremap, madvise(DONTNEED/FREE/REMOVE), mmap
- * (MAP_FIXED) over it and brk shrinking as events, and hold the thread that
- * caused each one until the event is read.
+ * it with the process's userfaultfd (write-protect mode with nothing
+ * write-protected, so no fault ever comes to us; missing-page mode where
+ * the kernel refuses that), which makes the kernel report munmap, mremap,
+ * madvise(DONTNEED/FREE/REMOVE), mmap(MAP_FIXED) over it and brk shrinking
+ * as events, and hold the thread that caused each one until the event is
+ * read.
  *
  * The event thread is the part that must never hang the application:
  *  - it takes no lock that a thread changing memory may hold (the core's
@@ -15,7 +17,7 @@
  *  - it calls the sinks' begin() before read(): a thread stopped by an
  *    event cannot return from munmap before the sinks know, so no lookup can
  *    see the old registration once the address can be reused;
- *  - it resolves the page faults that missing-page mode sends it (a page
+ *  - in missing-page mode it resolves the faults it is sent (a page
  *    touched after DONTNEED) with a zero page, or unregisters the page and
  *    wakes the thread;
  *  - it lives as long as the client, and stops through an eventfd.
@@ -114,14 +116,25 @@ static uint32_t pf_secure(void *ctx, uint64_t owner, uint64_t addr, uint64_t len
 			  void **cookie)
 {
 	struct kp_client *k = ctx;
-	struct uffdio_register reg = { .range = { addr, len },
-				       .mode = UFFDIO_REGISTER_MODE_MISSING };
+	struct uffdio_register reg = { .range = { addr, len }, .mode = UFFDIO_REGISTER_MODE_WP };
 	uint32_t i;
+	int ret;
 
 	(void)owner, (void)access;
 	if (k->n_ranges == k->max_ranges)
 		return KP_E_NO_MEMORY;
-	if (ioctl(k->uffd, UFFDIO_REGISTER, &reg)) {
+	/*
+	 * Write-protect mode with no page ever write-protected: the events come,
+	 * and no fault of the application is ever routed to us.  Missing-page
+	 * mode (faults on removed pages come to the event thread) only where
+	 * the kernel refuses write-protect mode for the mapping.
+	 */
+	ret = ioctl(k->uffd, UFFDIO_REGISTER, &reg);
+	if (ret && errno == EINVAL && mapped(addr, len)) {
+		reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+		ret = ioctl(k->uffd, UFFDIO_REGISTER, &reg);
+	}
+	if (ret) {
 		/* Unmapped memory, or a mapping userfaultfd cannot watch (a file,
 		 * VM_PFNMAP, another userfaultfd): it must not be cached unwatched. */
 		return errno == EINVAL && !mapped(addr, len) ? KP_E_FAULT : KP_E_UNWATCHABLE;

@@ -147,6 +147,13 @@ void kp_core_destroy(struct kp_core *c)
 		if (c->slots[i].in_use)
 			release_slot(c, i);
 	c->pf->unlock(c->ctx);
+	kp_core_abandon(c);
+}
+
+void kp_core_abandon(struct kp_core *c)
+{
+	if (!c)
+		return;
 	c->pf->free(c->ctx, c->ring);
 	c->pf->free(c->ctx, c->owners);
 	c->pf->free(c->ctx, c->slots);

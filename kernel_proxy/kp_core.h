@@ -50,6 +50,8 @@ struct kp_core *kp_core_create(const struct kp_core_limits *limits,
 			       const struct kp_platform *platform, void *ctx);
 /* Releases every range still secured. */
 void kp_core_destroy(struct kp_core *core);
+/* Frees the core's memory only: for a copy in a child of fork, whose ranges are the parent's. */
+void kp_core_abandon(struct kp_core *core);
 
 /*
  * Serve one request of owner: in/in_len is copied once, validated, and

@@ -9,12 +9,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sp_fork.h"
 #include "sp_rcache_int.h"
 #include "vb.h"
 
 #define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 #define ST(x, v) atomic_store_explicit(&(x), (v), memory_order_relaxed)
 #define VICTIMS 64
+
+/* In a child of a fork the parent's registrations are neither used nor released. */
+static inline bool forked(const struct sp_rcache *c)
+{
+	return atomic_load_explicit(&sp_fork_generation, memory_order_relaxed) != c->fork_gen;
+}
 
 static _Thread_local unsigned int thread_slot_plus1;
 static _Atomic unsigned int next_thread_slot;
@@ -555,6 +562,8 @@ int sp_rcache_get(struct sp_rcache *c, void *addr, size_t len, unsigned int acce
 	if (!len || a + len < a || a + len > UINTPTR_MAX - SP_RCACHE_PAGE ||
 	    (access & ~(unsigned int)VB_ACCESS_ALL))
 		return EINVAL;
+	if (forked(c))
+		return EPERM;
 	start = sp_page_floor(a);
 	end = sp_page_ceil(a + len);
 	if (!c->cfg.enable || (c->cfg.max_region_size && end - start > c->cfg.max_region_size)) {
@@ -586,6 +595,8 @@ void sp_rcache_hold(struct sp_rcache *c, struct sp_region *region)
 
 void sp_rcache_put(struct sp_rcache *c, struct sp_region *region)
 {
+	if (forked(c))
+		return;
 	unref(c, region);
 	collect_garbage(c);
 }
@@ -597,6 +608,11 @@ int sp_rcache_invalidate(struct sp_rcache *c, void *addr, size_t len, size_t *re
 
 	if (!len)
 		return EINVAL;
+	if (forked(c)) {
+		if (removed)
+			*removed = 0;
+		return 0;
+	}
 	sp_count(&c->stats.invalidations, 1);
 	pthread_mutex_lock(&c->lock);
 	apply_pending(c);
@@ -669,6 +685,8 @@ void sp_rcache_events_end(struct sp_rcache *c)
 
 void sp_rcache_collect(struct sp_rcache *c)
 {
+	if (forked(c))
+		return;
 	if (atomic_load(&c->inv_pending)) {
 		pthread_mutex_lock(&c->lock);
 		apply_pending(c);
@@ -704,13 +722,30 @@ struct sp_rcache *sp_rcache_create(const struct sp_rcache_config *cfg,
 	c->ops = ops;
 	c->ctx = ctx;
 	c->lru_enabled = cfg->max_regions || cfg->max_bytes;
+	sp_fork_watch();
+	c->fork_gen = atomic_load(&sp_fork_generation);
 	return c;
+}
+
+static void free_memory(struct sp_rcache *c)
+{
+	sp_index_fini(c);
+	for (size_t i = 0; i < c->n_slabs; i++)
+		free(c->slabs[i]);
+	free(c->slabs);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
 }
 
 int sp_rcache_destroy(struct sp_rcache *c)
 {
 	if (!c)
 		return 0;
+	if (forked(c)) {
+		/* The registrations are the parent's: only this copy's memory goes. */
+		free_memory(c);
+		return 0;
+	}
 	pthread_mutex_lock(&c->lock);
 	apply_pending(c);
 	collect_garbage(c);
@@ -733,12 +768,7 @@ int sp_rcache_destroy(struct sp_rcache *c)
 		sp_rcache_get_stats(c, &st);
 		sp_rcache_print_stats(&st, stderr);
 	}
-	sp_index_fini(c);
-	for (size_t i = 0; i < c->n_slabs; i++)
-		free(c->slabs[i]);
-	free(c->slabs);
-	pthread_mutex_destroy(&c->lock);
-	free(c);
+	free_memory(c);
 	return 0;
 busy:
 	pthread_mutex_unlock(&c->lock);

@@ -14,6 +14,9 @@
  * invalidation: regions whose last reference drops there wait on a
  * garbage list that the next cache call (or sp_rcache_collect()) empties.
  *
+ * In a child of fork() a cache made before the fork serves nothing (get:
+ * EPERM) and releases nothing: its registrations are the parent's.
+ *
  * Errors: 0 or a positive errno; constructors return NULL and set errno.
  */
 #ifndef SANPROV_SP_RCACHE_H

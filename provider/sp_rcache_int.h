@@ -114,6 +114,7 @@ struct sp_rcache {
 	_Atomic uint32_t event_holds;	  /* memory-event batches in flight */
 	_Atomic(struct sp_rdir *) root;
 	bool lru_enabled;
+	unsigned int fork_gen; /* sp_fork_generation when created: another means a child */
 	struct sp_rcache_config cfg;
 	const struct sp_rcache_ops *ops;
 	void *ctx;

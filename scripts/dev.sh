@@ -4,7 +4,8 @@
 #                                                backend (softnic): all tests, all sizes
 #   scripts/dev.sh test                          build with warnings as errors, run every test
 #                                                suite, again under ASan+UBSan, the stress
-#                                                suite under TSan, and summarize
+#                                                suite under TSan, fuzz the proxy core
+#                                                (clang), and summarize
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -50,8 +51,14 @@ test)
 	meson compile -C build-tsan stress_rcache >/dev/null
 	TSAN_OPTIONS=halt_on_error=1 meson test -C build-tsan --no-rebuild --print-errorlogs \
 		--suite stress || status=1
+	# The proxy core's fuzz target: clang, libFuzzer, ASan and UBSan, for a bounded time.
+	CC=clang setup build-fuzz -Dtests=enabled -Db_sanitize=address,undefined -Db_lundef=false \
+		-Dbenchmarks=disabled
+	meson compile -C build-fuzz fuzz_kp_core >/dev/null
+	meson test -C build-fuzz --no-rebuild --print-errorlogs --suite fuzz || status=1
 	python3 scripts/test-summary.py build/meson-logs/testlog.json \
-		build-asan/meson-logs/testlog.json build-tsan/meson-logs/testlog.json || status=1
+		build-asan/meson-logs/testlog.json build-tsan/meson-logs/testlog.json \
+		build-fuzz/meson-logs/testlog.json || status=1
 	exit $status
 	;;
 *)

@@ -3,7 +3,7 @@
 # Runs apt-get as root (directly, or through sudo); does nothing when all is there.
 set -eu
 
-pkgs="build-essential meson ninja-build pkg-config python3 clang-format libcriterion-dev libucx-dev"
+pkgs="build-essential meson ninja-build pkg-config python3 clang-format libcriterion-dev libucx-dev clang libclang-rt-14-dev"
 pkgs="$pkgs $*"
 
 missing=""

@@ -8,9 +8,13 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <malloc.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sp_watched.h"
@@ -256,5 +260,80 @@ Test(events, unwatchable_memory_is_used_but_not_cached)
 	cr_assert_eq(s.cached_regions, 0);
 	munmap(x, LEN);
 	fclose(f);
+	teardown();
+}
+
+Test(events, a_child_never_uses_the_parents_registrations)
+{
+	uint8_t *x = cached_mapping();
+	pid_t pid = fork();
+
+	if (!pid) {
+		struct sp_region *r;
+		/* No Criterion assertions in the child: its exit status says it all. */
+		if (sp_rcache_get(cache, x, LEN, VB_ACCESS_REMOTE_READ, &r) != EPERM)
+			_exit(1);
+		/* Its copies go without releasing what the parent registered. */
+		if (sp_watched_destroy(w))
+			_exit(2);
+		kp_client_close(kp);
+		_exit(0);
+	}
+	int status;
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %#x", status);
+	/* The parent's registration is intact: still a hit, and its key still reads. */
+	get_and_read(x, LEN, 1, false);
+	munmap(x, LEN);
+	teardown();
+}
+
+static _Atomic bool stop_churn;
+
+/* Misses one after the other: the cache's lock is taken again and again. */
+static void *churn_main(void *arg)
+{
+	uint8_t *area = arg;
+	size_t i = 0;
+
+	while (!atomic_load(&stop_churn)) {
+		struct sp_region *r;
+		if (!sp_rcache_get(cache, area + (i++ % 64) * 2 * PG, PG, VB_ACCESS_LOCAL_WRITE,
+				   &r))
+			sp_rcache_put(cache, r);
+	}
+	return NULL;
+}
+
+Test(events, unmapping_never_waits_for_the_cache, .timeout = 60)
+{
+	uint8_t *area = map_at(NULL, 0), *big;
+	pthread_t t;
+	long rounds = 0;
+
+	munmap(area, LEN);
+	area = mmap(NULL, 128 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	cr_assert_neq(area, MAP_FAILED);
+	memset(area, 1, 128 * PG);
+	atomic_store(&stop_churn, false);
+	cr_assert_eq(pthread_create(&t, NULL, churn_main, area), 0);
+	/* Meanwhile, watched memory is unmapped, discarded and moved, over and over. */
+	time_t end = time(NULL) + 2;
+	while (time(NULL) < end) {
+		big = map_at(NULL, 0);
+		memset(big, 2, LEN);
+		struct sp_region *r;
+		cr_assert_eq(sp_rcache_get(cache, big, LEN, VB_ACCESS_LOCAL_WRITE, &r), 0);
+		sp_rcache_put(cache, r);
+		cr_assert_eq(madvise(big, PG, MADV_DONTNEED), 0);
+		big[0] = 3; /* a page touched after the discard */
+		cr_assert_eq(munmap(big, LEN), 0);
+		madvise(area + (rounds % 64) * 2 * PG, PG, MADV_DONTNEED);
+		rounds++;
+	}
+	atomic_store(&stop_churn, true);
+	pthread_join(t, NULL);
+	cr_assert_gt(rounds, 100, "only %ld rounds in 2 s", rounds);
+	munmap(area, 128 * PG);
 	teardown();
 }

@@ -51,11 +51,26 @@ struct kp_range {
 	uint32_t used;
 };
 
+/* Moves on in every child of fork (the event thread and the registrations stay in the parent). */
+static _Atomic unsigned int fork_generation;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static void fork_child(void)
+{
+	atomic_fetch_add(&fork_generation, 1);
+}
+
+static void fork_install(void)
+{
+	pthread_atfork(NULL, NULL, fork_child);
+}
+
 struct kp_client {
 	struct kp_core *core;
 	int uffd;
 	int stop_fd;
 	pid_t pid;
+	unsigned int fork_gen;
 	pthread_t thread;
 	pthread_mutex_t table_lock; /* the core's table: held around UFFDIO_REGISTER */
 	pthread_mutex_t ring_lock;  /* the core's event ring: short, never held calling out */
@@ -195,36 +210,27 @@ static const struct kp_platform linux_platform = {
 	.unsecure = pf_unsecure,
 };
 
-static void for_each_sink_begin(struct kp_client *k)
-{
-	for (int i = 0; i < KP_MAX_SINKS; i++) {
-		const struct kp_sink *s = atomic_load(&k->sinks[i]);
-		if (s && s->begin)
-			s->begin(s->arg);
-	}
-}
+/*
+ * The sinks of one batch, read once when it starts: begin(), changed() and
+ * end() go to the same set, so a sink removed meanwhile still gets the end()
+ * of every begin() (removal waits for the batch).
+ */
+struct batch_sinks {
+	const struct kp_sink *s[KP_MAX_SINKS];
+	int n;
+};
 
-static void for_each_sink_end(struct kp_client *k)
-{
-	for (int i = 0; i < KP_MAX_SINKS; i++) {
-		const struct kp_sink *s = atomic_load(&k->sinks[i]);
-		if (s && s->end)
-			s->end(s->arg);
-	}
-}
-
-static void changed(struct kp_client *k, uint32_t kind, uint64_t addr, uint64_t len)
+static void changed(struct kp_client *k, const struct batch_sinks *b, uint32_t kind, uint64_t addr,
+		    uint64_t len)
 {
 	kp_core_post_event(k->core, (uint64_t)k->pid, kind, addr, len);
-	for (int i = 0; i < KP_MAX_SINKS; i++) {
-		const struct kp_sink *s = atomic_load(&k->sinks[i]);
-		if (s && s->changed)
-			s->changed(s->arg, kind, addr, len);
-	}
+	for (int i = 0; i < b->n; i++)
+		if (b->s[i]->changed)
+			b->s[i]->changed(b->s[i]->arg, kind, addr, len);
 }
 
 /* A thread touched a secured page that is gone (after DONTNEED): give it a zero page. */
-static void resolve_fault(struct kp_client *k, uint64_t address)
+static void resolve_fault(struct kp_client *k, const struct batch_sinks *b, uint64_t address)
 {
 	uint64_t page = address & ~(uint64_t)(PAGE - 1);
 	struct uffdio_zeropage z = { .range = { page, PAGE } };
@@ -240,7 +246,7 @@ static void resolve_fault(struct kp_client *k, uint64_t address)
 	/* A mapping without zero pages: stop watching the page (which wakes the thread). */
 	ioctl(k->uffd, UFFDIO_UNREGISTER, &r);
 	ioctl(k->uffd, UFFDIO_WAKE, &r);
-	changed(k, KP_EVENT_REMOVE, page, PAGE);
+	changed(k, b, KP_EVENT_REMOVE, page, PAGE);
 }
 
 static void *event_main(void *arg)
@@ -259,31 +265,42 @@ static void *event_main(void *arg)
 			break;
 		if (!(pfd[0].revents & POLLIN))
 			continue;
+		struct batch_sinks b = { .n = 0 };
+
 		atomic_fetch_add(&k->batch, 1);
-		for_each_sink_begin(k);
+		for (int i = 0; i < KP_MAX_SINKS; i++) {
+			const struct kp_sink *sk = atomic_load(&k->sinks[i]);
+			if (sk)
+				b.s[b.n++] = sk;
+		}
+		for (int i = 0; i < b.n; i++)
+			if (b.s[i]->begin)
+				b.s[i]->begin(b.s[i]->arg);
 		while ((n = read(k->uffd, msg, sizeof(msg))) > 0) {
 			for (ssize_t i = 0; i < n / (ssize_t)sizeof(msg[0]); i++) {
 				const struct uffd_msg *m = &msg[i];
 				switch (m->event) {
 				case UFFD_EVENT_UNMAP:
-					changed(k, KP_EVENT_UNMAP, m->arg.remove.start,
+					changed(k, &b, KP_EVENT_UNMAP, m->arg.remove.start,
 						m->arg.remove.end - m->arg.remove.start);
 					break;
 				case UFFD_EVENT_REMOVE:
-					changed(k, KP_EVENT_REMOVE, m->arg.remove.start,
+					changed(k, &b, KP_EVENT_REMOVE, m->arg.remove.start,
 						m->arg.remove.end - m->arg.remove.start);
 					break;
 				case UFFD_EVENT_REMAP:
-					changed(k, KP_EVENT_REMAP, m->arg.remap.from,
+					changed(k, &b, KP_EVENT_REMAP, m->arg.remap.from,
 						m->arg.remap.len);
 					break;
 				case UFFD_EVENT_PAGEFAULT:
-					resolve_fault(k, m->arg.pagefault.address);
+					resolve_fault(k, &b, m->arg.pagefault.address);
 					break;
 				}
 			}
 		}
-		for_each_sink_end(k);
+		for (int i = 0; i < b.n; i++)
+			if (b.s[i]->end)
+				b.s[i]->end(b.s[i]->arg);
 		atomic_fetch_add(&k->batch, 1);
 	}
 	return NULL;
@@ -310,6 +327,8 @@ struct kp_client *kp_client_open(void)
 		return NULL;
 	k->pid = getpid();
 	k->stop_fd = -1;
+	pthread_once(&fork_once, fork_install);
+	k->fork_gen = atomic_load(&fork_generation);
 	pthread_mutex_init(&k->table_lock, NULL);
 	pthread_mutex_init(&k->ring_lock, NULL);
 	pthread_mutex_init(&k->sink_lock, NULL);
@@ -353,6 +372,16 @@ void kp_client_close(struct kp_client *k)
 {
 	if (!k)
 		return;
+	if (atomic_load(&fork_generation) != k->fork_gen) {
+		/* A child of fork: no event thread here, and the userfaultfd's
+		 * registrations are the parent's.  Only this copy's memory goes. */
+		kp_core_abandon(k->core);
+		close(k->uffd);
+		close(k->stop_fd);
+		free(k->ranges);
+		free(k);
+		return;
+	}
 	/* Everything secured is unregistered first, so no event can be pending for it. */
 	kp_core_destroy(k->core);
 	(void)!write(k->stop_fd, &(uint64_t){ 1 }, sizeof(uint64_t));
@@ -369,6 +398,9 @@ void kp_client_close(struct kp_client *k)
 int kp_client_request(struct kp_client *k, const void *req, size_t req_len, void *rsp,
 		      size_t rsp_cap, size_t *rsp_len)
 {
+	*rsp_len = 0;
+	if (atomic_load_explicit(&fork_generation, memory_order_relaxed) != k->fork_gen)
+		return EPERM; /* a child of fork has no proxy of its own */
 	kp_core_dispatch(k->core, (uint64_t)k->pid, req, req_len, rsp, rsp_cap, rsp_len);
 	return *rsp_len ? 0 : EINVAL;
 }
@@ -399,7 +431,10 @@ void kp_client_remove_sink(struct kp_client *k, const struct kp_sink *sink)
 		if (atomic_load(&k->sinks[i]) == sink)
 			atomic_store(&k->sinks[i], NULL);
 	pthread_mutex_unlock(&k->sink_lock);
-	/* Wait out a batch that may still be calling it (it never blocks). */
+	/* Wait out a batch that may still be calling it (it never blocks), unless
+	 * this is a child of fork, where no event thread runs. */
+	if (atomic_load(&fork_generation) != k->fork_gen)
+		return;
 	b = atomic_load(&k->batch);
 	if (b & 1)
 		while (atomic_load(&k->batch) == b)

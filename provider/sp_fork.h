@@ -1,0 +1,18 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * Fork awareness: the generation moves on in every child a fork makes, so
+ * a cache created before the fork can tell that it runs in a child, where
+ * the parent's registrations must be neither used nor released.  Meson
+ * picks the implementation of the OS (linux/: pthread_atfork).
+ */
+#ifndef SANPROV_SP_FORK_H
+#define SANPROV_SP_FORK_H
+
+#include <stdatomic.h>
+
+extern _Atomic unsigned int sp_fork_generation;
+
+/* Start counting forks (idempotent, thread-safe). */
+void sp_fork_watch(void);
+
+#endif

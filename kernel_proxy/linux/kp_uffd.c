@@ -265,19 +265,21 @@ static void *event_main(void *arg)
 			break;
 		if (!(pfd[0].revents & POLLIN))
 			continue;
-		struct batch_sinks b = { .n = 0 };
+		/* One batch per read(): lookups wait only for what this read returned. */
+		for (n = 1; n > 0;) {
+			struct batch_sinks b = { .n = 0 };
 
-		atomic_fetch_add(&k->batch, 1);
-		for (int i = 0; i < KP_MAX_SINKS; i++) {
-			const struct kp_sink *sk = atomic_load(&k->sinks[i]);
-			if (sk)
-				b.s[b.n++] = sk;
-		}
-		for (int i = 0; i < b.n; i++)
-			if (b.s[i]->begin)
-				b.s[i]->begin(b.s[i]->arg);
-		while ((n = read(k->uffd, msg, sizeof(msg))) > 0) {
-			for (ssize_t i = 0; i < n / (ssize_t)sizeof(msg[0]); i++) {
+			atomic_fetch_add(&k->batch, 1);
+			for (int i = 0; i < KP_MAX_SINKS; i++) {
+				const struct kp_sink *sk = atomic_load(&k->sinks[i]);
+				if (sk)
+					b.s[b.n++] = sk;
+			}
+			for (int i = 0; i < b.n; i++)
+				if (b.s[i]->begin)
+					b.s[i]->begin(b.s[i]->arg);
+			n = read(k->uffd, msg, sizeof(msg));
+			for (ssize_t i = 0; n > 0 && i < n / (ssize_t)sizeof(msg[0]); i++) {
 				const struct uffd_msg *m = &msg[i];
 				switch (m->event) {
 				case UFFD_EVENT_UNMAP:
@@ -297,11 +299,11 @@ static void *event_main(void *arg)
 					break;
 				}
 			}
+			for (int i = 0; i < b.n; i++)
+				if (b.s[i]->end)
+					b.s[i]->end(b.s[i]->arg);
+			atomic_fetch_add(&k->batch, 1);
 		}
-		for (int i = 0; i < b.n; i++)
-			if (b.s[i]->end)
-				b.s[i]->end(b.s[i]->arg);
-		atomic_fetch_add(&k->batch, 1);
 	}
 	return NULL;
 }

@@ -15,6 +15,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -133,6 +134,12 @@ static void ctx_close(struct perf_ctx *c)
 		vb_close_device(c->dev);
 }
 
+static int fail(const char *step, int ret)
+{
+	fprintf(stderr, "sanprov_perf: %s: %s\n", step, strerror(ret));
+	return ret;
+}
+
 static int ctx_open(struct perf_ctx *c, const struct perf_opts *o, size_t half, uint32_t tx_depth)
 {
 	struct vb_device_attr da;
@@ -142,7 +149,7 @@ static int ctx_open(struct perf_ctx *c, const struct perf_opts *o, size_t half, 
 	memset(c, 0, sizeof(*c));
 	c->dev = vb_open_device(o->backend, o->device);
 	if (!c->dev)
-		return errno;
+		return fail("open device", errno);
 	ret = vb_query_device(c->dev, &da);
 	if (ret)
 		goto err;
@@ -159,13 +166,13 @@ static int ctx_open(struct perf_ctx *c, const struct perf_opts *o, size_t half, 
 	c->pd = vb_alloc_pd(c->dev);
 	c->cq = c->pd ? vb_create_cq(c->dev, (int)(tx_depth + 16)) : NULL;
 	if (!c->cq) {
-		ret = errno;
+		ret = fail("PD or CQ", errno);
 		goto err;
 	}
 	c->mr = vb_reg_mr(c->pd, c->buf, 2 * half, VB_ACCESS_ALL);
 	c->ctl_mr = c->mr ? vb_reg_mr(c->pd, c->ctl, sizeof(c->ctl), VB_ACCESS_LOCAL_WRITE) : NULL;
 	if (!c->ctl_mr) {
-		ret = errno;
+		ret = fail("register memory", errno);
 		goto err;
 	}
 	attr.send_cq = attr.recv_cq = c->cq;
@@ -176,7 +183,7 @@ static int ctx_open(struct perf_ctx *c, const struct perf_opts *o, size_t half, 
 	attr.cap.max_inline_data = c->max_inline;
 	c->qp = vb_create_qp(c->pd, &attr);
 	if (!c->qp) {
-		ret = errno;
+		ret = fail("create QP", errno);
 		goto err;
 	}
 	return 0;
@@ -524,7 +531,9 @@ int perf_client(const struct perf_opts *o, perf_row_fn fn, void *arg)
 		return ret;
 	wire_fill(&c, o, &w);
 	ret = vb_connect(c.qp, (struct sockaddr *)&ss, sslen, &param);
-	if (!ret)
+	if (ret)
+		fail("connect", ret);
+	else
 		ret = wire_take(&c);
 	if (!ret && c.peer.len < o->max_size) {
 		fprintf(stderr,
@@ -563,7 +572,7 @@ int perf_server(const struct perf_opts *o)
 		goto out;
 	l = vb_create_listener(c.dev, (struct sockaddr *)&sin6, sizeof(sin6), 1);
 	if (!l) {
-		ret = errno;
+		ret = fail("listen", errno);
 		goto out;
 	}
 	if (o->port_fd >= 0) {
@@ -572,8 +581,8 @@ int perf_server(const struct perf_opts *o)
 			ret = EIO;
 	}
 	wire_fill(&c, o, &w);
-	if (!ret)
-		ret = vb_accept(l, c.qp, &param);
+	if (!ret && (ret = vb_accept(l, c.qp, &param)))
+		fail("accept", ret);
 	vb_destroy_listener(l);
 	if (!ret)
 		ret = wire_take(&c);
@@ -636,7 +645,7 @@ int perf_loopback(const struct perf_opts *o, perf_row_fn fn, void *arg)
 		return ECONNREFUSED;
 	}
 	close(fds[0]);
-	co.server = "127.0.0.1";
+	co.server = o->loopback_addr ? o->loopback_addr : "127.0.0.1";
 	co.port = port;
 	ret = perf_client(&co, fn, arg);
 	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status))

@@ -21,10 +21,11 @@ struct perf_opts {
 	uint16_t port;
 	uint32_t min_size, max_size; /* with all_sizes: powers of two from 2 to max_size */
 	bool all_sizes;
-	uint32_t iters;	   /* 0: the test's default */
-	uint32_t tx_depth; /* outstanding WRs in bandwidth tests */
-	bool private_mem;  /* malloc'ed buffers instead of vb_buf_alloc() */
-	int port_fd;	   /* server: write the bound port here when >= 0 */
+	uint32_t iters;		   /* 0: the test's default */
+	uint32_t tx_depth;	   /* outstanding WRs in bandwidth tests */
+	bool private_mem;	   /* malloc'ed buffers instead of vb_buf_alloc() */
+	int port_fd;		   /* server: write the bound port here when >= 0 */
+	const char *loopback_addr; /* perf_loopback: the address that reaches the server */
 	bool quiet;
 };
 

@@ -155,6 +155,7 @@ int main(int argc, char **argv)
 		{ "ib-dev", required_argument, NULL, 'd' },
 		{ "mem", required_argument, NULL, 'm' },
 		{ "loopback", no_argument, NULL, 'L' },
+		{ "addr", required_argument, NULL, 'A' },
 		{ "csv", required_argument, NULL, 'c' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
@@ -170,7 +171,7 @@ int main(int argc, char **argv)
 	char dev_name[VB_NAME_MAX];
 	int opt, ret = 0;
 
-	while ((opt = getopt_long(argc, argv, "T:s:an:t:p:b:d:m:Lc:qh", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "T:s:an:t:p:b:d:m:LA:c:qh", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'T':
 			all_tests = !strcmp(optarg, "all");
@@ -227,6 +228,9 @@ int main(int argc, char **argv)
 			break;
 		case 'L':
 			loopback = true;
+			break;
+		case 'A':
+			o.loopback_addr = optarg;
 			break;
 		case 'c':
 			csv_path = optarg;

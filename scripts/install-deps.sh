@@ -4,6 +4,7 @@
 set -eu
 
 pkgs="build-essential meson ninja-build pkg-config python3 clang-format libcriterion-dev libucx-dev clang libclang-rt-14-dev"
+pkgs="$pkgs libibverbs-dev librdmacm-dev ibverbs-providers"
 pkgs="$pkgs $*"
 
 missing=""

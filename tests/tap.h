@@ -18,6 +18,8 @@ static inline void tap_plan(int n)
 	fflush(stdout);
 }
 
+static inline void tap_result(int ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 static inline void tap_result(int ok, const char *fmt, ...)
 {
 	va_list ap;

@@ -1,0 +1,119 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * The verbs backend: the ops table over libibverbs, with librdmacm for
+ * connections.  It works on any verbs device (mlx5, soft-RoCE, ...) and
+ * knows none in particular.
+ *
+ * The vb_* values of access flags, opcodes, send flags, QP states and
+ * completion statuses are libibverbs' own, so work requests and
+ * completions pass through field by field, statuses unchanged.
+ */
+#ifndef SANPROV_VRB_H
+#define SANPROV_VRB_H
+
+#include <infiniband/verbs.h>
+#include <pthread.h>
+#include <rdma/rdma_cma.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "../vb_internal.h"
+
+struct vrb_qp;
+
+struct vrb_dev {
+	struct vb_device vdev;
+	struct ibv_context *ctx;
+	struct ibv_device_attr attr;
+	uint8_t port;
+	int gid_index;
+	/* Connection events of every connected QP: a disconnect moves the QP to the error state. */
+	int epoll_fd;
+	int stop_fd;
+	pthread_t cm_thread;
+	pthread_mutex_t lock; /* the list of connected QPs */
+	struct vrb_qp *connected;
+	_Atomic int objects; /* PDs, MRs, CQs, QPs, listeners: close_device refuses while any */
+};
+
+struct vrb_pd {
+	struct vb_pd vpd;
+	struct ibv_pd *pd;
+};
+
+struct vrb_mr {
+	struct vb_mr vmr;
+	struct ibv_mr *mr;
+};
+
+struct vrb_cq {
+	struct vb_cq vcq;
+	struct ibv_comp_channel *channel;
+	struct ibv_cq *cq;
+};
+
+struct vrb_qp {
+	struct vb_qp vqp;
+	struct ibv_qp *qp;
+	struct rdma_event_channel *ech; /* this QP's connection */
+	struct rdma_cm_id *id;
+	struct vrb_qp *next; /* dev->connected */
+	_Atomic bool disconnected;
+};
+
+struct vrb_listener {
+	struct vb_listener vl;
+	struct rdma_event_channel *ech;
+	struct rdma_cm_id *id;
+};
+
+static inline struct vrb_dev *vrb_dev_of(struct vb_device *d)
+{
+	return vb_container_of(d, struct vrb_dev, vdev);
+}
+
+static inline struct vrb_qp *vrb_qp_of(struct vb_qp *q)
+{
+	return vb_container_of(q, struct vrb_qp, vqp);
+}
+
+static inline struct vrb_cq *vrb_cq_of(struct vb_cq *c)
+{
+	return vb_container_of(c, struct vrb_cq, vcq);
+}
+
+/* vrb_dev.c */
+struct vb_device *vrb_open_device(const struct vb_ops *ops, const char *name);
+int vrb_close_device(struct vb_device *vdev);
+int vrb_query_device(struct vb_device *vdev, struct vb_device_attr *attr);
+int vrb_query_port(struct vb_device *vdev, struct vb_port_attr *attr);
+struct vb_pd *vrb_alloc_pd(struct vb_device *vdev);
+int vrb_dealloc_pd(struct vb_pd *vpd);
+struct vb_mr *vrb_reg_mr(struct vb_pd *vpd, void *addr, size_t length, unsigned int access);
+int vrb_dereg_mr(struct vb_mr *vmr);
+void *vrb_buf_alloc(struct vb_device *vdev, size_t length);
+int vrb_buf_free(struct vb_device *vdev, void *buf, size_t length);
+struct vb_cq *vrb_create_cq(struct vb_device *vdev, int cqe);
+int vrb_destroy_cq(struct vb_cq *vcq);
+int vrb_req_notify_cq(struct vb_cq *vcq);
+int vrb_get_cq_event(struct vb_cq *vcq);
+int vrb_poll_cq(struct vb_cq *vcq, int max, struct vb_wc *wc, int *count);
+
+/* vrb_qp.c */
+struct vb_qp *vrb_create_qp(struct vb_pd *vpd, const struct vb_qp_init_attr *attr);
+int vrb_destroy_qp(struct vb_qp *vqp);
+int vrb_query_qp(struct vb_qp *vqp, enum vb_qp_state *state);
+int vrb_post_send(struct vb_qp *vqp, struct vb_send_wr *wr, struct vb_send_wr **bad_wr);
+int vrb_post_recv(struct vb_qp *vqp, struct vb_recv_wr *wr, struct vb_recv_wr **bad_wr);
+
+/* vrb_conn.c */
+struct vb_listener *vrb_create_listener(struct vb_device *vdev, const struct sockaddr *addr,
+					socklen_t addrlen, int backlog);
+int vrb_destroy_listener(struct vb_listener *vl);
+int vrb_connect(struct vb_qp *vqp, const struct sockaddr *addr, socklen_t addrlen,
+		const struct vb_conn_param *param);
+int vrb_accept(struct vb_listener *vl, struct vb_qp *vqp, const struct vb_conn_param *param);
+void *vrb_cm_thread(void *arg);
+void vrb_disconnect(struct vrb_qp *qp);
+
+#endif

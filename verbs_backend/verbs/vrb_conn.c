@@ -1,0 +1,404 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * Connections of the verbs backend through librdmacm.  The QP exists
+ * before the connection (as with softnic), so rdma_cm connects an external
+ * QP: its number travels in the connection parameters and the QP is moved
+ * to INIT, RTR and RTS here with the attributes rdma_init_qp_attr() gives.
+ *
+ * Each connection keeps its own event channel; a thread per device reads
+ * them and moves a QP to the error state when its peer disconnects, so
+ * outstanding work completes flushed, as on softnic.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "vrb.h"
+
+#define RESOLVE_MS 5000
+
+static int cm_status(enum rdma_cm_event_type e)
+{
+	switch (e) {
+	case RDMA_CM_EVENT_REJECTED:
+		return ECONNREFUSED;
+	case RDMA_CM_EVENT_ADDR_ERROR:
+	case RDMA_CM_EVENT_ROUTE_ERROR:
+	case RDMA_CM_EVENT_UNREACHABLE:
+		return EHOSTUNREACH;
+	case RDMA_CM_EVENT_CONNECT_ERROR:
+		return ECONNRESET;
+	default:
+		return EPROTO;
+	}
+}
+
+/* The next event of ech, which must be want (the caller acks it). */
+static int wait_event(struct rdma_event_channel *ech, enum rdma_cm_event_type want, int timeout_ms,
+		      struct rdma_cm_event **out)
+{
+	struct pollfd p = { .fd = ech->fd, .events = POLLIN };
+	struct rdma_cm_event *ev;
+	int n;
+
+	do
+		n = poll(&p, 1, timeout_ms);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return errno;
+	if (!n)
+		return ETIMEDOUT;
+	if (rdma_get_cm_event(ech, &ev))
+		return errno ? errno : EIO;
+	if (ev->event != want) {
+		int ret = cm_status(ev->event);
+		rdma_ack_cm_event(ev);
+		return ret;
+	}
+	*out = ev;
+	return 0;
+}
+
+/* rdma_cm opens its own context: compare devices, not contexts. */
+static int same_device(struct vrb_dev *dev, struct rdma_cm_id *id)
+{
+	return id->verbs &&
+	       ibv_get_device_guid(id->verbs->device) == ibv_get_device_guid(dev->ctx->device) &&
+	       !strcmp(ibv_get_device_name(id->verbs->device),
+		       ibv_get_device_name(dev->ctx->device));
+}
+
+static int move_qp(struct rdma_cm_id *id, struct ibv_qp *qp, enum ibv_qp_state st)
+{
+	struct ibv_qp_attr a = { .qp_state = st };
+	int mask;
+
+	if (rdma_init_qp_attr(id, &a, &mask))
+		return errno ? errno : EIO;
+	if (st == IBV_QPS_INIT)
+		a.qp_access_flags =
+		    IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ;
+	return ibv_modify_qp(qp, &a, mask) ? (errno ? errno : EIO) : 0;
+}
+
+/* A failed connection leaves the QP as created: INIT, ready to connect again. */
+static void reset_qp(struct vrb_qp *qp)
+{
+	struct vrb_dev *dev = vrb_dev_of(qp->vqp.dev);
+	struct ibv_qp_attr a = { .qp_state = IBV_QPS_RESET };
+
+	ibv_modify_qp(qp->qp, &a, IBV_QP_STATE);
+	a = (struct ibv_qp_attr){ .qp_state = IBV_QPS_INIT,
+				  .port_num = dev->port,
+				  .qp_access_flags = IBV_ACCESS_LOCAL_WRITE |
+						     IBV_ACCESS_REMOTE_WRITE |
+						     IBV_ACCESS_REMOTE_READ };
+	ibv_modify_qp(qp->qp, &a,
+		      IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS);
+}
+
+static struct rdma_conn_param conn_param(struct vrb_dev *dev, struct vrb_qp *qp,
+					 const struct vb_conn_param *p)
+{
+	int rd = dev->attr.max_qp_rd_atom < 16 ? dev->attr.max_qp_rd_atom : 16;
+	struct rdma_conn_param cp = {
+		.responder_resources = (uint8_t)rd,
+		.initiator_depth = (uint8_t)rd,
+		.retry_count = 7,
+		.rnr_retry_count = 7, /* as softnic: a send waits for its receive */
+		.qp_num = qp->qp->qp_num,
+	};
+
+	if (p && p->private_data_len) {
+		cp.private_data = p->private_data;
+		cp.private_data_len = p->private_data_len;
+	}
+	return cp;
+}
+
+static void take_private_data(struct vrb_qp *qp, const struct rdma_conn_param *cp)
+{
+	uint8_t n =
+	    cp->private_data_len < VB_MAX_PRIVATE_DATA ? cp->private_data_len : VB_MAX_PRIVATE_DATA;
+
+	qp->vqp.peer_private_data_len = n;
+	if (n && cp->private_data)
+		memcpy(qp->vqp.peer_private_data, cp->private_data, n);
+}
+
+static int param_check(const struct vb_conn_param *p)
+{
+	if (p && (p->private_data_len > VB_MAX_PRIVATE_DATA ||
+		  (p->private_data_len && !p->private_data)))
+		return EINVAL;
+	return 0;
+}
+
+static int timeout_of(const struct vb_conn_param *p)
+{
+	return p ? p->timeout_ms : -1;
+}
+
+/* The connection is up: watch it for the peer's disconnect. */
+static int watch(struct vrb_dev *dev, struct vrb_qp *qp)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = qp };
+
+	fcntl(qp->ech->fd, F_SETFL, fcntl(qp->ech->fd, F_GETFL) | O_NONBLOCK);
+	pthread_mutex_lock(&dev->lock);
+	qp->next = dev->connected;
+	dev->connected = qp;
+	pthread_mutex_unlock(&dev->lock);
+	return epoll_ctl(dev->epoll_fd, EPOLL_CTL_ADD, qp->ech->fd, &ev) ? errno : 0;
+}
+
+int vrb_connect(struct vb_qp *vqp, const struct sockaddr *addr, socklen_t addrlen,
+		const struct vb_conn_param *param)
+{
+	struct vrb_qp *qp = vrb_qp_of(vqp);
+	struct vrb_dev *dev = vrb_dev_of(vqp->dev);
+	struct rdma_conn_param cp;
+	struct rdma_cm_event *ev;
+	int ret;
+
+	(void)addrlen;
+	ret = param_check(param);
+	if (ret)
+		return ret;
+	if (qp->id)
+		return EISCONN;
+	qp->ech = rdma_create_event_channel();
+	if (!qp->ech)
+		return errno ? errno : ENOMEM;
+	if (rdma_create_id(qp->ech, &qp->id, qp, RDMA_PS_TCP)) {
+		ret = errno ? errno : ENOMEM;
+		goto err_ech;
+	}
+	if (rdma_resolve_addr(qp->id, NULL, (struct sockaddr *)addr, RESOLVE_MS)) {
+		ret = errno ? errno : EHOSTUNREACH;
+		goto err_id;
+	}
+	ret = wait_event(qp->ech, RDMA_CM_EVENT_ADDR_RESOLVED, RESOLVE_MS + 1000, &ev);
+	if (ret)
+		goto err_id;
+	rdma_ack_cm_event(ev);
+	if (!same_device(dev, qp->id)) {
+		ret = EXDEV; /* the address is reached through another device */
+		goto err_id;
+	}
+	if (rdma_resolve_route(qp->id, RESOLVE_MS)) {
+		ret = errno ? errno : EHOSTUNREACH;
+		goto err_id;
+	}
+	ret = wait_event(qp->ech, RDMA_CM_EVENT_ROUTE_RESOLVED, RESOLVE_MS + 1000, &ev);
+	if (ret)
+		goto err_id;
+	rdma_ack_cm_event(ev);
+	ret = move_qp(qp->id, qp->qp, IBV_QPS_INIT);
+	if (ret)
+		goto err_id;
+	cp = conn_param(dev, qp, param);
+	if (rdma_connect(qp->id, &cp)) {
+		ret = errno ? errno : ECONNREFUSED;
+		goto err_qp;
+	}
+	/* An external QP gets CONNECT_RESPONSE: moving it to RTS and RTU are ours. */
+	ret = wait_event(qp->ech, RDMA_CM_EVENT_CONNECT_RESPONSE, timeout_of(param), &ev);
+	if (ret)
+		goto err_qp;
+	take_private_data(qp, &ev->param.conn);
+	rdma_ack_cm_event(ev);
+	ret = move_qp(qp->id, qp->qp, IBV_QPS_RTR);
+	if (!ret)
+		ret = move_qp(qp->id, qp->qp, IBV_QPS_RTS);
+	if (!ret && rdma_establish(qp->id))
+		ret = errno ? errno : EPROTO;
+	if (ret)
+		goto err_qp;
+	ret = watch(dev, qp);
+	return ret;
+
+err_qp:
+	reset_qp(qp);
+err_id:
+	rdma_destroy_id(qp->id);
+	qp->id = NULL;
+err_ech:
+	rdma_destroy_event_channel(qp->ech);
+	qp->ech = NULL;
+	return ret;
+}
+
+struct vb_listener *vrb_create_listener(struct vb_device *vdev, const struct sockaddr *addr,
+					socklen_t addrlen, int backlog)
+{
+	struct vrb_listener *l = calloc(1, sizeof(*l));
+	int ret;
+
+	if (!l) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	l->ech = rdma_create_event_channel();
+	if (!l->ech) {
+		ret = errno ? errno : ENOMEM;
+		goto err_free;
+	}
+	if (rdma_create_id(l->ech, &l->id, NULL, RDMA_PS_TCP)) {
+		ret = errno ? errno : ENOMEM;
+		goto err_ech;
+	}
+	if (rdma_bind_addr(l->id, (struct sockaddr *)addr) ||
+	    rdma_listen(l->id, backlog > 0 ? backlog : 128)) {
+		ret = errno ? errno : EADDRINUSE;
+		goto err_id;
+	}
+	fcntl(l->ech->fd, F_SETFL, fcntl(l->ech->fd, F_GETFL) | O_NONBLOCK);
+	l->vl.dev = vdev;
+	l->vl.fd = l->ech->fd;
+	memcpy(&l->vl.addr, rdma_get_local_addr(l->id),
+	       addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+					   : sizeof(struct sockaddr_in));
+	(void)addrlen;
+	atomic_fetch_add(&vrb_dev_of(vdev)->objects, 1);
+	return &l->vl;
+
+err_id:
+	rdma_destroy_id(l->id);
+err_ech:
+	rdma_destroy_event_channel(l->ech);
+err_free:
+	free(l);
+	errno = ret;
+	return NULL;
+}
+
+int vrb_destroy_listener(struct vb_listener *vl)
+{
+	struct vrb_listener *l = vb_container_of(vl, struct vrb_listener, vl);
+
+	rdma_destroy_id(l->id);
+	rdma_destroy_event_channel(l->ech);
+	atomic_fetch_sub(&vrb_dev_of(vl->dev)->objects, 1);
+	free(l);
+	return 0;
+}
+
+int vrb_accept(struct vb_listener *vl, struct vb_qp *vqp, const struct vb_conn_param *param)
+{
+	struct vrb_listener *l = vb_container_of(vl, struct vrb_listener, vl);
+	struct vrb_qp *qp = vrb_qp_of(vqp);
+	struct vrb_dev *dev = vrb_dev_of(vqp->dev);
+	struct rdma_conn_param cp;
+	struct rdma_cm_event *ev;
+	struct rdma_cm_id *id;
+	int ret;
+
+	ret = param_check(param);
+	if (ret)
+		return ret;
+	if (qp->id)
+		return EISCONN;
+	ret = wait_event(l->ech, RDMA_CM_EVENT_CONNECT_REQUEST, timeout_of(param), &ev);
+	if (ret)
+		return ret;
+	id = ev->id;
+	take_private_data(qp, &ev->param.conn);
+	rdma_ack_cm_event(ev);
+	if (!same_device(dev, id)) {
+		ret = EXDEV;
+		goto err_reject;
+	}
+	qp->ech = rdma_create_event_channel();
+	if (!qp->ech || rdma_migrate_id(id, qp->ech)) {
+		ret = errno ? errno : ENOMEM;
+		goto err_reject;
+	}
+	ret = move_qp(id, qp->qp, IBV_QPS_INIT);
+	if (!ret)
+		ret = move_qp(id, qp->qp, IBV_QPS_RTR);
+	if (!ret)
+		ret = move_qp(id, qp->qp, IBV_QPS_RTS);
+	if (ret)
+		goto err_reject_qp;
+	cp = conn_param(dev, qp, param);
+	if (rdma_accept(id, &cp)) {
+		ret = errno ? errno : ECONNABORTED;
+		goto err_reject_qp;
+	}
+	ret = wait_event(qp->ech, RDMA_CM_EVENT_ESTABLISHED, RESOLVE_MS, &ev);
+	if (ret)
+		goto err_qp;
+	rdma_ack_cm_event(ev);
+	qp->id = id;
+	return watch(dev, qp);
+
+err_reject_qp:
+	rdma_reject(id, NULL, 0);
+err_qp:
+	reset_qp(qp);
+	rdma_destroy_id(id);
+	goto err_ech;
+err_reject:
+	rdma_reject(id, NULL, 0);
+	rdma_destroy_id(id);
+err_ech:
+	if (qp->ech)
+		rdma_destroy_event_channel(qp->ech);
+	qp->ech = NULL;
+	return ret;
+}
+
+/* Stop watching qp and tell the peer, if it is connected. */
+void vrb_disconnect(struct vrb_qp *qp)
+{
+	struct vrb_dev *dev = vrb_dev_of(qp->vqp.dev);
+	struct vrb_qp **pp;
+
+	if (!qp->id)
+		return;
+	pthread_mutex_lock(&dev->lock);
+	for (pp = &dev->connected; *pp; pp = &(*pp)->next)
+		if (*pp == qp) {
+			*pp = qp->next;
+			epoll_ctl(dev->epoll_fd, EPOLL_CTL_DEL, qp->ech->fd, NULL);
+			break;
+		}
+	pthread_mutex_unlock(&dev->lock);
+	rdma_disconnect(qp->id);
+}
+
+void *vrb_cm_thread(void *arg)
+{
+	struct vrb_dev *dev = arg;
+	struct epoll_event evs[16];
+
+	for (;;) {
+		int n = epoll_wait(dev->epoll_fd, evs, 16, -1);
+
+		for (int i = 0; i < n; i++) {
+			struct vrb_qp *qp = evs[i].data.ptr, *q;
+			struct rdma_cm_event *ev;
+
+			if (!qp)
+				return NULL; /* the stop eventfd */
+			pthread_mutex_lock(&dev->lock);
+			for (q = dev->connected; q && q != qp; q = q->next)
+				;
+			while (q && !rdma_get_cm_event(qp->ech, &ev)) {
+				if (ev->event == RDMA_CM_EVENT_DISCONNECTED ||
+				    ev->event == RDMA_CM_EVENT_DEVICE_REMOVAL) {
+					struct ibv_qp_attr a = { .qp_state = IBV_QPS_ERR };
+					atomic_store(&qp->disconnected, true);
+					ibv_modify_qp(qp->qp, &a, IBV_QP_STATE);
+				}
+				rdma_ack_cm_event(ev);
+			}
+			pthread_mutex_unlock(&dev->lock);
+		}
+	}
+}

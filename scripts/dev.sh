@@ -31,7 +31,9 @@ main)
 	exec build/bench/sanprov_perf --loopback "$@"
 	;;
 test)
-	scripts/install-deps.sh
+	# With what the soft-RoCE tier needs: qemu, a static busybox for the
+	# VM's initramfs, rdma (iproute2) to create rxe0, perftest to compare.
+	scripts/install-deps.sh qemu-system-x86 busybox-static iproute2 perftest
 	setup build -Dtests=enabled -Dwerror=true
 	meson compile -C build
 	status=0

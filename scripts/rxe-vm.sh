@@ -2,7 +2,8 @@
 # Run a command inside a throw-away qemu VM whose kernel has soft-RoCE: the
 # stock Debian kernel boots with a small busybox initramfs, loads rdma_rxe,
 # creates rxe0 on a dummy network device (10.77.0.1/24) and runs COMMAND as
-# root, in this directory, with the host's programs and libraries.
+# root, in this directory, with the host's programs and libraries.  The job
+# finds the device and its address in SANPROV_VM_RXE_DEV and SANPROV_VM_RXE_ADDR.
 #
 #   scripts/rxe-vm.sh [--timeout SECONDS] [--mem SIZE] [--cpus N] -- COMMAND [ARG...]
 #
@@ -84,6 +85,7 @@ trap 'rm -rf "$job"' EXIT
 work=$(pwd -P)
 {
 	export -p | grep -vE '^declare -x (PWD|OLDPWD|SHLVL|_)(=|$)'
+	echo "export SANPROV_VM_RXE_DEV=rxe0 SANPROV_VM_RXE_ADDR=10.77.0.1"
 	printf 'cd %q || exit 125\n' "$work"
 	printf '%q ' "$@"
 	echo

@@ -31,6 +31,7 @@
 #include "sp_rcache_int.h"
 #include "sp_watched.h"
 #include "tap.h"
+#include "tdev.h"
 
 #define PG 4096u
 #define SLOTS 48
@@ -155,13 +156,13 @@ static void *accept_main(void *arg)
 
 static int pair_up(void)
 {
-	struct sockaddr_in sin = { .sin_family = AF_INET };
+	struct sockaddr_in sin;
 	struct vb_qp_init_attr attr = { .cap = { .max_send_wr = 16, .max_recv_wr = 4 } };
 	struct vb_conn_param param = { .timeout_ms = 5000 };
 	pthread_t t;
 	int acc = -1, ret;
 
-	dev = vb_open_device("softnic", NULL);
+	dev = tdev_open();
 	if (!dev)
 		return errno;
 	pd_a = vb_alloc_pd(dev);
@@ -174,6 +175,7 @@ static int pair_up(void)
 	qp_a = vb_create_qp(pd_a, &attr);
 	attr.send_cq = attr.recv_cq = cq_b;
 	qp_b = vb_create_qp(pd_b, &attr);
+	tdev_sockaddr(&sin, 0);
 	lst = vb_create_listener(dev, (struct sockaddr *)&sin, sizeof(sin), 1);
 	if (!qp_a || !qp_b || !lst)
 		return ENOMEM;

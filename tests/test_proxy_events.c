@@ -7,12 +7,14 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <linux/magic.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -36,7 +38,7 @@ static void setup(void)
 {
 	struct sp_rcache_config cfg;
 
-	dev = vb_open_device("softnic", NULL);
+	dev = tdev_open();
 	cr_assert_not_null(dev);
 	tpair_init(&p, dev, NULL);
 	kp = kp_client_open();
@@ -255,11 +257,24 @@ Test(events, brk_shrink)
 
 Test(events, unwatchable_memory_is_used_but_not_cached)
 {
-	/* A private file mapping: userfaultfd cannot watch it. */
-	FILE *f = tmpfile();
-	cr_assert_not_null(f);
-	cr_assert_eq(ftruncate(fileno(f), LEN), 0);
-	uint8_t *x = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE, fileno(f), 0);
+	/*
+	 * A private mapping of a file on a disk file system: userfaultfd
+	 * cannot watch it (it can on tmpfs, which is shmem; so not /tmp, and
+	 * not anywhere tmpfs-backed).
+	 */
+	char name[] = "unwatchable-XXXXXX";
+	int fd = mkstemp(name);
+	struct statfs sfs;
+	cr_assert_geq(fd, 0, "mkstemp in the working directory: %s", strerror(errno));
+	unlink(name);
+	cr_assert_eq(fstatfs(fd, &sfs), 0);
+	if (sfs.f_type == TMPFS_MAGIC) {
+		close(fd);
+		teardown();
+		cr_skip_test("the working directory is on tmpfs, which userfaultfd can watch");
+	}
+	cr_assert_eq(ftruncate(fd, LEN), 0);
+	uint8_t *x = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
 	cr_assert_neq(x, MAP_FAILED);
 	fill_pattern(x, LEN, 10);
 	get_and_read(x, LEN, 10, true);
@@ -269,7 +284,7 @@ Test(events, unwatchable_memory_is_used_but_not_cached)
 	cr_assert_eq(s.uncached, 2);
 	cr_assert_eq(s.cached_regions, 0);
 	munmap(x, LEN);
-	fclose(f);
+	close(fd);
 	teardown();
 }
 

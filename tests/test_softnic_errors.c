@@ -11,7 +11,7 @@
 
 static struct vb_device *open_dev(void)
 {
-	struct vb_device *dev = vb_open_device("softnic", NULL);
+	struct vb_device *dev = tdev_open();
 
 	cr_assert_not_null(dev, "open: %s", strerror(errno));
 	return dev;
@@ -24,18 +24,20 @@ Test(errors, cq_overflow_is_an_error_not_a_loss)
 	uint64_t src = 7, dst = 0;
 	struct vb_wc wc[8];
 	enum vb_qp_state st;
-	int n, got = 0, ret;
+	int n, got = 0, ret, cqe;
 
+	/* A device may round the size up: the CQ says how many fit. */
 	tpair_init(&p, dev, &(struct tpair_opts){ .cqe = 4 });
-	cr_assert_eq(p.a.scq->cqe, 4);
+	cqe = p.a.scq->cqe;
+	cr_assert(cqe >= 4 && cqe <= 64, "cqe %d", cqe);
 	struct vb_mr *smr = vb_reg_mr(p.a.pd, &src, 8, 0);
 	struct vb_mr *dmr = vb_reg_mr(p.b.pd, &dst, 8, VB_ACCESS_ALL);
 	cr_assert(smr && dmr);
-	for (int i = 0; i < 6; i++)
+	for (int i = 0; i < cqe + 2; i++)
 		cr_assert_eq(post_rdma(p.a.qp, VB_WR_RDMA_WRITE, (uint64_t)i, &src, 8, smr->lkey,
 				       (uintptr_t)&dst, dmr->rkey, VB_SEND_SIGNALED),
 			     0);
-	/* The four that fit are there, in order; then the overflow is reported. */
+	/* Those that fit are there, in order; then the overflow is reported. */
 	for (;;) {
 		ret = vb_poll_cq(p.a.scq, 8, wc, &n);
 		if (ret)
@@ -45,10 +47,10 @@ Test(errors, cq_overflow_is_an_error_not_a_loss)
 			cr_assert_eq(wc[i].status, VB_WC_SUCCESS);
 		}
 		got += n;
-		cr_assert_leq(got, 4);
+		cr_assert_leq(got, cqe);
 	}
 	cr_assert_eq(ret, EOVERFLOW);
-	cr_assert_eq(got, 4);
+	cr_assert_eq(got, cqe);
 	cr_assert_eq(vb_query_qp(p.a.qp, &st), 0);
 	cr_assert_eq(st, VB_QPS_ERR);
 	cr_assert_eq(vb_poll_cq(p.a.scq, 8, wc, &n), EOVERFLOW, "the error stays");
@@ -62,25 +64,34 @@ Test(errors, responder_cq_overflow_takes_its_qp_down)
 {
 	struct vb_device *dev = open_dev();
 	struct tpair p;
-	uint64_t src = 5, dst[4];
-	struct vb_wc wc[4];
+	uint64_t src = 5, dst[17];
+	struct vb_wc wc[17];
 	enum vb_qp_state st = VB_QPS_RTS;
-	int n, got = 0, ret;
+	int n, got = 0, ret, cqe;
+	time_t deadline = time(NULL) + 10;
 
+	/* A device may round the ring up: the CQ says how many fit. */
 	tpair_init(&p, dev, &(struct tpair_opts){ .cqe = 2 });
+	cqe = p.b.rcq->cqe;
+	cr_assert(cqe >= 2 && cqe < 16, "cqe %d", cqe);
 	struct vb_mr *smr = vb_reg_mr(p.a.pd, &src, 8, 0);
 	struct vb_mr *dmr = vb_reg_mr(p.b.pd, dst, sizeof(dst), VB_ACCESS_LOCAL_WRITE);
 	cr_assert(smr && dmr);
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i <= cqe; i++)
 		cr_assert_eq(post_recv1(p.b.qp, (uint64_t)i, &dst[i], 8, dmr->lkey), 0);
-	/* Unsignaled: only the responder's ring of two fills up. */
-	for (int i = 0; i < 3; i++)
+	/* Unsignaled: only the responder's ring fills up, one past its size. */
+	for (int i = 0; i <= cqe; i++)
 		cr_assert_eq(
 		    post_rdma(p.a.qp, VB_WR_SEND, (uint64_t)i, &src, 8, smr->lkey, 0, 0, 0), 0);
-	while ((ret = vb_poll_cq(p.b.rcq, 4, wc, &n)) == 0 && got < 4)
+	while ((ret = vb_poll_cq(p.b.rcq, 17, wc, &n)) == 0 && got <= cqe) {
+		for (int i = 0; i < n; i++)
+			cr_assert_eq(wc[i].wr_id, (uint64_t)(got + i), "in order");
 		got += n;
+		cr_assert_lt(time(NULL), deadline, "no overflow reported after %d completions",
+			     got);
+	}
 	cr_assert_eq(ret, EOVERFLOW);
-	cr_assert_eq(got, 2, "the two that fit arrive, in order");
+	cr_assert_eq(got, cqe, "those that fit arrive");
 	for (int i = 0; i < 500 && st != VB_QPS_ERR; i++) {
 		cr_assert_eq(vb_query_qp(p.b.qp, &st), 0);
 		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
@@ -102,21 +113,24 @@ Test(errors, unsignaled_work_holds_its_send_queue_slots)
 	tpair_init(&p, dev, &(struct tpair_opts){ .max_send_wr = 8 });
 	struct vb_mr *smr = vb_reg_mr(p.a.pd, &src, 8, 0);
 	struct vb_mr *dmr = vb_reg_mr(p.b.pd, &dst, 8, VB_ACCESS_ALL);
-	cr_assert(smr && dmr);
+	/* A device may round the queue up: the QP says how deep it is. */
+	uint64_t depth = p.a.qp->cap.max_send_wr;
+	cr_assert(smr && dmr && depth >= 8 && depth <= 256);
 	/* As on a NIC: slots of unsignaled WRs come back only with a later signaled completion. */
-	for (int i = 0; i < 8; i++)
-		cr_assert_eq(post_rdma(p.a.qp, VB_WR_RDMA_WRITE, (uint64_t)i, &src, 8, smr->lkey,
-				       (uintptr_t)&dst, dmr->rkey, i == 7 ? VB_SEND_SIGNALED : 0),
+	for (uint64_t i = 0; i < depth; i++)
+		cr_assert_eq(post_rdma(p.a.qp, VB_WR_RDMA_WRITE, i, &src, 8, smr->lkey,
+				       (uintptr_t)&dst, dmr->rkey,
+				       i == depth - 1 ? VB_SEND_SIGNALED : 0),
 			     0);
-	cr_assert_eq(post_rdma(p.a.qp, VB_WR_RDMA_WRITE, 8, &src, 8, smr->lkey, (uintptr_t)&dst,
+	cr_assert_eq(post_rdma(p.a.qp, VB_WR_RDMA_WRITE, depth, &src, 8, smr->lkey, (uintptr_t)&dst,
 			       dmr->rkey, 0),
 		     ENOMEM);
 	wc = tpair_wait(p.a.scq);
-	cr_assert_eq(wc.wr_id, 7);
-	cr_assert_eq(post_rdma(p.a.qp, VB_WR_RDMA_WRITE, 8, &src, 8, smr->lkey, (uintptr_t)&dst,
+	cr_assert_eq(wc.wr_id, depth - 1);
+	cr_assert_eq(post_rdma(p.a.qp, VB_WR_RDMA_WRITE, depth, &src, 8, smr->lkey, (uintptr_t)&dst,
 			       dmr->rkey, VB_SEND_SIGNALED),
 		     0);
-	cr_assert_eq(tpair_wait(p.a.scq).wr_id, 8);
+	cr_assert_eq(tpair_wait(p.a.scq).wr_id, depth);
 	cr_assert_eq(vb_dereg_mr(smr), 0);
 	cr_assert_eq(vb_dereg_mr(dmr), 0);
 	tpair_fini(&p);
@@ -130,6 +144,15 @@ Test(errors, error_state_flushes_everything_outstanding)
 	char buf[64] = { 0 };
 	struct vb_wc wc;
 
+	if (!tdev_is_softnic()) {
+		/*
+		 * On soft-RoCE the failing WR queued behind a send that waits
+		 * for its receive (RNR) never completes within 5 s: not yet
+		 * understood, so not claimed.
+		 */
+		cr_assert_eq(vb_close_device(dev), 0);
+		cr_skip_test("RNR-waiting send followed by a failing WR: open question on rxe");
+	}
 	tpair_init(&p, dev, NULL);
 	struct vb_mr *mr = vb_reg_mr(p.a.pd, buf, sizeof(buf), VB_ACCESS_LOCAL_WRITE);
 	cr_assert_not_null(mr);
@@ -146,7 +169,10 @@ Test(errors, error_state_flushes_everything_outstanding)
 	cr_assert_eq(post_recv1(p.b.qp, 9, buf, 64, bmr->lkey), 0);
 	wc = tpair_wait(p.a.scq);
 	cr_assert_eq(wc.wr_id, 2, "the unsignaled send completes silently");
-	cr_assert_eq(wc.status, VB_WC_LOC_PROT_ERR);
+	/* soft-RoCE calls a bad lkey a local QP operation error. */
+	cr_assert(wc.status == VB_WC_LOC_PROT_ERR ||
+		      (!tdev_is_softnic() && wc.status == VB_WC_LOC_QP_OP_ERR),
+		  "%s", vb_wc_status_str(wc.status));
 	wc = tpair_wait(p.a.scq);
 	cr_assert_eq(wc.wr_id, 3);
 	cr_assert_eq(wc.status, VB_WC_WR_FLUSH_ERR, "unsignaled, flushed all the same");
@@ -235,8 +261,9 @@ Test(errors, bad_requests_are_refused_at_post)
 	struct vb_sge sge[3] = { 0 };
 	struct vb_send_wr wr = { .sg_list = sge, .num_sge = 1, .opcode = VB_WR_RDMA_WRITE }, *bad;
 	struct vb_recv_wr rwr = { .sg_list = sge, .num_sge = 3 }, *rbad;
-	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(1) };
+	struct sockaddr_in sin;
 
+	tdev_sockaddr(&sin, 1); /* nobody listens on port 1 */
 	cr_assert(pd && cq && qp);
 	cr_assert_eq(vb_post_send(qp, &wr, &bad), EINVAL, "not connected");
 	cr_assert_eq(vb_post_recv(qp, &rwr, &rbad), EINVAL, "too many SGEs");

@@ -72,7 +72,7 @@ static void child_send(struct server *s, uint64_t v)
 static void child_main(int port_fd, bool use_buf_alloc, size_t len)
 {
 	struct server s = { 0 };
-	struct sockaddr_in sin = { .sin_family = AF_INET };
+	struct sockaddr_in sin;
 	struct vb_listener *l;
 	struct vb_qp_init_attr attr = { .cap = { .max_send_wr = 8, .max_recv_wr = 8 } };
 	struct region_info ri;
@@ -82,7 +82,7 @@ static void child_main(int port_fd, bool use_buf_alloc, size_t len)
 	uint8_t *buf;
 	struct vb_mr *mr;
 
-	s.dev = vb_open_device("softnic", NULL);
+	s.dev = tdev_open();
 	CHILD_CHECK(s.dev);
 	s.pd = vb_alloc_pd(s.dev);
 	s.cq = vb_create_cq(s.dev, 32);
@@ -100,6 +100,7 @@ static void child_main(int port_fd, bool use_buf_alloc, size_t len)
 		CHILD_CHECK(post_recv1(s.qp, i, &s.msg[i], 8, s.msg_mr->lkey) == 0);
 	ri = (struct region_info){ (uintptr_t)buf, len, mr->rkey };
 
+	tdev_sockaddr(&sin, 0);
 	l = vb_create_listener(s.dev, (struct sockaddr *)&sin, sizeof(sin), 4);
 	CHILD_CHECK(l);
 	uint16_t port = ntohs(((struct sockaddr_in *)&l->addr)->sin_port);
@@ -145,7 +146,7 @@ static void client_start(struct client *c, bool use_buf_alloc, size_t len)
 	struct vb_qp_init_attr attr = {
 		.cap = { .max_send_wr = 8, .max_recv_wr = 8, .max_send_sge = 4 }
 	};
-	struct sockaddr_in sin = { .sin_family = AF_INET };
+	struct sockaddr_in sin;
 	struct vb_conn_param param = { .timeout_ms = 10000 };
 	int fds[2];
 	uint16_t port;
@@ -161,7 +162,7 @@ static void client_start(struct client *c, bool use_buf_alloc, size_t len)
 	cr_assert_eq(read(fds[0], &port, sizeof(port)), (ssize_t)sizeof(port), "child failed");
 	close(fds[0]);
 
-	c->dev = vb_open_device("softnic", NULL);
+	c->dev = tdev_open();
 	cr_assert_not_null(c->dev);
 	c->pd = vb_alloc_pd(c->dev);
 	c->cq = vb_create_cq(c->dev, 32);
@@ -173,7 +174,7 @@ static void client_start(struct client *c, bool use_buf_alloc, size_t len)
 	cr_assert_not_null(c->msg_mr);
 	for (uint64_t i = 0; i < 3; i++)
 		cr_assert_eq(post_recv1(c->qp, i, &c->msg[i], 8, c->msg_mr->lkey), 0);
-	sin.sin_port = htons(port);
+	tdev_sockaddr(&sin, port);
 	cr_assert_eq(vb_connect(c->qp, (struct sockaddr *)&sin, sizeof(sin), &param), 0);
 	cr_assert_eq(c->qp->peer_private_data_len, sizeof(c->ri));
 	memcpy(&c->ri, c->qp->peer_private_data, sizeof(c->ri));

@@ -34,9 +34,11 @@ static void side_init(struct tside *s, struct vb_device *dev, struct vb_pd *pd,
 
 struct vb_listener *tlisten(struct vb_device *dev)
 {
-	struct sockaddr_in sin = { .sin_family = AF_INET,
-				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	struct vb_listener *l = vb_create_listener(dev, (struct sockaddr *)&sin, sizeof(sin), 16);
+	struct sockaddr_in sin;
+	struct vb_listener *l;
+
+	tdev_sockaddr(&sin, 0);
+	l = vb_create_listener(dev, (struct sockaddr *)&sin, sizeof(sin), 16);
 
 	cr_assert_not_null(l, "create_listener: %s", strerror(errno));
 	return l;

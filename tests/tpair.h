@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "tdev.h"
 #include "vb.h"
 
 struct tside {

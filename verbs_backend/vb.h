@@ -27,7 +27,8 @@
 extern "C" {
 #endif
 
-#define VB_MAX_PRIVATE_DATA 56 /* what an rdma_cm connect request can carry */
+/* What an rdma_cm connect request carries (56 bytes) less the verbs backend's header. */
+#define VB_MAX_PRIVATE_DATA 52
 #define VB_NAME_MAX 64
 
 enum vb_access {
@@ -287,6 +288,17 @@ const char *const *vb_backend_names(void);
 struct vb_device *vb_open_device(const char *backend, const char *dev_name);
 
 const char *vb_wc_status_str(enum vb_wc_status status);
+/*
+ * For backends: the argument checks of reg_mr that every NIC makes the
+ * same way (unknown flags, remote write without local write, NULL, empty,
+ * wrapping ranges): 0 or EINVAL.
+ */
+int vb_check_mr_args(const void *addr, size_t length, unsigned int access);
+/* An IPv4 or IPv6 address of addrlen and its port: 0, EINVAL or EAFNOSUPPORT. */
+int vb_sockaddr_port(const struct sockaddr *addr, socklen_t addrlen, uint16_t *port);
+/* And those of post_send / post_recv, against qp->cap: 0 or EINVAL. */
+int vb_check_send_wr(const struct vb_qp *qp, const struct vb_send_wr *wr);
+int vb_check_recv_wr(const struct vb_qp *qp, const struct vb_recv_wr *wr);
 const char *vb_wr_opcode_str(enum vb_wr_opcode opcode);
 
 /*

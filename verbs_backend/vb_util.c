@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /* Helpers written once over the ops table. */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <stdint.h>
 #include <time.h>
 
 #include "vb.h"
@@ -36,6 +39,70 @@ const char *vb_wc_status_str(enum vb_wc_status status)
 	if ((unsigned int)status < sizeof(str) / sizeof(str[0]) && str[status])
 		return str[status];
 	return "unknown";
+}
+
+int vb_check_mr_args(const void *addr, size_t length, unsigned int access)
+{
+	if (access & ~(unsigned int)VB_ACCESS_ALL)
+		return EINVAL;
+	/* As the IB spec: remote write needs local write. */
+	if ((access & VB_ACCESS_REMOTE_WRITE) && !(access & VB_ACCESS_LOCAL_WRITE))
+		return EINVAL;
+	if (!addr || !length || (uintptr_t)addr + length < (uintptr_t)addr)
+		return EINVAL;
+	return 0;
+}
+
+int vb_sockaddr_port(const struct sockaddr *addr, socklen_t addrlen, uint16_t *port)
+{
+	if (!addr)
+		return EINVAL;
+	if (addr->sa_family == AF_INET && addrlen >= sizeof(struct sockaddr_in))
+		*port = ntohs(((const struct sockaddr_in *)addr)->sin_port);
+	else if (addr->sa_family == AF_INET6 && addrlen >= sizeof(struct sockaddr_in6))
+		*port = ntohs(((const struct sockaddr_in6 *)addr)->sin6_port);
+	else
+		return EAFNOSUPPORT;
+	return 0;
+}
+
+int vb_check_send_wr(const struct vb_qp *qp, const struct vb_send_wr *wr)
+{
+	switch (wr->opcode) {
+	case VB_WR_RDMA_WRITE:
+	case VB_WR_RDMA_WRITE_WITH_IMM:
+	case VB_WR_SEND:
+	case VB_WR_SEND_WITH_IMM:
+		break;
+	case VB_WR_RDMA_READ:
+		if (wr->send_flags & VB_SEND_INLINE)
+			return EINVAL;
+		break;
+	default:
+		return EINVAL;
+	}
+	if (wr->num_sge < 0 || (uint32_t)wr->num_sge > qp->cap.max_send_sge ||
+	    (wr->num_sge && !wr->sg_list))
+		return EINVAL;
+	if (wr->send_flags &
+	    ~(unsigned int)(VB_SEND_FENCE | VB_SEND_SIGNALED | VB_SEND_SOLICITED | VB_SEND_INLINE))
+		return EINVAL;
+	if (wr->send_flags & VB_SEND_INLINE) {
+		uint64_t len = 0;
+		for (int i = 0; i < wr->num_sge; i++)
+			len += wr->sg_list[i].length;
+		if (len > qp->cap.max_inline_data)
+			return EINVAL;
+	}
+	return 0;
+}
+
+int vb_check_recv_wr(const struct vb_qp *qp, const struct vb_recv_wr *wr)
+{
+	if (wr->num_sge < 0 || (uint32_t)wr->num_sge > qp->cap.max_recv_sge ||
+	    (wr->num_sge && !wr->sg_list))
+		return EINVAL;
+	return 0;
 }
 
 const char *vb_wr_opcode_str(enum vb_wr_opcode opcode)

@@ -50,19 +50,6 @@ struct snic_listener {
 	struct vb_listener vl;
 };
 
-static int addr_port(const struct sockaddr *addr, socklen_t addrlen, uint16_t *port)
-{
-	if (!addr)
-		return EINVAL;
-	if (addr->sa_family == AF_INET && addrlen >= sizeof(struct sockaddr_in))
-		*port = ntohs(((const struct sockaddr_in *)addr)->sin_port);
-	else if (addr->sa_family == AF_INET6 && addrlen >= sizeof(struct sockaddr_in6))
-		*port = ntohs(((const struct sockaddr_in6 *)addr)->sin6_port);
-	else
-		return EAFNOSUPPORT;
-	return 0;
-}
-
 static socklen_t unix_name(struct sockaddr_un *un, uint16_t port)
 {
 	int n;
@@ -312,7 +299,7 @@ int snic_connect(struct vb_qp *vqp, const struct sockaddr *addr, socklen_t addrl
 
 	ret = check_param(param);
 	if (!ret)
-		ret = addr_port(addr, addrlen, &port);
+		ret = vb_sockaddr_port(addr, addrlen, &port);
 	if (ret)
 		return ret;
 	if (!port)
@@ -438,7 +425,7 @@ struct vb_listener *snic_create_listener(struct vb_device *vdev, const struct so
 	uint16_t port;
 	int ret, fd;
 
-	ret = addr_port(addr, addrlen, &port);
+	ret = vb_sockaddr_port(addr, addrlen, &port);
 	if (ret)
 		goto err;
 	l = calloc(1, sizeof(*l));

@@ -74,16 +74,6 @@ fail:
 	return NULL;
 }
 
-static int check_access_flags(unsigned int access)
-{
-	if (access & ~(unsigned int)VB_ACCESS_ALL)
-		return EINVAL;
-	/* As the IB spec: remote write needs local write. */
-	if ((access & VB_ACCESS_REMOTE_WRITE) && !(access & VB_ACCESS_LOCAL_WRITE))
-		return EINVAL;
-	return 0;
-}
-
 static bool populate_supported;
 static pthread_once_t populate_once = PTHREAD_ONCE_INIT;
 
@@ -136,13 +126,9 @@ struct vb_mr *snic_reg_mr(struct vb_pd *vpd, void *addr, size_t length, unsigned
 	uint32_t slot, gen;
 	int ret;
 
-	ret = check_access_flags(access);
+	ret = vb_check_mr_args(addr, length, access);
 	if (ret)
 		goto err;
-	if (!addr || !length || (uintptr_t)addr + length < (uintptr_t)addr) {
-		ret = EINVAL;
-		goto err;
-	}
 	ret = check_memory(addr, length, access);
 	if (ret)
 		goto err;

@@ -531,37 +531,6 @@ void snic_qp_progress(struct snic_qp *qp)
 	}
 }
 
-static int check_send_wr(struct snic_qp *qp, const struct vb_send_wr *wr)
-{
-	switch (wr->opcode) {
-	case VB_WR_RDMA_WRITE:
-	case VB_WR_RDMA_WRITE_WITH_IMM:
-	case VB_WR_SEND:
-	case VB_WR_SEND_WITH_IMM:
-		break;
-	case VB_WR_RDMA_READ:
-		if (wr->send_flags & VB_SEND_INLINE)
-			return EINVAL;
-		break;
-	default:
-		return EINVAL;
-	}
-	if (wr->num_sge < 0 || (uint32_t)wr->num_sge > qp->vqp.cap.max_send_sge ||
-	    (wr->num_sge && !wr->sg_list))
-		return EINVAL;
-	if (wr->send_flags &
-	    ~(unsigned int)(VB_SEND_FENCE | VB_SEND_SIGNALED | VB_SEND_SOLICITED | VB_SEND_INLINE))
-		return EINVAL;
-	if (wr->send_flags & VB_SEND_INLINE) {
-		uint64_t len = 0;
-		for (int i = 0; i < wr->num_sge; i++)
-			len += wr->sg_list[i].length;
-		if (len > qp->vqp.cap.max_inline_data)
-			return EINVAL;
-	}
-	return 0;
-}
-
 int snic_post_send(struct vb_qp *vqp, struct vb_send_wr *wr, struct vb_send_wr **bad_wr)
 {
 	struct snic_qp *qp = snic_qp_of(vqp);
@@ -575,7 +544,7 @@ int snic_post_send(struct vb_qp *vqp, struct vb_send_wr *wr, struct vb_send_wr *
 	for (; wr; wr = wr->next) {
 		struct snic_swqe *w;
 
-		ret = check_send_wr(qp, wr);
+		ret = vb_check_send_wr(vqp, wr);
 		if (ret)
 			break;
 		if (qp->sq_tail - sq_reclaimed(qp) >= qp->sq_size) {
@@ -627,11 +596,9 @@ int snic_post_recv(struct vb_qp *vqp, struct vb_recv_wr *wr, struct vb_recv_wr *
 		uint32_t t = atomic_load_explicit(&seg->rq_tail, memory_order_relaxed);
 		struct snic_rwqe *rw;
 
-		if (wr->num_sge < 0 || (uint32_t)wr->num_sge > vqp->cap.max_recv_sge ||
-		    (wr->num_sge && !wr->sg_list)) {
-			ret = EINVAL;
+		ret = vb_check_recv_wr(vqp, wr);
+		if (ret)
 			break;
-		}
 		if (qp->state == VB_QPS_ERR) {
 			struct snic_cqe c = { .wr_id = wr->wr_id,
 					      .status = VB_WC_WR_FLUSH_ERR,

@@ -34,6 +34,14 @@ struct vrb_dev {
 	pthread_mutex_t lock; /* the list of connected QPs */
 	struct vrb_qp *connected;
 	_Atomic int objects; /* PDs, MRs, CQs, QPs, listeners: close_device refuses while any */
+	pthread_mutex_t buf_lock;
+	struct vrb_buf *bufs; /* from buf_alloc, so that buf_free can refuse what is not */
+};
+
+struct vrb_buf {
+	struct vrb_buf *next;
+	void *addr;
+	size_t len;
 };
 
 struct vrb_pd {
@@ -50,6 +58,7 @@ struct vrb_cq {
 	struct vb_cq vcq;
 	struct ibv_comp_channel *channel;
 	struct ibv_cq *cq;
+	_Atomic bool overrun; /* the device reported a CQ error: completions were lost */
 };
 
 struct vrb_qp {

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -101,33 +102,58 @@ static void reset_qp(struct vrb_qp *qp)
 		      IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS);
 }
 
+/*
+ * rdma_cm hands the peer's private data over padded to the transport's
+ * maximum, so the length travels in a header of our own, which also tells
+ * a sanprov peer from any other rdma_cm user on the same port.
+ */
+struct vrb_cm_priv {
+	uint8_t magic[2];
+	uint8_t version;
+	uint8_t len;
+	uint8_t data[VB_MAX_PRIVATE_DATA];
+};
+_Static_assert(sizeof(struct vrb_cm_priv) == 56, "rdma_cm REQ private data is 56 bytes");
+
+static const uint8_t vrb_cm_magic[2] = { 'S', 'P' };
+#define VRB_CM_VERSION 1
+#define VRB_CM_HDR offsetof(struct vrb_cm_priv, data)
+
 static struct rdma_conn_param conn_param(struct vrb_dev *dev, struct vrb_qp *qp,
-					 const struct vb_conn_param *p)
+					 const struct vb_conn_param *p, struct vrb_cm_priv *priv)
 {
 	int rd = dev->attr.max_qp_rd_atom < 16 ? dev->attr.max_qp_rd_atom : 16;
-	struct rdma_conn_param cp = {
+	uint8_t n = p ? p->private_data_len : 0;
+
+	memcpy(priv->magic, vrb_cm_magic, sizeof(priv->magic));
+	priv->version = VRB_CM_VERSION;
+	priv->len = n;
+	if (n)
+		memcpy(priv->data, p->private_data, n);
+	return (struct rdma_conn_param){
+		.private_data = priv,
+		.private_data_len = (uint8_t)(VRB_CM_HDR + n),
 		.responder_resources = (uint8_t)rd,
 		.initiator_depth = (uint8_t)rd,
 		.retry_count = 7,
 		.rnr_retry_count = 7, /* as softnic: a send waits for its receive */
 		.qp_num = qp->qp->qp_num,
 	};
-
-	if (p && p->private_data_len) {
-		cp.private_data = p->private_data;
-		cp.private_data_len = p->private_data_len;
-	}
-	return cp;
 }
 
-static void take_private_data(struct vrb_qp *qp, const struct rdma_conn_param *cp)
+/* The peer's private data, checked: EPROTO when the peer is not one of ours. */
+static int take_private_data(struct vrb_qp *qp, const struct rdma_conn_param *cp)
 {
-	uint8_t n =
-	    cp->private_data_len < VB_MAX_PRIVATE_DATA ? cp->private_data_len : VB_MAX_PRIVATE_DATA;
+	const struct vrb_cm_priv *priv = cp->private_data;
 
-	qp->vqp.peer_private_data_len = n;
-	if (n && cp->private_data)
-		memcpy(qp->vqp.peer_private_data, cp->private_data, n);
+	if (!priv || cp->private_data_len < VRB_CM_HDR ||
+	    memcmp(priv->magic, vrb_cm_magic, sizeof(priv->magic)) ||
+	    priv->version != VRB_CM_VERSION || priv->len > VB_MAX_PRIVATE_DATA ||
+	    priv->len > cp->private_data_len - VRB_CM_HDR)
+		return EPROTO;
+	qp->vqp.peer_private_data_len = priv->len;
+	memcpy(qp->vqp.peer_private_data, priv->data, priv->len);
+	return 0;
 }
 
 static int param_check(const struct vb_conn_param *p)
@@ -162,11 +188,14 @@ int vrb_connect(struct vb_qp *vqp, const struct sockaddr *addr, socklen_t addrle
 	struct vrb_qp *qp = vrb_qp_of(vqp);
 	struct vrb_dev *dev = vrb_dev_of(vqp->dev);
 	struct rdma_conn_param cp;
+	struct vrb_cm_priv priv;
 	struct rdma_cm_event *ev;
+	uint16_t port;
 	int ret;
 
-	(void)addrlen;
-	ret = param_check(param);
+	ret = vb_sockaddr_port(addr, addrlen, &port);
+	if (!ret)
+		ret = param_check(param);
 	if (ret)
 		return ret;
 	if (qp->id)
@@ -201,7 +230,7 @@ int vrb_connect(struct vb_qp *vqp, const struct sockaddr *addr, socklen_t addrle
 	ret = move_qp(qp->id, qp->qp, IBV_QPS_INIT);
 	if (ret)
 		goto err_id;
-	cp = conn_param(dev, qp, param);
+	cp = conn_param(dev, qp, param, &priv);
 	if (rdma_connect(qp->id, &cp)) {
 		ret = errno ? errno : ECONNREFUSED;
 		goto err_qp;
@@ -210,9 +239,10 @@ int vrb_connect(struct vb_qp *vqp, const struct sockaddr *addr, socklen_t addrle
 	ret = wait_event(qp->ech, RDMA_CM_EVENT_CONNECT_RESPONSE, timeout_of(param), &ev);
 	if (ret)
 		goto err_qp;
-	take_private_data(qp, &ev->param.conn);
+	ret = take_private_data(qp, &ev->param.conn);
 	rdma_ack_cm_event(ev);
-	ret = move_qp(qp->id, qp->qp, IBV_QPS_RTR);
+	if (!ret)
+		ret = move_qp(qp->id, qp->qp, IBV_QPS_RTR);
 	if (!ret)
 		ret = move_qp(qp->id, qp->qp, IBV_QPS_RTS);
 	if (!ret && rdma_establish(qp->id))
@@ -236,9 +266,16 @@ err_ech:
 struct vb_listener *vrb_create_listener(struct vb_device *vdev, const struct sockaddr *addr,
 					socklen_t addrlen, int backlog)
 {
-	struct vrb_listener *l = calloc(1, sizeof(*l));
+	struct vrb_listener *l;
+	uint16_t port;
 	int ret;
 
+	ret = vb_sockaddr_port(addr, addrlen, &port);
+	if (ret) {
+		errno = ret;
+		return NULL;
+	}
+	l = calloc(1, sizeof(*l));
 	if (!l) {
 		errno = ENOMEM;
 		return NULL;
@@ -294,6 +331,7 @@ int vrb_accept(struct vb_listener *vl, struct vb_qp *vqp, const struct vb_conn_p
 	struct vrb_qp *qp = vrb_qp_of(vqp);
 	struct vrb_dev *dev = vrb_dev_of(vqp->dev);
 	struct rdma_conn_param cp;
+	struct vrb_cm_priv priv;
 	struct rdma_cm_event *ev;
 	struct rdma_cm_id *id;
 	int ret;
@@ -307,8 +345,10 @@ int vrb_accept(struct vb_listener *vl, struct vb_qp *vqp, const struct vb_conn_p
 	if (ret)
 		return ret;
 	id = ev->id;
-	take_private_data(qp, &ev->param.conn);
+	ret = take_private_data(qp, &ev->param.conn);
 	rdma_ack_cm_event(ev);
+	if (ret)
+		goto err_reject;
 	if (!same_device(dev, id)) {
 		ret = EXDEV;
 		goto err_reject;
@@ -325,7 +365,7 @@ int vrb_accept(struct vb_listener *vl, struct vb_qp *vqp, const struct vb_conn_p
 		ret = move_qp(id, qp->qp, IBV_QPS_RTS);
 	if (ret)
 		goto err_reject_qp;
-	cp = conn_param(dev, qp, param);
+	cp = conn_param(dev, qp, param, &priv);
 	if (rdma_accept(id, &cp)) {
 		ret = errno ? errno : ECONNABORTED;
 		goto err_reject_qp;
@@ -372,6 +412,31 @@ void vrb_disconnect(struct vrb_qp *qp)
 	rdma_disconnect(qp->id);
 }
 
+/*
+ * A CQ overrun loses completions: the CQ says EOVERFLOW from then on and,
+ * as the IB spec has it, the QPs that complete into it go to the error
+ * state (not every device moves them itself).
+ */
+static void async_events(struct vrb_dev *dev)
+{
+	struct ibv_async_event ae;
+
+	while (!ibv_get_async_event(dev->ctx, &ae)) {
+		if (ae.event_type == IBV_EVENT_CQ_ERR) {
+			struct vrb_cq *cq = ae.element.cq->cq_context;
+			struct ibv_qp_attr a = { .qp_state = IBV_QPS_ERR };
+
+			atomic_store(&cq->overrun, true);
+			pthread_mutex_lock(&dev->lock);
+			for (struct vrb_qp *q = dev->connected; q; q = q->next)
+				if (q->vqp.send_cq == &cq->vcq || q->vqp.recv_cq == &cq->vcq)
+					ibv_modify_qp(q->qp, &a, IBV_QP_STATE);
+			pthread_mutex_unlock(&dev->lock);
+		}
+		ibv_ack_async_event(&ae);
+	}
+}
+
 void *vrb_cm_thread(void *arg)
 {
 	struct vrb_dev *dev = arg;
@@ -386,6 +451,10 @@ void *vrb_cm_thread(void *arg)
 
 			if (!qp)
 				return NULL; /* the stop eventfd */
+			if ((void *)qp == dev) {
+				async_events(dev);
+				continue;
+			}
 			pthread_mutex_lock(&dev->lock);
 			for (q = dev->connected; q && q != qp; q = q->next)
 				;

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "vrb.h"
@@ -68,10 +69,14 @@ struct vb_device *vrb_open_device(const struct vb_ops *ops, const char *name)
 	dev->vdev.ops = ops;
 	snprintf(dev->vdev.name, sizeof(dev->vdev.name), "%s", ibv_get_device_name(found));
 	pthread_mutex_init(&dev->lock, NULL);
+	pthread_mutex_init(&dev->buf_lock, NULL);
 	dev->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 	dev->stop_fd = eventfd(0, EFD_CLOEXEC);
 	if (dev->epoll_fd < 0 || dev->stop_fd < 0 ||
-	    epoll_ctl(dev->epoll_fd, EPOLL_CTL_ADD, dev->stop_fd, &ev)) {
+	    epoll_ctl(dev->epoll_fd, EPOLL_CTL_ADD, dev->stop_fd, &ev) ||
+	    fcntl(dev->ctx->async_fd, F_SETFL, fcntl(dev->ctx->async_fd, F_GETFL) | O_NONBLOCK) ||
+	    epoll_ctl(dev->epoll_fd, EPOLL_CTL_ADD, dev->ctx->async_fd,
+		      &(struct epoll_event){ .events = EPOLLIN, .data.ptr = dev })) {
 		ret = errno;
 		goto err_fds;
 	}
@@ -86,6 +91,7 @@ err_fds:
 		close(dev->epoll_fd);
 	if (dev->stop_fd >= 0)
 		close(dev->stop_fd);
+	pthread_mutex_destroy(&dev->buf_lock);
 	pthread_mutex_destroy(&dev->lock);
 err_close:
 	ibv_close_device(dev->ctx);
@@ -108,6 +114,14 @@ int vrb_close_device(struct vb_device *vdev)
 	ibv_close_device(dev->ctx);
 	close(dev->epoll_fd);
 	close(dev->stop_fd);
+	/* As softnic: buffers not given back go with the device. */
+	while (dev->bufs) {
+		struct vrb_buf *b = dev->bufs;
+		dev->bufs = b->next;
+		munmap(b->addr, b->len);
+		free(b);
+	}
+	pthread_mutex_destroy(&dev->buf_lock);
 	pthread_mutex_destroy(&dev->lock);
 	free(dev);
 	return 0;
@@ -189,8 +203,9 @@ struct vb_mr *vrb_reg_mr(struct vb_pd *vpd, void *addr, size_t length, unsigned 
 	struct vrb_mr *mr;
 	int ret;
 
-	if (access & ~(unsigned int)VB_ACCESS_ALL || !length) {
-		errno = EINVAL;
+	ret = vb_check_mr_args(addr, length, access);
+	if (ret) {
+		errno = ret;
 		return NULL;
 	}
 	mr = calloc(1, sizeof(*mr));
@@ -228,27 +243,61 @@ int vrb_dereg_mr(struct vb_mr *vmr)
 	return 0;
 }
 
-/* Plain page-aligned memory: every verbs device registers it. */
+/*
+ * Anonymous pages of their own mapping: every verbs device registers them,
+ * and freeing unmaps them, so a stale registration cannot outlive them
+ * unnoticed.
+ */
 void *vrb_buf_alloc(struct vb_device *vdev, size_t length)
 {
-	size_t len = (length + 4095) & ~(size_t)4095;
-	void *p;
+	struct vrb_dev *dev = vrb_dev_of(vdev);
+	struct vrb_buf *b;
+	size_t len;
+	int ret;
 
-	(void)vdev;
-	if (!length) {
+	if (!length || length > ((size_t)1 << 46)) {
 		errno = EINVAL;
 		return NULL;
 	}
-	p = aligned_alloc(4096, len);
-	if (!p)
+	len = (length + 4095) & ~(size_t)4095;
+	b = malloc(sizeof(*b));
+	if (!b) {
 		errno = ENOMEM;
-	return p;
+		return NULL;
+	}
+	b->addr = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (b->addr == MAP_FAILED) {
+		ret = errno;
+		free(b);
+		errno = ret;
+		return NULL;
+	}
+	b->len = len;
+	pthread_mutex_lock(&dev->buf_lock);
+	b->next = dev->bufs;
+	dev->bufs = b;
+	pthread_mutex_unlock(&dev->buf_lock);
+	return b->addr;
 }
 
 int vrb_buf_free(struct vb_device *vdev, void *buf, size_t length)
 {
-	(void)vdev, (void)length;
-	free(buf);
+	struct vrb_dev *dev = vrb_dev_of(vdev);
+	size_t len = (length + 4095) & ~(size_t)4095;
+	struct vrb_buf **pp, *b;
+
+	pthread_mutex_lock(&dev->buf_lock);
+	for (pp = &dev->bufs; (b = *pp); pp = &b->next)
+		if (b->addr == buf)
+			break;
+	if (!b || b->len != len) {
+		pthread_mutex_unlock(&dev->buf_lock);
+		return EINVAL;
+	}
+	*pp = b->next;
+	pthread_mutex_unlock(&dev->buf_lock);
+	munmap(b->addr, b->len);
+	free(b);
 	return 0;
 }
 
@@ -269,7 +318,7 @@ struct vb_cq *vrb_create_cq(struct vb_device *vdev, int cqe)
 	}
 	/* The CQ's fd is polled; reading an event must never block. */
 	fcntl(cq->channel->fd, F_SETFL, fcntl(cq->channel->fd, F_GETFL) | O_NONBLOCK);
-	cq->cq = ibv_create_cq(dev->ctx, cqe, NULL, cq->channel, 0);
+	cq->cq = ibv_create_cq(dev->ctx, cqe, cq, cq->channel, 0);
 	if (!cq->cq) {
 		ret = errno ? errno : EINVAL;
 		goto err_channel;
@@ -348,5 +397,8 @@ int vrb_poll_cq(struct vb_cq *vcq, int max, struct vb_wc *wc, int *count)
 			break;
 	}
 	*count = total;
+	/* As softnic: once drained, an overrun CQ says so, and keeps saying it. */
+	if (!total && atomic_load(&cq->overrun))
+		return EOVERFLOW;
 	return 0;
 }

@@ -119,6 +119,11 @@ int vrb_query_qp(struct vb_qp *vqp, enum vb_qp_state *state)
 
 #define BATCH 16
 
+/*
+ * Work requests go to the device in batches, translated on the stack.  A
+ * request the device must refuse stops the chain the way ibv_post_send
+ * does: those before it are posted, *bad_wr names it.
+ */
 int vrb_post_send(struct vb_qp *vqp, struct vb_send_wr *wr, struct vb_send_wr **bad_wr)
 {
 	struct ibv_qp *ibqp = vrb_qp_of(vqp)->qp;
@@ -126,9 +131,12 @@ int vrb_post_send(struct vb_qp *vqp, struct vb_send_wr *wr, struct vb_send_wr **
 	while (wr) {
 		struct ibv_send_wr w[BATCH], *bad = NULL;
 		struct vb_send_wr *src[BATCH];
-		int n = 0, ret;
+		int n = 0, ret, invalid = 0;
 
 		for (; wr && n < BATCH; wr = wr->next, n++) {
+			invalid = vb_check_send_wr(vqp, wr);
+			if (invalid)
+				break;
 			src[n] = wr;
 			w[n] = (struct ibv_send_wr){
 				.wr_id = wr->wr_id,
@@ -144,10 +152,14 @@ int vrb_post_send(struct vb_qp *vqp, struct vb_send_wr *wr, struct vb_send_wr **
 			if (n)
 				w[n - 1].next = &w[n];
 		}
-		ret = ibv_post_send(ibqp, w, &bad);
+		ret = n ? ibv_post_send(ibqp, w, &bad) : 0;
 		if (ret) {
 			*bad_wr = bad ? src[bad - w] : src[0];
 			return ret;
+		}
+		if (invalid) {
+			*bad_wr = wr;
+			return invalid;
 		}
 	}
 	return 0;
@@ -160,9 +172,12 @@ int vrb_post_recv(struct vb_qp *vqp, struct vb_recv_wr *wr, struct vb_recv_wr **
 	while (wr) {
 		struct ibv_recv_wr w[BATCH], *bad = NULL;
 		struct vb_recv_wr *src[BATCH];
-		int n = 0, ret;
+		int n = 0, ret, invalid = 0;
 
 		for (; wr && n < BATCH; wr = wr->next, n++) {
+			invalid = vb_check_recv_wr(vqp, wr);
+			if (invalid)
+				break;
 			src[n] = wr;
 			w[n] = (struct ibv_recv_wr){ .wr_id = wr->wr_id,
 						     .sg_list = (struct ibv_sge *)wr->sg_list,
@@ -170,10 +185,14 @@ int vrb_post_recv(struct vb_qp *vqp, struct vb_recv_wr *wr, struct vb_recv_wr **
 			if (n)
 				w[n - 1].next = &w[n];
 		}
-		ret = ibv_post_recv(ibqp, w, &bad);
+		ret = n ? ibv_post_recv(ibqp, w, &bad) : 0;
 		if (ret) {
 			*bad_wr = bad ? src[bad - w] : src[0];
 			return ret;
+		}
+		if (invalid) {
+			*bad_wr = wr;
+			return invalid;
 		}
 	}
 	return 0;

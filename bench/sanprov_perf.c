@@ -50,6 +50,8 @@ static void usage(FILE *f)
 	    "  -d, --ib-dev=NAME     device of the backend (SANPROV_DEVICE)\n"
 	    "  -m, --mem=KIND        buffers: shared (vb_buf_alloc, default) or private (malloc)\n"
 	    "  -L, --loopback        run the server in a child process on this host\n"
+	    "  -A, --addr=IPV4       with -L: the address to use (127.0.0.1; a verbs\n"
+	    "                        device needs the address of its own netdev)\n"
 	    "  -c, --csv=FILE        also write every row to FILE as CSV\n"
 	    "  -q, --quiet           no progress lines on stderr\n"
 	    "  -h, --help            this text\n",

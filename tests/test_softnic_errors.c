@@ -122,14 +122,24 @@ Test(errors, unsignaled_work_holds_its_send_queue_slots)
 				       (uintptr_t)&dst, dmr->rkey,
 				       i == depth - 1 ? VB_SEND_SIGNALED : 0),
 			     0);
-	cr_assert_eq(post_rdma(p.a.qp, VB_WR_RDMA_WRITE, depth, &src, 8, smr->lkey, (uintptr_t)&dst,
-			       dmr->rkey, 0),
-		     ENOMEM);
+	/*
+	 * softnic refuses the one too many; a verbs device may have rounded its
+	 * ring up beyond what it reports, and posting past the cap is not
+	 * defined there.
+	 */
+	if (tdev_is_softnic())
+		cr_assert_eq(post_rdma(p.a.qp, VB_WR_RDMA_WRITE, depth, &src, 8, smr->lkey,
+				       (uintptr_t)&dst, dmr->rkey, 0),
+			     ENOMEM);
 	wc = tpair_wait(p.a.scq);
 	cr_assert_eq(wc.wr_id, depth - 1);
-	cr_assert_eq(post_rdma(p.a.qp, VB_WR_RDMA_WRITE, depth, &src, 8, smr->lkey, (uintptr_t)&dst,
-			       dmr->rkey, VB_SEND_SIGNALED),
-		     0);
+	/* soft-RoCE posts the completion a moment before it frees the slots. */
+	int ret, tries = 0;
+	while ((ret = post_rdma(p.a.qp, VB_WR_RDMA_WRITE, depth, &src, 8, smr->lkey,
+				(uintptr_t)&dst, dmr->rkey, VB_SEND_SIGNALED)) == ENOMEM &&
+	       !tdev_is_softnic() && ++tries < 1000)
+		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+	cr_assert_eq(ret, 0);
 	cr_assert_eq(tpair_wait(p.a.scq).wr_id, depth);
 	cr_assert_eq(vb_dereg_mr(smr), 0);
 	cr_assert_eq(vb_dereg_mr(dmr), 0);

@@ -28,6 +28,11 @@ struct vb_device *tdev_open(void)
 	return vb_open_device(tdev_backend(), env_or("SANPROV_TEST_DEVICE", NULL));
 }
 
+bool tdev_status_ok(enum vb_wc_status got, enum vb_wc_status spec, enum vb_wc_status alt)
+{
+	return got == spec || (alt != VB_WC_SUCCESS && got == alt && !tdev_is_softnic());
+}
+
 void tdev_sockaddr(struct sockaddr_in *sin, uint16_t port)
 {
 	const char *addr = env_or("SANPROV_TEST_ADDR", "127.0.0.1");

@@ -20,6 +20,12 @@ const char *tdev_backend(void);
 bool tdev_is_softnic(void);
 /* vb_open_device() on that backend and SANPROV_TEST_DEVICE (NULL: the first). */
 struct vb_device *tdev_open(void);
+/*
+ * A completion status as the IB spec has it (spec), or, off softnic, the
+ * alternative a real device is known to give instead (alt; VB_WC_SUCCESS
+ * for none: success is never an alternative).  softnic must give spec.
+ */
+bool tdev_status_ok(enum vb_wc_status got, enum vb_wc_status spec, enum vb_wc_status alt);
 /* The IPv4 address listeners bind and clients dial, with port (host order). */
 void tdev_sockaddr(struct sockaddr_in *sin, uint16_t port);
 

@@ -294,7 +294,16 @@ const char *vb_wc_status_str(enum vb_wc_status status);
  * wrapping ranges): 0 or EINVAL.
  */
 int vb_check_mr_args(const void *addr, size_t length, unsigned int access);
-/* An IPv4 or IPv6 address of addrlen and its port: 0, EINVAL or EAFNOSUPPORT. */
+/*
+ * The size of a vb_buf_alloc() buffer of length bytes: whole pages, 0 when
+ * length is 0 or larger than any backend maps (2^46).  buf_free finds the
+ * buffer by the same size.
+ */
+size_t vb_buf_size(size_t length);
+/*
+ * An IPv4 or IPv6 address of addrlen, and its port where port is not
+ * NULL: 0, EINVAL or EAFNOSUPPORT.
+ */
 int vb_sockaddr_port(const struct sockaddr *addr, socklen_t addrlen, uint16_t *port);
 /* And those of post_send / post_recv, against qp->cap: 0 or EINVAL. */
 int vb_check_send_wr(const struct vb_qp *qp, const struct vb_send_wr *wr);

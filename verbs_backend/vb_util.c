@@ -53,16 +53,26 @@ int vb_check_mr_args(const void *addr, size_t length, unsigned int access)
 	return 0;
 }
 
+size_t vb_buf_size(size_t length)
+{
+	if (!length || length > ((size_t)1 << 46))
+		return 0;
+	return (length + 4095) & ~(size_t)4095;
+}
+
 int vb_sockaddr_port(const struct sockaddr *addr, socklen_t addrlen, uint16_t *port)
 {
 	if (!addr)
 		return EINVAL;
-	if (addr->sa_family == AF_INET && addrlen >= sizeof(struct sockaddr_in))
-		*port = ntohs(((const struct sockaddr_in *)addr)->sin_port);
-	else if (addr->sa_family == AF_INET6 && addrlen >= sizeof(struct sockaddr_in6))
-		*port = ntohs(((const struct sockaddr_in6 *)addr)->sin6_port);
-	else
+	if (addr->sa_family == AF_INET && addrlen >= sizeof(struct sockaddr_in)) {
+		if (port)
+			*port = ntohs(((const struct sockaddr_in *)addr)->sin_port);
+	} else if (addr->sa_family == AF_INET6 && addrlen >= sizeof(struct sockaddr_in6)) {
+		if (port)
+			*port = ntohs(((const struct sockaddr_in6 *)addr)->sin6_port);
+	} else {
 		return EAFNOSUPPORT;
+	}
 	return 0;
 }
 

@@ -237,11 +237,11 @@ void *snic_buf_alloc(struct vb_device *vdev, size_t length)
 	size_t len;
 	int ret;
 
-	if (!length || length > ((size_t)1 << 46)) {
+	len = vb_buf_size(length);
+	if (!len) {
 		errno = EINVAL;
 		return NULL;
 	}
-	len = (length + 4095) & ~(size_t)4095;
 	ret = snic_shm_create(&shm, "sanprov-buf", len);
 	if (ret)
 		goto err;
@@ -277,7 +277,7 @@ err:
 int snic_buf_free(struct vb_device *vdev, void *buf, size_t length)
 {
 	struct snic_dev *dev = snic_dev_of(vdev);
-	size_t len = (length + 4095) & ~(size_t)4095;
+	size_t len = vb_buf_size(length);
 
 	pthread_mutex_lock(&dev->lock);
 	for (uint32_t i = 0; i < dev->n_bufs; i++) {

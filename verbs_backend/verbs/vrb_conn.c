@@ -190,10 +190,9 @@ int vrb_connect(struct vb_qp *vqp, const struct sockaddr *addr, socklen_t addrle
 	struct rdma_conn_param cp;
 	struct vrb_cm_priv priv;
 	struct rdma_cm_event *ev;
-	uint16_t port;
 	int ret;
 
-	ret = vb_sockaddr_port(addr, addrlen, &port);
+	ret = vb_sockaddr_port(addr, addrlen, NULL);
 	if (!ret)
 		ret = param_check(param);
 	if (ret)
@@ -267,10 +266,9 @@ struct vb_listener *vrb_create_listener(struct vb_device *vdev, const struct soc
 					socklen_t addrlen, int backlog)
 {
 	struct vrb_listener *l;
-	uint16_t port;
 	int ret;
 
-	ret = vb_sockaddr_port(addr, addrlen, &port);
+	ret = vb_sockaddr_port(addr, addrlen, NULL);
 	if (ret) {
 		errno = ret;
 		return NULL;
@@ -300,7 +298,6 @@ struct vb_listener *vrb_create_listener(struct vb_device *vdev, const struct soc
 	memcpy(&l->vl.addr, rdma_get_local_addr(l->id),
 	       addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
 					   : sizeof(struct sockaddr_in));
-	(void)addrlen;
 	atomic_fetch_add(&vrb_dev_of(vdev)->objects, 1);
 	return &l->vl;
 

@@ -255,11 +255,11 @@ void *vrb_buf_alloc(struct vb_device *vdev, size_t length)
 	size_t len;
 	int ret;
 
-	if (!length || length > ((size_t)1 << 46)) {
+	len = vb_buf_size(length);
+	if (!len) {
 		errno = EINVAL;
 		return NULL;
 	}
-	len = (length + 4095) & ~(size_t)4095;
 	b = malloc(sizeof(*b));
 	if (!b) {
 		errno = ENOMEM;
@@ -283,7 +283,7 @@ void *vrb_buf_alloc(struct vb_device *vdev, size_t length)
 int vrb_buf_free(struct vb_device *vdev, void *buf, size_t length)
 {
 	struct vrb_dev *dev = vrb_dev_of(vdev);
-	size_t len = (length + 4095) & ~(size_t)4095;
+	size_t len = vb_buf_size(length);
 	struct vrb_buf **pp, *b;
 
 	pthread_mutex_lock(&dev->buf_lock);

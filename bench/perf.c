@@ -23,11 +23,12 @@
 #include <unistd.h>
 
 #include "perf.h"
+#include "perf_reg.h"
 #include "perf_stats.h"
 #include "vb.h"
 
 #define PERF_MAGIC 0x53505046u /* "SPPF" */
-#define PERF_VERSION 1
+#define PERF_VERSION 2
 #define PERF_MAX_SIZES 40
 #define PERF_CQ_MOD 64
 #define PERF_TIMEOUT_MS 600000
@@ -45,7 +46,7 @@ struct perf_wire {
 	uint8_t version;
 	uint8_t test;
 	uint8_t all_sizes;
-	uint8_t reserved;
+	uint8_t reg; /* enum perf_reg_mode */
 	uint32_t iters;
 	uint32_t min_size;
 	uint32_t max_size;
@@ -69,6 +70,7 @@ struct perf_ctx {
 	uint32_t cq_mod;
 	bool bye_seen; /* the client's goodbye arrived (the CQ is shared) */
 	struct perf_wire peer;
+	struct perf_reg reg;
 };
 
 bool perf_is_lat(enum perf_test t)
@@ -116,6 +118,7 @@ static void ctx_close(struct perf_ctx *c)
 {
 	if (c->qp)
 		vb_destroy_qp(c->qp);
+	perf_reg_close(&c->reg);
 	if (c->mr)
 		vb_dereg_mr(c->mr);
 	if (c->ctl_mr)
@@ -198,6 +201,7 @@ static void wire_fill(struct perf_ctx *c, const struct perf_opts *o, struct perf
 				 .version = PERF_VERSION,
 				 .test = (uint8_t)o->test,
 				 .all_sizes = o->all_sizes,
+				 .reg = (uint8_t)o->reg,
 				 .iters = o->iters,
 				 .min_size = o->min_size,
 				 .max_size = o->max_size,
@@ -212,7 +216,8 @@ static int wire_take(struct perf_ctx *c)
 		return EPROTO;
 	memcpy(&c->peer, c->qp->peer_private_data, sizeof(c->peer));
 	if (c->peer.magic != PERF_MAGIC || c->peer.version != PERF_VERSION ||
-	    c->peer.test >= PERF_N_TESTS)
+	    c->peer.test >= PERF_N_TESTS || c->peer.reg >= PERF_N_REGS ||
+	    (c->peer.reg != PERF_REG_ONCE && !perf_is_lat(c->peer.test)))
 		return EPROTO;
 	return 0;
 }
@@ -243,10 +248,10 @@ static int reap(struct perf_ctx *c, uint32_t min, uint32_t *got)
 	return 0;
 }
 
-static int post_one(struct perf_ctx *c, enum vb_wr_opcode op, void *local, uint32_t len,
-		    uint64_t raddr, bool signaled)
+static int post_one(struct perf_ctx *c, enum vb_wr_opcode op, void *local, uint32_t lkey,
+		    uint32_t len, uint64_t raddr, bool signaled)
 {
-	struct vb_sge sge = { .addr = (uintptr_t)local, .length = len, .lkey = c->mr->lkey };
+	struct vb_sge sge = { .addr = (uintptr_t)local, .length = len, .lkey = lkey };
 	struct vb_send_wr wr = { .sg_list = &sge,
 				 .num_sge = 1,
 				 .opcode = op,
@@ -278,66 +283,102 @@ static int spin_for(struct perf_ctx *c, volatile uint8_t *p, uint8_t v)
 }
 
 /*
+ * The local buffer of operation k: the send area under the one registration
+ * of the run, or a slot registered for this operation alone.
+ */
+static int lbuf_get(struct perf_ctx *c, uint32_t k, uint32_t size, struct perf_lbuf *b)
+{
+	if (c->reg.mode == PERF_REG_ONCE) {
+		*b = (struct perf_lbuf){ .addr = send_area(c), .lkey = c->mr->lkey };
+		return 0;
+	}
+	return perf_reg_get(&c->reg, k, size, b);
+}
+
+/*
  * One side of the write ping-pong.  The client writes first and times the
  * round trip; the server answers each message.  Unsignaled writes are
- * reaped every cq_mod iterations.
+ * reaped every cq_mod iterations; a buffer registered per operation is
+ * released after its own completion, so then every write is signaled.
  */
 static int write_pingpong(struct perf_ctx *c, uint32_t size, uint32_t n, bool client,
 			  double *lat_us)
 {
 	volatile uint8_t *in = recv_area(c) + size - 1;
-	uint8_t *out = send_area(c);
+	bool per_op = c->reg.mode != PERF_REG_ONCE;
+	struct perf_lbuf b;
 	uint32_t outstanding = 0, got;
 	int ret;
 
 	for (uint32_t k = 0; k < n; k++) {
 		uint8_t v = flag_of(k);
-		bool sig = (k + 1) % c->cq_mod == 0;
-		uint64_t t0 = 0;
+		bool sig = per_op || (k + 1) % c->cq_mod == 0;
+		uint64_t t0 = 0, t1 = 0;
 
 		if (!client && (ret = spin_for(c, in, v)))
 			return ret;
-		out[size - 1] = v;
 		if (client)
 			t0 = perf_now_ns();
-		ret = post_one(c, VB_WR_RDMA_WRITE, out, size, c->peer.addr, sig);
+		ret = lbuf_get(c, k, size, &b);
 		if (ret)
 			return ret;
+		b.addr[size - 1] = v;
+		ret = post_one(c, VB_WR_RDMA_WRITE, b.addr, b.lkey, size, c->peer.addr, sig);
+		if (ret)
+			goto err_put;
 		outstanding++;
 		if (client) {
 			ret = spin_for(c, in, v);
 			if (ret)
-				return ret;
-			if (lat_us)
-				lat_us[k] = (double)(perf_now_ns() - t0) / 2000.0;
+				goto err_put;
+			t1 = perf_now_ns();
 		}
 		if (sig) {
 			ret = reap(c, 1, &got);
 			if (ret)
-				return ret;
+				goto err_put;
 			outstanding = 0;
 		}
+		if (per_op) {
+			perf_reg_put(&c->reg, &b);
+			t1 = perf_now_ns(); /* the release is part of the operation */
+		}
+		if (lat_us)
+			lat_us[k] = (double)(t1 - t0) / 2000.0;
 	}
 	/* The rest were unsignaled: one signaled zero-byte write retires them. */
 	if (outstanding) {
-		ret = post_one(c, VB_WR_RDMA_WRITE, out, 0, c->peer.addr, true);
+		ret =
+		    post_one(c, VB_WR_RDMA_WRITE, send_area(c), c->mr->lkey, 0, c->peer.addr, true);
 		if (!ret)
 			ret = reap(c, 1, &got);
 	}
+	return ret;
+err_put:
+	/* The run ends here and the QP is destroyed next, so nothing outlives b. */
+	if (per_op)
+		perf_reg_put(&c->reg, &b);
 	return ret;
 }
 
 static int read_lat(struct perf_ctx *c, uint32_t size, uint32_t n, double *lat_us)
 {
+	bool per_op = c->reg.mode != PERF_REG_ONCE;
+	struct perf_lbuf b;
 	uint32_t got;
 	int ret;
 
 	for (uint32_t k = 0; k < n; k++) {
 		uint64_t t0 = perf_now_ns();
 
-		ret = post_one(c, VB_WR_RDMA_READ, send_area(c), size, c->peer.addr, true);
+		ret = lbuf_get(c, k, size, &b);
+		if (ret)
+			return ret;
+		ret = post_one(c, VB_WR_RDMA_READ, b.addr, b.lkey, size, c->peer.addr, true);
 		if (!ret)
 			ret = reap(c, 1, &got);
+		if (per_op)
+			perf_reg_put(&c->reg, &b);
 		if (ret)
 			return ret;
 		if (lat_us)
@@ -357,7 +398,7 @@ static int pipeline(struct perf_ctx *c, enum vb_wr_opcode op, uint32_t size, uin
 	while (done < n) {
 		while (posted < n && posted - done < tx_depth) {
 			bool sig = (posted + 1) % c->cq_mod == 0 || posted + 1 == n;
-			ret = post_one(c, op, local, size, c->peer.addr, sig);
+			ret = post_one(c, op, local, c->mr->lkey, size, c->peer.addr, sig);
 			if (ret)
 				return ret;
 			posted++;
@@ -529,6 +570,11 @@ int perf_client(const struct perf_opts *o, perf_row_fn fn, void *arg)
 	ret = ctx_open(&c, o, o->max_size, o->tx_depth);
 	if (ret)
 		return ret;
+	ret = perf_reg_open(&c.reg, o->reg, c.dev, c.pd, o->max_size, c.shared);
+	if (ret) {
+		ctx_close(&c);
+		return ret;
+	}
 	wire_fill(&c, o, &w);
 	ret = vb_connect(c.qp, (struct sockaddr *)&ss, sslen, &param);
 	if (ret)
@@ -545,6 +591,8 @@ int perf_client(const struct perf_opts *o, perf_row_fn fn, void *arg)
 		ret = run_client(&c, o, fn, arg);
 	if (!ret)
 		ret = say_bye(&c);
+	if (!ret && !o->quiet)
+		perf_reg_report(&c.reg, stderr);
 	ctx_close(&c);
 	return ret;
 }
@@ -586,6 +634,9 @@ int perf_server(const struct perf_opts *o)
 	vb_destroy_listener(l);
 	if (!ret)
 		ret = wire_take(&c);
+	if (!ret)
+		ret = perf_reg_open(&c.reg, (enum perf_reg_mode)c.peer.reg, c.dev, c.pd,
+				    c.peer.max_size < c.half ? c.peer.max_size : c.half, c.shared);
 	if (!ret && c.peer.test == PERF_WRITE_LAT) {
 		struct perf_opts co = *o;
 		uint32_t sizes[PERF_MAX_SIZES], iters = c.peer.iters;

@@ -13,6 +13,9 @@
 
 enum perf_test { PERF_WRITE_LAT, PERF_READ_LAT, PERF_WRITE_BW, PERF_READ_BW, PERF_N_TESTS };
 
+/* How latency tests register local buffers (perf_reg.h). */
+enum perf_reg_mode { PERF_REG_ONCE, PERF_REG_OP, PERF_REG_CACHE, PERF_N_REGS };
+
 struct perf_opts {
 	enum perf_test test;
 	const char *backend; /* NULL: $SANPROV_BACKEND or the default */
@@ -24,6 +27,7 @@ struct perf_opts {
 	uint32_t iters;		   /* 0: the test's default */
 	uint32_t tx_depth;	   /* outstanding WRs in bandwidth tests */
 	bool private_mem;	   /* malloc'ed buffers instead of vb_buf_alloc() */
+	enum perf_reg_mode reg;	   /* latency tests only; both sides follow the client */
 	int port_fd;		   /* server: write the bound port here when >= 0 */
 	const char *loopback_addr; /* perf_loopback: the address that reaches the server */
 	bool quiet;
@@ -41,6 +45,7 @@ struct perf_row {
 typedef void (*perf_row_fn)(const struct perf_opts *o, const struct perf_row *row, void *arg);
 
 extern const char *const perf_test_names[PERF_N_TESTS];
+extern const char *const perf_reg_names[PERF_N_REGS];
 bool perf_is_lat(enum perf_test t);
 uint32_t perf_default_iters(enum perf_test t);
 

@@ -49,6 +49,9 @@ static void usage(FILE *f)
 	    "  -b, --backend=NAME    backend (SANPROV_BACKEND, default %s)\n"
 	    "  -d, --ib-dev=NAME     device of the backend (SANPROV_DEVICE)\n"
 	    "  -m, --mem=KIND        buffers: shared (vb_buf_alloc, default) or private (malloc)\n"
+	    "  -R, --reg=MODE        latency tests: register local buffers once (default),\n"
+	    "                        per operation (op), or per operation through the\n"
+	    "                        registration cache (cache); both sides follow the client\n"
 	    "  -L, --loopback        run the server in a child process on this host\n"
 	    "  -A, --addr=IPV4       with -L: the address to use (127.0.0.1; a verbs\n"
 	    "                        device needs the address of its own netdev)\n"
@@ -86,7 +89,8 @@ static void header(const struct perf_opts *o, const struct cli *cli)
 	printf(" Number of qps   : 1                Transport type : RC\n");
 	printf(" Memory          : %-16s TX depth       : %u\n", cli->mem,
 	       perf_is_lat(o->test) ? 1 : o->tx_depth);
-	printf(" Data ex. method : connection private data\n");
+	printf(" Registration    : %-16s Data ex. method: connection private data\n",
+	       perf_reg_names[o->reg]);
 	printf("%s\n", SEP);
 	if (perf_is_lat(o->test))
 		printf(" #bytes #iterations    t_min[usec]    t_max[usec]  t_typical[usec]    "
@@ -114,15 +118,18 @@ static void print_row(const struct perf_opts *o, const struct perf_row *r, void 
 	if (!cli->csv)
 		return;
 	if (!cli->csv_header_done) {
-		fprintf(cli->csv, "test,backend,device,memory,bytes,iterations,t_min_us,t_max_us,"
-				  "t_typical_us,t_avg_us,t_stdev_us,t_p99_us,t_p999_us,"
-				  "bw_peak_MBps,bw_avg_MBps,msg_rate_Mpps\n");
+		fprintf(
+		    cli->csv,
+		    "test,backend,device,memory,registration,bytes,iterations,t_min_us,t_max_us,"
+		    "t_typical_us,t_avg_us,t_stdev_us,t_p99_us,t_p999_us,"
+		    "bw_peak_MBps,bw_avg_MBps,msg_rate_Mpps\n");
 		cli->csv_header_done = true;
 	}
-	fprintf(cli->csv, "%s,%s,%s,%s,%u,%u,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.2f,%.2f,%.6f\n",
-		perf_test_names[o->test], cli->backend, cli->dev_name, cli->mem, r->size, r->iters,
-		r->t_min, r->t_max, r->t_typical, r->t_avg, r->t_stdev, r->t_p99, r->t_p999,
-		r->bw_peak, r->bw_avg, r->msg_rate);
+	fprintf(cli->csv,
+		"%s,%s,%s,%s,%s,%u,%u,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.2f,%.2f,%.6f\n",
+		perf_test_names[o->test], cli->backend, cli->dev_name, cli->mem,
+		perf_reg_names[o->reg], r->size, r->iters, r->t_min, r->t_max, r->t_typical,
+		r->t_avg, r->t_stdev, r->t_p99, r->t_p999, r->bw_peak, r->bw_avg, r->msg_rate);
 	fflush(cli->csv);
 }
 
@@ -156,6 +163,7 @@ int main(int argc, char **argv)
 		{ "backend", required_argument, NULL, 'b' },
 		{ "ib-dev", required_argument, NULL, 'd' },
 		{ "mem", required_argument, NULL, 'm' },
+		{ "reg", required_argument, NULL, 'R' },
 		{ "loopback", no_argument, NULL, 'L' },
 		{ "addr", required_argument, NULL, 'A' },
 		{ "csv", required_argument, NULL, 'c' },
@@ -173,7 +181,8 @@ int main(int argc, char **argv)
 	char dev_name[VB_NAME_MAX];
 	int opt, ret = 0;
 
-	while ((opt = getopt_long(argc, argv, "T:s:an:t:p:b:d:m:LA:c:qh", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "T:s:an:t:p:b:d:m:R:LA:c:qh", longopts, NULL)) !=
+	       -1) {
 		switch (opt) {
 		case 'T':
 			all_tests = !strcmp(optarg, "all");
@@ -228,6 +237,15 @@ int main(int argc, char **argv)
 			o.private_mem = !strcmp(optarg, "private");
 			cli.mem = optarg;
 			break;
+		case 'R':
+			for (o.reg = 0; o.reg < PERF_N_REGS; o.reg++)
+				if (!strcmp(optarg, perf_reg_names[o.reg]))
+					break;
+			if (o.reg == PERF_N_REGS) {
+				fprintf(stderr, "sanprov_perf: --reg is once, op or cache\n");
+				return 2;
+			}
+			break;
 		case 'L':
 			loopback = true;
 			break;
@@ -252,6 +270,11 @@ int main(int argc, char **argv)
 		o.server = argv[optind++];
 	if (optind < argc || (loopback && o.server)) {
 		usage(stderr);
+		return 2;
+	}
+	if (o.reg != PERF_REG_ONCE && (all_tests || !perf_is_lat(o.test))) {
+		fprintf(stderr, "sanprov_perf: --reg=%s is for write_lat and read_lat\n",
+			perf_reg_names[o.reg]);
 		return 2;
 	}
 	ret = describe(&o, &cli, dev_name, sizeof(dev_name));

@@ -143,6 +143,12 @@ struct vb_mr {
 	struct vb_pd *pd;
 	void *addr;
 	size_t length;
+	/*
+	 * The address of addr's byte in work requests, local and remote:
+	 * addr itself, or what vb_reg_mr_iova() asked for (a zero-based
+	 * region tells a peer nothing of this process's address space).
+	 */
+	uint64_t iova;
 	uint32_t lkey;
 	uint32_t rkey;
 	unsigned int access;
@@ -265,7 +271,8 @@ struct vb_ops {
 	int (*query_device)(struct vb_device *dev, struct vb_device_attr *attr);
 	int (*query_port)(struct vb_device *dev, struct vb_port_attr *attr);
 	int (*query_qp)(struct vb_qp *qp, enum vb_qp_state *state);
-	struct vb_mr *(*reg_mr)(struct vb_pd *pd, void *addr, size_t length, unsigned int access);
+	struct vb_mr *(*reg_mr)(struct vb_pd *pd, void *addr, size_t length, uint64_t iova,
+				unsigned int access);
 	int (*req_notify_cq)(struct vb_cq *cq);
 };
 
@@ -291,9 +298,9 @@ const char *vb_wc_status_str(enum vb_wc_status status);
 /*
  * For backends: the argument checks of reg_mr that every NIC makes the
  * same way (unknown flags, remote write without local write, NULL, empty,
- * wrapping ranges): 0 or EINVAL.
+ * wrapping ranges, in memory or in the iova space): 0 or EINVAL.
  */
-int vb_check_mr_args(const void *addr, size_t length, unsigned int access);
+int vb_check_mr_args(const void *addr, size_t length, uint64_t iova, unsigned int access);
 /*
  * The size of a vb_buf_alloc() buffer of length bytes: whole pages, 0 when
  * length is 0 or larger than any backend maps (2^46).  buf_free finds the
@@ -362,7 +369,14 @@ static inline int vb_buf_free(struct vb_device *dev, void *buf, size_t length)
 static inline struct vb_mr *vb_reg_mr(struct vb_pd *pd, void *addr, size_t length,
 				      unsigned int access)
 {
-	return pd->dev->ops->reg_mr(pd, addr, length, access);
+	return pd->dev->ops->reg_mr(pd, addr, length, (uintptr_t)addr, access);
+}
+
+/* The same with work requests addressing the region's first byte as iova. */
+static inline struct vb_mr *vb_reg_mr_iova(struct vb_pd *pd, void *addr, size_t length,
+					   uint64_t iova, unsigned int access)
+{
+	return pd->dev->ops->reg_mr(pd, addr, length, iova, access);
 }
 
 static inline int vb_dereg_mr(struct vb_mr *mr)

@@ -151,9 +151,10 @@ static int unsup_query_qp(struct vb_qp *qp, enum vb_qp_state *state)
 	return EOPNOTSUPP;
 }
 
-static struct vb_mr *unsup_reg_mr(struct vb_pd *pd, void *addr, size_t length, unsigned int access)
+static struct vb_mr *unsup_reg_mr(struct vb_pd *pd, void *addr, size_t length, uint64_t iova,
+				  unsigned int access)
 {
-	(void)pd, (void)addr, (void)length, (void)access;
+	(void)pd, (void)addr, (void)length, (void)iova, (void)access;
 	errno = EOPNOTSUPP;
 	return NULL;
 }

@@ -41,7 +41,7 @@ const char *vb_wc_status_str(enum vb_wc_status status)
 	return "unknown";
 }
 
-int vb_check_mr_args(const void *addr, size_t length, unsigned int access)
+int vb_check_mr_args(const void *addr, size_t length, uint64_t iova, unsigned int access)
 {
 	if (access & ~(unsigned int)VB_ACCESS_ALL)
 		return EINVAL;
@@ -49,6 +49,8 @@ int vb_check_mr_args(const void *addr, size_t length, unsigned int access)
 	if ((access & VB_ACCESS_REMOTE_WRITE) && !(access & VB_ACCESS_LOCAL_WRITE))
 		return EINVAL;
 	if (!addr || !length || (uintptr_t)addr + length < (uintptr_t)addr)
+		return EINVAL;
+	if (iova + length < iova)
 		return EINVAL;
 	return 0;
 }

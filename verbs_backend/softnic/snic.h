@@ -48,7 +48,7 @@
 #define SNIC_KEY_IDX_MASK ((1u << SNIC_KEY_IDX_BITS) - 1)
 #define SNIC_MAX_MR_LIMIT (1u << SNIC_KEY_IDX_BITS)
 
-#define SNIC_DEV_MAGIC 0x3156454443494e53ull /* "SNICDEV1" */
+#define SNIC_DEV_MAGIC 0x3256454443494e53ull /* "SNICDEV2" */
 #define SNIC_QP_MAGIC 0x3150514349494e53ull  /* "SNICQP1" */
 #define SNIC_CQ_MAGIC 0x3151434349494e53ull  /* "SNICCQ1" */
 
@@ -65,7 +65,8 @@ struct snic_mr_entry {
 	_Atomic uint32_t busy; /* accesses in flight, local or remote */
 	uint32_t access;
 	uint32_t pd;
-	uint64_t addr;
+	uint64_t addr; /* the owner's address of the first byte */
+	uint64_t iova; /* the same byte's address in work requests */
 	uint64_t length;
 	int32_t buf_fd; /* fd of the vb_buf_alloc() memfd in the owner, or -1 */
 	uint32_t reserved;
@@ -316,7 +317,8 @@ unsigned long snic_env_ulong(const char *name, unsigned long def, unsigned long 
 			     unsigned long max);
 
 /* snic_mr.c */
-struct vb_mr *snic_reg_mr(struct vb_pd *pd, void *addr, size_t length, unsigned int access);
+struct vb_mr *snic_reg_mr(struct vb_pd *pd, void *addr, size_t length, uint64_t iova,
+			  unsigned int access);
 int snic_dereg_mr(struct vb_mr *mr);
 void *snic_buf_alloc(struct vb_device *vdev, size_t length);
 int snic_buf_free(struct vb_device *vdev, void *buf, size_t length);
@@ -325,11 +327,18 @@ void snic_mr_table_fini(struct snic_dev *dev);
 
 /*
  * Take a reference on the entry of seg that key names, if [addr, addr+len)
- * lies inside it, it belongs to pd and grants every right in access.
- * Returns the entry (release it with snic_mr_put()) or NULL.
+ * (addresses of work requests: the region's iova space) lies inside it, it
+ * belongs to pd and grants every right in access.  Returns the entry
+ * (release it with snic_mr_put()) or NULL.
  */
 struct snic_mr_entry *snic_mr_get(struct snic_dev_seg *seg, uint32_t max_mr, uint32_t key,
 				  uint32_t pd, uint64_t addr, uint64_t len, unsigned int access);
+
+/* The owner's address of the byte at iova in a region taken with snic_mr_get(). */
+static inline uint64_t snic_mr_va(const struct snic_mr_entry *e, uint64_t iova)
+{
+	return e->addr + (iova - e->iova);
+}
 
 static inline void snic_mr_put(struct snic_mr_entry *e)
 {

@@ -66,7 +66,7 @@ struct snic_mr_entry *snic_mr_get(struct snic_dev_seg *seg, uint32_t max_mr, uin
 		goto fail;
 	if (e->pd != pd || (e->access & access) != access)
 		goto fail;
-	if (addr < e->addr || len > e->length || addr - e->addr > e->length - len)
+	if (addr < e->iova || len > e->length || addr - e->iova > e->length - len)
 		goto fail;
 	return e;
 fail:
@@ -117,7 +117,8 @@ static const struct snic_buf *buf_find(struct snic_dev *dev, uintptr_t addr, siz
 	return NULL;
 }
 
-struct vb_mr *snic_reg_mr(struct vb_pd *vpd, void *addr, size_t length, unsigned int access)
+struct vb_mr *snic_reg_mr(struct vb_pd *vpd, void *addr, size_t length, uint64_t iova,
+			  unsigned int access)
 {
 	struct snic_dev *dev = snic_dev_of(vpd->dev);
 	struct snic_mr *mr;
@@ -126,7 +127,7 @@ struct vb_mr *snic_reg_mr(struct vb_pd *vpd, void *addr, size_t length, unsigned
 	uint32_t slot, gen;
 	int ret;
 
-	ret = vb_check_mr_args(addr, length, access);
+	ret = vb_check_mr_args(addr, length, iova, access);
 	if (ret)
 		goto err;
 	ret = check_memory(addr, length, access);
@@ -152,6 +153,7 @@ struct vb_mr *snic_reg_mr(struct vb_pd *vpd, void *addr, size_t length, unsigned
 	e->access = access;
 	e->pd = vpd->handle;
 	e->addr = (uintptr_t)addr;
+	e->iova = iova;
 	e->length = length;
 	buf = buf_find(dev, (uintptr_t)addr, length);
 	e->buf_fd = buf ? buf->fd : -1;
@@ -166,6 +168,7 @@ struct vb_mr *snic_reg_mr(struct vb_pd *vpd, void *addr, size_t length, unsigned
 	mr->vmr.pd = vpd;
 	mr->vmr.addr = addr;
 	mr->vmr.length = length;
+	mr->vmr.iova = iova;
 	mr->vmr.access = access;
 	mr->vmr.lkey = mr->vmr.rkey = slot | gen << SNIC_KEY_IDX_BITS;
 	/* Publish last: the fields above are complete before the key is valid. */
@@ -218,7 +221,7 @@ int snic_dereg_mr(struct vb_mr *vmr)
 	}
 
 	pthread_mutex_lock(&dev->lock);
-	e->addr = e->length = 0;
+	e->addr = e->iova = e->length = 0;
 	e->buf_fd = -1;
 	dev->mr_free[(dev->mr_free_head + dev->mr_free_count) % dev->max_mr] = mr->slot;
 	dev->mr_free_count++;

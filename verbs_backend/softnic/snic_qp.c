@@ -300,7 +300,8 @@ static enum vb_wc_status take_local(struct snic_qp *qp, struct snic_swqe *w, uns
 		if (!e)
 			return VB_WC_LOC_PROT_ERR;
 		h->e[h->n++] = e;
-		sge[(*nsge)++] = w->sge[i];
+		sge[*nsge] = w->sge[i];
+		sge[(*nsge)++].addr = snic_mr_va(e, w->sge[i].addr);
 		*total += w->sge[i].length;
 	}
 	return *total > SNIC_MAX_MSG_SZ ? VB_WC_LOC_LEN_ERR : VB_WC_SUCCESS;
@@ -386,7 +387,7 @@ static int exec_rdma(struct snic_qp *qp, struct snic_swqe *w, struct held *h, ui
 			goto out;
 		}
 		h->e[h->n++] = re;
-		rs = (struct snic_rseg){ .raddr = w->remote_addr, .len = total };
+		rs = (struct snic_rseg){ .raddr = snic_mr_va(re, w->remote_addr), .len = total };
 		snic_xfer_resolve(peer, re, &rs);
 		st = snic_xfer(peer, read ? SNIC_XFER_FROM_PEER : SNIC_XFER_TO_PEER, sge, nsge, &rs,
 			       1, vendor_err);
@@ -461,7 +462,7 @@ static int exec_send(struct snic_qp *qp, struct snic_swqe *w, struct held *h, ui
 			goto out_consume;
 		}
 		h->e[h->n++] = re;
-		rs[nrs] = (struct snic_rseg){ .raddr = r.addr, .len = len };
+		rs[nrs] = (struct snic_rseg){ .raddr = snic_mr_va(re, r.addr), .len = len };
 		snic_xfer_resolve(peer, re, &rs[nrs++]);
 		left -= len;
 	}

@@ -98,7 +98,8 @@ int vrb_query_device(struct vb_device *vdev, struct vb_device_attr *attr);
 int vrb_query_port(struct vb_device *vdev, struct vb_port_attr *attr);
 struct vb_pd *vrb_alloc_pd(struct vb_device *vdev);
 int vrb_dealloc_pd(struct vb_pd *vpd);
-struct vb_mr *vrb_reg_mr(struct vb_pd *vpd, void *addr, size_t length, unsigned int access);
+struct vb_mr *vrb_reg_mr(struct vb_pd *vpd, void *addr, size_t length, uint64_t iova,
+			 unsigned int access);
 int vrb_dereg_mr(struct vb_mr *vmr);
 void *vrb_buf_alloc(struct vb_device *vdev, size_t length);
 int vrb_buf_free(struct vb_device *vdev, void *buf, size_t length);

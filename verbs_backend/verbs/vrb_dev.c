@@ -197,13 +197,14 @@ int vrb_dealloc_pd(struct vb_pd *vpd)
 	return 0;
 }
 
-struct vb_mr *vrb_reg_mr(struct vb_pd *vpd, void *addr, size_t length, unsigned int access)
+struct vb_mr *vrb_reg_mr(struct vb_pd *vpd, void *addr, size_t length, uint64_t iova,
+			 unsigned int access)
 {
 	struct vrb_pd *pd = vb_container_of(vpd, struct vrb_pd, vpd);
 	struct vrb_mr *mr;
 	int ret;
 
-	ret = vb_check_mr_args(addr, length, access);
+	ret = vb_check_mr_args(addr, length, iova, access);
 	if (ret) {
 		errno = ret;
 		return NULL;
@@ -213,7 +214,8 @@ struct vb_mr *vrb_reg_mr(struct vb_pd *vpd, void *addr, size_t length, unsigned 
 		errno = ENOMEM;
 		return NULL;
 	}
-	mr->mr = ibv_reg_mr(pd->pd, addr, length, (int)access);
+	mr->mr = iova == (uintptr_t)addr ? ibv_reg_mr(pd->pd, addr, length, (int)access)
+					 : ibv_reg_mr_iova(pd->pd, addr, length, iova, (int)access);
 	if (!mr->mr) {
 		ret = errno ? errno : EINVAL;
 		free(mr);
@@ -223,6 +225,7 @@ struct vb_mr *vrb_reg_mr(struct vb_pd *vpd, void *addr, size_t length, unsigned 
 	mr->vmr.pd = vpd;
 	mr->vmr.addr = addr;
 	mr->vmr.length = length;
+	mr->vmr.iova = iova;
 	mr->vmr.access = access;
 	mr->vmr.lkey = mr->mr->lkey;
 	mr->vmr.rkey = mr->mr->rkey;

@@ -414,8 +414,8 @@ Test(basic, zero_based_region_is_addressed_by_offset)
 	cr_assert_eq(b[300 + 4096], 0);
 	/* Read it back to offset 0 of a. */
 	memset(a, 0, LEN);
-	cr_assert_eq(post_rdma(p.a.qp, VB_WR_RDMA_READ, 2, (void *)0, 4096, la->lkey, 300,
-			       rb->rkey, VB_SEND_SIGNALED),
+	cr_assert_eq(post_rdma(p.a.qp, VB_WR_RDMA_READ, 2, (void *)0, 4096, la->lkey, 300, rb->rkey,
+			       VB_SEND_SIGNALED),
 		     0);
 	wc = tpair_wait(p.a.scq);
 	cr_assert_eq(wc.status, VB_WC_SUCCESS, "%s", vb_wc_status_str(wc.status));

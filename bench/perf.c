@@ -296,6 +296,11 @@ static int lbuf_get(struct perf_ctx *c, uint32_t k, uint32_t size, struct perf_l
 }
 
 /*
+ * Latency samples come as perftest takes them: one clock reading per
+ * iteration, a sample is the time from one reading to the next.  A clock
+ * read is costly on some hosts (emulated ones above all); reading twice per
+ * iteration would count it twice.
+ *
  * One side of the write ping-pong.  The client writes first and times the
  * round trip; the server answers each message.  Unsignaled writes are
  * reaped every cq_mod iterations; a buffer registered per operation is
@@ -308,17 +313,15 @@ static int write_pingpong(struct perf_ctx *c, uint32_t size, uint32_t n, bool cl
 	bool per_op = c->reg.mode != PERF_REG_ONCE;
 	struct perf_lbuf b;
 	uint32_t outstanding = 0, got;
+	uint64_t prev = client ? perf_now_ns() : 0, t1 = 0;
 	int ret;
 
 	for (uint32_t k = 0; k < n; k++) {
 		uint8_t v = flag_of(k);
 		bool sig = per_op || (k + 1) % c->cq_mod == 0;
-		uint64_t t0 = 0, t1 = 0;
 
 		if (!client && (ret = spin_for(c, in, v)))
 			return ret;
-		if (client)
-			t0 = perf_now_ns();
 		ret = lbuf_get(c, k, size, &b);
 		if (ret)
 			return ret;
@@ -341,10 +344,12 @@ static int write_pingpong(struct perf_ctx *c, uint32_t size, uint32_t n, bool cl
 		}
 		if (per_op) {
 			perf_reg_put(&c->reg, &b);
-			t1 = perf_now_ns(); /* the release is part of the operation */
+			if (client)
+				t1 = perf_now_ns(); /* the release is part of the operation */
 		}
 		if (lat_us)
-			lat_us[k] = (double)(t1 - t0) / 2000.0;
+			lat_us[k] = (double)(t1 - prev) / 2000.0;
+		prev = t1;
 	}
 	/* The rest were unsignaled: one signaled zero-byte write retires them. */
 	if (outstanding) {
@@ -365,12 +370,11 @@ static int read_lat(struct perf_ctx *c, uint32_t size, uint32_t n, double *lat_u
 {
 	bool per_op = c->reg.mode != PERF_REG_ONCE;
 	struct perf_lbuf b;
+	uint64_t prev = perf_now_ns(), now;
 	uint32_t got;
 	int ret;
 
 	for (uint32_t k = 0; k < n; k++) {
-		uint64_t t0 = perf_now_ns();
-
 		ret = lbuf_get(c, k, size, &b);
 		if (ret)
 			return ret;
@@ -381,8 +385,10 @@ static int read_lat(struct perf_ctx *c, uint32_t size, uint32_t n, double *lat_u
 			perf_reg_put(&c->reg, &b);
 		if (ret)
 			return ret;
+		now = perf_now_ns();
 		if (lat_us)
-			lat_us[k] = (double)(perf_now_ns() - t0) / 1000.0;
+			lat_us[k] = (double)(now - prev) / 1000.0;
+		prev = now;
 	}
 	return 0;
 }

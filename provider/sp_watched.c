@@ -35,9 +35,12 @@ static int watched_reg(void *ctx, void *addr, size_t len, unsigned int access, v
 		free(h);
 		return ret;
 	}
-	st = kp_secure(w->proxy, (uintptr_t)addr, len,
-		       KP_ACCESS_READ | (access & VB_ACCESS_LOCAL_WRITE ? KP_ACCESS_WRITE : 0),
-		       &h->kp_handle);
+	st =
+	    !w->proxy
+		? KP_E_UNWATCHABLE
+		: kp_secure(w->proxy, (uintptr_t)addr, len,
+			    KP_ACCESS_READ | (access & VB_ACCESS_LOCAL_WRITE ? KP_ACCESS_WRITE : 0),
+			    &h->kp_handle);
 	if (st) {
 		/* Unwatchable (or gone meanwhile): usable now, never cached. */
 		h->kp_handle = 0;
@@ -86,7 +89,7 @@ struct sp_watched *sp_watched_create(const struct sp_rcache_config *cfg, struct 
 	struct sp_watched *w;
 	int ret;
 
-	if (!cfg || !pd || !proxy) {
+	if (!cfg || !pd) {
 		errno = EINVAL;
 		return NULL;
 	}
@@ -105,7 +108,7 @@ struct sp_watched *sp_watched_create(const struct sp_rcache_config *cfg, struct 
 	w->sink = (struct kp_sink){
 		.begin = sink_begin, .changed = sink_changed, .end = sink_end, .arg = w
 	};
-	ret = kp_client_add_sink(proxy, &w->sink);
+	ret = proxy ? kp_client_add_sink(proxy, &w->sink) : 0;
 	if (ret)
 		goto err_cache;
 	return w;
@@ -124,10 +127,12 @@ int sp_watched_destroy(struct sp_watched *w)
 
 	if (!w)
 		return 0;
-	kp_client_remove_sink(w->proxy, &w->sink);
+	if (w->proxy)
+		kp_client_remove_sink(w->proxy, &w->sink);
 	ret = sp_rcache_destroy(w->cache);
 	if (ret) {
-		kp_client_add_sink(w->proxy, &w->sink);
+		if (w->proxy)
+			kp_client_add_sink(w->proxy, &w->sink);
 		return ret;
 	}
 	free(w);

@@ -14,7 +14,7 @@
 
 struct sp_watched;
 
-/* NULL with errno. */
+/* NULL with errno.  Without a proxy (NULL) nothing is ever cached. */
 struct sp_watched *sp_watched_create(const struct sp_rcache_config *cfg, struct vb_pd *pd,
 				     struct kp_client *proxy);
 /* EBUSY while a region is held. */

@@ -1,0 +1,21 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/* The SAN extension functions' GUIDs (ws2san.h's WSAID_*). */
+#include "sp_spi.h"
+
+#define SAN_GUID(last)                                                                             \
+	{                                                                                          \
+		0xC0B422F0u + (last), 0xF58C, 0x11d1,                                              \
+		{                                                                                  \
+			0xAD, 0x6C, 0x00, 0xC0, 0x4F, 0xA3, 0x4A, 0x2D                             \
+		}                                                                                  \
+	}
+
+const struct sp_guid sp_guid_register_memory = SAN_GUID(5);
+const struct sp_guid sp_guid_deregister_memory = SAN_GUID(6);
+const struct sp_guid sp_guid_register_rdma_memory = SAN_GUID(7);
+const struct sp_guid sp_guid_deregister_rdma_memory = SAN_GUID(8);
+const struct sp_guid sp_guid_rdma_write = SAN_GUID(9);
+const struct sp_guid sp_guid_rdma_read = SAN_GUID(10);
+const struct sp_guid sp_guid_memory_registration_cache_callback = {
+	0xE5DA4AF8u, 0xD824, 0x48CD, { 0xA7, 0x99, 0x63, 0x37, 0xA9, 0x8E, 0xD2, 0xAF }
+};

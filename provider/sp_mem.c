@@ -1,0 +1,221 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * WSPRegisterMemory, WSPDeregisterMemory and the cache callback.
+ *
+ * A memory handle belongs to one socket and holds a region of that
+ * socket's registration cache.  Registering the same buffer with the same
+ * flags on the same socket again returns the same handle with one more
+ * reference; the last deregistration gives the region back to the cache,
+ * which keeps it registered, pinned and watched for the next time.
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "sp_prov.h"
+
+static unsigned int mem_access(uint32_t flags)
+{
+	/* MEM_READ: the NIC reads it (a source); MEM_WRITE: the NIC writes it. */
+	return flags & SP_MEM_WRITE ? VB_ACCESS_LOCAL_WRITE : 0;
+}
+
+void *sp_register_memory(sp_socket s, void *buf, uint32_t len, uint32_t flags, int *err)
+{
+	struct sp_sock *so = sp_sock_get(s, err);
+	struct sp_memh *h;
+	int ret = 0;
+
+	if (!so)
+		return NULL;
+	if (!flags || flags & ~SP_MEM_READWRITE) {
+		ret = SP_WSAEINVAL;
+		goto out;
+	}
+	if (!buf || !len || (uintptr_t)buf + len < (uintptr_t)buf) {
+		ret = SP_WSAEFAULT;
+		goto out;
+	}
+	pthread_mutex_lock(&so->lock);
+	if (so->state != SP_SOCK_CONNECTED) {
+		ret = SP_WSAENOTCONN;
+		goto out_unlock;
+	}
+	for (h = so->memh; h; h = h->next) {
+		if (h->addr == buf && h->len == len && h->flags == flags) {
+			if (h->refs == UINT32_MAX) {
+				ret = SP_WSAENOBUFS;
+				goto out_unlock;
+			}
+			h->refs++;
+			goto out_unlock;
+		}
+	}
+	h = calloc(1, sizeof(*h));
+	if (!h) {
+		ret = SP_WSAENOBUFS;
+		goto out_unlock;
+	}
+	h->sock = so;
+	h->addr = buf;
+	h->len = len;
+	h->flags = flags;
+	h->refs = 1;
+	ret = sp_rcache_get(sp_watched_cache(so->cache), buf, len, mem_access(flags), &h->region);
+	if (ret) {
+		/* EFAULT: not all valid memory; ENOBUFS: a limit; others: the NIC. */
+		ret = ret == EINVAL ? SP_WSAEFAULT : sp_wsa_error(ret);
+		goto err_free;
+	}
+	h->lkey = sp_watched_mr(h->region)->lkey;
+	if (sp_htab_add(&sp_prov.mem, h, &h->handle)) {
+		ret = SP_WSAENOBUFS;
+		goto err_put;
+	}
+	h->next = so->memh;
+	so->memh = h;
+	goto out_unlock;
+
+err_put:
+	sp_rcache_put(sp_watched_cache(so->cache), h->region);
+err_free:
+	free(h);
+	h = NULL;
+out_unlock:
+	pthread_mutex_unlock(&so->lock);
+out:
+	sp_sock_put(so);
+	if (ret) {
+		*err = ret;
+		return NULL;
+	}
+	return (void *)(uintptr_t)h->handle;
+}
+
+/* Unlink and release h (socket lock held, h no longer busy). */
+static void memh_free(struct sp_sock *so, struct sp_memh *h)
+{
+	struct sp_memh **pp;
+
+	for (pp = &so->memh; *pp != h; pp = &(*pp)->next)
+		;
+	*pp = h->next;
+	sp_htab_remove(&sp_prov.mem, h->handle);
+	sp_rcache_put(sp_watched_cache(so->cache), h->region);
+	free(h);
+}
+
+int sp_deregister_memory(sp_socket s, void *handle, int *err)
+{
+	struct sp_sock *so = sp_sock_get(s, err);
+	struct sp_memh *h;
+	int ret = 0;
+
+	if (!so)
+		return SP_SOCKET_ERROR;
+	pthread_mutex_lock(&so->lock);
+	h = sp_htab_lookup(&sp_prov.mem, (uintptr_t)handle, NULL);
+	/* Another socket's handle is as unknown here as a forged one. */
+	if (!h || h->sock != so)
+		ret = SP_WSAEINVAL;
+	else if (atomic_load(&h->busy))
+		ret = SP_WSAEINVAL; /* a transfer uses it */
+	else if (!--h->refs)
+		memh_free(so, h);
+	pthread_mutex_unlock(&so->lock);
+	sp_sock_put(so);
+	return ret ? sp_fail(err, ret) : 0;
+}
+
+int sp_mem_resolve(struct sp_sock *so, const struct sp_wsabufex *bufs, uint32_t n, uint32_t need,
+		   struct vb_sge *sge, struct sp_op *op, uint32_t *total)
+{
+	struct sp_memh *hs[SP_OP_MAX_SGE];
+	uint64_t sum = 0;
+
+	if (n > SP_OP_MAX_SGE)
+		return SP_WSAEINVAL;
+	if (n && !bufs)
+		return SP_WSAEFAULT;
+	for (uint32_t i = 0; i < n; i++) {
+		/* The socket's lock is held: a handle found here stays until the end. */
+		struct sp_memh *h = sp_htab_lookup(&sp_prov.mem, (uintptr_t)bufs[i].handle, NULL);
+		uintptr_t a = (uintptr_t)bufs[i].buf;
+
+		if (!h || h->sock != so)
+			return SP_WSAEINVAL;
+		if ((h->flags & need) != need)
+			return SP_WSAEFAULT;
+		/* The buffer must lie inside what its handle registered. */
+		if (a < (uintptr_t)h->addr || bufs[i].len > h->len ||
+		    a - (uintptr_t)h->addr > h->len - bufs[i].len)
+			return SP_WSAEFAULT;
+		sge[i] = (struct vb_sge){ .addr = a, .length = bufs[i].len, .lkey = h->lkey };
+		hs[i] = h;
+		sum += bufs[i].len;
+	}
+	if (sum > UINT32_MAX)
+		return SP_WSAEMSGSIZE;
+	for (uint32_t i = 0; i < n; i++) {
+		atomic_fetch_add(&hs[i]->busy, 1);
+		op->memh[op->n_memh++] = hs[i];
+	}
+	*total = (uint32_t)sum;
+	return 0;
+}
+
+void sp_mem_release_op(struct sp_op *op)
+{
+	for (uint32_t i = 0; i < op->n_memh; i++)
+		atomic_fetch_sub(&op->memh[i]->busy, 1);
+	op->n_memh = 0;
+}
+
+void sp_mem_release_socket(struct sp_sock *so)
+{
+	pthread_mutex_lock(&so->lock);
+	while (so->memh)
+		memh_free(so, so->memh);
+	pthread_mutex_unlock(&so->lock);
+}
+
+struct cb_walk {
+	void *addr;
+	size_t size;
+	size_t removed;
+	int error;
+};
+
+static void cb_one(void *obj, void *arg)
+{
+	struct sp_sock *so = obj;
+	struct cb_walk *w = arg;
+	size_t removed = 0;
+	int ret;
+
+	/* The table's lock is held: the socket cannot close meanwhile. */
+	pthread_mutex_lock(&so->lock);
+	if (so->cache) {
+		ret = sp_rcache_invalidate(sp_watched_cache(so->cache), w->addr, w->size, &removed);
+		if (ret)
+			w->error = ret;
+		w->removed += removed;
+	}
+	pthread_mutex_unlock(&so->lock);
+}
+
+int sp_memory_registration_cache_callback(void *addr, size_t size, int *err)
+{
+	struct cb_walk w = { .addr = addr, .size = size };
+
+	if (!err)
+		return SP_SOCKET_ERROR;
+	if (!addr || !size || (uintptr_t)addr + size < (uintptr_t)addr)
+		return sp_fail(err, SP_WSAEINVAL);
+	sp_htab_for_each(&sp_prov.sockets, cb_one, &w);
+	if (w.error)
+		return sp_fail(err, SP_WSAEFAULT);
+	/* Nothing was cached there: the switch is told so. */
+	if (!w.removed)
+		return sp_fail(err, SP_WSAEINVAL);
+	return 0;
+}

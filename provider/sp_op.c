@@ -1,0 +1,122 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * Overlapped operations.  Each one is in the table of operations (its
+ * handle is the wr_id of its work request) and in its socket's list.
+ * Whoever takes it out of the table owns its completion: the progress
+ * thread when its work completion arrives, the closing socket otherwise.
+ * A work completion whose wr_id is no longer in the table is left over
+ * from a closed socket's QP and finds nothing.
+ */
+#include <stdlib.h>
+
+#include "sp_prov.h"
+
+struct sp_op *sp_op_new(struct sp_sock *so, enum sp_op_kind kind, struct sp_overlapped *ov,
+			sp_completion_fn cr, int *err)
+{
+	struct sp_op *op = calloc(1, sizeof(*op));
+
+	if (!op) {
+		*err = SP_WSAENOBUFS;
+		return NULL;
+	}
+	op->sock = so;
+	op->kind = kind;
+	op->ov = ov;
+	op->cr = cr;
+	if (sp_htab_add(&sp_prov.ops, op, &op->handle)) {
+		free(op);
+		*err = SP_WSAENOBUFS;
+		return NULL;
+	}
+	sp_sock_hold(so);
+	op->next = so->ops;
+	if (so->ops)
+		so->ops->prev = op;
+	so->ops = op;
+	if (kind == SP_OP_RECV)
+		so->rq_free--;
+	else
+		so->sq_free--;
+	ov->internal_high = 0;
+	__atomic_store_n(&ov->internal, SP_OV_PENDING, __ATOMIC_RELEASE);
+	return op;
+}
+
+static void unlink_op(struct sp_op *op)
+{
+	struct sp_sock *so = op->sock;
+
+	if (op->prev)
+		op->prev->next = op->next;
+	else
+		so->ops = op->next;
+	if (op->next)
+		op->next->prev = op->prev;
+	op->next = op->prev = NULL;
+	if (op->kind == SP_OP_RECV)
+		so->rq_free++;
+	else
+		so->sq_free++;
+}
+
+void sp_op_cancel(struct sp_op *op)
+{
+	struct sp_sock *so = op->sock;
+
+	sp_htab_remove(&sp_prov.ops, op->handle);
+	unlink_op(op);
+	sp_mem_release_op(op);
+	/* Nothing was posted: the overlapped structure is the caller's again. */
+	op->ov->internal = 0;
+	free(op);
+	/* The caller holds its own reference: this is never the last one. */
+	atomic_fetch_sub(&so->refs, 1);
+}
+
+void sp_op_complete(struct sp_op *op, int wsa_error, uint32_t bytes)
+{
+	struct sp_sock *so = op->sock;
+	struct sp_overlapped *ov = op->ov;
+	int err;
+
+	sp_mem_release_op(op);
+	ov->internal_high = bytes;
+	pthread_mutex_lock(&sp_prov.lock);
+	/* The overlapped structure is the switch's memory, not an atomic object. */
+	__atomic_store_n(&ov->internal, (uintptr_t)wsa_error, __ATOMIC_RELEASE);
+	pthread_cond_broadcast(&sp_prov.done);
+	pthread_mutex_unlock(&sp_prov.lock);
+	/* With bit 0 of the event set the switch polls: no up-call then. */
+	if (!SP_OV_NO_UPCALL(ov))
+		sp_prov.up.complete_overlapped_request(so->handle, ov, (uint32_t)wsa_error, bytes,
+						       &err);
+	/*
+	 * Unlinked last: closesocket waits for the list to empty, so once it
+	 * returns no completion touches the switch's overlapped structures.
+	 */
+	pthread_mutex_lock(&so->lock);
+	unlink_op(op);
+	pthread_cond_broadcast(&so->cond);
+	pthread_mutex_unlock(&so->lock);
+	free(op);
+	sp_sock_put(so);
+}
+
+void sp_op_abort_all(struct sp_sock *so)
+{
+	pthread_mutex_lock(&so->lock);
+	while (so->ops) {
+		struct sp_op *op = so->ops;
+
+		if (sp_htab_remove(&sp_prov.ops, op->handle) != op) {
+			/* The progress thread has it and is completing it: wait. */
+			pthread_cond_wait(&so->cond, &so->lock);
+			continue;
+		}
+		pthread_mutex_unlock(&so->lock);
+		sp_op_complete(op, SP_WSA_OPERATION_ABORTED, 0);
+		pthread_mutex_lock(&so->lock);
+	}
+	pthread_mutex_unlock(&so->lock);
+}

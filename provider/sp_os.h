@@ -1,0 +1,17 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/* What the SPI needs of the operating system (provider/<os>/sp_os.c). */
+#ifndef SANPROV_SP_OS_H
+#define SANPROV_SP_OS_H
+
+#include <stdbool.h>
+
+#include "sp_spi.h"
+
+/* Signal and reset the switch's event object (WSAEVENT). 0 or errno. */
+int sp_os_event_set(sp_event ev);
+int sp_os_event_reset(sp_event ev);
+
+/* Wait up to timeout_ms for fd (a listener's) to be readable: 1, 0 on timeout, or -errno. */
+int sp_os_wait_readable(int fd, int timeout_ms);
+
+#endif

@@ -1,0 +1,200 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/* WSPStartupEx and WSPCleanup: the provider's device, queues and tables. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sp_prov.h"
+#include "sp_spi_procs.h"
+
+struct sp_prov sp_prov = {
+	.lock = PTHREAD_MUTEX_INITIALIZER,
+	.done = PTHREAD_COND_INITIALIZER,
+};
+
+/* One CQ serves every QP; each QP is promised room for all it can post. */
+#define SP_CQ_ENTRIES 65536u
+
+static uint32_t env_u32(const char *name, uint32_t def, uint32_t min, uint32_t max)
+{
+	const char *v = getenv(name);
+	char *end;
+	unsigned long long n;
+
+	if (!v || !*v)
+		return def;
+	errno = 0;
+	n = strtoull(v, &end, 0);
+	if (errno || *end || n < min || n > max) {
+		fprintf(stderr, "sanprov: %s=%s is not in %u..%u; using %u\n", name, v, min, max,
+			def);
+		return def;
+	}
+	return (uint32_t)n;
+}
+
+static void config_init(struct sp_prov_config *c)
+{
+	c->max_sockets = env_u32("SANPROV_SPI_MAX_SOCKETS", 1024, 1, 1u << 20);
+	c->queue_depth = env_u32("SANPROV_SPI_QUEUE_DEPTH", 128, 4, 4096);
+	c->max_sge = SP_OP_MAX_SGE;
+	c->rdma_threshold = env_u32("SANPROV_SPI_RDMA_THRESHOLD", 65536, 0, UINT32_MAX);
+	c->max_rdma = env_u32("SANPROV_SPI_MAX_RDMA", 1u << 30, 4096, 1u << 30);
+	c->max_mem_handles = env_u32("SANPROV_SPI_MAX_MEM_HANDLES", 1u << 16, 16, 1u << 24);
+	c->connect_timeout_ms = (int)env_u32("SANPROV_SPI_CONNECT_TIMEOUT_MS", 10000, 10, 600000);
+}
+
+static void prov_teardown(void)
+{
+	struct sp_prov *p = &sp_prov;
+
+	sp_progress_stop();
+	if (p->cq)
+		vb_destroy_cq(p->cq);
+	if (p->proxy)
+		kp_client_close(p->proxy);
+	if (p->dev)
+		vb_close_device(p->dev);
+	sp_htab_fini(&p->sockets);
+	sp_htab_fini(&p->mem);
+	sp_htab_fini(&p->rdma);
+	sp_htab_fini(&p->ops);
+	p->cq = NULL;
+	p->proxy = NULL;
+	p->dev = NULL;
+}
+
+static int prov_setup(void)
+{
+	struct sp_prov *p = &sp_prov;
+	int ret;
+
+	config_init(&p->cfg);
+	sp_rcache_config_init(&p->cache_cfg);
+	if (sp_htab_init(&p->sockets, p->cfg.max_sockets) ||
+	    sp_htab_init(&p->mem, p->cfg.max_mem_handles) ||
+	    sp_htab_init(&p->rdma, p->cfg.max_mem_handles) ||
+	    sp_htab_init(&p->ops, p->cfg.max_sockets * 2 * p->cfg.queue_depth)) {
+		ret = ENOMEM;
+		goto err;
+	}
+	p->dev = vb_open_device(NULL, getenv("SANPROV_DEVICE"));
+	if (!p->dev) {
+		ret = errno;
+		fprintf(stderr, "sanprov: no device: %s\n", strerror(ret));
+		goto err;
+	}
+	p->cq = vb_create_cq(p->dev, SP_CQ_ENTRIES);
+	if (!p->cq) {
+		ret = errno;
+		goto err;
+	}
+	p->cq_credits = (uint32_t)p->cq->cqe;
+	/*
+	 * Without the proxy nothing can tell the cache that memory changed:
+	 * registrations are then made per use and never cached.
+	 */
+	p->proxy = kp_client_open();
+	if (!p->proxy) {
+		fprintf(stderr,
+			"sanprov: kernel proxy unavailable (%s): registrations are not "
+			"cached\n",
+			strerror(errno));
+		p->cache_cfg.enable = false;
+	}
+	atomic_store(&p->stop, false);
+	ret = sp_progress_start();
+	if (ret)
+		goto err;
+	return 0;
+err:
+	prov_teardown();
+	return ret;
+}
+
+int sp_wsp_startup_ex(uint16_t version, struct sp_wsp_data *data, const struct sp_upcalls *upcalls,
+		      struct sp_proc_table *procs)
+{
+	struct sp_prov *p = &sp_prov;
+	int ret = 0;
+
+	if (!data || !upcalls || !procs || !upcalls->create_socket_handle ||
+	    !upcalls->close_socket_handle || !upcalls->query_socket_handle_context ||
+	    !upcalls->complete_overlapped_request)
+		return SP_WSAEFAULT;
+	/* 2.2 is the only version: a caller that cannot take it gets refused. */
+	if ((version & 0xff) < 2 || ((version & 0xff) == 2 && (version >> 8) < 2))
+		return SP_WSAVERNOTSUPPORTED;
+	pthread_mutex_lock(&p->lock);
+	if (!p->startups) {
+		p->up = *upcalls;
+		ret = prov_setup();
+	}
+	if (!ret)
+		p->startups++;
+	pthread_mutex_unlock(&p->lock);
+	if (ret)
+		return SP_WSAEPROVIDERFAILEDINIT;
+	data->version = SP_SPI_VERSION;
+	data->high_version = SP_SPI_VERSION;
+	snprintf(data->description, sizeof(data->description),
+		 "sanprov SAN service provider (%s, registration cache %s)", p->dev->ops->name,
+		 p->cache_cfg.enable ? "on" : "off");
+	sp_spi_fill_procs(procs);
+	return 0;
+}
+
+struct collect {
+	struct sp_sock **so;
+	size_t n, cap;
+};
+
+static void collect_one(void *obj, void *arg)
+{
+	struct collect *c = arg;
+
+	if (c->n == c->cap) {
+		size_t cap = c->cap ? 2 * c->cap : 64;
+		struct sp_sock **so = realloc(c->so, cap * sizeof(*so));
+		if (!so)
+			return; /* left for the next cleanup's sweep below */
+		c->so = so;
+		c->cap = cap;
+	}
+	sp_sock_hold(obj);
+	c->so[c->n++] = obj;
+}
+
+int sp_cleanup(int *err)
+{
+	struct sp_prov *p = &sp_prov;
+	struct collect c = { 0 };
+
+	pthread_mutex_lock(&p->lock);
+	if (!p->startups) {
+		pthread_mutex_unlock(&p->lock);
+		return sp_fail(err, SP_WSANOTINITIALISED);
+	}
+	if (p->startups > 1) {
+		p->startups--;
+		pthread_mutex_unlock(&p->lock);
+		return 0;
+	}
+	pthread_mutex_unlock(&p->lock);
+	/* The last cleanup closes what the switch left open. */
+	do {
+		c.n = 0;
+		sp_htab_for_each(&p->sockets, collect_one, &c);
+		for (size_t i = 0; i < c.n; i++) {
+			sp_sock_close(c.so[i]);
+			sp_sock_put(c.so[i]);
+		}
+	} while (c.n);
+	free(c.so);
+	pthread_mutex_lock(&p->lock);
+	if (!--p->startups)
+		prov_teardown();
+	pthread_mutex_unlock(&p->lock);
+	return 0;
+}

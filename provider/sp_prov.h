@@ -1,0 +1,211 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * The provider's state, shared by the files of the SPI (internal).
+ *
+ * One device for the process, one completion queue for every connection's
+ * QP (a progress thread completes the overlapped operations), and per
+ * socket a protection domain with its own registration cache: an rkey is
+ * only good on the QP of its own PD, so a descriptor sent to one peer is
+ * worth nothing to any other, and cached registrations go with their
+ * connection.
+ */
+#ifndef SANPROV_SP_PROV_H
+#define SANPROV_SP_PROV_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kp_client.h"
+#include "sp_htab.h"
+#include "sp_rcache.h"
+#include "sp_spi.h"
+#include "sp_watched.h"
+#include "vb.h"
+
+/* Limits and defaults (environment: SANPROV_SPI_*; see sp_prov.c). */
+struct sp_prov_config {
+	uint32_t max_sockets;
+	uint32_t queue_depth;	 /* send and receive WRs of a connection */
+	uint32_t max_sge;	 /* buffers of one send, receive or RDMA */
+	uint32_t rdma_threshold; /* SO_RDMA_THRESHOLD_SIZE default */
+	uint32_t max_rdma;	 /* SO_MAX_RDMA_SIZE default and cap */
+	uint32_t max_mem_handles;
+	int connect_timeout_ms;
+};
+
+struct sp_prov {
+	pthread_mutex_t lock; /* startups, the device and the table of sockets */
+	pthread_cond_t done;  /* broadcast after each operation completes */
+	unsigned int startups;
+	struct sp_upcalls up;
+	struct sp_prov_config cfg;
+	struct vb_device *dev;
+	struct vb_cq *cq;
+	uint32_t cq_credits; /* CQEs not promised to a QP */
+	struct kp_client *proxy;
+	struct sp_rcache_config cache_cfg;
+	struct sp_htab sockets; /* socket contexts */
+	struct sp_htab mem;	/* WSPRegisterMemory handles */
+	struct sp_htab rdma;	/* WSPRegisterRdmaMemory registrations */
+	struct sp_htab ops;	/* outstanding operations: their handle is the wr_id */
+	pthread_t progress;
+	bool progress_running;
+	atomic_bool stop;
+};
+
+extern struct sp_prov sp_prov;
+
+enum sp_sock_state {
+	SP_SOCK_NEW,
+	SP_SOCK_BOUND,
+	SP_SOCK_LISTENING,
+	SP_SOCK_CONNECTING,
+	SP_SOCK_CONNECTED,
+	SP_SOCK_FAILED, /* the connection broke or connect failed */
+	SP_SOCK_CLOSED,
+};
+
+struct sp_op;
+struct sp_memh;
+struct sp_rdma_reg;
+
+struct sp_sock {
+	atomic_uint refs;
+	uint64_t ctx;	  /* handle in sp_prov.sockets: the switch's socket context */
+	sp_socket handle; /* the switch's socket, for up-calls */
+	uint32_t catalog_id;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	enum sp_sock_state state;
+	int error; /* WSA error of a failed connect or a broken connection */
+	struct sockaddr_storage local, peer;
+	bool bound;
+	struct vb_pd *pd;
+	struct sp_watched *cache;
+	struct vb_listener *listener;
+	struct vb_qp *qp;
+	uint32_t sq_free; /* send queue slots not in use */
+	uint32_t rq_free; /* receive queue slots not in use */
+	pthread_t worker; /* connect, or watching the listener */
+	bool worker_running;
+	bool worker_stop;
+	bool accept_ready; /* FD_ACCEPT signalled, accept() not called yet */
+	bool connect_busy; /* a blocking connect runs in the caller's thread */
+	bool closing;
+	uint32_t cq_credits; /* taken from sp_prov.cq_credits */
+	sp_event event;
+	int32_t event_mask;
+	int32_t events; /* recorded, not yet enumerated */
+	int32_t event_errors[SP_FD_MAX_EVENTS];
+	uint32_t rdma_threshold;
+	uint32_t max_rdma;
+	struct sp_op *ops;	  /* outstanding overlapped operations */
+	struct sp_memh *memh;	  /* memory handles of this socket */
+	struct sp_rdma_reg *rdma; /* RDMA registrations of this socket */
+};
+
+/* sp_sock.c */
+/* The socket of s with a reference, or NULL (*err = WSAENOTSOCK). */
+struct sp_sock *sp_sock_get(sp_socket s, int *err);
+void sp_sock_put(struct sp_sock *so);
+void sp_sock_hold(void *obj);
+/* Record network events and signal the socket's event (lock held). */
+void sp_sock_signal(struct sp_sock *so, int32_t events, int bit, int error);
+/* The connection broke: record it and tell the switch (FD_CLOSE). */
+void sp_sock_broken(struct sp_sock *so, int error);
+/* Close so as closesocket does (the caller holds a reference). */
+int sp_sock_close(struct sp_sock *so);
+
+/* sp_op.c: overlapped operations */
+enum sp_op_kind { SP_OP_SEND, SP_OP_RECV, SP_OP_RDMA_WRITE, SP_OP_RDMA_READ };
+
+#define SP_OP_MAX_SGE 8
+
+struct sp_op {
+	uint64_t handle;	   /* in sp_prov.ops; the WR's wr_id */
+	struct sp_op *next, *prev; /* in the socket's list */
+	struct sp_sock *sock;
+	enum sp_op_kind kind;
+	struct sp_overlapped *ov;
+	sp_completion_fn cr;
+	uint32_t bytes;
+	uint32_t n_memh;
+	struct sp_memh *memh[SP_OP_MAX_SGE]; /* busy while the op runs */
+};
+
+/*
+ * A new operation of so, linked into the socket and the table of
+ * operations (socket lock held); NULL with *err set.
+ */
+struct sp_op *sp_op_new(struct sp_sock *so, enum sp_op_kind kind, struct sp_overlapped *ov,
+			sp_completion_fn cr, int *err);
+/* Posting failed: unlink and free it, nothing reported (socket lock held). */
+void sp_op_cancel(struct sp_op *op);
+/*
+ * Its completion arrived (or the socket closes): unlink it, report the
+ * result to the switch and free it.  Socket lock not held.
+ */
+void sp_op_complete(struct sp_op *op, int wsa_error, uint32_t bytes);
+/* Abort every outstanding operation of so (closing; its QP is gone). */
+void sp_op_abort_all(struct sp_sock *so);
+
+/* sp_progress.c */
+int sp_progress_start(void);
+void sp_progress_stop(void);
+
+/* sp_mem.c */
+struct sp_memh {
+	uint64_t handle;
+	struct sp_memh *next; /* in the socket's list */
+	struct sp_sock *sock;
+	char *addr;
+	uint32_t len;
+	uint32_t flags; /* SP_MEM_* */
+	struct sp_region *region;
+	uint32_t lkey;
+	uint32_t refs;	  /* registrations (under the socket's lock) */
+	atomic_uint busy; /* operations using it */
+};
+
+/*
+ * Resolve n WSABUFEX of so for an operation that reads (need SP_MEM_READ)
+ * or writes (SP_MEM_WRITE) them: fills sge and marks the handles busy in
+ * op.  0 or a WSA error.  (socket lock held)
+ */
+int sp_mem_resolve(struct sp_sock *so, const struct sp_wsabufex *bufs, uint32_t n, uint32_t need,
+		   struct vb_sge *sge, struct sp_op *op, uint32_t *total);
+void sp_mem_release_op(struct sp_op *op);
+/* Drop every handle and RDMA registration of so (closing). */
+void sp_mem_release_socket(struct sp_sock *so);
+
+void *sp_register_memory(sp_socket s, void *buf, uint32_t len, uint32_t flags, int *err);
+int sp_deregister_memory(sp_socket s, void *handle, int *err);
+int sp_memory_registration_cache_callback(void *addr, size_t size, int *err);
+
+/* sp_rdma.c */
+int sp_register_rdma_memory(sp_socket s, void *buf, uint32_t len, uint32_t flags, void *desc,
+			    uint32_t *desc_len, int *err);
+int sp_deregister_rdma_memory(sp_socket s, void *desc, uint32_t desc_len, int *err);
+int sp_rdma_write(sp_socket s, struct sp_wsabufex *bufs, uint32_t nbufs, void *target_desc,
+		  uint32_t target_desc_len, uint32_t target_offset, uint32_t *bytes, uint32_t flags,
+		  struct sp_overlapped *ov, sp_completion_fn cr, struct sp_thread_id *tid,
+		  int *err);
+int sp_rdma_read(sp_socket s, struct sp_wsabufex *bufs, uint32_t nbufs, void *target_desc,
+		 uint32_t target_desc_len, uint32_t target_offset, uint32_t *bytes, uint32_t flags,
+		 struct sp_overlapped *ov, sp_completion_fn cr, struct sp_thread_id *tid, int *err);
+void sp_rdma_release_socket(struct sp_sock *so);
+
+/* sp_wsaerr.c: connect's errors, and a failed work completion's. */
+int sp_wsa_connect_error(int errnum);
+int sp_wsa_wc_error(enum vb_wc_status status, bool closing);
+
+/* The error convention of the SPI: store code in *err, return SP_SOCKET_ERROR. */
+static inline int sp_fail(int *err, int code)
+{
+	*err = code;
+	return SP_SOCKET_ERROR;
+}
+
+#endif

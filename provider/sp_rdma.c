@@ -1,0 +1,274 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * WSPRegisterRdmaMemory, WSPDeregisterRdmaMemory, WSPRdmaWrite, WSPRdmaRead.
+ *
+ * An RDMA registration is a region of its own, zero-based (the peer
+ * addresses it by offset, so the descriptor carries no address of this
+ * process), in the socket's protection domain (only that connection's QP
+ * can reach it).  Deregistering it deregisters the region: from then on
+ * the peer's rkey fails, whether or not the memory stays cached locally.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sp_prov.h"
+
+#define SP_DESC_VERSION 1
+
+/* What the switch carries to the peer.  No pointer of this process in it. */
+struct sp_rdma_desc {
+	uint8_t magic[4]; /* "SPRD" */
+	uint8_t version;
+	uint8_t flags; /* SP_MEM_*: what the peer may do */
+	uint16_t reserved;
+	uint32_t rkey;
+	uint32_t len;
+	uint64_t token; /* the registration in the owner's table */
+};
+
+struct sp_rdma_reg {
+	uint64_t token;
+	struct sp_rdma_reg *next; /* in the socket's list */
+	struct sp_sock *sock;
+	struct vb_mr *mr;
+	uint32_t flags;
+};
+
+static unsigned int rdma_access(uint32_t flags)
+{
+	unsigned int a = 0;
+
+	if (flags & SP_MEM_READ)
+		a |= VB_ACCESS_REMOTE_READ;
+	if (flags & SP_MEM_WRITE)
+		a |= VB_ACCESS_REMOTE_WRITE | VB_ACCESS_LOCAL_WRITE;
+	return a;
+}
+
+int sp_register_rdma_memory(sp_socket s, void *buf, uint32_t len, uint32_t flags, void *desc,
+			    uint32_t *desc_len, int *err)
+{
+	struct sp_sock *so = sp_sock_get(s, err);
+	struct sp_rdma_reg *r;
+	struct sp_rdma_desc d;
+	int ret = 0;
+
+	if (!so)
+		return SP_SOCKET_ERROR;
+	if (!desc_len) {
+		ret = SP_WSAEFAULT;
+		goto out;
+	}
+	/* The switch's size probe: too small, here is what it takes. */
+	if (!desc || *desc_len < sizeof(d)) {
+		*desc_len = sizeof(d);
+		ret = SP_WSAEFAULT;
+		goto out;
+	}
+	if (!flags || flags & ~SP_MEM_READWRITE) {
+		ret = SP_WSAEINVAL;
+		goto out;
+	}
+	if (!buf || !len || (uintptr_t)buf + len < (uintptr_t)buf) {
+		ret = SP_WSAEFAULT;
+		goto out;
+	}
+	r = calloc(1, sizeof(*r));
+	if (!r) {
+		ret = SP_WSAENOBUFS;
+		goto out;
+	}
+	pthread_mutex_lock(&so->lock);
+	if (so->state != SP_SOCK_CONNECTED) {
+		ret = SP_WSAENOTCONN;
+		goto err_free;
+	}
+	r->sock = so;
+	r->flags = flags;
+	r->mr = vb_reg_mr_iova(so->pd, buf, len, 0, rdma_access(flags));
+	if (!r->mr) {
+		ret = errno == EINVAL ? SP_WSAEFAULT : sp_wsa_error(errno);
+		goto err_free;
+	}
+	if (sp_htab_add(&sp_prov.rdma, r, &r->token)) {
+		ret = SP_WSAENOBUFS;
+		goto err_dereg;
+	}
+	r->next = so->rdma;
+	so->rdma = r;
+	pthread_mutex_unlock(&so->lock);
+
+	memset(&d, 0, sizeof(d));
+	memcpy(d.magic, "SPRD", 4);
+	d.version = SP_DESC_VERSION;
+	d.flags = (uint8_t)flags;
+	d.rkey = r->mr->rkey;
+	d.len = len;
+	d.token = r->token;
+	memcpy(desc, &d, sizeof(d));
+	*desc_len = sizeof(d);
+	sp_sock_put(so);
+	return 0;
+
+err_dereg:
+	vb_dereg_mr(r->mr);
+err_free:
+	pthread_mutex_unlock(&so->lock);
+	free(r);
+out:
+	sp_sock_put(so);
+	return sp_fail(err, ret);
+}
+
+/* A descriptor from the switch: from the peer, so every field is checked. */
+static int desc_take(const void *desc, uint32_t desc_len, struct sp_rdma_desc *d)
+{
+	if (!desc || desc_len != sizeof(*d))
+		return SP_WSAEFAULT;
+	memcpy(d, desc, sizeof(*d));
+	if (memcmp(d->magic, "SPRD", 4) || d->version != SP_DESC_VERSION || d->reserved ||
+	    !d->flags || d->flags & ~SP_MEM_READWRITE || !d->len)
+		return SP_WSAEINVAL;
+	return 0;
+}
+
+/* Unlink and deregister r (socket lock held). */
+static void rdma_free(struct sp_sock *so, struct sp_rdma_reg *r)
+{
+	struct sp_rdma_reg **pp;
+
+	for (pp = &so->rdma; *pp != r; pp = &(*pp)->next)
+		;
+	*pp = r->next;
+	sp_htab_remove(&sp_prov.rdma, r->token);
+	vb_dereg_mr(r->mr);
+	free(r);
+}
+
+int sp_deregister_rdma_memory(sp_socket s, void *desc, uint32_t desc_len, int *err)
+{
+	struct sp_sock *so = sp_sock_get(s, err);
+	struct sp_rdma_desc d;
+	struct sp_rdma_reg *r;
+	int ret;
+
+	if (!so)
+		return SP_SOCKET_ERROR;
+	ret = desc_take(desc, desc_len, &d);
+	pthread_mutex_lock(&so->lock);
+	if (!ret) {
+		r = sp_htab_lookup(&sp_prov.rdma, d.token, NULL);
+		/* Only this socket's own descriptors, exactly as handed out. */
+		if (!r || r->sock != so || r->mr->rkey != d.rkey || r->mr->length != d.len)
+			ret = SP_WSAEINVAL;
+		else
+			rdma_free(so, r);
+	}
+	pthread_mutex_unlock(&so->lock);
+	sp_sock_put(so);
+	return ret ? sp_fail(err, ret) : 0;
+}
+
+void sp_rdma_release_socket(struct sp_sock *so)
+{
+	pthread_mutex_lock(&so->lock);
+	while (so->rdma)
+		rdma_free(so, so->rdma);
+	pthread_mutex_unlock(&so->lock);
+}
+
+static int rdma_xfer(enum sp_op_kind kind, sp_socket s, struct sp_wsabufex *bufs, uint32_t nbufs,
+		     void *target_desc, uint32_t target_desc_len, uint32_t target_offset,
+		     uint32_t *bytes, uint32_t flags, struct sp_overlapped *ov, sp_completion_fn cr,
+		     int *err)
+{
+	bool write = kind == SP_OP_RDMA_WRITE;
+	struct sp_sock *so = sp_sock_get(s, err);
+	struct vb_sge sge[SP_OP_MAX_SGE];
+	struct vb_send_wr wr = { 0 }, *bad;
+	struct sp_rdma_desc d;
+	struct sp_op *op = NULL;
+	uint32_t total = 0;
+	int ret;
+
+	if (!so)
+		return SP_SOCKET_ERROR;
+	/* Always overlapped; the switch never asks for completion routines. */
+	ret = !ov ? SP_WSAEINVAL : cr ? SP_WSAEOPNOTSUPP : flags ? SP_WSAEINVAL : 0;
+	if (!ret)
+		ret = desc_take(target_desc, target_desc_len, &d);
+	if (!ret && !(d.flags & (write ? SP_MEM_WRITE : SP_MEM_READ)))
+		ret = SP_WSAEINVAL; /* the peer did not register it for this */
+	if (ret)
+		goto out;
+	pthread_mutex_lock(&so->lock);
+	if (so->state != SP_SOCK_CONNECTED) {
+		ret = so->state == SP_SOCK_FAILED ? so->error : SP_WSAENOTCONN;
+		goto out_unlock;
+	}
+	if (!so->sq_free) {
+		ret = SP_WSAENOBUFS;
+		goto out_unlock;
+	}
+	op = sp_op_new(so, kind, ov, cr, &ret);
+	if (!op)
+		goto out_unlock;
+	/* Local memory the NIC reads for a write, writes for a read. */
+	ret = sp_mem_resolve(so, bufs, nbufs, write ? SP_MEM_READ : SP_MEM_WRITE, sge, op, &total);
+	if (ret)
+		goto err_cancel;
+	if (total > so->max_rdma) {
+		ret = SP_WSAEMSGSIZE;
+		goto err_cancel;
+	}
+	/* Checked here for a clean error: the NIC would refuse it and break the connection. */
+	if (target_offset > d.len || total > d.len - target_offset) {
+		ret = SP_WSAEINVAL;
+		goto err_cancel;
+	}
+	op->bytes = total;
+	wr.wr_id = op->handle;
+	wr.sg_list = sge;
+	wr.num_sge = (int)nbufs;
+	wr.opcode = write ? VB_WR_RDMA_WRITE : VB_WR_RDMA_READ;
+	wr.send_flags = VB_SEND_SIGNALED;
+	wr.remote_addr = target_offset;
+	wr.rkey = d.rkey;
+	ret = vb_post_send(so->qp, &wr, &bad);
+	if (ret) {
+		ret = sp_wsa_error(ret);
+		goto err_cancel;
+	}
+	pthread_mutex_unlock(&so->lock);
+	sp_sock_put(so);
+	if (bytes)
+		*bytes = 0;
+	return sp_fail(err, SP_WSA_IO_PENDING);
+
+err_cancel:
+	sp_op_cancel(op);
+out_unlock:
+	pthread_mutex_unlock(&so->lock);
+out:
+	sp_sock_put(so);
+	return sp_fail(err, ret);
+}
+
+int sp_rdma_write(sp_socket s, struct sp_wsabufex *bufs, uint32_t nbufs, void *target_desc,
+		  uint32_t target_desc_len, uint32_t target_offset, uint32_t *bytes, uint32_t flags,
+		  struct sp_overlapped *ov, sp_completion_fn cr, struct sp_thread_id *tid, int *err)
+{
+	(void)tid;
+	return rdma_xfer(SP_OP_RDMA_WRITE, s, bufs, nbufs, target_desc, target_desc_len,
+			 target_offset, bytes, flags, ov, cr, err);
+}
+
+int sp_rdma_read(sp_socket s, struct sp_wsabufex *bufs, uint32_t nbufs, void *target_desc,
+		 uint32_t target_desc_len, uint32_t target_offset, uint32_t *bytes, uint32_t flags,
+		 struct sp_overlapped *ov, sp_completion_fn cr, struct sp_thread_id *tid, int *err)
+{
+	(void)tid;
+	return rdma_xfer(SP_OP_RDMA_READ, s, bufs, nbufs, target_desc, target_desc_len,
+			 target_offset, bytes, flags, ov, cr, err);
+}

@@ -1,0 +1,771 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * Sockets: creation, bind, listen, accept, connect, network events, close.
+ *
+ * A connection is an RC QP on the provider's CQ, in a protection domain
+ * of the socket's own with its own registration cache.  Connect and accept
+ * go through the backend's connection manager; the connecting side sends a
+ * hello in the private data with the address the switch bound it to (the
+ * switch binds a SAN socket to the address of the TCP socket it stands
+ * for), which the listener's condition function gets to see.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sp_os.h"
+#include "sp_prov.h"
+#include "sp_spi_procs.h"
+
+#define SP_HELLO_VERSION 1
+#define SP_LISTEN_TICK_MS 100
+
+struct sp_hello {
+	uint8_t magic[2]; /* 'S', 'H' */
+	uint8_t version;
+	uint8_t family; /* 4 or 6 */
+	uint16_t port;	/* network order */
+	uint8_t reserved[2];
+	uint8_t addr[16];
+};
+
+_Static_assert(sizeof(struct sp_hello) <= VB_MAX_PRIVATE_DATA, "hello fits a CM REQ");
+
+/* Objects ------------------------------------------------------------------ */
+
+void sp_sock_hold(void *obj)
+{
+	atomic_fetch_add(&((struct sp_sock *)obj)->refs, 1);
+}
+
+void sp_sock_put(struct sp_sock *so)
+{
+	if (atomic_fetch_sub(&so->refs, 1) != 1)
+		return;
+	pthread_cond_destroy(&so->cond);
+	pthread_mutex_destroy(&so->lock);
+	free(so);
+}
+
+static struct sp_sock *sock_alloc(uint32_t catalog_id)
+{
+	struct sp_sock *so = calloc(1, sizeof(*so));
+
+	if (!so)
+		return NULL;
+	atomic_init(&so->refs, 1);
+	pthread_mutex_init(&so->lock, NULL);
+	pthread_cond_init(&so->cond, NULL);
+	so->catalog_id = catalog_id;
+	so->rdma_threshold = sp_prov.cfg.rdma_threshold;
+	so->max_rdma = sp_prov.cfg.max_rdma;
+	return so;
+}
+
+static bool started(void)
+{
+	bool s;
+
+	pthread_mutex_lock(&sp_prov.lock);
+	s = sp_prov.startups > 0;
+	pthread_mutex_unlock(&sp_prov.lock);
+	return s;
+}
+
+struct sp_sock *sp_sock_get(sp_socket s, int *err)
+{
+	struct sp_sock *so;
+	uintptr_t ctx = 0;
+	int e;
+
+	if (!started()) {
+		*err = SP_WSANOTINITIALISED;
+		return NULL;
+	}
+	if (sp_prov.up.query_socket_handle_context(s, &ctx, &e)) {
+		*err = SP_WSAENOTSOCK;
+		return NULL;
+	}
+	so = sp_htab_lookup(&sp_prov.sockets, ctx, sp_sock_hold);
+	if (!so)
+		*err = SP_WSAENOTSOCK;
+	return so;
+}
+
+/* Publish so to the switch: a context in the table, a handle from the switch. */
+static int sock_publish(struct sp_sock *so)
+{
+	int err, ret;
+
+	ret = sp_htab_add(&sp_prov.sockets, so, &so->ctx);
+	if (ret)
+		return SP_WSAEMFILE;
+	so->handle = sp_prov.up.create_socket_handle(so->catalog_id, (uintptr_t)so->ctx, &err);
+	if (so->handle == SP_INVALID_SOCKET) {
+		sp_htab_remove(&sp_prov.sockets, so->ctx);
+		return err ? err : SP_WSAENOBUFS;
+	}
+	return 0;
+}
+
+void sp_sock_signal(struct sp_sock *so, int32_t events, int bit, int error)
+{
+	so->events |= events;
+	so->event_errors[bit] = error;
+	if (so->event && (so->event_mask & events))
+		sp_os_event_set(so->event);
+	pthread_cond_broadcast(&so->cond);
+}
+
+void sp_sock_broken(struct sp_sock *so, int error)
+{
+	pthread_mutex_lock(&so->lock);
+	if (so->state == SP_SOCK_CONNECTED) {
+		so->state = SP_SOCK_FAILED;
+		so->error = error;
+		sp_sock_signal(so, SP_FD_CLOSE, SP_FD_CLOSE_BIT, error);
+	}
+	pthread_mutex_unlock(&so->lock);
+}
+
+/* Connection resources ------------------------------------------------------ */
+
+static void conn_release(struct sp_sock *so)
+{
+	if (so->qp)
+		vb_destroy_qp(so->qp);
+	so->qp = NULL;
+	/* Aborted operations give their memory handles back before the cache goes. */
+	sp_op_abort_all(so);
+	sp_rdma_release_socket(so);
+	sp_mem_release_socket(so);
+	if (so->cache)
+		sp_watched_destroy(so->cache);
+	so->cache = NULL;
+	if (so->pd)
+		vb_dealloc_pd(so->pd);
+	so->pd = NULL;
+	if (so->cq_credits) {
+		pthread_mutex_lock(&sp_prov.lock);
+		sp_prov.cq_credits += so->cq_credits;
+		pthread_mutex_unlock(&sp_prov.lock);
+		so->cq_credits = 0;
+	}
+}
+
+static int conn_resources(struct sp_sock *so)
+{
+	uint32_t depth = sp_prov.cfg.queue_depth;
+	struct vb_qp_init_attr attr = {
+		.send_cq = sp_prov.cq,
+		.recv_cq = sp_prov.cq,
+		.cap = { .max_send_wr = depth,
+			 .max_recv_wr = depth,
+			 .max_send_sge = sp_prov.cfg.max_sge,
+			 .max_recv_sge = sp_prov.cfg.max_sge },
+	};
+	int ret;
+
+	/* The shared CQ holds a completion for every WR any QP can have posted. */
+	pthread_mutex_lock(&sp_prov.lock);
+	if (sp_prov.cq_credits < 2 * depth) {
+		pthread_mutex_unlock(&sp_prov.lock);
+		return ENOBUFS;
+	}
+	sp_prov.cq_credits -= 2 * depth;
+	so->cq_credits = 2 * depth;
+	pthread_mutex_unlock(&sp_prov.lock);
+
+	so->pd = vb_alloc_pd(sp_prov.dev);
+	if (!so->pd)
+		goto err;
+	so->cache = sp_watched_create(&sp_prov.cache_cfg, so->pd, sp_prov.proxy);
+	if (!so->cache)
+		goto err;
+	so->qp = vb_create_qp(so->pd, &attr);
+	if (!so->qp)
+		goto err;
+	so->sq_free = depth;
+	so->rq_free = depth;
+	return 0;
+err:
+	ret = errno ? errno : ENOMEM;
+	conn_release(so);
+	return ret;
+}
+
+/* Addresses ----------------------------------------------------------------- */
+
+static int check_sockaddr(const struct sockaddr *sa, int len)
+{
+	if (!sa || len < (int)sizeof(sa->sa_family))
+		return SP_WSAEFAULT;
+	if (sa->sa_family == AF_INET)
+		return len >= (int)sizeof(struct sockaddr_in) ? 0 : SP_WSAEFAULT;
+	if (sa->sa_family == AF_INET6)
+		return len >= (int)sizeof(struct sockaddr_in6) ? 0 : SP_WSAEFAULT;
+	return SP_WSAEAFNOSUPPORT;
+}
+
+static socklen_t sockaddr_len(const struct sockaddr_storage *ss)
+{
+	return ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+}
+
+static void hello_fill(struct sp_hello *h, const struct sockaddr_storage *local)
+{
+	memset(h, 0, sizeof(*h));
+	h->magic[0] = 'S';
+	h->magic[1] = 'H';
+	h->version = SP_HELLO_VERSION;
+	if (local->ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)local;
+		h->family = 4;
+		h->port = in->sin_port;
+		memcpy(h->addr, &in->sin_addr, 4);
+	} else if (local->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)local;
+		h->family = 6;
+		h->port = in6->sin6_port;
+		memcpy(h->addr, &in6->sin6_addr, 16);
+	}
+}
+
+/* The caller's stated address; the peer is another process: check it all. */
+static int hello_take(const struct vb_qp *qp, struct sockaddr_storage *peer)
+{
+	struct sp_hello h;
+
+	if (qp->peer_private_data_len < sizeof(h))
+		return EPROTO;
+	memcpy(&h, qp->peer_private_data, sizeof(h));
+	if (h.magic[0] != 'S' || h.magic[1] != 'H' || h.version != SP_HELLO_VERSION)
+		return EPROTO;
+	memset(peer, 0, sizeof(*peer));
+	if (h.family == 4) {
+		struct sockaddr_in *in = (struct sockaddr_in *)peer;
+		in->sin_family = AF_INET;
+		in->sin_port = h.port;
+		memcpy(&in->sin_addr, h.addr, 4);
+	} else if (h.family == 6) {
+		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)peer;
+		in6->sin6_family = AF_INET6;
+		in6->sin6_port = h.port;
+		memcpy(&in6->sin6_addr, h.addr, 16);
+	} else if (h.family) {
+		return EPROTO;
+	}
+	return 0;
+}
+
+/* The calls ------------------------------------------------------------------ */
+
+sp_socket sp_socket_open(int af, int type, int protocol, uint32_t catalog_id, uint32_t flags,
+			 int *err)
+{
+	struct sp_sock *so;
+	int ret;
+
+	(void)flags;
+	if (!started()) {
+		*err = SP_WSANOTINITIALISED;
+		return SP_INVALID_SOCKET;
+	}
+	if (af != AF_INET && af != AF_INET6) {
+		*err = SP_WSAEAFNOSUPPORT;
+		return SP_INVALID_SOCKET;
+	}
+	if (type != SOCK_STREAM) {
+		*err = SP_WSAEPROTOTYPE;
+		return SP_INVALID_SOCKET;
+	}
+	if (protocol && protocol != IPPROTO_TCP) {
+		*err = SP_WSAEPROTONOSUPPORT;
+		return SP_INVALID_SOCKET;
+	}
+	so = sock_alloc(catalog_id);
+	if (!so) {
+		*err = SP_WSAENOBUFS;
+		return SP_INVALID_SOCKET;
+	}
+	so->local.ss_family = (sa_family_t)af;
+	ret = sock_publish(so);
+	if (ret) {
+		sp_sock_put(so);
+		*err = ret;
+		return SP_INVALID_SOCKET;
+	}
+	return so->handle;
+}
+
+int sp_bind(sp_socket s, const struct sockaddr *name, int namelen, int *err)
+{
+	struct sp_sock *so = sp_sock_get(s, err);
+	int ret;
+
+	if (!so)
+		return SP_SOCKET_ERROR;
+	ret = check_sockaddr(name, namelen);
+	pthread_mutex_lock(&so->lock);
+	if (!ret && (so->state != SP_SOCK_NEW || so->bound))
+		ret = SP_WSAEINVAL;
+	if (!ret && name->sa_family != so->local.ss_family)
+		ret = SP_WSAEFAULT;
+	if (!ret) {
+		memcpy(&so->local, name,
+		       (size_t)(name->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+							    : sizeof(struct sockaddr_in)));
+		so->bound = true;
+		so->state = SP_SOCK_BOUND;
+	}
+	pthread_mutex_unlock(&so->lock);
+	sp_sock_put(so);
+	return ret ? sp_fail(err, ret) : 0;
+}
+
+/* Tell the switch when a connection request waits (FD_ACCEPT). */
+static void *listen_main(void *arg)
+{
+	struct sp_sock *so = arg;
+
+	pthread_mutex_lock(&so->lock);
+	while (!so->worker_stop) {
+		if (so->accept_ready) {
+			/* Signalled; accept() clears it.  Until then nothing to do. */
+			pthread_cond_wait(&so->cond, &so->lock);
+			continue;
+		}
+		pthread_mutex_unlock(&so->lock);
+		int r = sp_os_wait_readable(so->listener->fd, SP_LISTEN_TICK_MS);
+		pthread_mutex_lock(&so->lock);
+		if (r == 1 && !so->worker_stop && !so->accept_ready) {
+			so->accept_ready = true;
+			sp_sock_signal(so, SP_FD_ACCEPT, SP_FD_ACCEPT_BIT, 0);
+		}
+	}
+	pthread_mutex_unlock(&so->lock);
+	return NULL;
+}
+
+int sp_listen(sp_socket s, int backlog, int *err)
+{
+	struct sp_sock *so = sp_sock_get(s, err);
+	struct vb_listener *l;
+	int ret = 0;
+
+	if (!so)
+		return SP_SOCKET_ERROR;
+	pthread_mutex_lock(&so->lock);
+	if (so->state == SP_SOCK_LISTENING)
+		goto out; /* a new backlog: the backend's queue stays as it is */
+	if (so->state != SP_SOCK_BOUND) {
+		ret = so->state == SP_SOCK_NEW ? SP_WSAEINVAL : SP_WSAEISCONN;
+		goto out;
+	}
+	l = vb_create_listener(sp_prov.dev, (struct sockaddr *)&so->local, sockaddr_len(&so->local),
+			       backlog > 0 ? backlog : 1);
+	if (!l) {
+		ret = sp_wsa_error(errno);
+		goto out;
+	}
+	so->listener = l;
+	memcpy(&so->local, &l->addr, sizeof(so->local));
+	so->state = SP_SOCK_LISTENING;
+	so->worker_stop = false;
+	if (pthread_create(&so->worker, NULL, listen_main, so)) {
+		vb_destroy_listener(l);
+		so->listener = NULL;
+		so->state = SP_SOCK_BOUND;
+		ret = SP_WSAENOBUFS;
+		goto out;
+	}
+	so->worker_running = true;
+out:
+	pthread_mutex_unlock(&so->lock);
+	sp_sock_put(so);
+	return ret ? sp_fail(err, ret) : 0;
+}
+
+/* Close a socket that the switch never saw (a rejected or failed accept). */
+static void sock_discard(struct sp_sock *so)
+{
+	conn_release(so);
+	sp_sock_put(so);
+}
+
+sp_socket sp_accept(sp_socket s, struct sockaddr *addr, int *addrlen, sp_condition_fn cond,
+		    uintptr_t callback_data, int *err)
+{
+	struct sp_sock *so = sp_sock_get(s, err), *child = NULL;
+	struct sp_hello hello;
+	struct vb_conn_param param = { .private_data = &hello, .private_data_len = sizeof(hello) };
+	int ret = 0, r;
+
+	if (!so)
+		return SP_INVALID_SOCKET;
+	if (addr && (!addrlen || *addrlen < (int)sizeof(struct sockaddr_in))) {
+		ret = SP_WSAEFAULT;
+		goto out;
+	}
+	pthread_mutex_lock(&so->lock);
+	if (so->state != SP_SOCK_LISTENING) {
+		pthread_mutex_unlock(&so->lock);
+		ret = SP_WSAEINVAL;
+		goto out;
+	}
+	/* With an event selected the socket is non-blocking, as in Winsock. */
+	for (;;) {
+		int tick = so->event_mask ? 0 : SP_LISTEN_TICK_MS;
+
+		pthread_mutex_unlock(&so->lock);
+		r = sp_os_wait_readable(so->listener->fd, tick);
+		pthread_mutex_lock(&so->lock);
+		if (so->state != SP_SOCK_LISTENING) {
+			ret = SP_WSAEINTR;
+			break;
+		}
+		if (r == 1)
+			break;
+		if (r < 0) {
+			ret = sp_wsa_error(-r);
+			break;
+		}
+		if (so->event_mask) {
+			ret = SP_WSAEWOULDBLOCK;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&so->lock);
+	if (ret)
+		goto out;
+
+	child = sock_alloc(so->catalog_id);
+	if (!child) {
+		ret = SP_WSAENOBUFS;
+		goto out;
+	}
+	memcpy(&child->local, &so->local, sizeof(child->local));
+	ret = conn_resources(child);
+	if (ret) {
+		ret = sp_wsa_error(ret);
+		goto err_child;
+	}
+	hello_fill(&hello, &so->local);
+	param.timeout_ms = sp_prov.cfg.connect_timeout_ms;
+	ret = vb_accept(so->listener, child->qp, &param);
+	pthread_mutex_lock(&so->lock);
+	so->accept_ready = false; /* the watcher looks for the next one */
+	pthread_cond_broadcast(&so->cond);
+	pthread_mutex_unlock(&so->lock);
+	if (ret) {
+		ret = ret == ETIMEDOUT ? SP_WSAEWOULDBLOCK : SP_WSAECONNABORTED;
+		goto err_child;
+	}
+	if (hello_take(child->qp, &child->peer)) {
+		ret = SP_WSAECONNABORTED; /* not a sanprov peer */
+		goto err_child;
+	}
+	if (cond && cond((struct sockaddr *)&child->peer, (int)sockaddr_len(&child->peer),
+			 callback_data) != SP_CF_ACCEPT) {
+		ret = SP_WSAECONNREFUSED;
+		goto err_child;
+	}
+	child->state = SP_SOCK_CONNECTED;
+	ret = sock_publish(child);
+	if (ret)
+		goto err_child;
+	if (addr) {
+		socklen_t n = sockaddr_len(&child->peer);
+		if ((int)n > *addrlen)
+			n = (socklen_t)*addrlen;
+		memcpy(addr, &child->peer, n);
+		*addrlen = (int)sockaddr_len(&child->peer);
+	}
+	sp_sock_put(so);
+	return child->handle;
+
+err_child:
+	sock_discard(child);
+out:
+	sp_sock_put(so);
+	*err = ret;
+	return SP_INVALID_SOCKET;
+}
+
+static void connect_done(struct sp_sock *so, int ret)
+{
+	pthread_mutex_lock(&so->lock);
+	if (so->state == SP_SOCK_CONNECTING) {
+		so->state = ret ? SP_SOCK_FAILED : SP_SOCK_CONNECTED;
+		so->error = ret ? sp_wsa_connect_error(ret) : 0;
+		struct sockaddr_storage stated;
+		if (!ret && hello_take(so->qp, &stated)) {
+			so->state = SP_SOCK_FAILED;
+			so->error = SP_WSAETIMEDOUT; /* not a sanprov peer: let TCP have it */
+		}
+		sp_sock_signal(so, SP_FD_CONNECT, SP_FD_CONNECT_BIT, so->error);
+		if (so->state == SP_SOCK_CONNECTED)
+			sp_sock_signal(so, SP_FD_WRITE, SP_FD_WRITE_BIT, 0);
+	}
+	pthread_mutex_unlock(&so->lock);
+}
+
+static int do_connect(struct sp_sock *so)
+{
+	struct sp_hello hello;
+	struct vb_conn_param param = { .private_data = &hello,
+				       .private_data_len = sizeof(hello),
+				       .timeout_ms = sp_prov.cfg.connect_timeout_ms };
+
+	hello_fill(&hello, &so->local);
+	return vb_connect(so->qp, (struct sockaddr *)&so->peer, sockaddr_len(&so->peer), &param);
+}
+
+static void *connect_main(void *arg)
+{
+	struct sp_sock *so = arg;
+
+	connect_done(so, do_connect(so));
+	return NULL;
+}
+
+int sp_connect(sp_socket s, const struct sockaddr *name, int namelen, int *err)
+{
+	struct sp_sock *so = sp_sock_get(s, err);
+	bool nonblocking;
+	int ret;
+
+	if (!so)
+		return SP_SOCKET_ERROR;
+	ret = check_sockaddr(name, namelen);
+	pthread_mutex_lock(&so->lock);
+	if (!ret) {
+		switch (so->state) {
+		case SP_SOCK_NEW:
+		case SP_SOCK_BOUND:
+			break;
+		case SP_SOCK_CONNECTING:
+			ret = SP_WSAEALREADY;
+			break;
+		case SP_SOCK_CONNECTED:
+			ret = SP_WSAEISCONN;
+			break;
+		default:
+			ret = SP_WSAEINVAL;
+		}
+	}
+	if (!ret && name->sa_family != so->local.ss_family)
+		ret = SP_WSAEAFNOSUPPORT;
+	if (!ret && (ret = conn_resources(so)))
+		ret = sp_wsa_error(ret);
+	if (ret) {
+		pthread_mutex_unlock(&so->lock);
+		sp_sock_put(so);
+		return sp_fail(err, ret);
+	}
+	memcpy(&so->peer, name,
+	       name->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+					   : sizeof(struct sockaddr_in));
+	so->state = SP_SOCK_CONNECTING;
+	nonblocking = so->event_mask != 0;
+	if (nonblocking) {
+		so->worker_stop = false;
+		if (pthread_create(&so->worker, NULL, connect_main, so)) {
+			so->state = SP_SOCK_FAILED;
+			pthread_mutex_unlock(&so->lock);
+			sp_sock_put(so);
+			return sp_fail(err, SP_WSAENOBUFS);
+		}
+		so->worker_running = true;
+	}
+	so->connect_busy = !nonblocking;
+	pthread_mutex_unlock(&so->lock);
+	if (nonblocking) {
+		sp_sock_put(so);
+		return sp_fail(err, SP_WSAEWOULDBLOCK);
+	}
+	connect_done(so, do_connect(so));
+	pthread_mutex_lock(&so->lock);
+	ret = so->state == SP_SOCK_CONNECTED ? 0 : so->error ? so->error : SP_WSAEINTR;
+	so->connect_busy = false;
+	pthread_cond_broadcast(&so->cond);
+	pthread_mutex_unlock(&so->lock);
+	sp_sock_put(so);
+	return ret ? sp_fail(err, ret) : 0;
+}
+
+int sp_event_select(sp_socket s, sp_event event, int32_t events, int *err)
+{
+	struct sp_sock *so = sp_sock_get(s, err);
+
+	if (!so)
+		return SP_SOCKET_ERROR;
+	if (events & ~(int32_t)((1u << SP_FD_MAX_EVENTS) - 1) || (events && !event)) {
+		sp_sock_put(so);
+		return sp_fail(err, SP_WSAEINVAL);
+	}
+	pthread_mutex_lock(&so->lock);
+	so->event = event;
+	so->event_mask = events;
+	/* Events that happened before the selection are not lost. */
+	if (so->events & events)
+		sp_os_event_set(event);
+	pthread_mutex_unlock(&so->lock);
+	sp_sock_put(so);
+	return 0;
+}
+
+int sp_enum_network_events(sp_socket s, sp_event event, struct sp_network_events *ne, int *err)
+{
+	struct sp_sock *so = sp_sock_get(s, err);
+
+	if (!so)
+		return SP_SOCKET_ERROR;
+	if (!ne) {
+		sp_sock_put(so);
+		return sp_fail(err, SP_WSAEFAULT);
+	}
+	pthread_mutex_lock(&so->lock);
+	memset(ne, 0, sizeof(*ne));
+	ne->network_events = so->events & so->event_mask;
+	for (int i = 0; i < SP_FD_MAX_EVENTS; i++)
+		if (ne->network_events & (1 << i))
+			ne->error_code[i] = so->event_errors[i];
+	so->events &= ~ne->network_events;
+	if (event)
+		sp_os_event_reset(event);
+	pthread_mutex_unlock(&so->lock);
+	sp_sock_put(so);
+	return 0;
+}
+
+int sp_get_sock_name(sp_socket s, struct sockaddr *name, int *namelen, int *err)
+{
+	struct sp_sock *so = sp_sock_get(s, err);
+	int ret = 0;
+
+	if (!so)
+		return SP_SOCKET_ERROR;
+	pthread_mutex_lock(&so->lock);
+	if (!name || !namelen || *namelen < (int)sockaddr_len(&so->local))
+		ret = SP_WSAEFAULT;
+	else if (so->state == SP_SOCK_NEW)
+		ret = SP_WSAEINVAL;
+	else {
+		memcpy(name, &so->local, sockaddr_len(&so->local));
+		*namelen = (int)sockaddr_len(&so->local);
+	}
+	pthread_mutex_unlock(&so->lock);
+	sp_sock_put(so);
+	return ret ? sp_fail(err, ret) : 0;
+}
+
+int sp_get_sock_opt(sp_socket s, int level, int optname, char *optval, int *optlen, int *err)
+{
+	struct sp_sock *so = sp_sock_get(s, err);
+	int32_t v;
+	int ret = 0;
+
+	if (!so)
+		return SP_SOCKET_ERROR;
+	if (!optval || !optlen || *optlen < (int)sizeof(v)) {
+		sp_sock_put(so);
+		return sp_fail(err, SP_WSAEFAULT);
+	}
+	pthread_mutex_lock(&so->lock);
+	if (level != SP_SOL_SOCKET)
+		ret = SP_WSAENOPROTOOPT;
+	else if (optname == SP_SO_RDMA_THRESHOLD_SIZE)
+		v = (int32_t)so->rdma_threshold;
+	else if (optname == SP_SO_MAX_RDMA_SIZE)
+		v = (int32_t)so->max_rdma;
+	else if (optname == SP_SO_TYPE)
+		v = SOCK_STREAM;
+	else if (optname == SP_SO_ERROR) {
+		v = so->state == SP_SOCK_FAILED ? so->error : 0;
+	} else
+		ret = SP_WSAENOPROTOOPT;
+	pthread_mutex_unlock(&so->lock);
+	sp_sock_put(so);
+	if (ret)
+		return sp_fail(err, ret);
+	memcpy(optval, &v, sizeof(v));
+	*optlen = (int)sizeof(v);
+	return 0;
+}
+
+int sp_set_sock_opt(sp_socket s, int level, int optname, const char *optval, int optlen, int *err)
+{
+	struct sp_sock *so = sp_sock_get(s, err);
+	uint32_t v;
+	int ret = 0;
+
+	if (!so)
+		return SP_SOCKET_ERROR;
+	if (!optval || optlen < (int)sizeof(v)) {
+		sp_sock_put(so);
+		return sp_fail(err, SP_WSAEFAULT);
+	}
+	memcpy(&v, optval, sizeof(v));
+	pthread_mutex_lock(&so->lock);
+	if (level != SP_SOL_SOCKET)
+		ret = SP_WSAENOPROTOOPT;
+	else if (optname == SP_SO_RDMA_THRESHOLD_SIZE)
+		so->rdma_threshold = v;
+	else if (optname == SP_SO_MAX_RDMA_SIZE) {
+		/* At most what the provider can move in one RDMA operation. */
+		if (!v || v > sp_prov.cfg.max_rdma)
+			ret = SP_WSAEINVAL;
+		else
+			so->max_rdma = v;
+	} else
+		ret = SP_WSAENOPROTOOPT;
+	pthread_mutex_unlock(&so->lock);
+	sp_sock_put(so);
+	return ret ? sp_fail(err, ret) : 0;
+}
+
+int sp_sock_close(struct sp_sock *so)
+{
+	int err;
+
+	/* Only one closer: the first takes the socket out of the table. */
+	pthread_mutex_lock(&so->lock);
+	if (so->closing) {
+		pthread_mutex_unlock(&so->lock);
+		return SP_WSAENOTSOCK;
+	}
+	so->closing = true;
+	so->state = SP_SOCK_CLOSED;
+	so->worker_stop = true;
+	pthread_cond_broadcast(&so->cond);
+	/* A blocking connect in another thread uses the QP: it ends within its timeout. */
+	while (so->connect_busy)
+		pthread_cond_wait(&so->cond, &so->lock);
+	pthread_mutex_unlock(&so->lock);
+	/* A connect in progress ends within the connect timeout. */
+	if (so->worker_running)
+		pthread_join(so->worker, NULL);
+	so->worker_running = false;
+	if (so->listener)
+		vb_destroy_listener(so->listener);
+	so->listener = NULL;
+	conn_release(so);
+	sp_htab_remove(&sp_prov.sockets, so->ctx);
+	sp_prov.up.close_socket_handle(so->handle, &err);
+	sp_sock_put(so); /* the table's reference */
+	return 0;
+}
+
+int sp_close_socket(sp_socket s, int *err)
+{
+	struct sp_sock *so = sp_sock_get(s, err);
+	int ret;
+
+	if (!so)
+		return SP_SOCKET_ERROR;
+	ret = sp_sock_close(so);
+	sp_sock_put(so);
+	return ret ? sp_fail(err, ret) : 0;
+}

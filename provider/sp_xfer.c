@@ -1,0 +1,118 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * WSPSend, WSPRecv and WSPGetOverlappedResult.  The switch sends and
+ * receives whole messages from registered buffers (its control rings):
+ * a send is one SEND work request, a receive one posted receive.
+ */
+#include <errno.h>
+
+#include "sp_prov.h"
+#include "sp_spi_procs.h"
+
+static int post(enum sp_op_kind kind, sp_socket s, struct sp_wsabufex *bufs, uint32_t nbufs,
+		uint32_t *bytes, uint32_t flags, struct sp_overlapped *ov, sp_completion_fn cr,
+		int *err)
+{
+	bool send = kind == SP_OP_SEND;
+	struct sp_sock *so = sp_sock_get(s, err);
+	struct vb_sge sge[SP_OP_MAX_SGE];
+	struct sp_op *op = NULL;
+	uint32_t total = 0;
+	int ret;
+
+	if (!so)
+		return SP_SOCKET_ERROR;
+	ret = !ov ? SP_WSAEINVAL : cr ? SP_WSAEOPNOTSUPP : flags ? SP_WSAEOPNOTSUPP : 0;
+	if (ret)
+		goto out;
+	pthread_mutex_lock(&so->lock);
+	if (so->state != SP_SOCK_CONNECTED) {
+		ret = so->state == SP_SOCK_FAILED ? so->error : SP_WSAENOTCONN;
+		goto out_unlock;
+	}
+	if (!(send ? so->sq_free : so->rq_free)) {
+		ret = SP_WSAENOBUFS;
+		goto out_unlock;
+	}
+	op = sp_op_new(so, kind, ov, cr, &ret);
+	if (!op)
+		goto out_unlock;
+	ret = sp_mem_resolve(so, bufs, nbufs, send ? SP_MEM_READ : SP_MEM_WRITE, sge, op, &total);
+	if (ret)
+		goto err_cancel;
+	op->bytes = total;
+	if (send) {
+		struct vb_send_wr wr = { .wr_id = op->handle,
+					 .sg_list = sge,
+					 .num_sge = (int)nbufs,
+					 .opcode = VB_WR_SEND,
+					 .send_flags = VB_SEND_SIGNALED },
+				  *bad;
+		ret = vb_post_send(so->qp, &wr, &bad);
+	} else {
+		struct vb_recv_wr wr = { .wr_id = op->handle,
+					 .sg_list = sge,
+					 .num_sge = (int)nbufs },
+				  *bad;
+		ret = vb_post_recv(so->qp, &wr, &bad);
+	}
+	if (ret) {
+		ret = sp_wsa_error(ret);
+		goto err_cancel;
+	}
+	pthread_mutex_unlock(&so->lock);
+	sp_sock_put(so);
+	if (bytes)
+		*bytes = 0;
+	return sp_fail(err, SP_WSA_IO_PENDING);
+
+err_cancel:
+	sp_op_cancel(op);
+out_unlock:
+	pthread_mutex_unlock(&so->lock);
+out:
+	sp_sock_put(so);
+	return sp_fail(err, ret);
+}
+
+int sp_send(sp_socket s, struct sp_wsabufex *bufs, uint32_t nbufs, uint32_t *bytes, uint32_t flags,
+	    struct sp_overlapped *ov, sp_completion_fn cr, struct sp_thread_id *tid, int *err)
+{
+	(void)tid;
+	return post(SP_OP_SEND, s, bufs, nbufs, bytes, flags, ov, cr, err);
+}
+
+int sp_recv(sp_socket s, struct sp_wsabufex *bufs, uint32_t nbufs, uint32_t *bytes, uint32_t *flags,
+	    struct sp_overlapped *ov, sp_completion_fn cr, struct sp_thread_id *tid, int *err)
+{
+	(void)tid;
+	/* No receive flags (MSG_PEEK, MSG_OOB) on a SAN socket: they come back as 0. */
+	if (flags && *flags)
+		return sp_fail(err, SP_WSAEOPNOTSUPP);
+	return post(SP_OP_RECV, s, bufs, nbufs, bytes, 0, ov, cr, err);
+}
+
+int sp_get_overlapped_result(sp_socket s, struct sp_overlapped *ov, uint32_t *bytes, int wait,
+			     uint32_t *flags, int *err)
+{
+	struct sp_sock *so = sp_sock_get(s, err);
+	uintptr_t st;
+
+	if (!so)
+		return SP_SOCKET_ERROR;
+	sp_sock_put(so);
+	if (!ov || !bytes || !flags)
+		return sp_fail(err, SP_WSAEFAULT);
+	st = __atomic_load_n(&ov->internal, __ATOMIC_ACQUIRE);
+	if (st == SP_OV_PENDING) {
+		if (!wait)
+			return sp_fail(err, SP_WSA_IO_INCOMPLETE);
+		pthread_mutex_lock(&sp_prov.lock);
+		while ((st = __atomic_load_n(&ov->internal, __ATOMIC_ACQUIRE)) == SP_OV_PENDING)
+			pthread_cond_wait(&sp_prov.done, &sp_prov.lock);
+		pthread_mutex_unlock(&sp_prov.lock);
+	}
+	*bytes = (uint32_t)ov->internal_high;
+	*flags = 0;
+	return st ? sp_fail(err, (int)st) : 0;
+}

@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * A stand-in for the Windows Sockets switch: it loads the provider library
+ * through its WSPStartupEx, serves the up-calls (socket handles, overlapped
+ * completions) and fetches the SAN extension functions by GUID.  On top,
+ * sw_sess runs the switch's session protocol over one connection: control
+ * messages from registered rings, large transfers by RDMA read (or write).
+ */
+#ifndef SANPROV_TESTS_SW_H
+#define SANPROV_TESTS_SW_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sp_spi.h"
+
+struct sw {
+	void *dl;
+	struct sp_wsp_data data;
+	struct sp_proc_table p;
+	sp_register_memory_fn register_memory;
+	sp_deregister_memory_fn deregister_memory;
+	sp_register_rdma_memory_fn register_rdma_memory;
+	sp_deregister_rdma_memory_fn deregister_rdma_memory;
+	sp_rdma_fn rdma_write;
+	sp_rdma_fn rdma_read;
+	sp_cache_callback_fn cache_callback;
+};
+
+/* Load the library (SANPROV_TEST_SPI_LIBRARY), start it, fetch the extensions: 0 or an error. */
+int sw_load(struct sw *sw);
+void sw_unload(struct sw *sw);
+
+/* Up-call bookkeeping the tests look at. */
+unsigned int sw_open_handles(void);
+unsigned long sw_upcall_completions(void);
+
+/* An overlapped structure with an eventfd; no_upcall sets bit 0 of the event. */
+struct sw_ov {
+	struct sp_overlapped ov;
+	int fd;
+};
+void sw_ov_init(struct sw_ov *o, bool no_upcall);
+void sw_ov_fini(struct sw_ov *o);
+/*
+ * Wait for the operation (up to timeout_ms): through the event when the
+ * provider up-calls, else by polling get_overlapped_result.  Returns the
+ * operation's WSA error (0: success), ETIMEDOUT as -1.
+ */
+int sw_ov_wait(struct sw *sw, sp_socket s, struct sw_ov *o, uint32_t *bytes, int timeout_ms);
+
+/* A listening socket on the test address and a free port; its address in *sin. */
+sp_socket sw_listen(struct sw *sw, struct sockaddr_in *sin);
+/* Connect a new socket to sin (blocking); SP_INVALID_SOCKET and *err on failure. */
+sp_socket sw_connect(struct sw *sw, const struct sockaddr_in *sin, int *err);
+/* A connected pair in this process: *c connects, *a is accepted. */
+void sw_pair(struct sw *sw, sp_socket *c, sp_socket *a);
+
+/* The session protocol (reference §5). */
+#define SW_RING 16
+#define SW_MSG 4096
+
+struct sw_sess {
+	struct sw *sw;
+	sp_socket s;
+	bool rdma_read; /* large transfers by RDMA read (else by write) */
+	uint32_t threshold;
+	char *tx, *rx; /* rings of SW_RING control messages */
+	void *tx_h, *rx_h;
+	struct sw_ov tx_ov[SW_RING], rx_ov[SW_RING];
+	bool tx_busy[SW_RING];
+	unsigned int tx_next, rx_next;
+	uint64_t small_msgs, large_msgs;
+};
+
+/* Register the rings and post the receives: 0 or a WSA error. */
+int sw_sess_init(struct sw_sess *ss, struct sw *sw, sp_socket s, bool rdma_read);
+void sw_sess_fini(struct sw_sess *ss);
+/* Send len bytes of buf as the switch does; 0 or a WSA error. */
+int sw_sess_send(struct sw_sess *ss, const char *buf, size_t len);
+/* Receive exactly len bytes into buf; 0 or a WSA error. */
+int sw_sess_recv(struct sw_sess *ss, char *buf, size_t len);
+
+#endif

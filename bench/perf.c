@@ -83,6 +83,25 @@ uint32_t perf_default_iters(enum perf_test t)
 	return perf_is_lat(t) ? 1000 : 5000;
 }
 
+/*
+ * The latency loops read a cycle counter, as perftest does: clock_gettime
+ * is a system call where the clock source is not the TSC (an emulated
+ * HPET in a VM costs microseconds a read).  The counter is calibrated
+ * against the monotonic clock over each timed loop.
+ */
+#if defined(__x86_64__) || defined(__i386__)
+#include <x86intrin.h>
+static inline uint64_t ticks(void)
+{
+	return __rdtsc();
+}
+#else
+static inline uint64_t ticks(void)
+{
+	return perf_now_ns();
+}
+#endif
+
 uint64_t perf_now_ns(void)
 {
 	struct timespec ts;
@@ -306,14 +325,13 @@ static int lbuf_get(struct perf_ctx *c, uint32_t k, uint32_t size, struct perf_l
  * reaped every cq_mod iterations; a buffer registered per operation is
  * released after its own completion, so then every write is signaled.
  */
-static int write_pingpong(struct perf_ctx *c, uint32_t size, uint32_t n, bool client,
-			  double *lat_us)
+static int write_pingpong(struct perf_ctx *c, uint32_t size, uint32_t n, bool client, double *lat)
 {
 	volatile uint8_t *in = recv_area(c) + size - 1;
 	bool per_op = c->reg.mode != PERF_REG_ONCE;
 	struct perf_lbuf b;
 	uint32_t outstanding = 0, got;
-	uint64_t prev = client ? perf_now_ns() : 0, t1 = 0;
+	uint64_t prev = client ? ticks() : 0, t1 = 0;
 	int ret;
 
 	for (uint32_t k = 0; k < n; k++) {
@@ -334,7 +352,7 @@ static int write_pingpong(struct perf_ctx *c, uint32_t size, uint32_t n, bool cl
 			ret = spin_for(c, in, v);
 			if (ret)
 				goto err_put;
-			t1 = perf_now_ns();
+			t1 = ticks();
 		}
 		if (sig) {
 			ret = reap(c, 1, &got);
@@ -345,10 +363,10 @@ static int write_pingpong(struct perf_ctx *c, uint32_t size, uint32_t n, bool cl
 		if (per_op) {
 			perf_reg_put(&c->reg, &b);
 			if (client)
-				t1 = perf_now_ns(); /* the release is part of the operation */
+				t1 = ticks(); /* the release is part of the operation */
 		}
-		if (lat_us)
-			lat_us[k] = (double)(t1 - prev) / 2000.0;
+		if (lat)
+			lat[k] = (double)(t1 - prev) / 2.0;
 		prev = t1;
 	}
 	/* The rest were unsignaled: one signaled zero-byte write retires them. */
@@ -366,11 +384,11 @@ err_put:
 	return ret;
 }
 
-static int read_lat(struct perf_ctx *c, uint32_t size, uint32_t n, double *lat_us)
+static int read_lat(struct perf_ctx *c, uint32_t size, uint32_t n, double *lat)
 {
 	bool per_op = c->reg.mode != PERF_REG_ONCE;
 	struct perf_lbuf b;
-	uint64_t prev = perf_now_ns(), now;
+	uint64_t prev = ticks(), now;
 	uint32_t got;
 	int ret;
 
@@ -385,9 +403,9 @@ static int read_lat(struct perf_ctx *c, uint32_t size, uint32_t n, double *lat_u
 			perf_reg_put(&c->reg, &b);
 		if (ret)
 			return ret;
-		now = perf_now_ns();
-		if (lat_us)
-			lat_us[k] = (double)(now - prev) / 1000.0;
+		now = ticks();
+		if (lat)
+			lat[k] = (double)(now - prev);
 		prev = now;
 	}
 	return 0;
@@ -480,15 +498,18 @@ static int run_client(struct perf_ctx *c, const struct perf_opts *o, perf_row_fn
 		return ENOMEM;
 	for (unsigned int i = 0; i < nsizes && !ret; i++) {
 		struct perf_row row = { .size = sizes[i], .iters = iters };
+		uint64_t ns0 = 0, tk0 = 0;
 		switch (o->test) {
 		case PERF_WRITE_LAT:
 			/* The server answers warm + iters messages: both know the count. */
 			ret = write_pingpong(c, sizes[i], warm, true, NULL);
+			ns0 = perf_now_ns(), tk0 = ticks();
 			if (!ret)
 				ret = write_pingpong(c, sizes[i], iters, true, lat);
 			break;
 		case PERF_READ_LAT:
 			ret = read_lat(c, sizes[i], warm, NULL);
+			ns0 = perf_now_ns(), tk0 = ticks();
 			if (!ret)
 				ret = read_lat(c, sizes[i], iters, lat);
 			break;
@@ -503,8 +524,15 @@ static int run_client(struct perf_ctx *c, const struct perf_opts *o, perf_row_fn
 		}
 		if (ret)
 			break;
-		if (lat)
+		if (lat) {
+			/* Samples are in ticks: microseconds per tick over this loop. */
+			uint64_t tk = ticks() - tk0, ns = perf_now_ns() - ns0;
+			double us_per_tick = tk ? (double)ns / 1000.0 / (double)tk : 0;
+
+			for (uint32_t k = 0; k < iters; k++)
+				lat[k] *= us_per_tick;
 			perf_lat_stats(lat, iters, &row);
+		}
 		fn(o, &row, arg);
 		progress(o, i + 1, nsizes, start, &last);
 	}

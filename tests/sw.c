@@ -94,10 +94,14 @@ static int up_complete(sp_socket s, struct sp_overlapped *ov, uint32_t error, ui
 	(void)s, (void)error, (void)bytes, (void)err;
 	atomic_fetch_add(&completions, 1);
 	/* As WPUCompleteOverlappedRequest: signal the event (never with bit 0 set). */
-	if (SP_OV_NO_UPCALL(ov))
+	if (SP_OV_NO_UPCALL(ov)) {
+		fprintf(stderr, "sw: an up-call for a polled operation\n");
 		abort(); /* the provider must not up-call for these */
-	if (ov->event && write(SP_EVENT_TO_FD(ov->event), &one, sizeof(one)) != sizeof(one))
+	}
+	if (ov->event && write(SP_EVENT_TO_FD(ov->event), &one, sizeof(one)) != sizeof(one)) {
+		fprintf(stderr, "sw: the event of a completed operation: %s\n", strerror(errno));
 		abort();
+	}
 	return 0;
 }
 
@@ -358,6 +362,8 @@ int sw_sess_init(struct sw_sess *ss, struct sw *sw, sp_socket s, bool rdma_read)
 	int32_t threshold;
 
 	memset(ss, 0, sizeof(*ss));
+	for (unsigned int i = 0; i < SW_RING; i++)
+		ss->tx_ov[i].fd = ss->rx_ov[i].fd = -1;
 	ss->sw = sw;
 	ss->s = s;
 	ss->rdma_read = rdma_read;
@@ -390,10 +396,17 @@ void sw_sess_fini(struct sw_sess *ss)
 {
 	int err;
 
-	if (ss->tx_h)
-		ss->sw->deregister_memory(ss->s, ss->tx_h, &err);
-	if (ss->rx_h)
-		ss->sw->deregister_memory(ss->s, ss->rx_h, &err);
+	/*
+	 * Sends still on the way are waited for, as a graceful close does
+	 * (closing would abort them and the peer would miss their messages).
+	 * Then close: the receives still posted complete aborted, through
+	 * the overlapped structures and events freed below.
+	 */
+	for (unsigned int i = 0; ss->sw && i < SW_RING; i++)
+		if (ss->tx_busy[i])
+			sw_ov_wait(ss->sw, ss->s, &ss->tx_ov[i], NULL, SW_TIMEOUT_MS);
+	if (ss->sw)
+		ss->sw->p.close_socket(ss->s, &err);
 	for (unsigned int i = 0; i < SW_RING; i++) {
 		sw_ov_fini(&ss->tx_ov[i]);
 		sw_ov_fini(&ss->rx_ov[i]);

@@ -76,6 +76,7 @@ struct sw_sess {
 
 /* Register the rings and post the receives: 0 or a WSA error. */
 int sw_sess_init(struct sw_sess *ss, struct sw *sw, sp_socket s, bool rdma_read);
+/* Close the session's socket (its registrations go with it), free the rings. */
 void sw_sess_fini(struct sw_sess *ss);
 /* Send len bytes of buf as the switch does; 0 or a WSA error. */
 int sw_sess_send(struct sw_sess *ss, const char *buf, size_t len);

@@ -1,0 +1,207 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * The switch's session protocol between two processes: a stream of small
+ * and large sends each way (large ones by RDMA read, or by RDMA write),
+ * verified byte for byte, while a thread in each process keeps calling
+ * the cache callback over the application's buffers.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "sw.h"
+#include "tdev.h"
+#include "tpair.h"
+
+/* Message sizes: below, at and above the payload of a control message and the threshold. */
+static const size_t sizes[] = { 1,
+				17,
+				4000,
+				4056,
+				4057,
+				65536,
+				65537,
+				100000,
+				1u << 20,
+				3 * 4096 + 5,
+				3u << 20 /* more than one RDMA */,
+				200,
+				2 * 1024 * 1024 + 77 };
+#define N_SIZES (sizeof(sizes) / sizeof(sizes[0]))
+#define MAX_RDMA (1u << 20)
+
+struct storm {
+	struct sw *sw;
+	char *buf[2]; /* what the process sends from and receives into */
+	size_t len;
+	atomic_bool stop;
+	atomic_ulong calls;
+	unsigned long dropped;
+	int bad; /* an answer the SPI does not allow */
+};
+
+static void *storm_main(void *arg)
+{
+	struct storm *st = arg;
+	unsigned int seed = 12345;
+
+	while (!atomic_load(&st->stop)) {
+		size_t off = (size_t)rand_r(&seed) % st->len;
+		size_t len =
+		    1 + (size_t)rand_r(&seed) % (st->len - off < 300000 ? st->len - off : 300000);
+		char *buf = st->buf[rand_r(&seed) & 1];
+		int err = 0;
+
+		if (!st->sw->cache_callback(buf + off, len, &err))
+			st->dropped++;
+		else if (err != SP_WSAEINVAL)
+			st->bad = err;
+		atomic_fetch_add(&st->calls, 1);
+		usleep(50);
+	}
+	return NULL;
+}
+
+static size_t total(void)
+{
+	size_t t = 0;
+
+	for (size_t i = 0; i < N_SIZES; i++)
+		t += sizes[i];
+	return t;
+}
+
+/* Send every size from out, then receive them all back into in and compare. */
+static int stream(struct sw_sess *ss, bool first, char *out, char *in, size_t len)
+{
+	int ret = 0;
+
+	for (int round = 0; round < 2 && !ret; round++) {
+		bool sending = (round == 0) == first;
+		size_t off = 0;
+
+		for (size_t i = 0; i < N_SIZES && !ret; i++) {
+			ret = sending ? sw_sess_send(ss, out + off, sizes[i])
+				      : sw_sess_recv(ss, in + off, sizes[i]);
+			off += sizes[i];
+		}
+		if (!ret && !sending && memcmp(in, out, len))
+			ret = -100; /* the data differs */
+	}
+	return ret;
+}
+
+/* One side; returns 0 or a code for the exit status. */
+static int side(bool server, int port_rd, int port_wr, bool rdma_read)
+{
+	struct sw sw;
+	struct sw_sess ss;
+	struct storm st = { 0 };
+	size_t len = total();
+	char *out = malloc(len), *in = calloc(1, len);
+	pthread_t t;
+	sp_socket s;
+	int err = 0, ret;
+	int32_t max = MAX_RDMA;
+
+	if (!out || !in)
+		return 1;
+	/* Both sides send the same stream: each checks what it got against its own. */
+	fill_pattern(out, len, 77);
+	ret = sw_load(&sw);
+	if (ret) {
+		fprintf(stderr, "load: %d\n", ret);
+		return 2;
+	}
+	if (server) {
+		struct sockaddr_in sin;
+		sp_socket l = sw_listen(&sw, &sin);
+		if (l == SP_INVALID_SOCKET || write(port_wr, &sin, sizeof(sin)) != sizeof(sin))
+			return 3;
+		s = sw.p.accept(l, NULL, NULL, NULL, 0, &err);
+		sw.p.close_socket(l, &err);
+	} else {
+		struct sockaddr_in sin;
+		if (read(port_rd, &sin, sizeof(sin)) != sizeof(sin))
+			return 4;
+		s = sw_connect(&sw, &sin, &err);
+	}
+	if (s == SP_INVALID_SOCKET) {
+		fprintf(stderr, "%s: %d\n", server ? "accept" : "connect", err);
+		return 5;
+	}
+	if (sw.p.set_sock_opt(s, SP_SOL_SOCKET, SP_SO_MAX_RDMA_SIZE, (char *)&max, sizeof(max),
+			      &err))
+		return 6;
+	ret = sw_sess_init(&ss, &sw, s, rdma_read);
+	if (ret) {
+		fprintf(stderr, "session: %d\n", ret);
+		return 7;
+	}
+	st = (struct storm){ .sw = &sw, .buf = { out, in }, .len = len };
+	if (pthread_create(&t, NULL, storm_main, &st))
+		return 8;
+	/* The storm is under way before the first transfer. */
+	while (!atomic_load(&st.calls))
+		usleep(100);
+	ret = stream(&ss, !server, out, in, len);
+	atomic_store(&st.stop, true);
+	pthread_join(t, NULL);
+	if (ret) {
+		fprintf(stderr, "%s: stream: %d\n", server ? "server" : "client", ret);
+		return 9;
+	}
+	if (st.bad) {
+		fprintf(stderr, "cache callback answered %d\n", st.bad);
+		return 10;
+	}
+	if (!ss.large_msgs || !ss.small_msgs)
+		return 11;
+
+	fprintf(stderr, "%s: %lu small, %lu large messages; %lu cache callbacks, %lu dropped\n",
+		server ? "server" : "client", (unsigned long)ss.small_msgs,
+		(unsigned long)ss.large_msgs, atomic_load(&st.calls), st.dropped);
+	sw_sess_fini(&ss);
+	sw_unload(&sw);
+	free(out);
+	free(in);
+	return 0;
+}
+
+static void run(bool rdma_read)
+{
+	int fds[2], status;
+	pid_t pid;
+
+	cr_assert_eq(pipe(fds), 0);
+	fflush(NULL);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (!pid) {
+		close(fds[0]);
+		_exit(side(true, -1, fds[1], rdma_read));
+	}
+	close(fds[1]);
+	int ret = side(false, fds[0], -1, rdma_read);
+	close(fds[0]);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert_eq(ret, 0, "client side failed: %d", ret);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "server side failed: 0x%x",
+		  status);
+}
+
+Test(spi_session, two_processes_large_sends_by_rdma_read, .timeout = 240)
+{
+	run(true);
+}
+
+Test(spi_session, two_processes_large_sends_by_rdma_write, .timeout = 240)
+{
+	run(false);
+}

@@ -140,9 +140,30 @@ static int fetch(struct sw *sw, const struct sp_guid *g, void *fn, size_t fn_siz
 	return bytes == fn_size ? 0 : EIO;
 }
 
-int sw_load(struct sw *sw)
+/* SANPROV_TEST_SPI_LIBRARY, else the build tree's, next to this program's directory. */
+static const char *library(char *buf, size_t len)
 {
 	const char *lib = getenv("SANPROV_TEST_SPI_LIBRARY");
+	ssize_t n;
+	char *slash;
+
+	if (lib)
+		return lib;
+	n = readlink("/proc/self/exe", buf, len - 1);
+	if (n <= 0)
+		return NULL;
+	buf[n] = 0;
+	slash = strrchr(buf, '/');
+	if (!slash || (size_t)(slash - buf) + sizeof("/../provider/libsanprov.so") > len)
+		return NULL;
+	strcpy(slash, "/../provider/libsanprov.so");
+	return buf;
+}
+
+int sw_load(struct sw *sw)
+{
+	char path[4096];
+	const char *lib = library(path, sizeof(path));
 	int (*startup)(uint16_t, struct sp_wsp_data *, const struct sp_upcalls *,
 		       struct sp_proc_table *);
 	int ret;
@@ -152,6 +173,9 @@ int sw_load(struct sw *sw)
 	setenv("SANPROV_BACKEND", tdev_backend(), 1);
 	if (getenv("SANPROV_TEST_DEVICE"))
 		setenv("SANPROV_DEVICE", getenv("SANPROV_TEST_DEVICE"), 1);
+	/* The SAN serves the test address (the provider's default is loopback on softnic only). */
+	if (getenv("SANPROV_TEST_ADDR"))
+		setenv("SANPROV_SPI_ADDRESSES", getenv("SANPROV_TEST_ADDR"), 1);
 	if (!lib)
 		return ENOENT;
 	sw->dl = dlopen(lib, RTLD_NOW | RTLD_LOCAL);

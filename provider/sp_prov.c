@@ -68,6 +68,7 @@ static void prov_teardown(void)
 static int prov_setup(void)
 {
 	struct sp_prov *p = &sp_prov;
+	struct vb_device_attr da;
 	int ret;
 
 	config_init(&p->cfg);
@@ -85,7 +86,13 @@ static int prov_setup(void)
 		fprintf(stderr, "sanprov: no device: %s\n", strerror(ret));
 		goto err;
 	}
-	p->cq = vb_create_cq(p->dev, SP_CQ_ENTRIES);
+	/* As large as the device allows, up to SP_CQ_ENTRIES. */
+	if (vb_query_device(p->dev, &da)) {
+		ret = EIO;
+		goto err;
+	}
+	p->cq = vb_create_cq(
+	    p->dev, (int)(da.max_cqe && da.max_cqe < SP_CQ_ENTRIES ? da.max_cqe : SP_CQ_ENTRIES));
 	if (!p->cq) {
 		ret = errno;
 		goto err;

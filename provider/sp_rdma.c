@@ -3,10 +3,11 @@
  * WSPRegisterRdmaMemory, WSPDeregisterRdmaMemory, WSPRdmaWrite, WSPRdmaRead.
  *
  * An RDMA registration is a region of its own, zero-based (the peer
- * addresses it by offset, so the descriptor carries no address of this
- * process), in the socket's protection domain (only that connection's QP
- * can reach it).  Deregistering it deregisters the region: from then on
- * the peer's rkey fails, whether or not the memory stays cached locally.
+ * addresses it from its offset within the first page, which every NIC
+ * keeps: the descriptor carries no address of this process), in the
+ * socket's protection domain (only that connection's QP can reach it).  Deregistering it
+ * deregisters the region: from then on the peer's rkey fails, whether or not the memory stays
+ * cached locally.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -24,6 +25,8 @@ struct sp_rdma_desc {
 	uint16_t reserved;
 	uint32_t rkey;
 	uint32_t len;
+	uint32_t base; /* the iova of the first byte: its offset within its page */
+	uint32_t reserved2;
 	uint64_t token; /* the registration in the owner's table */
 };
 
@@ -86,7 +89,7 @@ int sp_register_rdma_memory(sp_socket s, void *buf, uint32_t len, uint32_t flags
 	}
 	r->sock = so;
 	r->flags = flags;
-	r->mr = vb_reg_mr_iova(so->pd, buf, len, 0, rdma_access(flags));
+	r->mr = vb_reg_mr_iova(so->pd, buf, len, (uintptr_t)buf % VB_PAGE_SIZE, rdma_access(flags));
 	if (!r->mr) {
 		ret = errno == EINVAL ? SP_WSAEFAULT : sp_wsa_error(errno);
 		goto err_free;
@@ -105,6 +108,7 @@ int sp_register_rdma_memory(sp_socket s, void *buf, uint32_t len, uint32_t flags
 	d.flags = (uint8_t)flags;
 	d.rkey = r->mr->rkey;
 	d.len = len;
+	d.base = (uint32_t)r->mr->iova;
 	d.token = r->token;
 	memcpy(desc, &d, sizeof(d));
 	*desc_len = sizeof(d);
@@ -128,7 +132,8 @@ static int desc_take(const void *desc, uint32_t desc_len, struct sp_rdma_desc *d
 		return SP_WSAEFAULT;
 	memcpy(d, desc, sizeof(*d));
 	if (memcmp(d->magic, "SPRD", 4) || d->version != SP_DESC_VERSION || d->reserved ||
-	    !d->flags || d->flags & ~SP_MEM_READWRITE || !d->len)
+	    d->reserved2 || !d->flags || d->flags & ~SP_MEM_READWRITE || !d->len ||
+	    d->base >= VB_PAGE_SIZE)
 		return SP_WSAEINVAL;
 	return 0;
 }
@@ -160,7 +165,8 @@ int sp_deregister_rdma_memory(sp_socket s, void *desc, uint32_t desc_len, int *e
 	if (!ret) {
 		r = sp_htab_lookup(&sp_prov.rdma, d.token, NULL);
 		/* Only this socket's own descriptors, exactly as handed out. */
-		if (!r || r->sock != so || r->mr->rkey != d.rkey || r->mr->length != d.len)
+		if (!r || r->sock != so || r->mr->rkey != d.rkey || r->mr->length != d.len ||
+		    r->mr->iova != d.base)
 			ret = SP_WSAEINVAL;
 		else
 			rdma_free(so, r);
@@ -233,7 +239,7 @@ static int rdma_xfer(enum sp_op_kind kind, sp_socket s, struct sp_wsabufex *bufs
 	wr.num_sge = (int)nbufs;
 	wr.opcode = write ? VB_WR_RDMA_WRITE : VB_WR_RDMA_READ;
 	wr.send_flags = VB_SEND_SIGNALED;
-	wr.remote_addr = target_offset;
+	wr.remote_addr = (uint64_t)d.base + target_offset;
 	wr.rkey = d.rkey;
 	ret = vb_post_send(so->qp, &wr, &bad);
 	if (ret) {

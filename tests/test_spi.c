@@ -106,10 +106,16 @@ Test(spi, register_memory_semantics)
 {
 	sp_socket c, a;
 	char *buf = aligned_alloc(4096, 3 * 4096);
-	void *hole = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	/*
+	 * Memory that cannot be valid: a page of an empty file (every touch is
+	 * SIGBUS).  Unmapped addresses may be reused by the next mmap, and a
+	 * PROT_NONE page some devices pin for reading all the same.
+	 */
+	int fd = memfd_create("sanprov-hole", MFD_CLOEXEC);
+	void *hole = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	int err = 0;
 
-	cr_assert(buf && hole != MAP_FAILED);
+	cr_assert(buf && fd >= 0 && hole != MAP_FAILED);
 	/* Not connected yet. */
 	sp_socket s = sw.p.socket(AF_INET, SOCK_STREAM, 0, 1, 0, &err);
 	cr_assert_null(sw.register_memory(s, buf, 4096, SP_MEM_READ, &err));
@@ -146,6 +152,7 @@ Test(spi, register_memory_semantics)
 	cr_assert_eq(sw.deregister_memory(a, h3, &err), 0);
 	cr_assert_eq(sw.p.close_socket(s, &err), 0);
 	munmap(hole, 4096);
+	close(fd);
 	teardown();
 	free(buf);
 }

@@ -30,6 +30,8 @@ extern "C" {
 /* What an rdma_cm connect request carries (56 bytes) less the verbs backend's header. */
 #define VB_MAX_PRIVATE_DATA 52
 #define VB_NAME_MAX 64
+/* The page a region's iova keeps its offset in (x86-64 Linux and Windows). */
+#define VB_PAGE_SIZE 4096u
 
 enum vb_access {
 	VB_ACCESS_LOCAL_WRITE = 1,
@@ -372,7 +374,11 @@ static inline struct vb_mr *vb_reg_mr(struct vb_pd *pd, void *addr, size_t lengt
 	return pd->dev->ops->reg_mr(pd, addr, length, (uintptr_t)addr, access);
 }
 
-/* The same with work requests addressing the region's first byte as iova. */
+/*
+ * The same with work requests addressing the region's first byte as iova.
+ * iova keeps addr's offset within its page (VB_PAGE_SIZE), as every NIC
+ * needs: iova = (uintptr_t)addr % VB_PAGE_SIZE makes a zero-based region.
+ */
 static inline struct vb_mr *vb_reg_mr_iova(struct vb_pd *pd, void *addr, size_t length,
 					   uint64_t iova, unsigned int access)
 {

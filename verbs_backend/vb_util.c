@@ -52,6 +52,9 @@ int vb_check_mr_args(const void *addr, size_t length, uint64_t iova, unsigned in
 		return EINVAL;
 	if (iova + length < iova)
 		return EINVAL;
+	/* As the kernel's verbs: a region keeps its offset within the page. */
+	if ((iova ^ (uintptr_t)addr) & (VB_PAGE_SIZE - 1))
+		return EINVAL;
 	return 0;
 }
 

@@ -402,9 +402,30 @@ Test(spi, nonblocking_connect_reports_through_events)
 	cr_assert_eq(ne.error_code[SP_FD_CONNECT_BIT], 0);
 	cr_assert_eq(sw.p.connect(c, (struct sockaddr *)&sin, sizeof(sin), &err), SP_SOCKET_ERROR);
 	cr_assert_eq(err, SP_WSAEISCONN);
-	/* The peer goes: FD_CLOSE. */
+	/*
+	 * The peer goes while a receive is posted (the switch always has its
+	 * control ring posted): the receive fails and FD_CLOSE says why.
+	 */
+	char *buf = aligned_alloc(4096, 4096);
+	void *h = sw.register_memory(c, buf, 4096, SP_MEM_WRITE, &err);
+	struct sw_ov o;
+	uint32_t flags = 0;
+	cr_assert_not_null(h);
+	sw_ov_init(&o, false);
+	struct sp_wsabufex b = { 4096, buf, h };
+	cr_assert_eq(sw.p.recv(c, &b, 1, NULL, &flags, &o.ov, NULL, NULL, &err), SP_SOCKET_ERROR);
+	cr_assert_eq(err, SP_WSA_IO_PENDING);
 	cr_assert_eq(sw.p.close_socket(a, &err), 0);
-	(void)c;
+	cr_assert_eq(sw_ov_wait(&sw, c, &o, NULL, 10000), SP_WSAECONNRESET);
+	cr_assert_eq(poll(&p, 1, 10000), 1, "FD_CLOSE");
+	cr_assert_eq(sw.p.enum_network_events(c, SP_EVENT_FD(cev), &ne, &err), 0);
+	cr_assert_eq(ne.network_events, SP_FD_CLOSE);
+	cr_assert_eq(ne.error_code[SP_FD_CLOSE_BIT], SP_WSAECONNRESET);
+	/* Broken: new operations say so at once. */
+	cr_assert_eq(sw.p.recv(c, &b, 1, NULL, &flags, &o.ov, NULL, NULL, &err), SP_SOCKET_ERROR);
+	cr_assert_eq(err, SP_WSAECONNRESET);
+	sw_ov_fini(&o);
+	free(buf);
 	close(lev);
 	close(cev);
 	teardown();

@@ -14,21 +14,7 @@
 #include <string.h>
 
 #include "sp_prov.h"
-
-#define SP_DESC_VERSION 1
-
-/* What the switch carries to the peer.  No pointer of this process in it. */
-struct sp_rdma_desc {
-	uint8_t magic[4]; /* "SPRD" */
-	uint8_t version;
-	uint8_t flags; /* SP_MEM_*: what the peer may do */
-	uint16_t reserved;
-	uint32_t rkey;
-	uint32_t len;
-	uint32_t base; /* the iova of the first byte: its offset within its page */
-	uint32_t reserved2;
-	uint64_t token; /* the registration in the owner's table */
-};
+#include "sp_wire.h"
 
 struct sp_rdma_reg {
 	uint64_t token;
@@ -102,14 +88,7 @@ int sp_register_rdma_memory(sp_socket s, void *buf, uint32_t len, uint32_t flags
 	so->rdma = r;
 	pthread_mutex_unlock(&so->lock);
 
-	memset(&d, 0, sizeof(d));
-	memcpy(d.magic, "SPRD", 4);
-	d.version = SP_DESC_VERSION;
-	d.flags = (uint8_t)flags;
-	d.rkey = r->mr->rkey;
-	d.len = len;
-	d.base = (uint32_t)r->mr->iova;
-	d.token = r->token;
+	sp_desc_fill(&d, flags, r->mr->rkey, len, (uint32_t)r->mr->iova, r->token);
 	memcpy(desc, &d, sizeof(d));
 	*desc_len = sizeof(d);
 	sp_sock_put(so);
@@ -123,19 +102,6 @@ err_free:
 out:
 	sp_sock_put(so);
 	return sp_fail(err, ret);
-}
-
-/* A descriptor from the switch: from the peer, so every field is checked. */
-static int desc_take(const void *desc, uint32_t desc_len, struct sp_rdma_desc *d)
-{
-	if (!desc || desc_len != sizeof(*d))
-		return SP_WSAEFAULT;
-	memcpy(d, desc, sizeof(*d));
-	if (memcmp(d->magic, "SPRD", 4) || d->version != SP_DESC_VERSION || d->reserved ||
-	    d->reserved2 || !d->flags || d->flags & ~SP_MEM_READWRITE || !d->len ||
-	    d->base >= VB_PAGE_SIZE)
-		return SP_WSAEINVAL;
-	return 0;
 }
 
 /* Unlink and deregister r (socket lock held). */
@@ -160,7 +126,7 @@ int sp_deregister_rdma_memory(sp_socket s, void *desc, uint32_t desc_len, int *e
 
 	if (!so)
 		return SP_SOCKET_ERROR;
-	ret = desc_take(desc, desc_len, &d);
+	ret = sp_desc_take(desc, desc_len, &d);
 	pthread_mutex_lock(&so->lock);
 	if (!ret) {
 		r = sp_htab_lookup(&sp_prov.rdma, d.token, NULL);
@@ -203,7 +169,7 @@ static int rdma_xfer(enum sp_op_kind kind, sp_socket s, struct sp_wsabufex *bufs
 	/* Always overlapped; the switch never asks for completion routines. */
 	ret = !ov ? SP_WSAEINVAL : cr ? SP_WSAEOPNOTSUPP : flags ? SP_WSAEINVAL : 0;
 	if (!ret)
-		ret = desc_take(target_desc, target_desc_len, &d);
+		ret = sp_desc_take(target_desc, target_desc_len, &d);
 	if (!ret && !(d.flags & (write ? SP_MEM_WRITE : SP_MEM_READ)))
 		ret = SP_WSAEINVAL; /* the peer did not register it for this */
 	if (ret)

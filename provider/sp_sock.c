@@ -17,20 +17,9 @@
 #include "sp_os.h"
 #include "sp_prov.h"
 #include "sp_spi_procs.h"
+#include "sp_wire.h"
 
-#define SP_HELLO_VERSION 1
 #define SP_LISTEN_TICK_MS 100
-
-struct sp_hello {
-	uint8_t magic[2]; /* 'S', 'H' */
-	uint8_t version;
-	uint8_t family; /* 4 or 6 */
-	uint16_t port;	/* network order */
-	uint8_t reserved[2];
-	uint8_t addr[16];
-};
-
-_Static_assert(sizeof(struct sp_hello) <= VB_MAX_PRIVATE_DATA, "hello fits a CM REQ");
 
 /* Objects ------------------------------------------------------------------ */
 
@@ -211,52 +200,6 @@ static int check_sockaddr(const struct sockaddr *sa, int len)
 static socklen_t sockaddr_len(const struct sockaddr_storage *ss)
 {
 	return ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-}
-
-static void hello_fill(struct sp_hello *h, const struct sockaddr_storage *local)
-{
-	memset(h, 0, sizeof(*h));
-	h->magic[0] = 'S';
-	h->magic[1] = 'H';
-	h->version = SP_HELLO_VERSION;
-	if (local->ss_family == AF_INET) {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)local;
-		h->family = 4;
-		h->port = in->sin_port;
-		memcpy(h->addr, &in->sin_addr, 4);
-	} else if (local->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)local;
-		h->family = 6;
-		h->port = in6->sin6_port;
-		memcpy(h->addr, &in6->sin6_addr, 16);
-	}
-}
-
-/* The caller's stated address; the peer is another process: check it all. */
-static int hello_take(const struct vb_qp *qp, struct sockaddr_storage *peer)
-{
-	struct sp_hello h;
-
-	if (qp->peer_private_data_len < sizeof(h))
-		return EPROTO;
-	memcpy(&h, qp->peer_private_data, sizeof(h));
-	if (h.magic[0] != 'S' || h.magic[1] != 'H' || h.version != SP_HELLO_VERSION)
-		return EPROTO;
-	memset(peer, 0, sizeof(*peer));
-	if (h.family == 4) {
-		struct sockaddr_in *in = (struct sockaddr_in *)peer;
-		in->sin_family = AF_INET;
-		in->sin_port = h.port;
-		memcpy(&in->sin_addr, h.addr, 4);
-	} else if (h.family == 6) {
-		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)peer;
-		in6->sin6_family = AF_INET6;
-		in6->sin6_port = h.port;
-		memcpy(&in6->sin6_addr, h.addr, 16);
-	} else if (h.family) {
-		return EPROTO;
-	}
-	return 0;
 }
 
 /* The calls ------------------------------------------------------------------ */
@@ -451,7 +394,7 @@ sp_socket sp_accept(sp_socket s, struct sockaddr *addr, int *addrlen, sp_conditi
 		ret = sp_wsa_error(ret);
 		goto err_child;
 	}
-	hello_fill(&hello, &so->local);
+	sp_hello_fill(&hello, &so->local);
 	param.timeout_ms = sp_prov.cfg.connect_timeout_ms;
 	ret = vb_accept(so->listener, child->qp, &param);
 	pthread_mutex_lock(&so->lock);
@@ -462,7 +405,8 @@ sp_socket sp_accept(sp_socket s, struct sockaddr *addr, int *addrlen, sp_conditi
 		ret = ret == ETIMEDOUT ? SP_WSAEWOULDBLOCK : SP_WSAECONNABORTED;
 		goto err_child;
 	}
-	if (hello_take(child->qp, &child->peer)) {
+	if (sp_hello_take(child->qp->peer_private_data, child->qp->peer_private_data_len,
+			  &child->peer)) {
 		ret = SP_WSAECONNABORTED; /* not a sanprov peer */
 		goto err_child;
 	}
@@ -500,7 +444,8 @@ static void connect_done(struct sp_sock *so, int ret)
 		so->state = ret ? SP_SOCK_FAILED : SP_SOCK_CONNECTED;
 		so->error = ret ? sp_wsa_connect_error(ret) : 0;
 		struct sockaddr_storage stated;
-		if (!ret && hello_take(so->qp, &stated)) {
+		if (!ret && sp_hello_take(so->qp->peer_private_data, so->qp->peer_private_data_len,
+					  &stated)) {
 			so->state = SP_SOCK_FAILED;
 			so->error = SP_WSAETIMEDOUT; /* not a sanprov peer: let TCP have it */
 		}
@@ -518,7 +463,7 @@ static int do_connect(struct sp_sock *so)
 				       .private_data_len = sizeof(hello),
 				       .timeout_ms = sp_prov.cfg.connect_timeout_ms };
 
-	hello_fill(&hello, &so->local);
+	sp_hello_fill(&hello, &so->local);
 	return vb_connect(so->qp, (struct sockaddr *)&so->peer, sockaddr_len(&so->peer), &param);
 }
 

@@ -53,10 +53,11 @@ test)
 	meson compile -C build-tsan stress_rcache stress_stale >/dev/null
 	TSAN_OPTIONS=halt_on_error=1 meson test -C build-tsan --no-rebuild --print-errorlogs \
 		--suite stress || status=1
-	# The proxy core's fuzz target: clang, libFuzzer, ASan and UBSan, for a bounded time.
+	# The fuzz targets (the proxy core, the provider's wire decoders): clang, libFuzzer,
+	# ASan and UBSan, for a bounded time.
 	CC=clang setup build-fuzz -Dtests=enabled -Db_sanitize=address,undefined -Db_lundef=false \
 		-Dbenchmarks=disabled
-	meson compile -C build-fuzz fuzz_kp_core >/dev/null
+	meson compile -C build-fuzz fuzz_kp_core fuzz_sp_wire >/dev/null
 	meson test -C build-fuzz --no-rebuild --print-errorlogs --suite fuzz || status=1
 	python3 scripts/test-summary.py build/meson-logs/testlog.json \
 		build-asan/meson-logs/testlog.json build-tsan/meson-logs/testlog.json \

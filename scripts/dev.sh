@@ -4,8 +4,9 @@
 #                                                backend (softnic): all tests, all sizes
 #   scripts/dev.sh test                          build with warnings as errors, run every test
 #                                                suite, again under ASan+UBSan, the stress
-#                                                suite under TSan, fuzz the proxy core
-#                                                (clang), and summarize
+#                                                suite under TSan, fuzz (clang), cross-build
+#                                                the Windows parts and test them under Wine,
+#                                                and summarize
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -59,9 +60,18 @@ test)
 		-Dbenchmarks=disabled
 	meson compile -C build-fuzz fuzz_kp_core fuzz_sp_wire >/dev/null
 	meson test -C build-fuzz --no-rebuild --print-errorlogs --suite fuzz || status=1
+	# The Windows parts: cross-built with clang, lld and mingw-w64, tested under Wine.
+	# A machine that cannot install Wine says so in the summary (a skip, not a pass).
+	set -- --skip "windows: the cross toolchain or Wine could not be installed"
+	if scripts/install-deps.sh mingw-w64 gcc-mingw-w64-x86-64 llvm lld wine wine64; then
+		setup build-win --cross-file cross/x86_64-w64-mingw32-clang.ini -Dwerror=true
+		meson compile -C build-win >/dev/null
+		meson test -C build-win --print-errorlogs || status=1
+		set -- build-win/meson-logs/testlog.json
+	fi
 	python3 scripts/test-summary.py build/meson-logs/testlog.json \
 		build-asan/meson-logs/testlog.json build-tsan/meson-logs/testlog.json \
-		build-fuzz/meson-logs/testlog.json || status=1
+		build-fuzz/meson-logs/testlog.json "$@" || status=1
 	exit $status
 	;;
 *)

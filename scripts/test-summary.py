@@ -6,7 +6,8 @@ Reads meson's testlog.json files and prints one closing line,
 (a test that is not TAP counts as one).  A sanitizer report on a test's
 stderr (leak, address or undefined-behaviour error) is one more failure:
 Criterion reports a test before its worker exits, where leaks are found.
-Exits 1 if anything failed.
+--skip REASON counts one more skipped suite (one that could not run on
+this machine) and prints its reason.  Exits 1 if anything failed.
 """
 import json
 import re
@@ -55,8 +56,15 @@ def count(path):
 
 def main():
     total = [0, 0, 0]
-    for path in sys.argv[1:]:
-        for i, v in enumerate(count(path)):
+    args = sys.argv[1:]
+    while args:
+        a = args.pop(0)
+        if a == "--skip":
+            reason = args.pop(0)
+            print(f"SKIP: {reason}")
+            total[2] += 1
+            continue
+        for i, v in enumerate(count(a)):
             total[i] += v
     print(f"{total[0]} passed, {total[1]} failed, {total[2]} skipped")
     return 1 if total[1] or not total[0] else 0

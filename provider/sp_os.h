@@ -11,7 +11,4 @@
 int sp_os_event_set(sp_event ev);
 int sp_os_event_reset(sp_event ev);
 
-/* Wait up to timeout_ms for fd (a listener's) to be readable: 1, 0 on timeout, or -errno. */
-int sp_os_wait_readable(int fd, int timeout_ms);
-
 #endif

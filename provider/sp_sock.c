@@ -280,9 +280,9 @@ static void *listen_main(void *arg)
 			continue;
 		}
 		pthread_mutex_unlock(&so->lock);
-		int r = sp_os_wait_readable(so->listener->fd, SP_LISTEN_TICK_MS);
+		int r = vb_listener_wait(so->listener, SP_LISTEN_TICK_MS);
 		pthread_mutex_lock(&so->lock);
-		if (r == 1 && !so->worker_stop && !so->accept_ready) {
+		if (!r && !so->worker_stop && !so->accept_ready) {
 			so->accept_ready = true;
 			sp_sock_signal(so, SP_FD_ACCEPT, SP_FD_ACCEPT_BIT, 0);
 		}
@@ -362,16 +362,16 @@ sp_socket sp_accept(sp_socket s, struct sockaddr *addr, int *addrlen, sp_conditi
 		int tick = so->event_mask ? 0 : SP_LISTEN_TICK_MS;
 
 		pthread_mutex_unlock(&so->lock);
-		r = sp_os_wait_readable(so->listener->fd, tick);
+		r = vb_listener_wait(so->listener, tick);
 		pthread_mutex_lock(&so->lock);
 		if (so->state != SP_SOCK_LISTENING) {
 			ret = SP_WSAEINTR;
 			break;
 		}
-		if (r == 1)
+		if (!r)
 			break;
-		if (r < 0) {
-			ret = sp_wsa_error(-r);
+		if (r != ETIMEDOUT) {
+			ret = sp_wsa_error(r);
 			break;
 		}
 		if (so->event_mask) {

@@ -326,6 +326,12 @@ const char *vb_wr_opcode_str(enum vb_wr_opcode opcode);
  */
 int vb_cq_wait(struct vb_cq *cq, int max, struct vb_wc *wc, int *count, int timeout_ms);
 
+/*
+ * Wait up to timeout_ms (< 0: forever) for a connect request on lst: 0 when
+ * one waits (vb_accept() takes it at once), ETIMEDOUT, or errno.
+ */
+int vb_listener_wait(struct vb_listener *lst, int timeout_ms);
+
 /* Dispatch --------------------------------------------------------------- */
 
 static inline int vb_close_device(struct vb_device *dev)

@@ -13,6 +13,13 @@ extern const struct vb_ops *const vb_builtin_backends[];
 /* dst = src with every member src leaves NULL taken from vb_unsupported_ops. */
 void vb_ops_complete(struct vb_ops *dst, const struct vb_ops *src);
 
+/*
+ * Wait up to timeout_ms (< 0: forever) for a CQ's or a listener's waitable
+ * object to be ready: 1, 0 on timeout (or an interruption), or -errno.
+ * (<os>/vb_os.c)
+ */
+int vb_os_wait(int fd, int timeout_ms);
+
 #define vb_container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 #endif

@@ -3,11 +3,10 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <stdint.h>
 #include <time.h>
 
-#include "vb.h"
+#include "vb_internal.h"
 
 const char *vb_wc_status_str(enum vb_wc_status status)
 {
@@ -169,14 +168,20 @@ int vb_cq_wait(struct vb_cq *cq, int max, struct vb_wc *wc, int *count, int time
 				return ETIMEDOUT;
 			wait = left > 1000000 ? 1000000 : (int)left;
 		}
-		struct pollfd pfd = { .fd = cq->fd, .events = POLLIN };
-		ret = poll(&pfd, 1, wait);
-		if (ret < 0 && errno != EINTR)
-			return errno;
+		ret = vb_os_wait(cq->fd, wait);
+		if (ret < 0)
+			return -ret;
 		if (ret > 0) {
 			ret = vb_get_cq_event(cq);
 			if (ret && ret != EAGAIN)
 				return ret;
 		}
 	}
+}
+
+int vb_listener_wait(struct vb_listener *lst, int timeout_ms)
+{
+	int ret = vb_os_wait(lst->fd, timeout_ms);
+
+	return ret > 0 ? 0 : ret < 0 ? -ret : ETIMEDOUT;
 }

@@ -35,13 +35,3 @@ int sp_os_event_reset(sp_event ev)
 			break;
 	return 0;
 }
-
-int sp_os_wait_readable(int fd, int timeout_ms)
-{
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-	int n = poll(&p, 1, timeout_ms);
-
-	if (n < 0)
-		return errno == EINTR ? 0 : -errno;
-	return n > 0 ? 1 : 0;
-}

@@ -21,7 +21,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/socket.h>
+
+/* Socket addresses and waitable objects of this OS (<os>/vb_os.h). */
+#include "vb_os.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -163,7 +165,7 @@ struct vb_mr {
  */
 struct vb_cq {
 	struct vb_device *dev;
-	int fd;
+	vb_waitable fd;
 	int cqe;
 };
 
@@ -196,7 +198,7 @@ struct vb_qp {
 /* A passive endpoint; fd becomes readable when a connect request waits. */
 struct vb_listener {
 	struct vb_device *dev;
-	int fd;
+	vb_waitable fd;
 	struct sockaddr_storage addr; /* the bound address (port filled in) */
 };
 

@@ -18,7 +18,7 @@ void vb_ops_complete(struct vb_ops *dst, const struct vb_ops *src);
  * object to be ready: 1, 0 on timeout (or an interruption), or -errno.
  * (<os>/vb_os.c)
  */
-int vb_os_wait(int fd, int timeout_ms);
+int vb_os_wait(vb_waitable w, int timeout_ms);
 
 #define vb_container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 

@@ -5,7 +5,7 @@
 
 #include "../vb_internal.h"
 
-int vb_os_wait(int fd, int timeout_ms)
+int vb_os_wait(vb_waitable fd, int timeout_ms)
 {
 	struct pollfd p = { .fd = fd, .events = POLLIN };
 	int n = poll(&p, 1, timeout_ms);

@@ -1,0 +1,12 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/* What vb.h takes from the OS on Linux: socket addresses and waitable objects. */
+#ifndef SANPROV_VB_OS_H
+#define SANPROV_VB_OS_H
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+/* A CQ's or a listener's waitable object: a file descriptor (poll() it). */
+typedef int vb_waitable;
+
+#endif

@@ -8,5 +8,6 @@
 
 /* A CQ's or a listener's waitable object: a file descriptor (poll() it). */
 typedef int vb_waitable;
+#define VB_NO_WAITABLE (-1)
 
 #endif

@@ -36,6 +36,7 @@
 #include <sys/types.h>
 
 #include "../vb_internal.h"
+#include "snic_os.h"
 
 #define SNIC_DEV_NAME "softnic0"
 #define SNIC_MAX_SGE 32
@@ -52,9 +53,9 @@
 #define SNIC_QP_MAGIC 0x3150514349494e53ull  /* "SNICQP1" */
 #define SNIC_CQ_MAGIC 0x3151434349494e53ull  /* "SNICCQ1" */
 
-/* A memfd segment and its mapping in this process. */
+/* A shared segment (its handle: a memfd on Linux) and its mapping here. */
 struct snic_shm {
-	int fd;
+	snic_handle fd;
 	void *addr;
 	size_t len;
 };
@@ -168,8 +169,8 @@ struct snic_peer {
 struct snic_buf {
 	uintptr_t base;
 	size_t len;
-	int fd;
-	uint64_t ino;
+	snic_handle fd;
+	uint64_t ino; /* snic_os_shm_id() */
 };
 
 struct snic_qp;
@@ -198,8 +199,8 @@ struct snic_dev {
 	struct snic_buf *bufs;
 	uint32_t n_bufs, cap_bufs;
 	unsigned int dereg_timeout_ms;
-	int doorbell_fd;
-	int epoll_fd;
+	snic_handle doorbell_fd;
+	struct snic_os_watch *watch;
 	pthread_t progress;
 	_Atomic bool stop;
 };
@@ -305,11 +306,6 @@ static inline uint32_t snic_pow2(uint32_t v)
 }
 
 /* snic_shm.c */
-int snic_shm_create(struct snic_shm *shm, const char *name, size_t len);
-int snic_shm_map(struct snic_shm *shm, int fd, size_t min_len);
-void snic_shm_destroy(struct snic_shm *shm);
-int snic_robust_mutex_init(pthread_mutex_t *m);
-void snic_robust_lock(pthread_mutex_t *m);
 size_t snic_dev_seg_size(uint32_t max_mr);
 size_t snic_qp_seg_size(uint32_t rq_size, uint32_t max_sge);
 size_t snic_cq_seg_size(uint32_t size);
@@ -399,7 +395,7 @@ int snic_query_device(struct vb_device *vdev, struct vb_device_attr *attr);
 int snic_query_port(struct vb_device *vdev, struct vb_port_attr *attr);
 struct vb_pd *snic_alloc_pd(struct vb_device *vdev);
 int snic_dealloc_pd(struct vb_pd *vpd);
-void snic_dev_ring(int doorbell_fd);
-int snic_dev_watch(struct snic_dev *dev, int fd, uint32_t qpn);
+void snic_dev_ring(snic_handle doorbell);
+int snic_dev_watch(struct snic_dev *dev, snic_handle conn, uint32_t qpn);
 
 #endif

@@ -178,9 +178,9 @@ static void local_msg(struct snic_qp *qp, struct snic_conn_msg *m, int *fds, uin
 void snic_peer_unmap(struct snic_peer *peer)
 {
 	snic_peer_release_imports(peer);
-	snic_shm_destroy(&peer->dev_shm);
-	snic_shm_destroy(&peer->qp_shm);
-	snic_shm_destroy(&peer->cq_shm);
+	snic_os_shm_destroy(&peer->dev_shm);
+	snic_os_shm_destroy(&peer->qp_shm);
+	snic_os_shm_destroy(&peer->cq_shm);
 	if (peer->cq_evfd >= 0)
 		close(peer->cq_evfd);
 	if (peer->doorbell_fd >= 0)
@@ -217,15 +217,15 @@ static int map_peer(struct snic_qp *qp, int sock, const struct snic_conn_msg *m,
 		ret = errno;
 		goto err;
 	}
-	ret = snic_shm_map(&peer->dev_shm, fds[0], snic_dev_seg_size(m->max_mr));
+	ret = snic_os_shm_map(&peer->dev_shm, fds[0], snic_dev_seg_size(m->max_mr));
 	if (ret)
 		goto err;
 	fds[0] = -1;
-	ret = snic_shm_map(&peer->qp_shm, fds[1], snic_qp_seg_size(m->rq_size, m->rq_max_sge));
+	ret = snic_os_shm_map(&peer->qp_shm, fds[1], snic_qp_seg_size(m->rq_size, m->rq_max_sge));
 	if (ret)
 		goto err;
 	fds[1] = -1;
-	ret = snic_shm_map(&peer->cq_shm, fds[2], snic_cq_seg_size(m->cq_size));
+	ret = snic_os_shm_map(&peer->cq_shm, fds[2], snic_cq_seg_size(m->cq_size));
 	if (ret)
 		goto err;
 	fds[2] = -1;

@@ -7,7 +7,6 @@
  */
 #include <errno.h>
 #include <stdlib.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "snic.h"
@@ -29,23 +28,21 @@ struct vb_cq *snic_create_cq(struct vb_device *vdev, int cqe)
 		errno = ENOMEM;
 		return NULL;
 	}
-	ret = snic_shm_create(&cq->shm, "sanprov-cq", snic_cq_seg_size(size));
+	ret = snic_os_shm_create(&cq->shm, "sanprov-cq", snic_cq_seg_size(size));
 	if (ret)
 		goto err_free;
 	cq->seg = cq->shm.addr;
 	cq->seg->magic = SNIC_CQ_MAGIC;
 	cq->seg->size = size;
-	ret = snic_robust_mutex_init(&cq->seg->prod_lock);
+	ret = snic_os_shared_lock_init(&cq->seg->prod_lock);
 	if (ret)
 		goto err_shm;
 	ret = pthread_mutex_init(&cq->cons_lock, NULL);
 	if (ret)
 		goto err_shm;
-	cq->vcq.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (cq->vcq.fd < 0) {
-		ret = errno;
+	ret = snic_os_event_create(&cq->vcq.fd);
+	if (ret)
 		goto err_lock;
-	}
 	pthread_mutex_lock(&dev->lock);
 	if (dev->n_cq >= dev->max_cq) {
 		pthread_mutex_unlock(&dev->lock);
@@ -60,11 +57,11 @@ struct vb_cq *snic_create_cq(struct vb_device *vdev, int cqe)
 	return &cq->vcq;
 
 err_fd:
-	close(cq->vcq.fd);
+	snic_os_close(cq->vcq.fd);
 err_lock:
 	pthread_mutex_destroy(&cq->cons_lock);
 err_shm:
-	snic_shm_destroy(&cq->shm);
+	snic_os_shm_destroy(&cq->shm);
 err_free:
 	free(cq);
 	errno = ret;
@@ -81,9 +78,9 @@ int snic_destroy_cq(struct vb_cq *vcq)
 	pthread_mutex_lock(&dev->lock);
 	dev->n_cq--;
 	pthread_mutex_unlock(&dev->lock);
-	close(vcq->fd);
+	snic_os_close(vcq->fd);
 	pthread_mutex_destroy(&cq->cons_lock);
-	snic_shm_destroy(&cq->shm);
+	snic_os_shm_destroy(&cq->shm);
 	free(cq);
 	return 0;
 }
@@ -92,7 +89,7 @@ int snic_cq_push(struct snic_cq_seg *seg, uint32_t size, int evfd, const struct 
 {
 	uint32_t t, h;
 
-	snic_robust_lock(&seg->prod_lock);
+	snic_os_shared_lock(&seg->prod_lock);
 	t = atomic_load_explicit(&seg->tail, memory_order_relaxed);
 	h = atomic_load_explicit(&seg->head, memory_order_acquire);
 	if (t - h >= size || atomic_load_explicit(&seg->overflow, memory_order_relaxed)) {
@@ -100,7 +97,7 @@ int snic_cq_push(struct snic_cq_seg *seg, uint32_t size, int evfd, const struct 
 		pthread_mutex_unlock(&seg->prod_lock);
 		/* Wake a sleeping consumer so that it sees the error. */
 		if (atomic_exchange(&seg->armed, 0))
-			(void)!write(evfd, &(uint64_t){ 1 }, sizeof(uint64_t));
+			snic_os_event_signal(evfd);
 		return EOVERFLOW;
 	}
 	seg->ring[t & (size - 1)] = *cqe;
@@ -109,7 +106,7 @@ int snic_cq_push(struct snic_cq_seg *seg, uint32_t size, int evfd, const struct 
 
 	if (atomic_load_explicit(&seg->armed, memory_order_relaxed) &&
 	    atomic_exchange(&seg->armed, 0))
-		(void)!write(evfd, &(uint64_t){ 1 }, sizeof(uint64_t));
+		snic_os_event_signal(evfd);
 	return 0;
 }
 
@@ -123,11 +120,7 @@ int snic_req_notify_cq(struct vb_cq *vcq)
 
 int snic_get_cq_event(struct vb_cq *vcq)
 {
-	uint64_t v;
-
-	if (read(vcq->fd, &v, sizeof(v)) != sizeof(v))
-		return errno == EAGAIN ? EAGAIN : EIO;
-	return 0;
+	return snic_os_event_drain(vcq->fd);
 }
 
 /* A polled send completion returns its WQEs (and the unsignaled before it) to the SQ. */

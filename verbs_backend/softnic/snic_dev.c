@@ -9,24 +9,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "snic.h"
 
-void snic_dev_ring(int doorbell_fd)
+void snic_dev_ring(snic_handle doorbell)
 {
-	(void)!write(doorbell_fd, &(uint64_t){ 1 }, sizeof(uint64_t));
+	snic_os_event_signal(doorbell);
 }
 
-int snic_dev_watch(struct snic_dev *dev, int fd, uint32_t qpn)
+int snic_dev_watch(struct snic_dev *dev, snic_handle conn, uint32_t qpn)
 {
-	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.u64 = qpn };
-
-	return epoll_ctl(dev->epoll_fd, EPOLL_CTL_ADD, fd, &ev) ? errno : 0;
+	return snic_os_watch_conn(dev->watch, conn, qpn);
 }
 
 /* With dev->lock held. */
@@ -37,7 +32,7 @@ static void service_qp(struct snic_qp *qp, bool disconnected)
 	pthread_mutex_lock(&qp->lock);
 	if (disconnected && !qp->peer.gone) {
 		qp->peer.gone = true;
-		epoll_ctl(qp->dev->epoll_fd, EPOLL_CTL_DEL, qp->sock, NULL);
+		snic_os_watch_remove(qp->dev->watch, qp->sock);
 	}
 	if (qp->state != VB_QPS_ERR &&
 	    (qp->peer.gone || atomic_exchange(&qp->seg->remote_err, 0))) {
@@ -52,22 +47,21 @@ static void service_qp(struct snic_qp *qp, bool disconnected)
 static void *progress_main(void *arg)
 {
 	struct snic_dev *dev = arg;
-	struct epoll_event ev[32];
+	uint32_t keys[32];
 
 	while (!atomic_load(&dev->stop)) {
-		int n = epoll_wait(dev->epoll_fd, ev, 32, -1);
+		int n = snic_os_watch_wait(dev->watch, keys, 32);
 		bool rung = false;
 
 		if (n < 0)
-			continue; /* EINTR */
+			continue;
 		pthread_mutex_lock(&dev->lock);
 		for (int i = 0; i < n; i++) {
-			uint32_t qpn = (uint32_t)ev[i].data.u64;
+			uint32_t qpn = keys[i];
 			struct snic_qp *qp;
 
 			if (!qpn) {
-				uint64_t v;
-				(void)!read(dev->doorbell_fd, &v, sizeof(v));
+				snic_os_event_drain(dev->doorbell_fd);
 				rung = true;
 				continue;
 			}
@@ -84,29 +78,8 @@ static void *progress_main(void *arg)
 	return NULL;
 }
 
-/*
- * Cross-memory attach needs the ptrace right on the peer.  Under Yama's
- * restricted mode (ptrace_scope 1) only ancestors have it, so a device
- * opened there lets any process of the same user attach, unless
- * SANPROV_SOFTNIC_PTRACER=0.
- */
-static void allow_peers(void)
-{
-	FILE *f = fopen("/proc/sys/kernel/yama/ptrace_scope", "r");
-	int scope = 0;
-
-	if (!f)
-		return;
-	if (fscanf(f, "%d", &scope) != 1)
-		scope = 0;
-	fclose(f);
-	if (scope == 1 && snic_env_ulong("SANPROV_SOFTNIC_PTRACER", 1, 0, 1))
-		prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0);
-}
-
 struct vb_device *snic_open_device(const struct vb_ops *ops, const char *name)
 {
-	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 0 };
 	struct snic_dev *dev;
 	int ret;
 
@@ -130,11 +103,11 @@ struct vb_device *snic_open_device(const struct vb_ops *ops, const char *name)
 	    (unsigned int)snic_env_ulong("SANPROV_SOFTNIC_DEREG_TIMEOUT_MS", 10000, 1, 3600000);
 	dev->next_pd = 1;
 	dev->next_qpn = 1;
-	dev->doorbell_fd = dev->epoll_fd = -1;
+	dev->doorbell_fd = SNIC_NO_HANDLE;
 	ret = pthread_mutex_init(&dev->lock, NULL);
 	if (ret)
 		goto err_free;
-	ret = snic_shm_create(&dev->seg_shm, "sanprov-dev", snic_dev_seg_size(dev->max_mr));
+	ret = snic_os_shm_create(&dev->seg_shm, "sanprov-dev", snic_dev_seg_size(dev->max_mr));
 	if (ret)
 		goto err_lock;
 	dev->seg = dev->seg_shm.addr;
@@ -150,30 +123,35 @@ struct vb_device *snic_open_device(const struct vb_ops *ops, const char *name)
 		ret = ENOMEM;
 		goto err_tables;
 	}
-	dev->doorbell_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	dev->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
-	if (dev->doorbell_fd < 0 || dev->epoll_fd < 0 ||
-	    epoll_ctl(dev->epoll_fd, EPOLL_CTL_ADD, dev->doorbell_fd, &ev)) {
+	/* Key 0 is the doorbell; QPs are watched by their numbers, never 0. */
+	ret = snic_os_event_create(&dev->doorbell_fd);
+	if (ret) {
+		dev->doorbell_fd = SNIC_NO_HANDLE;
+		goto err_fds;
+	}
+	dev->watch = snic_os_watch_create();
+	if (!dev->watch) {
 		ret = errno;
 		goto err_fds;
 	}
+	ret = snic_os_watch_event(dev->watch, dev->doorbell_fd, 0);
+	if (ret)
+		goto err_fds;
 	ret = pthread_create(&dev->progress, NULL, progress_main, dev);
 	if (ret)
 		goto err_fds;
-	allow_peers();
+	snic_os_allow_peers();
 	return &dev->vdev;
 
 err_fds:
-	if (dev->doorbell_fd >= 0)
-		close(dev->doorbell_fd);
-	if (dev->epoll_fd >= 0)
-		close(dev->epoll_fd);
+	snic_os_watch_destroy(dev->watch);
+	snic_os_close(dev->doorbell_fd);
 err_tables:
 	free(dev->qp_table);
 	free((void *)dev->sq_credit);
 	snic_mr_table_fini(dev);
 err_shm:
-	snic_shm_destroy(&dev->seg_shm);
+	snic_os_shm_destroy(&dev->seg_shm);
 err_lock:
 	pthread_mutex_destroy(&dev->lock);
 err_free:
@@ -195,17 +173,17 @@ int snic_close_device(struct vb_device *vdev)
 	atomic_store(&dev->stop, true);
 	snic_dev_ring(dev->doorbell_fd);
 	pthread_join(dev->progress, NULL);
-	close(dev->doorbell_fd);
-	close(dev->epoll_fd);
+	snic_os_watch_destroy(dev->watch);
+	snic_os_close(dev->doorbell_fd);
 	/* Buffers the application did not free go with the device. */
-	for (uint32_t i = 0; i < dev->n_bufs; i++) {
-		munmap((void *)dev->bufs[i].base, dev->bufs[i].len);
-		close(dev->bufs[i].fd);
-	}
+	for (uint32_t i = 0; i < dev->n_bufs; i++)
+		snic_os_shm_destroy(&(struct snic_shm){ .fd = dev->bufs[i].fd,
+							.addr = (void *)dev->bufs[i].base,
+							.len = dev->bufs[i].len });
 	free(dev->qp_table);
 	free((void *)dev->sq_credit);
 	snic_mr_table_fini(dev);
-	snic_shm_destroy(&dev->seg_shm);
+	snic_os_shm_destroy(&dev->seg_shm);
 	pthread_mutex_destroy(&dev->lock);
 	free(dev);
 	return 0;

@@ -12,17 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "snic.h"
-
-#ifndef MADV_POPULATE_READ
-#define MADV_POPULATE_READ 22
-#define MADV_POPULATE_WRITE 23
-#endif
 
 int snic_mr_table_init(struct snic_dev *dev)
 {
@@ -74,39 +67,6 @@ fail:
 	return NULL;
 }
 
-static bool populate_supported;
-static pthread_once_t populate_once = PTHREAD_ONCE_INIT;
-
-/* Kernels before 5.14 do not know MADV_POPULATE_*: they answer EINVAL. */
-static void populate_probe(void)
-{
-	static alignas(4096) char page[4096];
-
-	populate_supported = !madvise(page, sizeof(page), MADV_POPULATE_READ);
-}
-
-/*
- * A NIC pins the pages it registers: unmapped memory fails with EFAULT,
- * and so does a write registration of memory that cannot be written.
- * Populating the range does to the page tables what pinning does.
- */
-static int check_memory(void *addr, size_t length, unsigned int access)
-{
-	uintptr_t start = (uintptr_t)addr & ~(uintptr_t)4095;
-	size_t span = (uintptr_t)addr + length - start;
-	int advice = access & VB_ACCESS_LOCAL_WRITE ? MADV_POPULATE_WRITE : MADV_POPULATE_READ;
-	unsigned char v;
-
-	pthread_once(&populate_once, populate_probe);
-	if (populate_supported)
-		return madvise((void *)start, span, advice) ? EFAULT : 0;
-	/* Without populate, at least require every page to be mapped. */
-	for (uintptr_t p = start; p < start + span; p += 4096)
-		if (mincore((void *)p, 1, &v))
-			return EFAULT;
-	return 0;
-}
-
 static const struct snic_buf *buf_find(struct snic_dev *dev, uintptr_t addr, size_t len)
 {
 	for (uint32_t i = 0; i < dev->n_bufs; i++) {
@@ -130,7 +90,8 @@ struct vb_mr *snic_reg_mr(struct vb_pd *vpd, void *addr, size_t length, uint64_t
 	ret = vb_check_mr_args(addr, length, iova, access);
 	if (ret)
 		goto err;
-	ret = check_memory(addr, length, access);
+	/* A NIC pins what it registers: unmapped or unwritable memory is EFAULT. */
+	ret = snic_os_check_memory(addr, length, access & VB_ACCESS_LOCAL_WRITE);
 	if (ret)
 		goto err;
 	mr = calloc(1, sizeof(*mr));
@@ -236,7 +197,7 @@ void *snic_buf_alloc(struct vb_device *vdev, size_t length)
 {
 	struct snic_dev *dev = snic_dev_of(vdev);
 	struct snic_shm shm;
-	struct stat st;
+	uint64_t id;
 	size_t len;
 	int ret;
 
@@ -245,13 +206,12 @@ void *snic_buf_alloc(struct vb_device *vdev, size_t length)
 		errno = EINVAL;
 		return NULL;
 	}
-	ret = snic_shm_create(&shm, "sanprov-buf", len);
+	ret = snic_os_shm_create(&shm, "sanprov-buf", len);
 	if (ret)
 		goto err;
-	if (fstat(shm.fd, &st)) {
-		ret = errno;
+	ret = snic_os_shm_id(shm.fd, &id);
+	if (ret)
 		goto err_shm;
-	}
 	pthread_mutex_lock(&dev->lock);
 	if (dev->n_bufs == dev->cap_bufs) {
 		uint32_t cap = dev->cap_bufs ? dev->cap_bufs * 2 : 16;
@@ -264,14 +224,13 @@ void *snic_buf_alloc(struct vb_device *vdev, size_t length)
 		dev->bufs = b;
 		dev->cap_bufs = cap;
 	}
-	dev->bufs[dev->n_bufs++] = (struct snic_buf){
-		.base = (uintptr_t)shm.addr, .len = len, .fd = shm.fd, .ino = st.st_ino
-	};
+	dev->bufs[dev->n_bufs++] =
+	    (struct snic_buf){ .base = (uintptr_t)shm.addr, .len = len, .fd = shm.fd, .ino = id };
 	pthread_mutex_unlock(&dev->lock);
 	return shm.addr;
 
 err_shm:
-	snic_shm_destroy(&shm);
+	snic_os_shm_destroy(&shm);
 err:
 	errno = ret;
 	return NULL;
@@ -293,8 +252,7 @@ int snic_buf_free(struct vb_device *vdev, void *buf, size_t length)
 		}
 		dev->bufs[i] = dev->bufs[--dev->n_bufs];
 		pthread_mutex_unlock(&dev->lock);
-		munmap(buf, b.len);
-		close(b.fd);
+		snic_os_shm_destroy(&(struct snic_shm){ .fd = b.fd, .addr = buf, .len = b.len });
 		return 0;
 	}
 	pthread_mutex_unlock(&dev->lock);

@@ -87,12 +87,12 @@ struct vb_qp *snic_create_qp(struct vb_pd *vpd, const struct vb_qp_init_attr *at
 	ret = pthread_mutex_init(&qp->lock, NULL);
 	if (ret)
 		goto err_sq;
-	ret = snic_shm_create(&qp->shm, "sanprov-qp",
-			      snic_qp_seg_size(qp->rq_size, cap.max_recv_sge));
+	ret = snic_os_shm_create(&qp->shm, "sanprov-qp",
+				 snic_qp_seg_size(qp->rq_size, cap.max_recv_sge));
 	if (ret)
 		goto err_lock;
 	qp->seg = qp->shm.addr;
-	ret = snic_robust_mutex_init(&qp->seg->rq_lock);
+	ret = snic_os_shared_lock_init(&qp->seg->rq_lock);
 	if (ret)
 		goto err_shm;
 
@@ -136,7 +136,7 @@ struct vb_qp *snic_create_qp(struct vb_pd *vpd, const struct vb_qp_init_attr *at
 	return &qp->vqp;
 
 err_shm:
-	snic_shm_destroy(&qp->shm);
+	snic_os_shm_destroy(&qp->shm);
 err_lock:
 	pthread_mutex_destroy(&qp->lock);
 err_sq:
@@ -176,7 +176,7 @@ int snic_destroy_qp(struct vb_qp *vqp)
 	atomic_fetch_sub(&snic_pd_of(vqp->pd)->refs, 1);
 	atomic_fetch_sub(&snic_cq_of(vqp->send_cq)->refs, 1);
 	atomic_fetch_sub(&snic_cq_of(vqp->recv_cq)->refs, 1);
-	snic_shm_destroy(&qp->shm);
+	snic_os_shm_destroy(&qp->shm);
 	pthread_mutex_destroy(&qp->lock);
 	free(qp->sq);
 	free(qp);
@@ -223,7 +223,7 @@ static void flush_rq(struct snic_qp *qp)
 	struct snic_qp_seg *seg = qp->seg;
 	uint32_t h, t;
 
-	snic_robust_lock(&seg->rq_lock);
+	snic_os_shared_lock(&seg->rq_lock);
 	h = atomic_load(&seg->rq_head);
 	t = atomic_load(&seg->rq_tail);
 	for (; h != t; h++) {
@@ -324,7 +324,7 @@ static struct snic_rwqe *claim_recv(struct snic_qp *qp)
 	struct snic_qp_seg *ps = peer->qp_seg;
 
 	for (int pass = 0; pass < 2; pass++) {
-		snic_robust_lock(&ps->rq_lock);
+		snic_os_shared_lock(&ps->rq_lock);
 		uint32_t h = atomic_load(&ps->rq_head);
 		if (h != atomic_load(&ps->rq_tail)) {
 			if (pass)

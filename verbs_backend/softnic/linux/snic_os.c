@@ -1,0 +1,259 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * softnic on Linux: memfd segments, eventfds, robust process-shared
+ * mutexes, and the page checks a NIC's pinning makes.
+ */
+#include <errno.h>
+#include <stdalign.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../snic.h"
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#define MADV_POPULATE_WRITE 23
+#endif
+
+void snic_os_close(snic_handle h)
+{
+	if (h >= 0)
+		close(h);
+}
+
+int snic_os_shm_create(struct snic_shm *shm, const char *name, size_t len)
+{
+	int ret;
+
+	shm->fd = memfd_create(name, MFD_CLOEXEC);
+	if (shm->fd < 0)
+		return errno;
+	/* Sparse: only the pages a table or ring really touches cost memory. */
+	if (ftruncate(shm->fd, (off_t)len)) {
+		ret = errno;
+		goto err_close;
+	}
+	shm->addr = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, shm->fd, 0);
+	if (shm->addr == MAP_FAILED) {
+		ret = errno;
+		goto err_close;
+	}
+	shm->len = len;
+	return 0;
+
+err_close:
+	close(shm->fd);
+	shm->fd = -1;
+	shm->addr = NULL;
+	return ret;
+}
+
+int snic_os_shm_map(struct snic_shm *shm, snic_handle fd, size_t min_len)
+{
+	struct stat st;
+
+	if (fstat(fd, &st))
+		return errno;
+	if (!S_ISREG(st.st_mode) || st.st_size < 0 || (uint64_t)st.st_size < min_len || !min_len)
+		return EPROTO;
+	shm->addr = mmap(NULL, min_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (shm->addr == MAP_FAILED) {
+		shm->addr = NULL;
+		return errno;
+	}
+	shm->fd = fd;
+	shm->len = min_len;
+	return 0;
+}
+
+void snic_os_shm_destroy(struct snic_shm *shm)
+{
+	if (shm->addr)
+		munmap(shm->addr, shm->len);
+	if (shm->fd >= 0)
+		close(shm->fd);
+	shm->addr = NULL;
+	shm->fd = -1;
+	shm->len = 0;
+}
+
+int snic_os_shm_id(snic_handle fd, uint64_t *id)
+{
+	struct stat st;
+
+	if (fstat(fd, &st))
+		return errno;
+	*id = (uint64_t)st.st_ino;
+	return 0;
+}
+
+int snic_os_event_create(snic_handle *h)
+{
+	*h = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	return *h < 0 ? errno : 0;
+}
+
+void snic_os_event_signal(snic_handle h)
+{
+	(void)!write(h, &(uint64_t){ 1 }, sizeof(uint64_t));
+}
+
+int snic_os_event_drain(snic_handle h)
+{
+	uint64_t v;
+
+	if (read(h, &v, sizeof(v)) != sizeof(v))
+		return errno == EAGAIN ? EAGAIN : EIO;
+	return 0;
+}
+
+int snic_os_shared_lock_init(pthread_mutex_t *m)
+{
+	pthread_mutexattr_t a;
+	int ret;
+
+	ret = pthread_mutexattr_init(&a);
+	if (ret)
+		return ret;
+	ret = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+	if (!ret)
+		ret = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+	if (!ret)
+		ret = pthread_mutex_init(m, &a);
+	pthread_mutexattr_destroy(&a);
+	return ret;
+}
+
+/*
+ * A peer that dies holding a ring lock must not stop this process: the
+ * robust mutex hands the lock over.  What the dead peer was writing is in
+ * a slot it had not yet published, so the ring itself is consistent.
+ */
+void snic_os_shared_lock(pthread_mutex_t *m)
+{
+	if (pthread_mutex_lock(m) == EOWNERDEAD)
+		pthread_mutex_consistent(m);
+}
+
+static bool populate_supported;
+static pthread_once_t populate_once = PTHREAD_ONCE_INIT;
+
+/* Kernels before 5.14 do not know MADV_POPULATE_*: they answer EINVAL. */
+static void populate_probe(void)
+{
+	static alignas(4096) char page[4096];
+
+	populate_supported = !madvise(page, sizeof(page), MADV_POPULATE_READ);
+}
+
+/*
+ * A NIC pins the pages it registers: unmapped memory fails with EFAULT,
+ * and so does a write registration of memory that cannot be written.
+ * Populating the range does to the page tables what pinning does.
+ */
+int snic_os_check_memory(void *addr, size_t length, bool write)
+{
+	uintptr_t start = (uintptr_t)addr & ~(uintptr_t)4095;
+	size_t span = (uintptr_t)addr + length - start;
+	unsigned char v;
+
+	pthread_once(&populate_once, populate_probe);
+	if (populate_supported)
+		return madvise((void *)start, span,
+			       write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ)
+			   ? EFAULT
+			   : 0;
+	/* Without populate, at least require every page to be mapped. */
+	for (uintptr_t p = start; p < start + span; p += 4096)
+		if (mincore((void *)p, 1, &v))
+			return EFAULT;
+	return 0;
+}
+
+/*
+ * Cross-memory attach needs the ptrace right on the peer.  Under Yama's
+ * restricted mode (ptrace_scope 1) only ancestors have it, so a device
+ * opened there lets any process of the same user attach, unless
+ * SANPROV_SOFTNIC_PTRACER=0.
+ */
+void snic_os_allow_peers(void)
+{
+	FILE *f = fopen("/proc/sys/kernel/yama/ptrace_scope", "r");
+	int scope = 0;
+
+	if (!f)
+		return;
+	if (fscanf(f, "%d", &scope) != 1)
+		scope = 0;
+	fclose(f);
+	if (scope == 1 && snic_env_ulong("SANPROV_SOFTNIC_PTRACER", 1, 0, 1))
+		prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0);
+}
+
+struct snic_os_watch {
+	int epfd;
+};
+
+struct snic_os_watch *snic_os_watch_create(void)
+{
+	struct snic_os_watch *w = malloc(sizeof(*w));
+
+	if (!w) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	w->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (w->epfd < 0) {
+		int ret = errno;
+		free(w);
+		errno = ret;
+		return NULL;
+	}
+	return w;
+}
+
+void snic_os_watch_destroy(struct snic_os_watch *w)
+{
+	if (!w)
+		return;
+	close(w->epfd);
+	free(w);
+}
+
+int snic_os_watch_event(struct snic_os_watch *w, snic_handle event, uint32_t key)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = key };
+
+	return epoll_ctl(w->epfd, EPOLL_CTL_ADD, event, &ev) ? errno : 0;
+}
+
+/* The connection socket is never read after setup: readable means the peer is gone. */
+int snic_os_watch_conn(struct snic_os_watch *w, snic_handle conn, uint32_t key)
+{
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.u64 = key };
+
+	return epoll_ctl(w->epfd, EPOLL_CTL_ADD, conn, &ev) ? errno : 0;
+}
+
+void snic_os_watch_remove(struct snic_os_watch *w, snic_handle h)
+{
+	epoll_ctl(w->epfd, EPOLL_CTL_DEL, h, NULL);
+}
+
+int snic_os_watch_wait(struct snic_os_watch *w, uint32_t *keys, int max)
+{
+	struct epoll_event ev[32];
+	int n = epoll_wait(w->epfd, ev, max < 32 ? max : 32, -1);
+
+	if (n < 0)
+		return errno == EINTR ? 0 : -errno;
+	for (int i = 0; i < n; i++)
+		keys[i] = (uint32_t)ev[i].data.u64;
+	return n;
+}

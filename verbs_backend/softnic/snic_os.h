@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * What softnic needs of the operating system (softnic/<os>/snic_os*.c).
+ *
+ * A handle is what vb_os.h calls a waitable object: a file descriptor on
+ * Linux, a HANDLE on Windows.  Errors are 0 or a positive errno.
+ */
+#ifndef SANPROV_SNIC_OS_H
+#define SANPROV_SNIC_OS_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vb.h"
+
+typedef vb_waitable snic_handle;
+#define SNIC_NO_HANDLE VB_NO_WAITABLE
+
+struct snic_shm;
+
+/* Close a handle (SNIC_NO_HANDLE is left alone). */
+void snic_os_close(snic_handle h);
+
+/*
+ * Shared-memory segments: a new one of len bytes (zeroed, sparse where the
+ * OS allows), or one a peer sent, which must hold at least min_len bytes.
+ * *id names the underlying object (same object, same id).
+ */
+int snic_os_shm_create(struct snic_shm *shm, const char *name, size_t len);
+int snic_os_shm_map(struct snic_shm *shm, snic_handle h, size_t min_len);
+void snic_os_shm_destroy(struct snic_shm *shm);
+int snic_os_shm_id(snic_handle h, uint64_t *id);
+
+/* Events: signalled until drained (eventfd semantics, non-blocking). */
+int snic_os_event_create(snic_handle *h);
+void snic_os_event_signal(snic_handle h);
+/* 0 if it was signalled (and is no longer), EAGAIN if not. */
+int snic_os_event_drain(snic_handle h);
+
+/*
+ * A lock that lives in a shared segment, which a peer that dies holding it
+ * hands over (a robust, process-shared mutex where the OS has one).
+ */
+int snic_os_shared_lock_init(pthread_mutex_t *m);
+void snic_os_shared_lock(pthread_mutex_t *m);
+
+/*
+ * The progress thread's wait set: handles, each with a key.  An event
+ * handle counts when signalled; a connection handle when the peer is gone.
+ */
+struct snic_os_watch;
+struct snic_os_watch *snic_os_watch_create(void); /* NULL with errno */
+void snic_os_watch_destroy(struct snic_os_watch *w);
+int snic_os_watch_event(struct snic_os_watch *w, snic_handle event, uint32_t key);
+int snic_os_watch_conn(struct snic_os_watch *w, snic_handle conn, uint32_t key);
+void snic_os_watch_remove(struct snic_os_watch *w, snic_handle h);
+/* Block until something is ready: how many keys were stored (>= 0), or -errno. */
+int snic_os_watch_wait(struct snic_os_watch *w, uint32_t *keys, int max);
+
+/* Does [addr, addr + len) hold memory a NIC could pin (writable if write)? 0 or EFAULT. */
+int snic_os_check_memory(void *addr, size_t length, bool write);
+
+/* Let peers of the same user reach this process's memory, where the OS asks for it. */
+void snic_os_allow_peers(void);
+
+#endif

@@ -144,7 +144,7 @@ struct snic_import {
 
 struct snic_peer {
 	pid_t pid;
-	int pidfd;
+	snic_handle pidfd; /* the peer process (pidfd on Linux), SNIC_NO_HANDLE: self */
 	bool self;
 	bool gone;
 	struct snic_shm dev_shm;

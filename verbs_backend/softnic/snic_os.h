@@ -59,6 +59,30 @@ void snic_os_watch_remove(struct snic_os_watch *w, snic_handle h);
 /* Block until something is ready: how many keys were stored (>= 0), or -errno. */
 int snic_os_watch_wait(struct snic_os_watch *w, uint32_t *keys, int max);
 
+/* Peer memory ------------------------------------------------------------ */
+
+struct snic_peer;
+
+/* A piece of memory, here or in a peer. */
+struct snic_iov {
+	void *base;
+	size_t len;
+};
+
+/*
+ * Copy between this process (l) and the peer's memory (r), the same total:
+ * 0, EFAULT (a page of either side is not there) or ESRCH (the peer is gone).
+ */
+int snic_os_peer_copy(const struct snic_peer *peer, bool to_peer, const struct snic_iov *l,
+		      unsigned int nl, const struct snic_iov *r, unsigned int nr, size_t total);
+/*
+ * Map here the peer's vb_buf_alloc() segment that the peer knows as
+ * remote, if it is still the object id names: 0 or errno.
+ */
+int snic_os_peer_map_segment(const struct snic_peer *peer, int32_t remote, uint64_t id, void **base,
+			     size_t *len);
+void snic_os_unmap(void *base, size_t len);
+
 /* Does [addr, addr + len) hold memory a NIC could pin (writable if write)? 0 or EFAULT. */
 int snic_os_check_memory(void *addr, size_t length, bool write);
 

@@ -2,48 +2,32 @@
 /*
  * The one-copy engine.  Bytes move between this process and a peer by
  *   - memcpy, when the peer is this process;
- *   - memcpy, when the peer's MR lies in a vb_buf_alloc() buffer: its memfd
- *     is taken once with pidfd_getfd() and mapped here;
- *   - cross-memory attach (process_vm_writev/readv) for any other memory.
+ *   - memcpy, when the peer's MR lies in a vb_buf_alloc() buffer: its
+ *     segment is taken once from the peer and mapped here;
+ *   - the OS's copy between processes for any other memory (cross-memory
+ *     attach on Linux).
  */
 #include <errno.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/pidfd.h>
-#include <sys/stat.h>
-#include <sys/uio.h>
-#include <unistd.h>
 
 #include "snic.h"
 
-static struct snic_import *import_buf(struct snic_peer *peer, int fd, uint64_t ino)
+static struct snic_import *import_buf(struct snic_peer *peer, int32_t fd, uint64_t ino)
 {
 	struct snic_import *imp = &peer->imports[0];
-	struct stat st;
 	void *base;
-	int lfd;
+	size_t len;
 
 	for (int i = 1; i < SNIC_MAX_IMPORTS; i++)
 		if (peer->imports[i].last_use < imp->last_use)
 			imp = &peer->imports[i];
-	lfd = pidfd_getfd(peer->pidfd, fd, 0);
-	if (lfd < 0)
-		return NULL;
-	/* The number may have been reused for another file since the MR was made. */
-	if (fstat(lfd, &st) || (uint64_t)st.st_ino != ino || !S_ISREG(st.st_mode) ||
-	    st.st_size <= 0) {
-		close(lfd);
-		return NULL;
-	}
-	base = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, lfd, 0);
-	close(lfd);
-	if (base == MAP_FAILED)
+	if (snic_os_peer_map_segment(peer, fd, ino, &base, &len))
 		return NULL;
 	if (imp->base)
-		munmap(imp->base, imp->len);
+		snic_os_unmap(imp->base, imp->len);
 	imp->ino = ino;
 	imp->base = base;
-	imp->len = (size_t)st.st_size;
+	imp->len = len;
 	return imp;
 }
 
@@ -51,7 +35,7 @@ void snic_xfer_resolve(struct snic_peer *peer, const struct snic_mr_entry *e, st
 {
 	struct snic_import *imp = NULL;
 	uint64_t ino, base, off;
-	int fd;
+	int32_t fd;
 
 	rs->mapped = NULL;
 	if (peer->self) {
@@ -61,7 +45,7 @@ void snic_xfer_resolve(struct snic_peer *peer, const struct snic_mr_entry *e, st
 	fd = e->buf_fd;
 	ino = e->buf_ino;
 	base = e->buf_base;
-	if (fd < 0 || peer->pidfd < 0 || rs->raddr < base)
+	if (fd < 0 || peer->pidfd == SNIC_NO_HANDLE || rs->raddr < base)
 		return;
 	for (int i = 0; i < SNIC_MAX_IMPORTS; i++)
 		if (peer->imports[i].base && peer->imports[i].ino == ino) {
@@ -83,7 +67,7 @@ void snic_peer_release_imports(struct snic_peer *peer)
 {
 	for (int i = 0; i < SNIC_MAX_IMPORTS; i++) {
 		if (peer->imports[i].base)
-			munmap(peer->imports[i].base, peer->imports[i].len);
+			snic_os_unmap(peer->imports[i].base, peer->imports[i].len);
 		peer->imports[i].base = NULL;
 	}
 }
@@ -101,22 +85,13 @@ static enum vb_wc_status cma_status(int err, uint32_t *vendor_err)
 	}
 }
 
-static enum vb_wc_status cma(struct snic_peer *peer, enum snic_xfer_dir dir, const struct iovec *l,
-			     unsigned long nl, const struct iovec *r, unsigned long nr,
-			     size_t total, uint32_t *vendor_err)
+static enum vb_wc_status cma(struct snic_peer *peer, enum snic_xfer_dir dir,
+			     const struct snic_iov *l, unsigned int nl, const struct snic_iov *r,
+			     unsigned int nr, size_t total, uint32_t *vendor_err)
 {
-	ssize_t n;
+	int ret = snic_os_peer_copy(peer, dir == SNIC_XFER_TO_PEER, l, nl, r, nr, total);
 
-	if (dir == SNIC_XFER_TO_PEER)
-		n = process_vm_writev(peer->pid, l, nl, r, nr, 0);
-	else
-		n = process_vm_readv(peer->pid, l, nl, r, nr, 0);
-	if (n < 0)
-		return cma_status(errno, vendor_err);
-	/* A short count means a page in between was not there. */
-	if ((size_t)n != total)
-		return cma_status(EFAULT, vendor_err);
-	return VB_WC_SUCCESS;
+	return ret ? cma_status(ret, vendor_err) : VB_WC_SUCCESS;
 }
 
 /*
@@ -143,15 +118,17 @@ enum vb_wc_status snic_xfer(struct snic_peer *peer, enum snic_xfer_dir dir,
 		any_mapped |= remote[i].mapped != NULL;
 
 	if (!any_mapped) {
-		struct iovec l[SNIC_MAX_SGE], r[SNIC_MAX_SGE];
+		struct snic_iov l[SNIC_MAX_SGE], r[SNIC_MAX_SGE];
 		size_t total = 0;
 
 		for (uint32_t i = 0; i < nlocal; i++) {
-			l[i] = (struct iovec){ (void *)(uintptr_t)local[i].addr, local[i].length };
+			l[i] =
+			    (struct snic_iov){ (void *)(uintptr_t)local[i].addr, local[i].length };
 			total += local[i].length;
 		}
 		for (uint32_t i = 0; i < nremote; i++)
-			r[i] = (struct iovec){ (void *)(uintptr_t)remote[i].raddr, remote[i].len };
+			r[i] =
+			    (struct snic_iov){ (void *)(uintptr_t)remote[i].raddr, remote[i].len };
 		if (!total)
 			return VB_WC_SUCCESS;
 		return cma(peer, dir, l, nlocal, r, nremote, total, vendor_err);
@@ -172,9 +149,9 @@ enum vb_wc_status snic_xfer(struct snic_peer *peer, enum snic_xfer_dir dir,
 				else
 					copy_last_byte_last(rp, lp, chunk);
 			} else {
-				struct iovec l = { lp, chunk };
-				struct iovec r = { (void *)(uintptr_t)(remote[ri].raddr + roff),
-						   chunk };
+				struct snic_iov l = { lp, chunk };
+				struct snic_iov r = { (void *)(uintptr_t)(remote[ri].raddr + roff),
+						      chunk };
 				enum vb_wc_status st =
 				    cma(peer, dir, &l, 1, &r, 1, chunk, vendor_err);
 				if (st != VB_WC_SUCCESS)

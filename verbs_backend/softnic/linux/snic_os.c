@@ -10,8 +10,10 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/pidfd.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "../snic.h"
@@ -256,4 +258,60 @@ int snic_os_watch_wait(struct snic_os_watch *w, uint32_t *keys, int max)
 	for (int i = 0; i < n; i++)
 		keys[i] = (uint32_t)ev[i].data.u64;
 	return n;
+}
+
+int snic_os_peer_copy(const struct snic_peer *peer, bool to_peer, const struct snic_iov *l,
+		      unsigned int nl, const struct snic_iov *r, unsigned int nr, size_t total)
+{
+	struct iovec li[SNIC_MAX_SGE], ri[SNIC_MAX_SGE];
+	ssize_t n;
+
+	if (nl > SNIC_MAX_SGE || nr > SNIC_MAX_SGE)
+		return EINVAL;
+	for (unsigned int i = 0; i < nl; i++)
+		li[i] = (struct iovec){ l[i].base, l[i].len };
+	for (unsigned int i = 0; i < nr; i++)
+		ri[i] = (struct iovec){ r[i].base, r[i].len };
+	/* Cross-memory attach: one copy, inside the kernel. */
+	if (to_peer)
+		n = process_vm_writev(peer->pid, li, nl, ri, nr, 0);
+	else
+		n = process_vm_readv(peer->pid, li, nl, ri, nr, 0);
+	if (n < 0)
+		return errno;
+	/* A short count means a page in between was not there. */
+	return (size_t)n == total ? 0 : EFAULT;
+}
+
+int snic_os_peer_map_segment(const struct snic_peer *peer, int32_t remote, uint64_t id, void **base,
+			     size_t *len)
+{
+	struct stat st;
+	void *p;
+	int fd, ret;
+
+	if (peer->pidfd < 0 || remote < 0)
+		return EBADF;
+	fd = pidfd_getfd(peer->pidfd, remote, 0);
+	if (fd < 0)
+		return errno;
+	/* The number may have been reused for another file since the MR was made. */
+	if (fstat(fd, &st) || (uint64_t)st.st_ino != id || !S_ISREG(st.st_mode) ||
+	    st.st_size <= 0) {
+		close(fd);
+		return ESTALE;
+	}
+	p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	ret = p == MAP_FAILED ? errno : 0;
+	close(fd);
+	if (ret)
+		return ret;
+	*base = p;
+	*len = (size_t)st.st_size;
+	return 0;
+}
+
+void snic_os_unmap(void *base, size_t len)
+{
+	munmap(base, len);
 }

@@ -15,7 +15,7 @@ void vb_ops_complete(struct vb_ops *dst, const struct vb_ops *src);
 
 /*
  * Wait up to timeout_ms (< 0: forever) for a CQ's or a listener's waitable
- * object to be ready: 1, 0 on timeout (or an interruption), or -errno.
+ * object to be ready: 1, 0 on timeout, or -errno.
  * (<os>/vb_os.c)
  */
 int vb_os_wait(vb_waitable w, int timeout_ms);

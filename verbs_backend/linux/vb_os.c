@@ -8,9 +8,11 @@
 int vb_os_wait(vb_waitable fd, int timeout_ms)
 {
 	struct pollfd p = { .fd = fd, .events = POLLIN };
-	int n = poll(&p, 1, timeout_ms);
+	int n;
 
-	if (n < 0)
-		return errno == EINTR ? 0 : -errno;
-	return n > 0;
+	/* A signal restarts the wait (for the whole timeout: signals are rare here). */
+	do
+		n = poll(&p, 1, timeout_ms);
+	while (n < 0 && errno == EINTR);
+	return n < 0 ? -errno : n > 0;
 }

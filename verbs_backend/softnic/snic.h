@@ -160,8 +160,8 @@ struct snic_peer {
 	struct snic_shm cq_shm;
 	struct snic_cq_seg *cq_seg;
 	uint32_t cq_size;
-	int cq_evfd;
-	int doorbell_fd;
+	snic_handle cq_evfd;
+	snic_handle doorbell_fd;
 	uint64_t import_clock;
 	struct snic_import imports[SNIC_MAX_IMPORTS];
 };
@@ -256,7 +256,7 @@ struct snic_qp {
 	uint32_t rq_size, rq_mask;
 	size_t rwqe_size;
 	/* connection */
-	int sock;
+	snic_handle sock;
 	_Atomic bool connected; /* set once; the progress thread skips QPs not yet connected */
 	struct snic_peer peer;
 };

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "vb.h"
 
@@ -58,6 +59,31 @@ int snic_os_watch_conn(struct snic_os_watch *w, snic_handle conn, uint32_t key);
 void snic_os_watch_remove(struct snic_os_watch *w, snic_handle h);
 /* Block until something is ready: how many keys were stored (>= 0), or -errno. */
 int snic_os_watch_wait(struct snic_os_watch *w, uint32_t *keys, int max);
+
+/* Connections -------------------------------------------------------------
+ *
+ * A listener per port of the host (private to it: nothing leaves the
+ * machine), and message channels that carry handles along with each
+ * message and stay open as the connection's liveness.
+ */
+#define SNIC_OS_MAX_HANDLES 5
+
+/* Listen on *port (0: a free one, stored back): 0, EADDRINUSE or errno. */
+int snic_os_listen(uint16_t *port, int backlog, snic_handle *lst);
+/* Take a waiting connection without blocking: 0, EAGAIN, or errno. */
+int snic_os_accept(snic_handle lst, snic_handle *conn);
+/* Connect to the listener of port: 0, ECONNREFUSED (nobody there), or errno. */
+int snic_os_connect(uint16_t port, snic_handle *conn);
+int snic_os_send(snic_handle conn, const void *msg, size_t len, const snic_handle *h, int nh);
+/*
+ * Receive one message of exactly len bytes and up to max handles (beyond
+ * that they are closed): 0, ETIMEDOUT, ECONNRESET (the peer closed) or
+ * EPROTO (another size, cut short).
+ */
+int snic_os_recv(snic_handle conn, void *msg, size_t len, snic_handle *h, int *nh, int max,
+		 int timeout_ms);
+/* The process at the other end: its id, whether it is this one, a handle on it. */
+int snic_os_conn_peer(snic_handle conn, pid_t *pid, bool *self, snic_handle *proc);
 
 /* Peer memory ------------------------------------------------------------ */
 

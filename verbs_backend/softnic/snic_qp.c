@@ -66,8 +66,8 @@ struct vb_qp *snic_create_qp(struct vb_pd *vpd, const struct vb_qp_init_attr *at
 		ret = ENOMEM;
 		goto err;
 	}
-	qp->sock = -1;
-	qp->peer.pidfd = qp->peer.cq_evfd = qp->peer.doorbell_fd = -1;
+	qp->sock = SNIC_NO_HANDLE;
+	qp->peer.pidfd = qp->peer.cq_evfd = qp->peer.doorbell_fd = SNIC_NO_HANDLE;
 	qp->peer.dev_shm.fd = qp->peer.qp_shm.fd = qp->peer.cq_shm.fd = -1;
 	qp->sq_size = snic_pow2(cap.max_send_wr);
 	qp->sq_mask = qp->sq_size - 1;
@@ -170,8 +170,7 @@ int snic_destroy_qp(struct vb_qp *vqp)
 	set_state(qp, VB_QPS_ERR);
 	pthread_mutex_unlock(&qp->lock);
 	/* Closing the connection socket tells the peer, as a disconnect. */
-	if (qp->sock >= 0)
-		close(qp->sock);
+	snic_os_close(qp->sock);
 	snic_peer_unmap(&qp->peer);
 	atomic_fetch_sub(&snic_pd_of(vqp->pd)->refs, 1);
 	atomic_fetch_sub(&snic_cq_of(vqp->send_cq)->refs, 1);

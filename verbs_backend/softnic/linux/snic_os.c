@@ -4,16 +4,22 @@
  * mutexes, and the page checks a NIC's pinning makes.
  */
 #include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <stdalign.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/pidfd.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../snic.h"
@@ -314,4 +320,163 @@ int snic_os_peer_map_segment(const struct snic_peer *peer, int32_t remote, uint6
 void snic_os_unmap(void *base, size_t len)
 {
 	munmap(base, len);
+}
+
+/* Connections: Unix seqpacket sockets in the abstract namespace, private to
+ * the network namespace; handles go with SCM_RIGHTS. */
+
+static socklen_t unix_name(struct sockaddr_un *un, uint16_t port)
+{
+	int n;
+
+	memset(un, 0, sizeof(*un));
+	un->sun_family = AF_UNIX;
+	n = snprintf(un->sun_path + 1, sizeof(un->sun_path) - 1, "sanprov-softnic:%u", port);
+	return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
+}
+
+int snic_os_listen(uint16_t *port, int backlog, snic_handle *lst)
+{
+	struct sockaddr_un un;
+	int fd, ret;
+
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return errno;
+	if (*port) {
+		ret = bind(fd, (struct sockaddr *)&un, unix_name(&un, *port)) ? errno : 0;
+	} else {
+		/* Port 0: the first free one of the dynamic range, from a random start. */
+		unsigned int span = 65536 - 49152, start = (unsigned int)(getpid() ^ time(NULL));
+		ret = EADDRINUSE;
+		for (unsigned int i = 0; i < span && ret == EADDRINUSE; i++) {
+			*port = (uint16_t)(49152 + (start + i) % span);
+			ret = bind(fd, (struct sockaddr *)&un, unix_name(&un, *port)) ? errno : 0;
+		}
+	}
+	if (!ret && listen(fd, backlog > 0 ? backlog : 128))
+		ret = errno;
+	if (ret) {
+		close(fd);
+		return ret;
+	}
+	*lst = fd;
+	return 0;
+}
+
+int snic_os_accept(snic_handle lst, snic_handle *conn)
+{
+	int fd = accept4(lst, NULL, NULL, SOCK_CLOEXEC);
+
+	if (fd < 0)
+		return errno == EWOULDBLOCK ? EAGAIN : errno;
+	*conn = fd;
+	return 0;
+}
+
+int snic_os_connect(uint16_t port, snic_handle *conn)
+{
+	struct sockaddr_un un;
+	socklen_t len = unix_name(&un, port);
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0), ret;
+
+	if (fd < 0)
+		return errno;
+	if (connect(fd, (struct sockaddr *)&un, len)) {
+		ret = errno == ENOENT ? ECONNREFUSED : errno;
+		close(fd);
+		return ret;
+	}
+	*conn = fd;
+	return 0;
+}
+
+int snic_os_send(snic_handle conn, const void *msg, size_t len, const snic_handle *h, int nh)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * SNIC_OS_MAX_HANDLES)];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = { (void *)msg, len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+
+	if (nh < 0 || nh > SNIC_OS_MAX_HANDLES)
+		return EINVAL;
+	if (nh) {
+		struct cmsghdr *c;
+
+		memset(&u, 0, sizeof(u));
+		mh.msg_control = u.buf;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nh);
+		c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nh);
+		memcpy(CMSG_DATA(c), h, sizeof(int) * (size_t)nh);
+	}
+	if (sendmsg(conn, &mh, MSG_NOSIGNAL) != (ssize_t)len)
+		return errno ? errno : EIO;
+	return 0;
+}
+
+int snic_os_recv(snic_handle conn, void *msg, size_t len, snic_handle *h, int *nh, int max,
+		 int timeout_ms)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * SNIC_OS_MAX_HANDLES)];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = { msg, len };
+	struct msghdr mh = { .msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = u.buf,
+			     .msg_controllen = sizeof(u.buf) };
+	struct cmsghdr *c;
+	ssize_t n;
+	int ret;
+
+	*nh = 0;
+	ret = vb_os_wait(conn, timeout_ms);
+	if (ret < 0)
+		return -ret;
+	if (!ret)
+		return ETIMEDOUT;
+	ret = 0;
+	n = recvmsg(conn, &mh, MSG_CMSG_CLOEXEC);
+	if (n < 0)
+		return errno;
+	for (c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+		for (int i = 0; i < k; i++) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(c) + sizeof(int) * (size_t)i, sizeof(fd));
+			if (*nh < max)
+				h[(*nh)++] = fd;
+			else
+				close(fd);
+		}
+	}
+	if (n == 0)
+		ret = ECONNRESET;
+	else if (n != (ssize_t)len || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
+		ret = EPROTO;
+	if (ret)
+		while (*nh)
+			close(h[--*nh]);
+	return ret;
+}
+
+int snic_os_conn_peer(snic_handle conn, pid_t *pid, bool *self, snic_handle *proc)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &len))
+		return errno;
+	*pid = cred.pid;
+	*self = cred.pid == getpid();
+	*proc = *self ? -1 : pidfd_open(cred.pid, 0);
+	return 0;
 }

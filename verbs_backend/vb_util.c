@@ -1,8 +1,6 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /* Helpers written once over the ops table. */
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -68,10 +66,10 @@ int vb_sockaddr_port(const struct sockaddr *addr, socklen_t addrlen, uint16_t *p
 {
 	if (!addr)
 		return EINVAL;
-	if (addr->sa_family == AF_INET && addrlen >= sizeof(struct sockaddr_in)) {
+	if (addr->sa_family == AF_INET && (size_t)addrlen >= sizeof(struct sockaddr_in)) {
 		if (port)
 			*port = ntohs(((const struct sockaddr_in *)addr)->sin_port);
-	} else if (addr->sa_family == AF_INET6 && addrlen >= sizeof(struct sockaddr_in6)) {
+	} else if (addr->sa_family == AF_INET6 && (size_t)addrlen >= sizeof(struct sockaddr_in6)) {
 		if (port)
 			*port = ntohs(((const struct sockaddr_in6 *)addr)->sin6_port);
 	} else {

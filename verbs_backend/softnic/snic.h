@@ -348,7 +348,8 @@ int snic_req_notify_cq(struct vb_cq *vcq);
 int snic_get_cq_event(struct vb_cq *vcq);
 int snic_poll_cq(struct vb_cq *vcq, int max, struct vb_wc *wc, int *count);
 /* Add one completion to a ring (local or a peer's); EOVERFLOW when full. */
-int snic_cq_push(struct snic_cq_seg *seg, uint32_t size, int evfd, const struct snic_cqe *cqe);
+int snic_cq_push(struct snic_cq_seg *seg, uint32_t size, snic_handle evfd,
+		 const struct snic_cqe *cqe);
 
 /* snic_qp.c */
 struct vb_qp *snic_create_qp(struct vb_pd *vpd, const struct vb_qp_init_attr *attr);

@@ -85,7 +85,8 @@ int snic_destroy_cq(struct vb_cq *vcq)
 	return 0;
 }
 
-int snic_cq_push(struct snic_cq_seg *seg, uint32_t size, int evfd, const struct snic_cqe *cqe)
+int snic_cq_push(struct snic_cq_seg *seg, uint32_t size, snic_handle evfd,
+		 const struct snic_cqe *cqe)
 {
 	uint32_t t, h;
 

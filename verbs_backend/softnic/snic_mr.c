@@ -117,7 +117,7 @@ struct vb_mr *snic_reg_mr(struct vb_pd *vpd, void *addr, size_t length, uint64_t
 	e->iova = iova;
 	e->length = length;
 	buf = buf_find(dev, (uintptr_t)addr, length);
-	e->buf_fd = buf ? buf->fd : -1;
+	e->buf_fd = buf ? snic_os_handle_number(buf->fd) : -1;
 	e->buf_ino = buf ? buf->ino : 0;
 	e->buf_base = buf ? buf->base : 0;
 	e->buf_len = buf ? buf->len : 0;

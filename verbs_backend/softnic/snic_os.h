@@ -21,6 +21,13 @@ typedef vb_waitable snic_handle;
 
 struct snic_shm;
 
+/* A handle as a number in a shared segment (what the peer asks the OS for), -1 for none. */
+static inline int32_t snic_os_handle_number(snic_handle h)
+{
+	/* Windows handles are 32-bit values, even in 64-bit processes. */
+	return h == SNIC_NO_HANDLE ? -1 : (int32_t)(intptr_t)h;
+}
+
 /* Close a handle (SNIC_NO_HANDLE is left alone). */
 void snic_os_close(snic_handle h);
 

@@ -68,7 +68,7 @@ struct vb_qp *snic_create_qp(struct vb_pd *vpd, const struct vb_qp_init_attr *at
 	}
 	qp->sock = SNIC_NO_HANDLE;
 	qp->peer.pidfd = qp->peer.cq_evfd = qp->peer.doorbell_fd = SNIC_NO_HANDLE;
-	qp->peer.dev_shm.fd = qp->peer.qp_shm.fd = qp->peer.cq_shm.fd = -1;
+	qp->peer.dev_shm.fd = qp->peer.qp_shm.fd = qp->peer.cq_shm.fd = SNIC_NO_HANDLE;
 	qp->sq_size = snic_pow2(cap.max_send_wr);
 	qp->sq_mask = qp->sq_size - 1;
 	qp->rq_size = snic_pow2(cap.max_recv_wr);

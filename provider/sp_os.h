@@ -4,8 +4,13 @@
 #define SANPROV_SP_OS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "sp_spi.h"
+
+/* Memory aligned to align bytes (a power of two), NULL with errno; sp_os_aligned_free() it. */
+void *sp_os_aligned_alloc(size_t align, size_t size);
+void sp_os_aligned_free(void *p);
 
 /* Signal and reset the switch's event object (WSAEVENT). 0 or errno. */
 int sp_os_event_set(sp_event ev);

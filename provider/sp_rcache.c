@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "sp_fork.h"
+#include "sp_os.h"
 #include "sp_rcache_int.h"
 #include "vb.h"
 
@@ -705,7 +706,7 @@ struct sp_rcache *sp_rcache_create(const struct sp_rcache_config *cfg,
 		errno = EINVAL;
 		return NULL;
 	}
-	c = aligned_alloc(64, (sizeof(*c) + 63) & ~(size_t)63);
+	c = sp_os_aligned_alloc(64, sizeof(*c));
 	if (!c) {
 		errno = ENOMEM;
 		return NULL;
@@ -713,7 +714,7 @@ struct sp_rcache *sp_rcache_create(const struct sp_rcache_config *cfg,
 	memset(c, 0, sizeof(*c));
 	ret = pthread_mutex_init(&c->lock, NULL);
 	if (ret) {
-		free(c);
+		sp_os_aligned_free(c);
 		errno = ret;
 		return NULL;
 	}
@@ -734,7 +735,7 @@ static void free_memory(struct sp_rcache *c)
 		free(c->slabs[i]);
 	free(c->slabs);
 	pthread_mutex_destroy(&c->lock);
-	free(c);
+	sp_os_aligned_free(c);
 }
 
 int sp_rcache_destroy(struct sp_rcache *c)

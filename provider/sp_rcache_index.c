@@ -285,21 +285,21 @@ int sp_rcache_verify(struct sp_rcache *c, const char **why)
 	pthread_mutex_lock(&c->lock);
 	root = LD(c->root);
 	if (root && verify_dir(root, LEVELS - 1, 0, &last, &regions, why))
-		ret = EUCLEAN;
+		ret = EPROTO;
 	for (struct sp_region *r = c->lru_head; r && !ret; r = r->lru_next) {
 		uintptr_t s = LD(r->start), e = LD(r->end);
 		if (!r->indexed || (r->lru_next && r->lru_next->lru_prev != r) ||
 		    sp_index_lookup(c, s) != r || sp_index_lookup(c, e - 1) != r ||
 		    (s && sp_index_lookup(c, s - 1) == r) || sp_index_lookup(c, e) == r) {
 			*why = "LRU list and index disagree";
-			ret = EUCLEAN;
+			ret = EPROTO;
 		}
 		lru++;
 		bytes += e - s;
 	}
 	if (!ret && (regions != c->n_cached || lru != c->n_cached || bytes != c->cached_bytes)) {
 		*why = "counts disagree with the index";
-		ret = EUCLEAN;
+		ret = EPROTO;
 	}
 	pthread_mutex_unlock(&c->lock);
 	return ret;

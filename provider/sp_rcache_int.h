@@ -196,7 +196,7 @@ void sp_index_fini(struct sp_rcache *c);
 
 /*
  * For tests: check the index (entries inside their regions, no overlap,
- * directory counts), the LRU list against it, and the counts.  0, or EUCLEAN with a reason
+ * directory counts), the LRU list against it, and the counts.  0, or EPROTO with a reason
  * in *why.  Takes the lock.
  */
 int sp_rcache_verify(struct sp_rcache *c, const char **why);

@@ -10,7 +10,6 @@
  * for), which the listener's condition function gets to see.
  */
 #include <errno.h>
-#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -232,7 +231,7 @@ sp_socket sp_socket_open(int af, int type, int protocol, uint32_t catalog_id, ui
 		*err = SP_WSAENOBUFS;
 		return SP_INVALID_SOCKET;
 	}
-	so->local.ss_family = (sa_family_t)af;
+	so->local.ss_family = (unsigned short)af;
 	ret = sock_publish(so);
 	if (ret) {
 		sp_sock_put(so);

@@ -17,7 +17,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/socket.h>
+
+/* Socket addresses of this OS. */
+#include "vb_os.h"
 
 #ifdef __cplusplus
 extern "C" {

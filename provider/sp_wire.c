@@ -1,6 +1,5 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 #include <errno.h>
-#include <netinet/in.h>
 #include <string.h>
 
 #include "sp_spi.h"

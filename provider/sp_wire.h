@@ -9,7 +9,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/socket.h>
+
+#include "vb_os.h"
 
 #define SP_HELLO_VERSION 1
 #define SP_DESC_VERSION 1

@@ -54,15 +54,12 @@ int sp_wsa_error(int errnum)
 		return SP_WSAEISCONN;
 	case ENOTCONN:
 		return SP_WSAENOTCONN;
-	case ESHUTDOWN:
-		return SP_WSAESHUTDOWN;
 	/*
 	 * Refusals the switch must not mistake for TCP's: it falls back to
 	 * TCP/IP only on a timeout, so a SAN-level failure to reach a peer
 	 * that TCP might still reach is reported as one.
 	 */
 	case ETIMEDOUT:
-	case EHOSTDOWN:
 	case EPROTO:
 		return SP_WSAETIMEDOUT;
 	case ECONNREFUSED:

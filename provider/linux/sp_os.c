@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "sp_os.h"
@@ -34,4 +35,15 @@ int sp_os_event_reset(sp_event ev)
 		if (read(fd, &v, sizeof(v)) != sizeof(v))
 			break;
 	return 0;
+}
+
+void *sp_os_aligned_alloc(size_t align, size_t size)
+{
+	/* aligned_alloc wants a multiple of the alignment. */
+	return aligned_alloc(align, (size + align - 1) & ~(align - 1));
+}
+
+void sp_os_aligned_free(void *p)
+{
+	free(p);
 }

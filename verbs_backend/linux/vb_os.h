@@ -3,6 +3,7 @@
 #ifndef SANPROV_VB_OS_H
 #define SANPROV_VB_OS_H
 
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 

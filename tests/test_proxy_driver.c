@@ -367,3 +367,41 @@ Test(driver, limits_are_checked)
 	cr_assert_eq(KpwDeviceCreate(&l, &fake_ops, &k, &d2), KPW_INVALID_PARAMETER);
 	teardown();
 }
+
+Test(driver, another_handles_range_is_foreign)
+{
+	KPW_FILE *a = open_file();
+	uint64_t h;
+
+	cr_assert_eq(secure(a, 0x10000, PAGE, &h), KP_OK);
+	k.pid = 2;
+	KPW_FILE *b = open_file();
+	cr_assert_eq(unsecure(b, h), KP_E_FOREIGN_HANDLE);
+	cr_assert_eq(unsecure(b, h + (1ull << 40)), KP_E_UNKNOWN_HANDLE);
+	close_file(b);
+	k.pid = 1;
+	cr_assert_eq(k.secured, 1, "still a's");
+	close_file(a);
+	teardown();
+}
+
+Test(driver, memory_that_goes_away_between_requests)
+{
+	KPW_FILE *f = open_file();
+	struct kpw_map_rsp rsp;
+	uint64_t h;
+
+	cr_assert_eq(secure(f, 0x10000, PAGE, &h), KP_OK);
+	cr_assert_eq(map_ring(f, &rsp, 0), KPW_SUCCESS);
+	cr_assert_eq(set_notify(f, 0x10008), KPW_SUCCESS);
+	/* The process unmaps everything; the driver holds its own references. */
+	fake_unmap_all(&k, 1);
+	cr_assert_eq(secure(f, 0x11000, PAGE, NULL), KP_E_FAULT);
+	/* The ring's tail cannot be read: the ring counts as full, nothing breaks. */
+	k.raise_read = true;
+	KpwPostEvent(dev, f, KP_EVENT_UNMAP, 0x10000, PAGE);
+	KpwPostEvent(dev, f, KP_EVENT_UNMAP, 0x10000, PAGE);
+	cr_assert_eq(unsecure(f, h), KP_OK);
+	close_file(f);
+	teardown();
+}

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
- * The kernel proxy on Windows is a WDM driver (kernel_proxy/windows/, to
- * come).  Until it is there no process has a proxy: kp_client_open()
- * answers ENOSYS, and the provider registers memory for each use without
- * caching it, which is what it does wherever memory cannot be watched.
+ * The kernel proxy on Windows is the WDM driver (sanprov_proxy.sys).  The
+ * provider does not talk to it yet: kp_client_open() answers ENOSYS, and
+ * the provider registers memory for each use without caching it, which is
+ * what it does wherever memory cannot be watched.
  */
 #include <errno.h>
 #include <stddef.h>

@@ -11,6 +11,8 @@ wine=${WINE:-wine}
 
 if [ ! -d "$WINEPREFIX/drive_c/windows/system32/drivers" ]; then
 	timeout 300 "$wine" wineboot -i >/dev/null 2>&1 || { echo "Bail out! wineboot failed"; exit 1; }
+	# A new prefix goes on being set up after wineboot returns: wait until it is done.
+	timeout 300 wineserver -w 2>/dev/null
 fi
 cp "$sys" "$WINEPREFIX/drive_c/windows/system32/drivers/sanprov_proxy.sys" ||
 	{ echo "Bail out! cannot copy the driver into the prefix"; exit 1; }
@@ -22,9 +24,13 @@ if ! timeout 60 "$wine" reg query 'HKLM\System\CurrentControlSet\Services\sanpro
 fi
 wtest="Z:$(realpath "$test" | sed 's#/#\\#g')"
 tmp=$(mktemp)
-timeout 120 "$wine" cmd /c "sc start sanprov_proxy >nul & $wtest" >"$tmp"
+log=$(mktemp)
+wlog="Z:$(printf '%s' "$log" | sed 's#/#\\#g')"
+timeout 120 "$wine" cmd /c "sc start sanprov_proxy >$wlog & $wtest" >"$tmp"
 rc=$?
 tr -d '\r' <"$tmp"
-rm -f "$tmp"
+# What sc start said, for a test that could not open the device.
+[ $rc -eq 0 ] || sed 's/^/# sc start: /' "$log" | tr -d '\r'
+rm -f "$tmp" "$log"
 timeout 60 wineserver -w 2>/dev/null
 exit $rc

@@ -34,6 +34,24 @@ static void handle_wc(const struct vb_wc *wc)
 	sp_op_complete(op, err, bytes);
 }
 
+/*
+ * Complete what the CQ holds now, in the calling thread.  A switch that
+ * polls (WSPGetOverlappedResult) gets its completion without waiting for
+ * the progress thread to wake up: a thread wake-up costs microseconds, a
+ * poll of the CQ a fraction of one.  Any thread may do this at any time:
+ * whoever takes an operation out of the table completes it.
+ */
+void sp_progress_poll(void)
+{
+	struct vb_wc wc[SP_PROGRESS_BATCH];
+	int n = 0;
+
+	if (vb_poll_cq(sp_prov.cq, SP_PROGRESS_BATCH, wc, &n))
+		return;
+	for (int i = 0; i < n; i++)
+		handle_wc(&wc[i]);
+}
+
 static void *progress_main(void *arg)
 {
 	struct vb_wc wc[SP_PROGRESS_BATCH];

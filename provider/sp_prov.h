@@ -154,6 +154,8 @@ void sp_op_abort_all(struct sp_sock *so);
 /* sp_progress.c */
 int sp_progress_start(void);
 void sp_progress_stop(void);
+/* Complete what the CQ holds now, in the calling thread (never blocks). */
+void sp_progress_poll(void);
 
 /* sp_mem.c */
 struct sp_memh {

@@ -105,6 +105,10 @@ int sp_get_overlapped_result(sp_socket s, struct sp_overlapped *ov, uint32_t *by
 		return sp_fail(err, SP_WSAEFAULT);
 	st = __atomic_load_n(&ov->internal, __ATOMIC_ACQUIRE);
 	if (st == SP_OV_PENDING) {
+		sp_progress_poll();
+		st = __atomic_load_n(&ov->internal, __ATOMIC_ACQUIRE);
+	}
+	if (st == SP_OV_PENDING) {
 		if (!wait)
 			return sp_fail(err, SP_WSA_IO_INCOMPLETE);
 		pthread_mutex_lock(&sp_prov.lock);

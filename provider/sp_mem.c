@@ -19,22 +19,26 @@ static unsigned int mem_access(uint32_t flags)
 	return flags & SP_MEM_WRITE ? VB_ACCESS_LOCAL_WRITE : 0;
 }
 
+int sp_mem_check_args(const void *buf, uint32_t len, uint32_t flags)
+{
+	if (!flags || flags & ~SP_MEM_READWRITE)
+		return SP_WSAEINVAL;
+	if (!buf || !len || (uintptr_t)buf + len < (uintptr_t)buf)
+		return SP_WSAEFAULT;
+	return 0;
+}
+
 void *sp_register_memory(sp_socket s, void *buf, uint32_t len, uint32_t flags, int *err)
 {
 	struct sp_sock *so = sp_sock_get(s, err);
 	struct sp_memh *h;
-	int ret = 0;
+	int ret;
 
 	if (!so)
 		return NULL;
-	if (!flags || flags & ~SP_MEM_READWRITE) {
-		ret = SP_WSAEINVAL;
+	ret = sp_mem_check_args(buf, len, flags);
+	if (ret)
 		goto out;
-	}
-	if (!buf || !len || (uintptr_t)buf + len < (uintptr_t)buf) {
-		ret = SP_WSAEFAULT;
-		goto out;
-	}
 	pthread_mutex_lock(&so->lock);
 	if (so->state != SP_SOCK_CONNECTED) {
 		ret = SP_WSAENOTCONN;

@@ -60,6 +60,42 @@ static void unlink_op(struct sp_op *op)
 		so->sq_free++;
 }
 
+int sp_op_begin(struct sp_sock *so, enum sp_op_kind kind, struct sp_overlapped *ov,
+		sp_completion_fn cr, const struct sp_wsabufex *bufs, uint32_t nbufs,
+		struct vb_sge *sge, struct sp_op **op)
+{
+	bool nic_reads = kind == SP_OP_SEND || kind == SP_OP_RDMA_WRITE;
+	uint32_t total = 0;
+	int ret;
+
+	*op = NULL;
+	pthread_mutex_lock(&so->lock);
+	if (so->state != SP_SOCK_CONNECTED)
+		return so->state == SP_SOCK_FAILED ? so->error : SP_WSAENOTCONN;
+	if (!(kind == SP_OP_RECV ? so->rq_free : so->sq_free))
+		return SP_WSAENOBUFS;
+	*op = sp_op_new(so, kind, ov, cr, &ret);
+	if (!*op)
+		return ret;
+	ret = sp_mem_resolve(so, bufs, nbufs, nic_reads ? SP_MEM_READ : SP_MEM_WRITE, sge, *op,
+			     &total);
+	(*op)->bytes = total;
+	return ret;
+}
+
+int sp_op_end(struct sp_sock *so, struct sp_op *op, int ret, uint32_t *bytes, int *err)
+{
+	if (ret && op)
+		sp_op_cancel(op);
+	pthread_mutex_unlock(&so->lock);
+	sp_sock_put(so);
+	if (ret)
+		return sp_fail(err, ret);
+	if (bytes)
+		*bytes = 0;
+	return sp_fail(err, SP_WSA_IO_PENDING);
+}
+
 void sp_op_cancel(struct sp_op *op)
 {
 	struct sp_sock *so = op->sock;

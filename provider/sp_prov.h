@@ -136,6 +136,23 @@ struct sp_op {
 };
 
 /*
+ * Start an operation of kind on so: lock the socket, check that it is
+ * connected and has room, make the operation and resolve its buffers
+ * (read by the NIC for a send or an RDMA write, written for a receive or an
+ * RDMA read; op->bytes is their total).  0 or a WSA error; the socket's
+ * lock is held on return either way, for sp_op_end().
+ */
+int sp_op_begin(struct sp_sock *so, enum sp_op_kind kind, struct sp_overlapped *ov,
+		sp_completion_fn cr, const struct sp_wsabufex *bufs, uint32_t nbufs,
+		struct vb_sge *sge, struct sp_op **op);
+/*
+ * End what sp_op_begin() started: ret 0 when the operation was posted
+ * (the answer is WSA_IO_PENDING), else its WSA error (the operation, if
+ * any, is cancelled).  Unlocks the socket and drops the caller's reference.
+ */
+int sp_op_end(struct sp_sock *so, struct sp_op *op, int ret, uint32_t *bytes, int *err);
+
+/*
  * A new operation of so, linked into the socket and the table of
  * operations (socket lock held); NULL with *err set.
  */
@@ -181,6 +198,9 @@ int sp_mem_resolve(struct sp_sock *so, const struct sp_wsabufex *bufs, uint32_t 
 void sp_mem_release_op(struct sp_op *op);
 /* Drop every handle and RDMA registration of so (closing). */
 void sp_mem_release_socket(struct sp_sock *so);
+
+/* The SPI's checks of a buffer to register: 0, WSAEINVAL (flags) or WSAEFAULT (range). */
+int sp_mem_check_args(const void *buf, uint32_t len, uint32_t flags);
 
 void *sp_register_memory(sp_socket s, void *buf, uint32_t len, uint32_t flags, int *err);
 int sp_deregister_memory(sp_socket s, void *handle, int *err);

@@ -55,14 +55,9 @@ int sp_register_rdma_memory(sp_socket s, void *buf, uint32_t len, uint32_t flags
 		ret = SP_WSAEFAULT;
 		goto out;
 	}
-	if (!flags || flags & ~SP_MEM_READWRITE) {
-		ret = SP_WSAEINVAL;
+	ret = sp_mem_check_args(buf, len, flags);
+	if (ret)
 		goto out;
-	}
-	if (!buf || !len || (uintptr_t)buf + len < (uintptr_t)buf) {
-		ret = SP_WSAEFAULT;
-		goto out;
-	}
 	r = calloc(1, sizeof(*r));
 	if (!r) {
 		ret = SP_WSAENOBUFS;
@@ -158,10 +153,8 @@ static int rdma_xfer(enum sp_op_kind kind, sp_socket s, struct sp_wsabufex *bufs
 	bool write = kind == SP_OP_RDMA_WRITE;
 	struct sp_sock *so = sp_sock_get(s, err);
 	struct vb_sge sge[SP_OP_MAX_SGE];
-	struct vb_send_wr wr = { 0 }, *bad;
 	struct sp_rdma_desc d;
-	struct sp_op *op = NULL;
-	uint32_t total = 0;
+	struct sp_op *op;
 	int ret;
 
 	if (!so)
@@ -172,59 +165,29 @@ static int rdma_xfer(enum sp_op_kind kind, sp_socket s, struct sp_wsabufex *bufs
 		ret = sp_desc_take(target_desc, target_desc_len, &d);
 	if (!ret && !(d.flags & (write ? SP_MEM_WRITE : SP_MEM_READ)))
 		ret = SP_WSAEINVAL; /* the peer did not register it for this */
-	if (ret)
-		goto out;
-	pthread_mutex_lock(&so->lock);
-	if (so->state != SP_SOCK_CONNECTED) {
-		ret = so->state == SP_SOCK_FAILED ? so->error : SP_WSAENOTCONN;
-		goto out_unlock;
-	}
-	if (!so->sq_free) {
-		ret = SP_WSAENOBUFS;
-		goto out_unlock;
-	}
-	op = sp_op_new(so, kind, ov, cr, &ret);
-	if (!op)
-		goto out_unlock;
-	/* Local memory the NIC reads for a write, writes for a read. */
-	ret = sp_mem_resolve(so, bufs, nbufs, write ? SP_MEM_READ : SP_MEM_WRITE, sge, op, &total);
-	if (ret)
-		goto err_cancel;
-	if (total > so->max_rdma) {
-		ret = SP_WSAEMSGSIZE;
-		goto err_cancel;
-	}
-	/* Checked here for a clean error: the NIC would refuse it and break the connection. */
-	if (target_offset > d.len || total > d.len - target_offset) {
-		ret = SP_WSAEINVAL;
-		goto err_cancel;
-	}
-	op->bytes = total;
-	wr.wr_id = op->handle;
-	wr.sg_list = sge;
-	wr.num_sge = (int)nbufs;
-	wr.opcode = write ? VB_WR_RDMA_WRITE : VB_WR_RDMA_READ;
-	wr.send_flags = VB_SEND_SIGNALED;
-	wr.remote_addr = (uint64_t)d.base + target_offset;
-	wr.rkey = d.rkey;
-	ret = vb_post_send(so->qp, &wr, &bad);
 	if (ret) {
-		ret = sp_wsa_error(ret);
-		goto err_cancel;
+		sp_sock_put(so);
+		return sp_fail(err, ret);
 	}
-	pthread_mutex_unlock(&so->lock);
-	sp_sock_put(so);
-	if (bytes)
-		*bytes = 0;
-	return sp_fail(err, SP_WSA_IO_PENDING);
-
-err_cancel:
-	sp_op_cancel(op);
-out_unlock:
-	pthread_mutex_unlock(&so->lock);
-out:
-	sp_sock_put(so);
-	return sp_fail(err, ret);
+	ret = sp_op_begin(so, kind, ov, cr, bufs, nbufs, sge, &op);
+	if (!ret && op->bytes > so->max_rdma)
+		ret = SP_WSAEMSGSIZE;
+	/* Checked here for a clean error: the NIC would refuse it and break the connection. */
+	if (!ret && (target_offset > d.len || op->bytes > d.len - target_offset))
+		ret = SP_WSAEINVAL;
+	if (!ret) {
+		struct vb_send_wr wr = { .wr_id = op->handle,
+					 .sg_list = sge,
+					 .num_sge = (int)nbufs,
+					 .opcode = write ? VB_WR_RDMA_WRITE : VB_WR_RDMA_READ,
+					 .send_flags = VB_SEND_SIGNALED,
+					 .remote_addr = (uint64_t)d.base + target_offset,
+					 .rkey = d.rkey },
+				  *bad;
+		ret = vb_post_send(so->qp, &wr, &bad);
+		ret = ret ? sp_wsa_error(ret) : 0;
+	}
+	return sp_op_end(so, op, ret, bytes, err);
 }
 
 int sp_rdma_write(sp_socket s, struct sp_wsabufex *bufs, uint32_t nbufs, void *target_desc,

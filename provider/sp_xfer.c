@@ -13,35 +13,20 @@ static int post(enum sp_op_kind kind, sp_socket s, struct sp_wsabufex *bufs, uin
 		uint32_t *bytes, uint32_t flags, struct sp_overlapped *ov, sp_completion_fn cr,
 		int *err)
 {
-	bool send = kind == SP_OP_SEND;
 	struct sp_sock *so = sp_sock_get(s, err);
 	struct vb_sge sge[SP_OP_MAX_SGE];
-	struct sp_op *op = NULL;
-	uint32_t total = 0;
+	struct sp_op *op;
 	int ret;
 
 	if (!so)
 		return SP_SOCKET_ERROR;
 	ret = !ov ? SP_WSAEINVAL : cr ? SP_WSAEOPNOTSUPP : flags ? SP_WSAEOPNOTSUPP : 0;
-	if (ret)
-		goto out;
-	pthread_mutex_lock(&so->lock);
-	if (so->state != SP_SOCK_CONNECTED) {
-		ret = so->state == SP_SOCK_FAILED ? so->error : SP_WSAENOTCONN;
-		goto out_unlock;
+	if (ret) {
+		sp_sock_put(so);
+		return sp_fail(err, ret);
 	}
-	if (!(send ? so->sq_free : so->rq_free)) {
-		ret = SP_WSAENOBUFS;
-		goto out_unlock;
-	}
-	op = sp_op_new(so, kind, ov, cr, &ret);
-	if (!op)
-		goto out_unlock;
-	ret = sp_mem_resolve(so, bufs, nbufs, send ? SP_MEM_READ : SP_MEM_WRITE, sge, op, &total);
-	if (ret)
-		goto err_cancel;
-	op->bytes = total;
-	if (send) {
+	ret = sp_op_begin(so, kind, ov, cr, bufs, nbufs, sge, &op);
+	if (!ret && kind == SP_OP_SEND) {
 		struct vb_send_wr wr = { .wr_id = op->handle,
 					 .sg_list = sge,
 					 .num_sge = (int)nbufs,
@@ -49,30 +34,16 @@ static int post(enum sp_op_kind kind, sp_socket s, struct sp_wsabufex *bufs, uin
 					 .send_flags = VB_SEND_SIGNALED },
 				  *bad;
 		ret = vb_post_send(so->qp, &wr, &bad);
-	} else {
+		ret = ret ? sp_wsa_error(ret) : 0;
+	} else if (!ret) {
 		struct vb_recv_wr wr = { .wr_id = op->handle,
 					 .sg_list = sge,
 					 .num_sge = (int)nbufs },
 				  *bad;
 		ret = vb_post_recv(so->qp, &wr, &bad);
+		ret = ret ? sp_wsa_error(ret) : 0;
 	}
-	if (ret) {
-		ret = sp_wsa_error(ret);
-		goto err_cancel;
-	}
-	pthread_mutex_unlock(&so->lock);
-	sp_sock_put(so);
-	if (bytes)
-		*bytes = 0;
-	return sp_fail(err, SP_WSA_IO_PENDING);
-
-err_cancel:
-	sp_op_cancel(op);
-out_unlock:
-	pthread_mutex_unlock(&so->lock);
-out:
-	sp_sock_put(so);
-	return sp_fail(err, ret);
+	return sp_op_end(so, op, ret, bytes, err);
 }
 
 int sp_send(sp_socket s, struct sp_wsabufex *bufs, uint32_t nbufs, uint32_t *bytes, uint32_t flags,

@@ -17,18 +17,11 @@
 #include <string.h>
 #include <windows.h>
 
+#include "tap.h"
+
 #define LEN 65536
 
-static int Test, Failed;
 static WSPPROC_TABLE Procs;
-
-static void Ok(BOOL Cond, const char *What)
-{
-	printf("%sok %d - %s\n", Cond ? "" : "not ", ++Test, What);
-	fflush(stdout);
-	if (!Cond)
-		Failed++;
-}
 
 /* The up-calls: socket handles of our own, completions signal the event. */
 
@@ -173,13 +166,13 @@ int main(int argc, char **argv)
 		printf("1..0 # SKIP usage: test_dll.exe PATH-OF-sanprov.dll\n");
 		return 0;
 	}
-	printf("1..17\n");
+	tap_plan(17);
 	WinPath(argv[1], Path, MAX_PATH);
 	Dll = LoadLibraryW(Path);
-	Ok(Dll != NULL, "LoadLibrary sanprov.dll");
+	tap_result(Dll != NULL, "LoadLibrary sanprov.dll");
 	if (!Dll)
 		return 1;
-	Ok(ExportsOnlyStartup(Dll), "it exports WSPStartupEx and nothing else");
+	tap_result(ExportsOnlyStartup(Dll), "it exports WSPStartupEx and nothing else");
 	Startup = (LPWSPSTARTUPEX)(void (*)(void))GetProcAddress(Dll, "WSPStartupEx");
 
 	memset(&Up, 0, sizeof(Up));
@@ -189,9 +182,9 @@ int main(int argc, char **argv)
 	Up.lpWPUCompleteOverlappedRequest = UpComplete;
 	memset(&Info, 0, sizeof(Info));
 	Info.dwCatalogEntryId = 1001;
-	Ok(Startup && !Startup(MAKEWORD(2, 2), &Data, &Info, &Up, &Procs) &&
-	       Data.wVersion == MAKEWORD(2, 2) && Procs.lpWSPSocket && Procs.lpWSPIoctl,
-	   "WSPStartupEx 2.2 fills WSPDATA and the proc table");
+	tap_result(Startup && !Startup(MAKEWORD(2, 2), &Data, &Info, &Up, &Procs) &&
+		       Data.wVersion == MAKEWORD(2, 2) && Procs.lpWSPSocket && Procs.lpWSPIoctl,
+		   "WSPStartupEx 2.2 fills WSPDATA and the proc table");
 
 	/* Every SAN GUID of the header answers; an unknown one is refused. */
 	GUID Guids[] = { WSAID_REGISTERMEMORY,
@@ -205,9 +198,10 @@ int main(int argc, char **argv)
 	BOOL All = TRUE;
 	for (int i = 0; i < 7; i++)
 		All &= (Fns[i] = Extension(Guids[i], &Err)) != NULL;
-	Ok(All, "the seven SAN extension functions by their GUIDs");
+	tap_result(All, "the seven SAN extension functions by their GUIDs");
 	GUID Unknown = { 0x12345678, 1, 2, { 3, 4, 5, 6, 7, 8, 9, 10 } };
-	Ok(!Extension(Unknown, &Err) && Err == WSAEOPNOTSUPP, "an unknown GUID: WSAEOPNOTSUPP");
+	tap_result(!Extension(Unknown, &Err) && Err == WSAEOPNOTSUPP,
+		   "an unknown GUID: WSAEOPNOTSUPP");
 	LPFN_WSPREGISTERMEMORY RegisterMemory = (LPFN_WSPREGISTERMEMORY)(void (*)(void))Fns[0];
 	LPFN_WSPDEREGISTERMEMORY DeregisterMemory =
 	    (LPFN_WSPDEREGISTERMEMORY)(void (*)(void))Fns[1];
@@ -232,7 +226,7 @@ int main(int argc, char **argv)
 	    !Procs.lpWSPListen(a.Listener, 4, &Err) &&
 	    !Procs.lpWSPGetSockName(a.Listener, (struct sockaddr *)&Sin, &SinLen, &Err) &&
 	    Sin.sin_port != 0;
-	Ok(Listening, "socket, bind, listen, getsockname");
+	tap_result(Listening, "socket, bind, listen, getsockname");
 	HANDLE Thread = CreateThread(NULL, 0, AcceptMain, &a, 0, NULL);
 	SOCKET c = Procs.lpWSPSocket(AF_INET, SOCK_STREAM, IPPROTO_TCP, &Info, 0, 0, &Err);
 	BOOL Connected =
@@ -240,25 +234,27 @@ int main(int argc, char **argv)
 						       NULL, NULL, NULL, NULL, &Err);
 	WaitForSingleObject(Thread, 20000);
 	CloseHandle(Thread);
-	Ok(Connected && a.Accepted != INVALID_SOCKET, "connect and accept");
+	tap_result(Connected && a.Accepted != INVALID_SOCKET, "connect and accept");
 
 	/* Registration: one counted handle per buffer and socket. */
 	char *Src = VirtualAlloc(NULL, LEN, MEM_COMMIT | MEM_RESERVE, PAGE_READWRITE);
 	char *Dst = VirtualAlloc(NULL, LEN, MEM_COMMIT | MEM_RESERVE, PAGE_READWRITE);
 	HANDLE h1 = RegisterMemory(c, Src, LEN, MEM_READWRITE, &Err);
 	HANDLE h2 = RegisterMemory(c, Src, LEN, MEM_READWRITE, &Err);
-	Ok(h1 && h1 == h2 && !DeregisterMemory(c, h2, &Err), "WSPRegisterMemory: a counted handle");
-	Ok(!RegisterMemory(c, Src, LEN, 0, &Err) && Err == WSAEINVAL, "bad flags: WSAEINVAL");
+	tap_result(h1 && h1 == h2 && !DeregisterMemory(c, h2, &Err),
+		   "WSPRegisterMemory: a counted handle");
+	tap_result(!RegisterMemory(c, Src, LEN, 0, &Err) && Err == WSAEINVAL,
+		   "bad flags: WSAEINVAL");
 
 	/* The descriptor: probed for its size, then filled. */
 	char Desc[128];
 	DWORD DescLen = 4;
-	Ok(RegisterRdma(a.Accepted, Dst, LEN, MEM_READWRITE, Desc, &DescLen, &Err) ==
-		   SOCKET_ERROR &&
-	       Err == WSAEFAULT && DescLen > 4 && DescLen <= sizeof(Desc),
-	   "WSPRegisterRdmaMemory: the size probe");
-	Ok(!RegisterRdma(a.Accepted, Dst, LEN, MEM_READWRITE, Desc, &DescLen, &Err),
-	   "WSPRegisterRdmaMemory");
+	tap_result(RegisterRdma(a.Accepted, Dst, LEN, MEM_READWRITE, Desc, &DescLen, &Err) ==
+			   SOCKET_ERROR &&
+		       Err == WSAEFAULT && DescLen > 4 && DescLen <= sizeof(Desc),
+		   "WSPRegisterRdmaMemory: the size probe");
+	tap_result(!RegisterRdma(a.Accepted, Dst, LEN, MEM_READWRITE, Desc, &DescLen, &Err),
+		   "WSPRegisterRdmaMemory");
 
 	/* RDMA write with an up-call, then read back polled (bit 0 of hEvent). */
 	for (int i = 0; i < LEN; i++)
@@ -269,9 +265,9 @@ int main(int argc, char **argv)
 	memset(&Ov, 0, sizeof(Ov));
 	Ov.hEvent = CreateEventW(NULL, TRUE, FALSE, NULL);
 	int r = RdmaWrite(c, Bufs, 2, Desc, DescLen, 500, &Bytes, 0, &Ov, NULL, NULL, &Err);
-	Ok(r == SOCKET_ERROR && Err == WSA_IO_PENDING && Finish(c, &Ov, &Bytes, FALSE) &&
-	       Bytes == 31000 && !memcmp(Dst + 500, Src, 31000),
-	   "WSPRdmaWrite, two buffers at an offset, every byte");
+	tap_result(r == SOCKET_ERROR && Err == WSA_IO_PENDING && Finish(c, &Ov, &Bytes, FALSE) &&
+		       Bytes == 31000 && !memcmp(Dst + 500, Src, 31000),
+		   "WSPRdmaWrite, two buffers at an offset, every byte");
 	LONG Before = Completions;
 	WSABUFEX Back = { 31000, Src + 32768, h1 };
 	HANDLE Polled = CreateEventW(NULL, TRUE, FALSE, NULL);
@@ -279,22 +275,24 @@ int main(int argc, char **argv)
 	Ov.hEvent = (HANDLE)((DWORD_PTR)Polled | 1);
 	memset(Src + 32768, 0, 31000);
 	r = RdmaRead(c, &Back, 1, Desc, DescLen, 500, &Bytes, 0, &Ov, NULL, NULL, &Err);
-	Ok(r == SOCKET_ERROR && Err == WSA_IO_PENDING && Finish(c, &Ov, &Bytes, TRUE) &&
-	       Bytes == 31000 && !memcmp(Src + 32768, Src, 31000) && Completions == Before,
-	   "WSPRdmaRead polled: no up-call, every byte");
+	tap_result(r == SOCKET_ERROR && Err == WSA_IO_PENDING && Finish(c, &Ov, &Bytes, TRUE) &&
+		       Bytes == 31000 && !memcmp(Src + 32768, Src, 31000) && Completions == Before,
+		   "WSPRdmaRead polled: no up-call, every byte");
 
-	Ok(!DeregisterRdma(a.Accepted, Desc, DescLen, &Err) && !DeregisterMemory(c, h1, &Err),
-	   "WSPDeregisterRdmaMemory, WSPDeregisterMemory");
+	tap_result(!DeregisterRdma(a.Accepted, Desc, DescLen, &Err) &&
+		       !DeregisterMemory(c, h1, &Err),
+		   "WSPDeregisterRdmaMemory, WSPDeregisterMemory");
 	/* Without the proxy driver nothing is cached: the switch is told so. */
-	Ok(CacheCallback(Src, LEN, &Err) == SOCKET_ERROR && Err == WSAEINVAL,
-	   "WSPMemoryRegistrationCacheCallback: nothing cached, WSAEINVAL");
+	tap_result(CacheCallback(Src, LEN, &Err) == SOCKET_ERROR && Err == WSAEINVAL,
+		   "WSPMemoryRegistrationCacheCallback: nothing cached, WSAEINVAL");
 
-	Ok(!Procs.lpWSPCloseSocket(c, &Err) && !Procs.lpWSPCloseSocket(a.Accepted, &Err) &&
-	       !Procs.lpWSPCloseSocket(a.Listener, &Err),
-	   "WSPCloseSocket");
-	Ok(!Procs.lpWSPCleanup(&Err) && Open == 0, "WSPCleanup; every socket handle closed");
+	tap_result(!Procs.lpWSPCloseSocket(c, &Err) && !Procs.lpWSPCloseSocket(a.Accepted, &Err) &&
+		       !Procs.lpWSPCloseSocket(a.Listener, &Err),
+		   "WSPCloseSocket");
+	tap_result(!Procs.lpWSPCleanup(&Err) && Open == 0,
+		   "WSPCleanup; every socket handle closed");
 	CloseHandle(Polled);
 	VirtualFree(Src, 0, MEM_RELEASE);
 	VirtualFree(Dst, 0, MEM_RELEASE);
-	return Failed ? 1 : 0;
+	return tap_exit();
 }

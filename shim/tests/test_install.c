@@ -17,8 +17,8 @@
 #include <string.h>
 #include <wchar.h>
 
-static int Test;
-static int Failed;
+#include "tap.h"
+
 static WCHAR Installer[MAX_PATH];
 static WCHAR SomeFile[MAX_PATH];
 static char Output[16384];
@@ -27,13 +27,12 @@ static const GUID ProviderGuid = {
 	0x6B2F6A1E, 0x3C41, 0x4E8A, { 0x9D, 0x2B, 0x5A, 0x7C, 0x1E, 0x9F, 0x4D, 0x30 }
 };
 
+/* A point; a failing one shows what the installer printed. */
 static void Ok(BOOL Cond, const char *What)
 {
-	printf("%sok %d - %s\n", Cond ? "" : "not ", ++Test, What);
-	if (!Cond) {
-		Failed++;
+	tap_result(Cond, "%s", What);
+	if (!Cond)
 		printf("# output was:\n# %s\n", Output);
-	}
 }
 
 /* A path as Windows sees it: /unix/path becomes Z:\unix\path under Wine. */
@@ -140,7 +139,7 @@ int main(int argc, char **argv)
 	if (!GetModuleFileNameW(NULL, SomeFile, MAX_PATH))
 		return 1;
 	WSAStartup(MAKEWORD(2, 2), &Data);
-	printf("1..13\n");
+	tap_plan(13);
 	/* A clean start: nothing of an earlier run. */
 	Run(L"uninstall");
 
@@ -162,9 +161,9 @@ int main(int argc, char **argv)
 	if (InCatalog())
 		Ok(TRUE, "install: in the Winsock catalog");
 	else if (UnderWine())
-		printf("ok %d - install: in the Winsock catalog # SKIP Wine's "
-		       "WSCInstallProvider is a stub that leaves its fixed catalog as it is\n",
-		       ++Test);
+		tap_skip(
+		    "install: in the Winsock catalog",
+		    "Wine's WSCInstallProvider is a stub that leaves its fixed catalog as it is");
 	else
 		Ok(FALSE, "install: in the Winsock catalog");
 	Ok(Run(Args) == 0 && strstr(Output, "already listed") && Listed() == 1,
@@ -174,5 +173,5 @@ int main(int argc, char **argv)
 	Ok(Run(L"status") == 0 && strstr(Output, "TCP on SAN: not listed"),
 	   "status after uninstall: not listed");
 	WSACleanup();
-	return Failed ? 1 : 0;
+	return tap_exit();
 }

@@ -14,23 +14,9 @@
 
 #include "kp_proto.h"
 #include "kpw_ioctl.h"
+#include "tap.h"
 
-static int Test, Failed;
 static BOOL Wine;
-
-static void Ok(BOOL Cond, const char *What)
-{
-	printf("%sok %d - %s\n", Cond ? "" : "not ", ++Test, What);
-	fflush(stdout);
-	if (!Cond)
-		Failed++;
-}
-
-static void Skip(const char *What, const char *Why)
-{
-	printf("ok %d - %s # SKIP %s\n", ++Test, What, Why);
-	fflush(stdout);
-}
 
 /* One IOCTL: TRUE or FALSE with the Win32 error in *Err. */
 static BOOL Ioctl(HANDLE h, DWORD Code, void *In, DWORD InLen, void *Out, DWORD OutLen,
@@ -69,31 +55,31 @@ int main(void)
 	unsigned char Buf[256];
 
 	Wine = Ntdll && GetProcAddress(Ntdll, "wine_get_version");
-	printf("1..14\n");
+	tap_plan(14);
 	h = Open();
-	Ok(h != INVALID_HANDLE_VALUE, "\\\\.\\SanProvProxy opens (the driver loaded)");
+	tap_result(h != INVALID_HANDLE_VALUE, "\\\\.\\SanProvProxy opens (the driver loaded)");
 	if (h == INVALID_HANDLE_VALUE) {
 		printf("# CreateFile: error %lu\n", GetLastError());
 		return 1;
 	}
 
-	Ok(!Ioctl(h, KPW_IOCTL_REQUEST, Buf, 4, Buf, sizeof(Buf), &Bytes, &Err) &&
-	       Err == ERROR_INVALID_PARAMETER,
-	   "a request shorter than its header: ERROR_INVALID_PARAMETER");
-	Ok(!Ioctl(h, KPW_CTL_CODE(0x8ff), Buf, 16, Buf, sizeof(Buf), &Bytes, &Err) &&
-	       Err == ERROR_INVALID_FUNCTION,
-	   "an unknown IOCTL: ERROR_INVALID_FUNCTION");
-	Ok(!Ioctl(h, KPW_CTL_CODE(0x800) | 2 /* METHOD_OUT_DIRECT */, Buf, 16, Buf, sizeof(Buf),
-		  &Bytes, &Err),
-	   "a request not METHOD_BUFFERED is refused");
+	tap_result(!Ioctl(h, KPW_IOCTL_REQUEST, Buf, 4, Buf, sizeof(Buf), &Bytes, &Err) &&
+		       Err == ERROR_INVALID_PARAMETER,
+		   "a request shorter than its header: ERROR_INVALID_PARAMETER");
+	tap_result(!Ioctl(h, KPW_CTL_CODE(0x8ff), Buf, 16, Buf, sizeof(Buf), &Bytes, &Err) &&
+		       Err == ERROR_INVALID_FUNCTION,
+		   "an unknown IOCTL: ERROR_INVALID_FUNCTION");
+	tap_result(!Ioctl(h, KPW_CTL_CODE(0x800) | 2 /* METHOD_OUT_DIRECT */, Buf, 16, Buf,
+			  sizeof(Buf), &Bytes, &Err),
+		   "a request not METHOD_BUFFERED is refused");
 
 	struct kp_handle_req q = { .hdr = { sizeof(q), KP_PROTO_VERSION + 7, KP_QUERY },
 				   .handle = 1 };
 	struct kp_rsp_hdr *Rsp = (struct kp_rsp_hdr *)Buf;
-	Ok(Ioctl(h, KPW_IOCTL_REQUEST, &q, sizeof(q), Buf, sizeof(Buf), &Bytes, &Err) &&
-	       Bytes >= sizeof(*Rsp) && Rsp->status == KP_E_VERSION,
-	   "a request of another version: KP_E_VERSION");
-	Ok(Answers(h), "a handle never issued: KP_E_UNKNOWN_HANDLE");
+	tap_result(Ioctl(h, KPW_IOCTL_REQUEST, &q, sizeof(q), Buf, sizeof(Buf), &Bytes, &Err) &&
+		       Bytes >= sizeof(*Rsp) && Rsp->status == KP_E_VERSION,
+		   "a request of another version: KP_E_VERSION");
+	tap_result(Answers(h), "a handle never issued: KP_E_UNKNOWN_HANDLE");
 
 	/* Secure a buffer of this process. */
 	static __attribute__((aligned(4096))) char Page[4096];
@@ -108,69 +94,72 @@ int main(void)
 		struct kp_handle_req u = { .hdr = { sizeof(u), KP_PROTO_VERSION, KP_UNSECURE },
 					   .handle = Sr.handle };
 		struct kp_rsp_hdr Ur;
-		Ok(Ioctl(h, KPW_IOCTL_REQUEST, &u, sizeof(u), &Ur, sizeof(Ur), &Bytes, &Err) &&
-		       Ur.status == KP_OK,
-		   "KP_SECURE and KP_UNSECURE of a buffer of this process");
+		tap_result(
+		    Ioctl(h, KPW_IOCTL_REQUEST, &u, sizeof(u), &Ur, sizeof(Ur), &Bytes, &Err) &&
+			Ur.status == KP_OK,
+		    "KP_SECURE and KP_UNSECURE of a buffer of this process");
 	} else if (Wine && r && Sr.hdr.status == KP_E_FAULT) {
-		Skip("KP_SECURE and KP_UNSECURE of a buffer of this process",
-		     "Wine's MmSecureVirtualMemory is an unimplemented stub (the driver caught its "
-		     "exception and answered KP_E_FAULT)");
+		tap_skip(
+		    "KP_SECURE and KP_UNSECURE of a buffer of this process",
+		    "Wine's MmSecureVirtualMemory is an unimplemented stub (the driver caught its "
+		    "exception and answered KP_E_FAULT)");
 	} else {
-		Ok(FALSE, "KP_SECURE and KP_UNSECURE of a buffer of this process");
+		tap_result(FALSE, "KP_SECURE and KP_UNSECURE of a buffer of this process");
 	}
 	s.addr = 0xffff800000000000ull;
-	Ok(Ioctl(h, KPW_IOCTL_REQUEST, &s, sizeof(s), &Sr, sizeof(Sr), &Bytes, &Err) &&
-	       Sr.hdr.status == KP_E_OVERFLOW,
-	   "KP_SECURE of a kernel address: KP_E_OVERFLOW");
+	tap_result(Ioctl(h, KPW_IOCTL_REQUEST, &s, sizeof(s), &Sr, sizeof(Sr), &Bytes, &Err) &&
+		       Sr.hdr.status == KP_E_OVERFLOW,
+		   "KP_SECURE of a kernel address: KP_E_OVERFLOW");
 
 	/* The event ring. */
 	struct kpw_map_req m = { .hdr = { sizeof(m), KP_PROTO_VERSION, KPW_MAP_RING }, .flags = 1 };
 	struct kpw_map_rsp Mr;
-	Ok(!Ioctl(h, KPW_IOCTL_MAP_RING, &m, sizeof(m), &Mr, sizeof(Mr), &Bytes, &Err) &&
-	       Err == ERROR_INVALID_PARAMETER,
-	   "KPW_IOCTL_MAP_RING with unknown flags: ERROR_INVALID_PARAMETER");
+	tap_result(!Ioctl(h, KPW_IOCTL_MAP_RING, &m, sizeof(m), &Mr, sizeof(Mr), &Bytes, &Err) &&
+		       Err == ERROR_INVALID_PARAMETER,
+		   "KPW_IOCTL_MAP_RING with unknown flags: ERROR_INVALID_PARAMETER");
 	m.flags = 0;
 	r = Ioctl(h, KPW_IOCTL_MAP_RING, &m, sizeof(m), &Mr, sizeof(Mr), &Bytes, &Err);
 	if (r && !Wine) {
 		const struct kpw_ring *Ring = (const void *)(uintptr_t)Mr.user_va;
-		Ok(Ring->magic == KPW_RING_MAGIC && Ring->entries == Mr.entries && Ring->head == 1,
-		   "KPW_IOCTL_MAP_RING: the driver's ring, mapped here");
+		tap_result(Ring->magic == KPW_RING_MAGIC && Ring->entries == Mr.entries &&
+			       Ring->head == 1,
+			   "KPW_IOCTL_MAP_RING: the driver's ring, mapped here");
 	} else if (Wine) {
-		Skip(
+		tap_skip(
 		    "KPW_IOCTL_MAP_RING: the driver's ring, mapped here",
 		    "Wine runs the driver in winedevice.exe: a view it maps is not in the caller's "
 		    "address space");
 	} else {
-		Ok(FALSE, "KPW_IOCTL_MAP_RING: the driver's ring, mapped here");
+		tap_result(FALSE, "KPW_IOCTL_MAP_RING: the driver's ring, mapped here");
 	}
 
 	/* The notify word. */
 	static volatile uint64_t Word;
 	struct kpw_notify_req n = { .hdr = { sizeof(n), KP_PROTO_VERSION, KPW_SET_NOTIFY },
 				    .addr = (uint64_t)(uintptr_t)&Word + 4 };
-	Ok(!Ioctl(h, KPW_IOCTL_SET_NOTIFY, &n, sizeof(n), Buf, sizeof(Buf), &Bytes, &Err) &&
-	       Err == ERROR_INVALID_USER_BUFFER,
-	   "KPW_IOCTL_SET_NOTIFY, not 8-byte aligned: ERROR_INVALID_USER_BUFFER");
+	tap_result(!Ioctl(h, KPW_IOCTL_SET_NOTIFY, &n, sizeof(n), Buf, sizeof(Buf), &Bytes, &Err) &&
+		       Err == ERROR_INVALID_USER_BUFFER,
+		   "KPW_IOCTL_SET_NOTIFY, not 8-byte aligned: ERROR_INVALID_USER_BUFFER");
 	n.addr -= 4;
 	r = Ioctl(h, KPW_IOCTL_SET_NOTIFY, &n, sizeof(n), Buf, sizeof(Buf), &Bytes, &Err);
 	if (r)
-		Ok(TRUE, "KPW_IOCTL_SET_NOTIFY: the word locked");
+		tap_result(TRUE, "KPW_IOCTL_SET_NOTIFY: the word locked");
 	else if (Wine && Err == ERROR_NO_SYSTEM_RESOURCES)
-		Skip(
+		tap_skip(
 		    "KPW_IOCTL_SET_NOTIFY: the word locked",
 		    "Wine's MmMapLockedPagesSpecifyCache returns NULL (the driver released the MDL "
 		    "and answered STATUS_INSUFFICIENT_RESOURCES)");
 	else {
 		printf("# error %lu\n", Err);
-		Ok(FALSE, "KPW_IOCTL_SET_NOTIFY: the word locked");
+		tap_result(FALSE, "KPW_IOCTL_SET_NOTIFY: the word locked");
 	}
 
 	/* After every error path the driver still answers, on this handle and a new one. */
-	Ok(Answers(h), "the driver survives every error path");
+	tap_result(Answers(h), "the driver survives every error path");
 	h2 = Open();
-	Ok(h2 != INVALID_HANDLE_VALUE && Answers(h2) && CloseHandle(h2) && CloseHandle(h) &&
-	       (h = Open()) != INVALID_HANDLE_VALUE && Answers(h),
-	   "handles close (cleanup, close) and open again");
+	tap_result(h2 != INVALID_HANDLE_VALUE && Answers(h2) && CloseHandle(h2) && CloseHandle(h) &&
+		       (h = Open()) != INVALID_HANDLE_VALUE && Answers(h),
+		   "handles close (cleanup, close) and open again");
 	CloseHandle(h);
-	return Failed ? 1 : 0;
+	return tap_exit();
 }

@@ -118,11 +118,18 @@ void sp_op_complete(struct sp_op *op, int wsa_error, uint32_t bytes)
 
 	sp_mem_release_op(op);
 	ov->internal_high = bytes;
-	pthread_mutex_lock(&sp_prov.lock);
-	/* The overlapped structure is the switch's memory, not an atomic object. */
-	__atomic_store_n(&ov->internal, (uintptr_t)wsa_error, __ATOMIC_RELEASE);
-	pthread_cond_broadcast(&sp_prov.done);
-	pthread_mutex_unlock(&sp_prov.lock);
+	/*
+	 * The overlapped structure is the switch's memory, not an atomic
+	 * object.  Stored before waiters is read, both sequentially
+	 * consistent: either a waiter counted itself before this store and is
+	 * woken, or it reads the status after it and does not wait.
+	 */
+	__atomic_store_n(&ov->internal, (uintptr_t)wsa_error, __ATOMIC_SEQ_CST);
+	if (atomic_load(&sp_prov.waiters)) {
+		pthread_mutex_lock(&sp_prov.lock);
+		pthread_cond_broadcast(&sp_prov.done);
+		pthread_mutex_unlock(&sp_prov.lock);
+	}
 	/* With bit 0 of the event set the switch polls: no up-call then. */
 	if (!SP_OV_NO_UPCALL(ov))
 		sp_prov.up.complete_overlapped_request(so->handle, ov, (uint32_t)wsa_error, bytes,

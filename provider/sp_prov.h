@@ -37,8 +37,10 @@ struct sp_prov_config {
 
 struct sp_prov {
 	pthread_mutex_t lock; /* startups, the device and the table of sockets */
-	pthread_cond_t done;  /* broadcast after each operation completes */
-	unsigned int startups;
+	pthread_cond_t done;  /* broadcast after an operation completes, if someone waits */
+	atomic_uint waiters;  /* WSPGetOverlappedResult calls waiting on done */
+	/* Changed under lock; read without it by every call (a socket needs a started provider). */
+	atomic_uint startups;
 	struct sp_upcalls up;
 	struct sp_prov_config cfg;
 	struct vb_device *dev;

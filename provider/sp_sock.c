@@ -53,12 +53,7 @@ static struct sp_sock *sock_alloc(uint32_t catalog_id)
 
 static bool started(void)
 {
-	bool s;
-
-	pthread_mutex_lock(&sp_prov.lock);
-	s = sp_prov.startups > 0;
-	pthread_mutex_unlock(&sp_prov.lock);
-	return s;
+	return atomic_load(&sp_prov.startups) > 0;
 }
 
 struct sp_sock *sp_sock_get(sp_socket s, int *err)

@@ -83,8 +83,10 @@ int sp_get_overlapped_result(sp_socket s, struct sp_overlapped *ov, uint32_t *by
 		if (!wait)
 			return sp_fail(err, SP_WSA_IO_INCOMPLETE);
 		pthread_mutex_lock(&sp_prov.lock);
-		while ((st = __atomic_load_n(&ov->internal, __ATOMIC_ACQUIRE)) == SP_OV_PENDING)
+		atomic_fetch_add(&sp_prov.waiters, 1);
+		while ((st = __atomic_load_n(&ov->internal, __ATOMIC_SEQ_CST)) == SP_OV_PENDING)
 			pthread_cond_wait(&sp_prov.done, &sp_prov.lock);
+		atomic_fetch_sub(&sp_prov.waiters, 1);
 		pthread_mutex_unlock(&sp_prov.lock);
 	}
 	*bytes = (uint32_t)ov->internal_high;

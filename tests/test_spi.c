@@ -4,6 +4,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -556,4 +557,55 @@ Test(spi, messages_in_order_in_both_completion_modes)
 	teardown();
 	free(out);
 	free(in);
+}
+
+struct late_send {
+	sp_socket s;
+	struct sp_wsabufex b;
+	struct sw_ov ov;
+};
+
+static void *send_late(void *arg)
+{
+	struct late_send *l = arg;
+	int err = 0;
+
+	usleep(50000);
+	sw.p.send(l->s, &l->b, 1, NULL, 0, &l->ov.ov, NULL, NULL, &err);
+	return NULL;
+}
+
+Test(spi, get_overlapped_result_waits_for_the_completion)
+{
+	sp_socket c, a;
+	char *buf = aligned_alloc(4096, 8192);
+	struct late_send l;
+	struct sw_ov o;
+	uint32_t flags = 0, bytes = 0;
+	pthread_t t;
+	int err = 0;
+
+	cr_assert_not_null(buf);
+	memset(buf, 'w', 4096);
+	pair(&c, &a);
+	void *hr = sw.register_memory(a, buf + 4096, 4096, SP_MEM_WRITE, &err);
+	void *hs = sw.register_memory(c, buf, 4096, SP_MEM_READ, &err);
+	cr_assert(hr && hs);
+	sw_ov_init(&o, true); /* polled: no up-call, the switch waits in the call */
+	struct sp_wsabufex rb = { 4096, buf + 4096, hr };
+	cr_assert_eq(sw.p.recv(a, &rb, 1, NULL, &flags, &o.ov, NULL, NULL, &err), SP_SOCKET_ERROR);
+	cr_assert_eq(err, SP_WSA_IO_PENDING);
+	l = (struct late_send){ .s = c, .b = { 100, buf, hs } };
+	sw_ov_init(&l.ov, true);
+	cr_assert_eq(pthread_create(&t, NULL, send_late, &l), 0);
+	cr_assert_eq(sw.p.get_overlapped_result(a, &o.ov, &bytes, 1, &flags, &err), 0, "err %d",
+		     err);
+	cr_assert_eq(bytes, 100);
+	cr_assert_eq(memcmp(buf + 4096, buf, 100), 0);
+	pthread_join(t, NULL);
+	cr_assert_eq(sw.p.get_overlapped_result(c, &l.ov.ov, &bytes, 1, &flags, &err), 0);
+	sw_ov_fini(&o);
+	sw_ov_fini(&l.ov);
+	teardown();
+	free(buf);
 }

@@ -83,25 +83,6 @@ uint32_t perf_default_iters(enum perf_test t)
 	return perf_is_lat(t) ? 1000 : 5000;
 }
 
-/*
- * The latency loops read a cycle counter, as perftest does: clock_gettime
- * is a system call where the clock source is not the TSC (an emulated
- * HPET in a VM costs microseconds a read).  The counter is calibrated
- * against the monotonic clock over each timed loop.
- */
-#if defined(__x86_64__) || defined(__i386__)
-#include <x86intrin.h>
-static inline uint64_t ticks(void)
-{
-	return __rdtsc();
-}
-#else
-static inline uint64_t ticks(void)
-{
-	return perf_now_ns();
-}
-#endif
-
 uint64_t perf_now_ns(void)
 {
 	struct timespec ts;
@@ -331,7 +312,7 @@ static int write_pingpong(struct perf_ctx *c, uint32_t size, uint32_t n, bool cl
 	bool per_op = c->reg.mode != PERF_REG_ONCE;
 	struct perf_lbuf b;
 	uint32_t outstanding = 0, got;
-	uint64_t prev = client ? ticks() : 0, t1 = 0;
+	uint64_t prev = client ? perf_ticks() : 0, t1 = 0;
 	int ret;
 
 	for (uint32_t k = 0; k < n; k++) {
@@ -352,7 +333,7 @@ static int write_pingpong(struct perf_ctx *c, uint32_t size, uint32_t n, bool cl
 			ret = spin_for(c, in, v);
 			if (ret)
 				goto err_put;
-			t1 = ticks();
+			t1 = perf_ticks();
 		}
 		if (sig) {
 			ret = reap(c, 1, &got);
@@ -363,7 +344,7 @@ static int write_pingpong(struct perf_ctx *c, uint32_t size, uint32_t n, bool cl
 		if (per_op) {
 			perf_reg_put(&c->reg, &b);
 			if (client)
-				t1 = ticks(); /* the release is part of the operation */
+				t1 = perf_ticks(); /* the release is part of the operation */
 		}
 		if (lat)
 			lat[k] = (double)(t1 - prev) / 2.0;
@@ -388,7 +369,7 @@ static int read_lat(struct perf_ctx *c, uint32_t size, uint32_t n, double *lat)
 {
 	bool per_op = c->reg.mode != PERF_REG_ONCE;
 	struct perf_lbuf b;
-	uint64_t prev = ticks(), now;
+	uint64_t prev = perf_ticks(), now;
 	uint32_t got;
 	int ret;
 
@@ -403,7 +384,7 @@ static int read_lat(struct perf_ctx *c, uint32_t size, uint32_t n, double *lat)
 			perf_reg_put(&c->reg, &b);
 		if (ret)
 			return ret;
-		now = ticks();
+		now = perf_ticks();
 		if (lat)
 			lat[k] = (double)(now - prev);
 		prev = now;
@@ -503,13 +484,13 @@ static int run_client(struct perf_ctx *c, const struct perf_opts *o, perf_row_fn
 		case PERF_WRITE_LAT:
 			/* The server answers warm + iters messages: both know the count. */
 			ret = write_pingpong(c, sizes[i], warm, true, NULL);
-			ns0 = perf_now_ns(), tk0 = ticks();
+			ns0 = perf_now_ns(), tk0 = perf_ticks();
 			if (!ret)
 				ret = write_pingpong(c, sizes[i], iters, true, lat);
 			break;
 		case PERF_READ_LAT:
 			ret = read_lat(c, sizes[i], warm, NULL);
-			ns0 = perf_now_ns(), tk0 = ticks();
+			ns0 = perf_now_ns(), tk0 = perf_ticks();
 			if (!ret)
 				ret = read_lat(c, sizes[i], iters, lat);
 			break;
@@ -526,7 +507,7 @@ static int run_client(struct perf_ctx *c, const struct perf_opts *o, perf_row_fn
 			break;
 		if (lat) {
 			/* Samples are in ticks: microseconds per tick over this loop. */
-			uint64_t tk = ticks() - tk0, ns = perf_now_ns() - ns0;
+			uint64_t tk = perf_ticks() - tk0, ns = perf_now_ns() - ns0;
 			double us_per_tick = tk ? (double)ns / 1000.0 / (double)tk : 0;
 
 			for (uint32_t k = 0; k < iters; k++)

@@ -67,4 +67,23 @@ double perf_median(double *v, int n);
 /* Monotonic time in nanoseconds. */
 uint64_t perf_now_ns(void);
 
+/*
+ * Timed loops read a cycle counter, as perftest does: clock_gettime is a
+ * system call where the clock source is not the TSC (an emulated HPET in
+ * a VM costs microseconds a read).  Callers calibrate the counter against
+ * perf_now_ns() over each timed loop.
+ */
+#if defined(__x86_64__) || defined(__i386__)
+#include <x86intrin.h>
+static inline uint64_t perf_ticks(void)
+{
+	return __rdtsc();
+}
+#else
+static inline uint64_t perf_ticks(void)
+{
+	return perf_now_ns();
+}
+#endif
+
 #endif

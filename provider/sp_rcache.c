@@ -82,13 +82,10 @@ static void unref(struct sp_rcache *c, struct sp_region *r)
 }
 
 /* Deregister every region on the garbage list and return it to the pool. */
-static void collect_garbage(struct sp_rcache *c)
+static void collect_garbage_list(struct sp_rcache *c)
 {
-	struct sp_region *r;
+	struct sp_region *r = atomic_exchange(&c->garbage, NULL);
 
-	if (!atomic_load_explicit(&c->garbage, memory_order_relaxed))
-		return;
-	r = atomic_exchange(&c->garbage, NULL);
 	while (r) {
 		struct sp_region *next = LD(r->next_free);
 		uint64_t len = LD(r->end) - LD(r->start);
@@ -102,6 +99,13 @@ static void collect_garbage(struct sp_rcache *c)
 	}
 }
 
+/* Inline: most calls find nothing to do. */
+static inline void collect_garbage(struct sp_rcache *c)
+{
+	if (atomic_load_explicit(&c->garbage, memory_order_relaxed))
+		collect_garbage_list(c);
+}
+
 /* Writer: a region from the pool; the shared free stack is taken whole, once in a while. */
 static struct sp_region *region_alloc(struct sp_rcache *c)
 {
@@ -111,6 +115,9 @@ static struct sp_region *region_alloc(struct sp_rcache *c)
 		r = c->local_free = atomic_exchange(&c->free_pool, NULL);
 	if (r) {
 		c->local_free = LD(r->next_free);
+		/* The next miss's region: a pooled line is long out of the CPU cache. */
+		if (c->local_free)
+			__builtin_prefetch(c->local_free, 1);
 		return r;
 	}
 	if (c->n_slabs == c->cap_slabs) {
@@ -206,15 +213,13 @@ static size_t remove_overlapping(struct sp_rcache *c, uintptr_t start, uintptr_t
 }
 
 /* Writer: apply the deferred invalidations queued so far. */
-static void apply_pending(struct sp_rcache *c)
+static void apply_pending_ranges(struct sp_rcache *c)
 {
 	struct sp_range ranges[SP_RCACHE_PENDING];
 	uint32_t n;
 	uint64_t gen;
 	size_t removed = 0;
 
-	if (!atomic_load(&c->inv_pending))
-		return;
 	/* A batch of memory events in flight: its invalidations are not all queued yet. */
 	while (atomic_load(&c->event_holds))
 		sched_yield();
@@ -236,6 +241,13 @@ static void apply_pending(struct sp_rcache *c)
 	if (c->pending_gen == gen && !atomic_load(&c->event_holds))
 		atomic_store(&c->inv_pending, 0);
 	atomic_flag_clear_explicit(&c->pending_lock, memory_order_release);
+}
+
+/* Inline: most calls find nothing queued. */
+static inline void apply_pending(struct sp_rcache *c)
+{
+	if (atomic_load(&c->inv_pending))
+		apply_pending_ranges(c);
 }
 
 /*
@@ -352,16 +364,17 @@ static int ensure_room(struct sp_rcache *c, size_t len, size_t free_regions, siz
 	}
 }
 
-static int do_register(struct sp_rcache *c, struct sp_region *r, uintptr_t start, uintptr_t end,
-		       unsigned int access)
+static SP_ALWAYS_INLINE int do_register(struct sp_rcache *c, struct sp_region *r, uintptr_t start,
+					uintptr_t end, unsigned int access)
 {
 	unsigned int flags = 0;
-	int ret = c->ops->reg(c->ctx, (void *)start, end - start, access, &r->handle, &flags);
+	void *handle = c->ops->reg(c->ctx, (void *)start, end - start, access, &flags);
 
-	if (ret) {
+	if (!handle) {
 		c->stats.registration_errors++;
-		return ret;
+		return errno ? errno : EIO;
 	}
+	r->handle = handle;
 	ST(r->start, start);
 	ST(r->end, end);
 	ST(r->access, access);
@@ -464,10 +477,11 @@ static size_t merge_set(struct sp_rcache *c, uintptr_t *start, uintptr_t *end, u
 	return n;
 }
 
-static int get_slow(struct sp_rcache *c, uintptr_t start, uintptr_t end, unsigned int access,
-		    uint32_t miss_seq, struct sp_region **out)
+static SP_ALWAYS_INLINE int get_slow(struct sp_rcache *c, uintptr_t start, uintptr_t end,
+				     unsigned int access, uint32_t miss_seq, struct sp_region **out)
 {
 	struct sp_region *set[VICTIMS], *r;
+	struct sp_index_slot one;
 	uintptr_t mstart = start, mend = end;
 	unsigned int macc = access;
 	size_t nset = 0, touching = 0, free_regions = 0, free_bytes = 0;
@@ -532,7 +546,7 @@ static int get_slow(struct sp_rcache *c, uintptr_t start, uintptr_t end, unsigne
 	 */
 	if (touching || !c->cfg.merge)
 		remove_overlapping(c, mstart, mend);
-	if (sp_index_prepare(c, mstart, mend)) {
+	if (sp_index_prepare(c, mstart, mend, &one)) {
 		/* No memory for the index: hand the registration out uncached. */
 		*out = hand_out_uncached(c, r);
 		return 0;
@@ -541,7 +555,7 @@ static int get_slow(struct sp_rcache *c, uintptr_t start, uintptr_t end, unsigne
 	atomic_fetch_add(&r->refs, 2); /* the index's and the caller's */
 	atomic_store_explicit(&r->state, SP_RR_LIVE, memory_order_release);
 	seq_begin(c);
-	sp_index_insert(c, r);
+	sp_index_insert(c, r, &one);
 	seq_end(c);
 	r->indexed = true;
 	lru_push_head(c, r);

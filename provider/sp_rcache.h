@@ -48,11 +48,12 @@ void *sp_region_handle(const struct sp_region *region);
 
 struct sp_rcache_ops {
 	/*
-	 * Register [addr, addr + len) with access; 0 or errno.  *flags starts
-	 * 0; SP_RCACHE_REG_NOCACHE hands the region out without caching it.
+	 * Register [addr, addr + len) with access: the registration's handle,
+	 * or NULL with errno set.  *flags starts 0; SP_RCACHE_REG_NOCACHE hands
+	 * the region out without caching it.  (A handle returned, not stored:
+	 * a backend's own registration call can then be a tail call.)
 	 */
-	int (*reg)(void *ctx, void *addr, size_t len, unsigned int access, void **handle,
-		   unsigned int *flags);
+	void *(*reg)(void *ctx, void *addr, size_t len, unsigned int access, unsigned int *flags);
 	void (*dereg)(void *ctx, void *handle);
 };
 
@@ -62,10 +63,10 @@ extern const struct sp_rcache_ops sp_rcache_vb_ops;
 struct sp_rcache_config {
 	bool enable;		/* false: every get registers, the last put deregisters */
 	bool merge;		/* merge overlapping and adjacent regions */
+	bool print_stats;	/* print the statistics to stderr when the cache is destroyed */
 	size_t max_regions;	/* cached regions at most; 0: no limit */
 	size_t max_bytes;	/* registered bytes at most; 0: no limit */
 	size_t max_region_size; /* larger requests are registered but not cached; 0: no limit */
-	bool print_stats;	/* print the statistics to stderr when the cache is destroyed */
 };
 
 /*

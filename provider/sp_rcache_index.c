@@ -107,29 +107,43 @@ static int block_level(uint64_t page, uint64_t end)
 
 /*
  * Writer: directories are needed before the sequence lock goes odd, so
- * that insertion itself cannot fail half-way.  Creates them all.
+ * that insertion itself cannot fail half-way.  Creates them all; a range
+ * that is one block (a small aligned region) also gets its entry's place,
+ * so that the insertion does not walk again.
  */
-int sp_index_prepare(struct sp_rcache *c, uintptr_t start, uintptr_t end)
+int sp_index_prepare(struct sp_rcache *c, uintptr_t start, uintptr_t end, struct sp_index_slot *one)
 {
-	uint64_t p = start / SP_RCACHE_PAGE, e = end / SP_RCACHE_PAGE;
+	const uint64_t first = start / SP_RCACHE_PAGE, e = end / SP_RCACHE_PAGE;
+	uint64_t p = first;
 	struct sp_rdir *owner;
 
+	one->e = NULL;
 	if (e >> (BITS * LEVELS))
 		return ERANGE;
 	while (p < e) {
 		int level = block_level(p, e);
-		if (!slot_for(c, p, level, &owner))
+		_Atomic uintptr_t *s = slot_for(c, p, level, &owner);
+		if (!s)
 			return ENOMEM;
+		if (p == first && p + span(level) == e) {
+			one->e = s;
+			one->owner = owner;
+		}
 		p += span(level);
 	}
 	return 0;
 }
 
-void sp_index_insert(struct sp_rcache *c, struct sp_region *r)
+void sp_index_insert(struct sp_rcache *c, struct sp_region *r, const struct sp_index_slot *one)
 {
 	uint64_t p = LD(r->start) / SP_RCACHE_PAGE, e = LD(r->end) / SP_RCACHE_PAGE;
 	struct sp_rdir *owner;
 
+	if (one->e) {
+		ST(*one->e, (uintptr_t)r | TAG_REGION);
+		one->owner->used++;
+		return;
+	}
 	while (p < e) {
 		int level = block_level(p, e);
 		_Atomic uintptr_t *s = slot_for(c, p, level, &owner); /* exists: prepared */
@@ -174,47 +188,45 @@ void sp_index_remove(struct sp_rcache *c, struct sp_region *r)
 	}
 }
 
-/* The region at the lowest page in [p, e) of the subtree d at level, or NULL. */
-static struct sp_region *first_in(struct sp_rdir *d, int level, uint64_t base, uint64_t p,
-				  uint64_t e)
-{
-	for (unsigned int i = idx(p, level); i < FAN; i++) {
-		uint64_t lo = base + (uint64_t)i * span(level), hi = lo + span(level);
-		uintptr_t v;
-
-		if (lo >= e)
-			break;
-		if (hi <= p)
-			continue;
-		v = LD(d->e[i]);
-		if (!v)
-			continue;
-		if (v & TAG_REGION)
-			return (struct sp_region *)(v & ~TAG_REGION);
-		if (level) {
-			struct sp_region *r =
-			    first_in((struct sp_rdir *)v, level - 1, lo, p > lo ? p : lo, e);
-			if (r)
-				return r;
-		}
-	}
-	return NULL;
-}
-
+/*
+ * Writer: the region at the lowest page of [start, end) (bytes), or NULL.
+ * An iterative walk with the path kept: it descends where an entry is a
+ * directory, steps over empty entries at the level they are found (an
+ * empty entry high up skips its whole block), and climbs back when it
+ * leaves a directory.  A miss's neighbour check over a few pages is a
+ * handful of loads.
+ */
 struct sp_region *sp_index_first_overlap(struct sp_rcache *c, uintptr_t start, uintptr_t end)
 {
 	uint64_t p = start / SP_RCACHE_PAGE, e = (end + SP_RCACHE_PAGE - 1) / SP_RCACHE_PAGE;
-	struct sp_rdir *root = LD(c->root);
+	struct sp_rdir *path[LEVELS];
+	struct sp_rdir *d = LD(c->root);
+	int level = LEVELS - 1;
 
 	if (end <= start)
 		return NULL;
 	if (end > UINTPTR_MAX - SP_RCACHE_PAGE) /* ceil would wrap */
 		e = UINTPTR_MAX / SP_RCACHE_PAGE + 1;
-	if (!root || p >= e || p >> (BITS * LEVELS))
+	if (!d || p >= e || p >> (BITS * LEVELS))
 		return NULL;
 	if (e > span(LEVELS))
 		e = span(LEVELS);
-	return first_in(root, LEVELS - 1, 0, p, e);
+	while (p < e) {
+		uintptr_t v = LD(d->e[idx(p, level)]);
+
+		if (v & TAG_REGION)
+			return (struct sp_region *)(v & ~TAG_REGION);
+		if (v && level) {
+			path[level--] = d;
+			d = (struct sp_rdir *)v;
+			continue;
+		}
+		/* Empty: on to the next block of this level, up while it starts a new directory. */
+		p = (p | (span(level) - 1)) + 1;
+		while (level < LEVELS - 1 && !idx(p, level))
+			d = path[++level];
+	}
+	return NULL;
 }
 
 void sp_index_fini(struct sp_rcache *c)

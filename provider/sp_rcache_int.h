@@ -35,6 +35,14 @@
 #define SP_RCACHE_SLAB 256	/* regions allocated at a time */
 #define SP_RCACHE_HIT_SLOTS 128 /* per-thread hit counters */
 
+/*
+ * For the frames a miss returns through after the registration system
+ * call: the kernel's own calls leave the return-stack predictor holding
+ * nothing of ours, so each user frame left to unwind costs a mispredicted
+ * return, a measurable share of a cheap registration.
+ */
+#define SP_ALWAYS_INLINE inline __attribute__((always_inline))
+
 enum sp_rregion_state { SP_RR_FREE, SP_RR_LIVE, SP_RR_DEAD, SP_RR_GARBAGE };
 
 struct sp_region {
@@ -76,25 +84,29 @@ struct sp_range {
 /*
  * Counters.  Those a lock-free path touches (hits, the garbage collector's,
  * deferred invalidations) are relaxed atomics; the rest change only under
- * the cache lock and are plain.
+ * the cache lock and are plain.  The first five are what every miss reads
+ * or writes: they share a cache line with the cache's other per-miss
+ * fields (struct sp_rcache).
  */
 struct sp_rcache_counters {
-	alignas(64) _Atomic uint64_t hits; /* hits on the slow path */
-	/* the garbage collector's, lock-free: */
-	alignas(64) _Atomic uint64_t deregistrations;
-	_Atomic uint64_t bytes_deregistered;
-	_Atomic uint64_t invalidations;
-	/* under c->lock (regions and bytes pinned are these minus the above): */
-	uint64_t bytes_registered;
+	/* under c->lock (regions and bytes pinned are these minus the two below): */
 	uint64_t misses;
+	uint64_t registrations;
+	uint64_t bytes_registered;
+	/* the garbage collector's, lock-free: */
+	_Atomic uint64_t deregistrations;
+	_Atomic uint64_t bytes_deregistered;
+	/* the rest, under c->lock: */
 	uint64_t merges;
 	uint64_t unmerged_retries;
 	uint64_t evictions;
 	uint64_t invalidated;
-	uint64_t registrations;
 	uint64_t registration_errors;
 	uint64_t no_buffers;
 	uint64_t uncached;
+	/* lock-free: */
+	_Atomic uint64_t invalidations;
+	_Atomic uint64_t hits; /* hits on the slow path */
 };
 
 /*
@@ -107,31 +119,42 @@ struct sp_hit_slot {
 	alignas(64) _Atomic uint64_t n;
 };
 
+/*
+ * Laid out by cache line for the two paths that matter.  A hit reads the
+ * first line only.  A miss is cheap work around a registration system
+ * call that evicts much of what the CPU had cached, so what it touches is
+ * packed into the first three lines: each line more is a cache miss before
+ * the call and another after it.
+ */
 struct sp_rcache {
-	/* read-mostly: the hit path */
+	/* read-mostly: the hit path, and the settings every get reads */
 	alignas(64) _Atomic uint32_t seq; /* odd while the index changes */
 	_Atomic uint32_t inv_pending;	  /* queued invalidations wait */
-	_Atomic uint32_t event_holds;	  /* memory-event batches in flight */
-	_Atomic(struct sp_rdir *) root;
-	bool lru_enabled;
 	unsigned int fork_gen; /* sp_fork_generation when created: another means a child */
+	bool lru_enabled;
+	_Atomic(struct sp_rdir *) root;
 	struct sp_rcache_config cfg;
 	const struct sp_rcache_ops *ops;
-	void *ctx;
 
+	/* writers: the lock and the per-miss fields */
 	alignas(64) pthread_mutex_t lock; /* writers: index, LRU, pool slabs */
-	struct sp_region *lru_head, *lru_tail;
-	size_t n_cached;     /* indexed regions */
-	size_t cached_bytes; /* bytes of indexed regions */
+	struct sp_region *lru_head;
+	struct sp_region *local_free;	   /* writer only: taken from free_pool in batches */
+	struct sp_region *_Atomic garbage; /* pushed by anyone */
+	alignas(64) size_t n_cached;	   /* indexed regions */
+	size_t cached_bytes;		   /* bytes of indexed regions */
+	void *ctx;
+	struct sp_rcache_counters stats; /* its first five share this line */
+
+	/* writers: the rest */
+	struct sp_region *lru_tail;
 	void **slabs;
 	size_t n_slabs, cap_slabs;
 	struct sp_rdir **dirs; /* every directory, to free them with the cache */
 	size_t n_dirs, cap_dirs;
 	struct sp_rdir *dir_free;
-
-	struct sp_region *_Atomic garbage;
 	struct sp_region *_Atomic free_pool; /* pushed by anyone */
-	struct sp_region *local_free;	     /* writer only: taken from free_pool in batches */
+	_Atomic uint32_t event_holds;	     /* memory-event batches in flight */
 
 	/* deferred invalidations: a short spinlock, never held while doing anything else */
 	alignas(64) atomic_flag pending_lock;
@@ -139,9 +162,14 @@ struct sp_rcache {
 	uint64_t pending_gen;
 	struct sp_range pending[SP_RCACHE_PENDING];
 
-	struct sp_rcache_counters stats;
 	struct sp_hit_slot hit_slots[SP_RCACHE_HIT_SLOTS];
 };
+
+_Static_assert(offsetof(struct sp_rcache, ops) < 64, "the read-mostly fields fit a line");
+_Static_assert(offsetof(struct sp_rcache, garbage) < 128,
+	       "the lock's line holds the miss's fields");
+_Static_assert(offsetof(struct sp_rcache, stats.bytes_deregistered) < 192,
+	       "a miss's counters share the line of n_cached");
 
 static inline uintptr_t sp_page_floor(uintptr_t a)
 {
@@ -187,10 +215,16 @@ static inline struct sp_region *sp_index_lookup(struct sp_rcache *c, uintptr_t a
 
 /* Writer: the region at the lowest page of [start, end) (bytes), or NULL. */
 struct sp_region *sp_index_first_overlap(struct sp_rcache *c, uintptr_t start, uintptr_t end);
+/* Where a one-block range goes, found by sp_index_prepare (e NULL: walk again). */
+struct sp_index_slot {
+	_Atomic uintptr_t *e;
+	struct sp_rdir *owner;
+};
 /* Writer, before seq_begin: create the directories [start, end) needs. 0, ENOMEM, ERANGE. */
-int sp_index_prepare(struct sp_rcache *c, uintptr_t start, uintptr_t end);
-/* Writer, inside seq_begin/seq_end, after sp_index_prepare: cannot fail. */
-void sp_index_insert(struct sp_rcache *c, struct sp_region *r);
+int sp_index_prepare(struct sp_rcache *c, uintptr_t start, uintptr_t end,
+		     struct sp_index_slot *one);
+/* Writer, inside seq_begin/seq_end, after sp_index_prepare of r's range: cannot fail. */
+void sp_index_insert(struct sp_rcache *c, struct sp_region *r, const struct sp_index_slot *one);
 void sp_index_remove(struct sp_rcache *c, struct sp_region *r);
 void sp_index_fini(struct sp_rcache *c);
 

@@ -17,23 +17,26 @@ struct sp_watched_reg {
 	uint64_t kp_handle; /* 0: not secured */
 };
 
-static int watched_reg(void *ctx, void *addr, size_t len, unsigned int access, void **handle,
-		       unsigned int *flags)
+static void *watched_reg(void *ctx, void *addr, size_t len, unsigned int access,
+			 unsigned int *flags)
 {
 	struct sp_watched *w = ctx;
 	struct sp_watched_reg *h = calloc(1, sizeof(*h));
 	uint32_t st;
 	int ret;
 
-	if (!h)
-		return ENOMEM;
+	if (!h) {
+		errno = ENOMEM;
+		return NULL;
+	}
 	/* Register first: pinning populates the pages, so securing them (which
 	 * routes missing-page faults to the proxy) never sees a missing page. */
 	h->mr = vb_reg_mr(w->pd, addr, len, access);
 	if (!h->mr) {
 		ret = errno ? errno : EIO;
 		free(h);
-		return ret;
+		errno = ret;
+		return NULL;
 	}
 	st =
 	    !w->proxy
@@ -46,8 +49,7 @@ static int watched_reg(void *ctx, void *addr, size_t len, unsigned int access, v
 		h->kp_handle = 0;
 		*flags |= SP_RCACHE_REG_NOCACHE;
 	}
-	*handle = h;
-	return 0;
+	return h;
 }
 
 static void watched_dereg(void *ctx, void *handle)

@@ -37,21 +37,19 @@ struct fake_reg {
 	uint32_t started[PAGES];
 };
 
-static int fake_reg(void *ctx, void *addr, size_t len, unsigned int access, void **handle,
-		    unsigned int *flags)
+static void *fake_reg(void *ctx, void *addr, size_t len, unsigned int access, unsigned int *flags)
 {
 	struct fake_reg *r = malloc(sizeof(*r));
 
 	(void)ctx, (void)access;
 	if (!r)
-		return ENOMEM;
+		return NULL;
 	r->start = (uintptr_t)addr;
 	r->end = r->start + len;
 	for (int p = 0; p < PAGES; p++)
 		r->started[p] = atomic_load(&inv_started[p]);
 	atomic_fetch_add(&live, 1);
-	*handle = r;
-	return 0;
+	return r;
 }
 
 static void fake_dereg(void *ctx, void *handle)

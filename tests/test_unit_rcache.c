@@ -29,26 +29,28 @@ struct fake {
 	struct fake_reg last;
 };
 
-static int fake_reg(void *ctx, void *addr, size_t len, unsigned int access, void **handle,
-		    unsigned int *flags)
+static void *fake_reg(void *ctx, void *addr, size_t len, unsigned int access, unsigned int *flags)
 {
 	struct fake *f = ctx;
 	struct fake_reg *r;
 
+	(void)flags;
 	if (f->fail_next) {
 		f->fail_next--;
-		return EFAULT;
+		errno = EFAULT;
+		return NULL;
 	}
-	if (f->fail_longer && len > f->fail_longer)
-		return EFAULT;
+	if (f->fail_longer && len > f->fail_longer) {
+		errno = EFAULT;
+		return NULL;
+	}
 	r = malloc(sizeof(*r));
 	if (!r)
-		return ENOMEM;
+		return NULL;
 	*r = (struct fake_reg){ (uintptr_t)addr, (uintptr_t)addr + len, access, ++f->regs };
 	f->last = *r;
 	f->live++;
-	*handle = r;
-	return 0;
+	return r;
 }
 
 static void fake_dereg(void *ctx, void *handle)
@@ -601,5 +603,52 @@ Test(rcache, randomized_against_a_model)
 	cr_assert_gt(st.evictions, 100);
 	cr_assert_gt(st.merges, 100);
 	cr_assert_gt(st.invalidated, 100);
+	finish();
+}
+
+/*
+ * The index's range search against a scan of the regions, over a window
+ * that crosses directory boundaries at every level below the root: random
+ * disjoint regions of 1 to 1,500 pages, then random queries of every size.
+ */
+Test(rcache, first_overlap_matches_a_scan)
+{
+	enum { N = 400, QUERIES = 20000 };
+	/* 2^27 pages is the span of a root entry: start a little below one. */
+	const uintptr_t base = ((uintptr_t)1 << 39) - 300000 * (uintptr_t)PG;
+	static struct sp_region *held[N];
+	static uintptr_t lo[N], hi[N];
+	unsigned int seed = 777;
+	uintptr_t at = base;
+
+	c = make(0, 0, 0, false);
+	for (int i = 0; i < N; i++) {
+		unsigned int x = (unsigned int)rand_r(&seed);
+		size_t pages = x % 4 ? 1 + x % 7 : 1 + x % 1500;
+		at += (uintptr_t)(1 + (x >> 16) % 1200) * PG; /* a gap: nothing merges */
+		lo[i] = at;
+		hi[i] = at + pages * PG;
+		held[i] = get(lo[i], pages * PG, VB_ACCESS_ALL);
+		at = hi[i];
+	}
+	cr_assert_gt(at - base, 300000 * (uintptr_t)PG, "the window must cross a root entry");
+	for (int q = 0; q < QUERIES; q++) {
+		unsigned int x = (unsigned int)rand_r(&seed), y = (unsigned int)rand_r(&seed);
+		uintptr_t s = base + (uintptr_t)(x % (unsigned int)((at - base) / 64)) * 64;
+		uintptr_t len = (uintptr_t)1 << (y % 32);
+		uintptr_t e = s + 1 + (uintptr_t)(y >> 5) % len;
+		struct sp_region *want = NULL;
+
+		for (int i = 0; i < N && !want; i++)
+			if (lo[i] < sp_page_ceil(e) && sp_page_floor(s) < hi[i])
+				want = held[i];
+		pthread_mutex_lock(&c->lock);
+		struct sp_region *got = sp_index_first_overlap(c, s, e);
+		pthread_mutex_unlock(&c->lock);
+		cr_assert_eq(got, want, "[%#lx, %#lx): got %p, want %p", (unsigned long)s,
+			     (unsigned long)e, (void *)got, (void *)want);
+	}
+	for (int i = 0; i < N; i++)
+		sp_rcache_put(c, held[i]);
 	finish();
 }

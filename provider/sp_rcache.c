@@ -81,6 +81,45 @@ static void unref(struct sp_rcache *c, struct sp_region *r)
 		stack_push(&c->garbage, r);
 }
 
+/* Writer: deregister a region nobody holds any more and keep it for the next miss. */
+static void release_locked(struct sp_rcache *c, struct sp_region *r)
+{
+	c->ops->dereg(c->ctx, r->handle);
+	c->stats.writer_deregistrations++;
+	c->stats.writer_bytes_deregistered += LD(r->end) - LD(r->start);
+	atomic_store_explicit(&r->state, SP_RR_FREE, memory_order_release);
+	ST(r->next_free, c->local_free);
+	c->local_free = r;
+}
+
+/*
+ * Writer: drop the index's reference to a region it just took out of the
+ * index.  When that was the last one, the writer deregisters the region
+ * itself: an eviction then costs a registration's deregistration and two
+ * atomic operations, not a trip through the garbage list and the shared
+ * pool (five more).
+ */
+static void unref_locked(struct sp_rcache *c, struct sp_region *r)
+{
+	uint8_t dead = SP_RR_DEAD;
+
+	if (atomic_fetch_sub(&r->refs, 1) != 1)
+		return;
+	if (atomic_compare_exchange_strong(&r->state, &dead, SP_RR_GARBAGE))
+		release_locked(c, r);
+}
+
+/* Registrations and bytes deregistered so far, by the garbage collector and by writers. */
+static inline uint64_t deregistered(const struct sp_rcache *c)
+{
+	return LD(c->stats.deregistrations) + c->stats.writer_deregistrations;
+}
+
+static inline uint64_t bytes_deregistered(const struct sp_rcache *c)
+{
+	return LD(c->stats.bytes_deregistered) + c->stats.writer_bytes_deregistered;
+}
+
 /* Deregister every region on the garbage list and return it to the pool. */
 static void collect_garbage_list(struct sp_rcache *c)
 {
@@ -255,7 +294,7 @@ static inline void apply_pending(struct sp_rcache *c)
  * hit counter and (with limits) the LRU mark.  NULL: take the slow path.
  */
 static struct sp_region *lookup_fast(struct sp_rcache *c, uintptr_t start, uintptr_t end,
-				     unsigned int access, uint32_t *miss_seq)
+				     unsigned int access, uint32_t *miss_seq, struct sp_rdir **leaf)
 {
 	*miss_seq = 1; /* odd: no index state seen */
 	for (int tries = 0; tries < 4; tries++) {
@@ -264,7 +303,7 @@ static struct sp_region *lookup_fast(struct sp_rcache *c, uintptr_t start, uintp
 
 		if (s1 & 1)
 			continue;
-		r = sp_index_lookup(c, start);
+		r = sp_index_lookup_leaf(c, start, leaf);
 		if (!r || LD(r->end) < end || (LD(r->access) & access) != access) {
 			/* A miss in the index as of s1: the slow path looks again only if it moved.
 			 */
@@ -318,8 +357,13 @@ static bool evict_one(struct sp_rcache *c, const struct sp_region *const *keep, 
 			r = prev;
 			continue;
 		}
-		if (LD(r->refs) > 1 || atomic_exchange(&r->touched, 0)) {
-			/* In use, or used lately: keep it, as the most recent. */
+		if (LD(r->refs) > 1 || LD(r->touched)) {
+			/*
+			 * In use, or used lately: keep it, as the most recent.  (A hit
+			 * that marks it again between the load and the store is lost:
+			 * the region just loses its second chance.)
+			 */
+			ST(r->touched, 0);
 			if (r != c->lru_head) {
 				lru_unlink(c, r);
 				lru_push_head(c, r);
@@ -330,7 +374,7 @@ static bool evict_one(struct sp_rcache *c, const struct sp_region *const *keep, 
 		seq_begin(c);
 		index_remove(c, r);
 		seq_end(c);
-		unref(c, r);
+		unref_locked(c, r);
 		c->stats.evictions++;
 		return true;
 	}
@@ -350,9 +394,8 @@ static int ensure_room(struct sp_rcache *c, size_t len, size_t free_regions, siz
 	if (max_b && len > max_b)
 		return ENOBUFS;
 	for (;;) {
-		size_t regions = (size_t)(c->stats.registrations - LD(c->stats.deregistrations)),
-		       bytes =
-			   (size_t)(c->stats.bytes_registered - LD(c->stats.bytes_deregistered));
+		size_t regions = (size_t)(c->stats.registrations - deregistered(c)),
+		       bytes = (size_t)(c->stats.bytes_registered - bytes_deregistered(c));
 
 		regions = regions > free_regions ? regions - free_regions : 0;
 		bytes = bytes > free_bytes ? bytes - free_bytes : 0;
@@ -364,26 +407,61 @@ static int ensure_room(struct sp_rcache *c, size_t len, size_t free_regions, siz
 	}
 }
 
-static SP_ALWAYS_INLINE int do_register(struct sp_rcache *c, struct sp_region *r, uintptr_t start,
-					uintptr_t end, unsigned int access)
+/*
+ * Writer: a new region gets everything only writers see before its
+ * registration call: its range, its two references (the index's and the
+ * caller's), its place at the head of the LRU list, and the counts.  The
+ * call evicts much of what the CPU had cached, so what is written before
+ * it is not paid for again after it; no other writer runs meanwhile (the
+ * lock is held), and readers find the region only once it is indexed.
+ */
+static void stage(struct sp_rcache *c, struct sp_region *r, uintptr_t start, uintptr_t end,
+		  unsigned int access)
 {
-	unsigned int flags = 0;
-	void *handle = c->ops->reg(c->ctx, (void *)start, end - start, access, &flags);
-
-	if (!handle) {
-		c->stats.registration_errors++;
-		return errno ? errno : EIO;
-	}
-	r->handle = handle;
 	ST(r->start, start);
 	ST(r->end, end);
 	ST(r->access, access);
 	ST(r->touched, 0);
-	r->lru_prev = r->lru_next = NULL;
+	r->uncached = false;
+	r->indexed = false;
+	atomic_fetch_add(&r->refs, 2);
+	lru_push_head(c, r);
+	c->n_cached++;
+	c->cached_bytes += end - start;
 	c->stats.registrations++;
 	c->stats.bytes_registered += end - start;
-	r->uncached = flags & SP_RCACHE_REG_NOCACHE;
-	return 0;
+}
+
+/* Writer: undo stage(); a registration that was made stays counted. */
+static void unstage(struct sp_rcache *c, struct sp_region *r, bool registered)
+{
+	size_t len = LD(r->end) - LD(r->start);
+
+	atomic_fetch_sub(&r->refs, 2);
+	lru_unlink(c, r);
+	c->n_cached--;
+	c->cached_bytes -= len;
+	if (!registered) {
+		c->stats.registrations--;
+		c->stats.bytes_registered -= len;
+	}
+}
+
+/* Register r's range: the handle, or NULL with errno set (and counted). */
+static SP_ALWAYS_INLINE void *do_register(struct sp_rcache *c, struct sp_region *r,
+					  unsigned int *flags)
+{
+	uintptr_t start = LD(r->start);
+	void *handle;
+
+	*flags = 0;
+	handle = c->ops->reg(c->ctx, (void *)start, LD(r->end) - start, LD(r->access), flags);
+	if (!handle) {
+		int err = errno ? errno : EIO;
+		c->stats.registration_errors++;
+		errno = err;
+	}
+	return handle;
 }
 
 /* Writer: a get that failed gives back its unused region, counts, and unlocks. */
@@ -416,6 +494,8 @@ static int get_uncached(struct sp_rcache *c, uintptr_t start, uintptr_t end, uns
 			struct sp_region **out)
 {
 	struct sp_region *r;
+	unsigned int flags;
+	void *handle;
 	int ret;
 
 	pthread_mutex_lock(&c->lock);
@@ -423,10 +503,17 @@ static int get_uncached(struct sp_rcache *c, uintptr_t start, uintptr_t end, uns
 	r = ret ? NULL : region_alloc(c);
 	if (!ret && !r)
 		ret = ENOMEM;
-	if (!ret)
-		ret = do_register(c, r, start, end, access);
 	if (ret)
 		return get_failed(c, r, ret);
+	stage(c, r, start, end, access);
+	handle = do_register(c, r, &flags);
+	if (!handle) {
+		ret = errno;
+		unstage(c, r, false);
+		return get_failed(c, r, ret);
+	}
+	r->handle = handle;
+	unstage(c, r, true);
 	*out = hand_out_uncached(c, r);
 	return 0;
 }
@@ -478,20 +565,34 @@ static size_t merge_set(struct sp_rcache *c, uintptr_t *start, uintptr_t *end, u
 }
 
 static SP_ALWAYS_INLINE int get_slow(struct sp_rcache *c, uintptr_t start, uintptr_t end,
-				     unsigned int access, uint32_t miss_seq, struct sp_region **out)
+				     unsigned int access, uint32_t miss_seq, struct sp_rdir *leaf,
+				     struct sp_region **out)
 {
 	struct sp_region *set[VICTIMS], *r;
 	struct sp_index_slot one;
 	uintptr_t mstart = start, mend = end;
-	unsigned int macc = access;
+	unsigned int macc = access, flags;
 	size_t nset = 0, touching = 0, free_regions = 0, free_bytes = 0;
-	int ret;
+	int ret, prepared = -1;
+	uint32_t seq;
+	void *handle;
 
 	collect_garbage(c);
 	pthread_mutex_lock(&c->lock);
 	apply_pending(c);
-	/* The index unchanged since the lock-free lookup missed: no need to look again. */
-	r = LD(c->seq) == miss_seq ? NULL : lookup_locked(c, start, end, access);
+	/*
+	 * The index unchanged since the lock-free lookup missed: no need to
+	 * look again, and the directory it ended in is still the one for the
+	 * range.  A small range with nothing around it there (most misses)
+	 * needs no merge search and no walk to insert it.
+	 */
+	if (LD(c->seq) == miss_seq) {
+		r = NULL;
+		if (leaf && sp_index_alone_in_leaf(leaf, start, end, &one))
+			prepared = 0;
+	} else {
+		r = lookup_locked(c, start, end, access);
+	}
 	if (r) {
 		pthread_mutex_unlock(&c->lock);
 		sp_count(&c->stats.hits, 1);
@@ -499,7 +600,7 @@ static SP_ALWAYS_INLINE int get_slow(struct sp_rcache *c, uintptr_t start, uintp
 		return 0;
 	}
 	c->stats.misses++;
-	if (c->cfg.merge)
+	if (prepared && c->cfg.merge)
 		nset = merge_set(c, &mstart, &mend, &macc, set, VICTIMS, &touching);
 	if (!nset) {
 		mstart = start;
@@ -511,56 +612,73 @@ static SP_ALWAYS_INLINE int get_slow(struct sp_rcache *c, uintptr_t start, uintp
 			free_regions++;
 			free_bytes += LD(set[i]->end) - LD(set[i]->start);
 		}
+	seq = LD(c->seq);
 	ret = ensure_room(c, mend - mstart, free_regions, free_bytes,
 			  (const struct sp_region *const *)set, nset);
 	r = ret ? NULL : region_alloc(c);
 	if (!ret && !r)
 		ret = ENOMEM;
-	if (!ret) {
-		ret = do_register(c, r, mstart, mend, macc);
-		if (ret && (mstart != start || mend != end || macc != access)) {
-			/* The merged range may reach memory that cannot be registered. */
-			c->stats.unmerged_retries++;
-			nset = 0;
-			mstart = start;
-			mend = end;
-			macc = access;
-			ret = ensure_room(c, mend - mstart, 0, 0, NULL, 0);
-			if (!ret)
-				ret = do_register(c, r, start, end, access);
-		}
-	}
 	if (ret)
 		return get_failed(c, r, ret);
-	if (r->uncached) {
+	/* Evictions may have given the directory found above back: find the place again. */
+	if (!prepared && LD(c->seq) != seq)
+		prepared = -1;
+
+	/*
+	 * The index's directories too, unless cached regions are to be
+	 * replaced first (removing them may give directories back).  When
+	 * the merge search found no region even touching the range, none
+	 * overlaps it.
+	 */
+	if (prepared && !touching && c->cfg.merge)
+		prepared = sp_index_prepare(c, mstart, mend, &one);
+	stage(c, r, mstart, mend, macc);
+	handle = do_register(c, r, &flags);
+	if (!handle && (mstart != start || mend != end || macc != access)) {
+		/* The merged range may reach memory that cannot be registered. */
+		c->stats.unmerged_retries++;
+		unstage(c, r, false);
+		nset = touching = 0;
+		mstart = start;
+		mend = end;
+		macc = access;
+		prepared = -1;
+		ret = ensure_room(c, mend - mstart, 0, 0, NULL, 0);
+		if (ret)
+			return get_failed(c, r, ret);
+		stage(c, r, mstart, mend, macc);
+		handle = do_register(c, r, &flags);
+	}
+	if (!handle) {
+		ret = errno;
+		unstage(c, r, false);
+		return get_failed(c, r, ret);
+	}
+	r->handle = handle;
+	if (flags & SP_RCACHE_REG_NOCACHE) {
 		/* The memory cannot be watched: it is registered for this use only. */
+		unstage(c, r, true);
 		*out = hand_out_uncached(c, r);
 		return 0;
 	}
 	if (nset)
 		c->stats.merges++;
-
-	/*
-	 * The new region replaces every cached region inside its range; when
-	 * the merge search found no region even touching it, none overlaps it.
-	 */
-	if (touching || !c->cfg.merge)
+	if (prepared < 0) {
+		/* The new region replaces every cached region inside its range. */
 		remove_overlapping(c, mstart, mend);
-	if (sp_index_prepare(c, mstart, mend, &one)) {
+		prepared = sp_index_prepare(c, mstart, mend, &one);
+	}
+	if (prepared) {
 		/* No memory for the index: hand the registration out uncached. */
+		unstage(c, r, true);
 		*out = hand_out_uncached(c, r);
 		return 0;
 	}
-	r->uncached = false;
-	atomic_fetch_add(&r->refs, 2); /* the index's and the caller's */
 	atomic_store_explicit(&r->state, SP_RR_LIVE, memory_order_release);
 	seq_begin(c);
 	sp_index_insert(c, r, &one);
 	seq_end(c);
 	r->indexed = true;
-	lru_push_head(c, r);
-	c->n_cached++;
-	c->cached_bytes += mend - mstart;
 	pthread_mutex_unlock(&c->lock);
 	collect_garbage(c);
 	*out = r;
@@ -588,15 +706,16 @@ int sp_rcache_get(struct sp_rcache *c, void *addr, size_t len, unsigned int acce
 		return ret;
 	}
 	uint32_t miss_seq = 1;
+	struct sp_rdir *leaf = NULL;
 	if (!atomic_load(&c->inv_pending)) {
-		r = lookup_fast(c, start, end, access, &miss_seq);
+		r = lookup_fast(c, start, end, access, &miss_seq, &leaf);
 		if (r) {
 			count_fast_hit(c);
 			*region = r;
 			return 0;
 		}
 	}
-	ret = get_slow(c, start, end, access, miss_seq, &r);
+	ret = get_slow(c, start, end, access, miss_seq, leaf, &r);
 	if (!ret)
 		*region = r;
 	return ret;
@@ -767,14 +886,14 @@ int sp_rcache_destroy(struct sp_rcache *c)
 	for (struct sp_region *r = c->lru_head; r; r = r->lru_next)
 		if (LD(r->refs) > 1)
 			goto busy;
-	if ((size_t)(c->stats.registrations - LD(c->stats.deregistrations)) != c->n_cached)
+	if ((size_t)(c->stats.registrations - deregistered(c)) != c->n_cached)
 		goto busy; /* uncached or invalidated regions still held */
 	while (c->lru_head) {
 		struct sp_region *r = c->lru_head;
 		seq_begin(c);
 		index_remove(c, r);
 		seq_end(c);
-		unref(c, r);
+		unref_locked(c, r);
 	}
 	collect_garbage(c);
 	pthread_mutex_unlock(&c->lock);
@@ -805,8 +924,8 @@ void sp_rcache_get_stats(struct sp_rcache *c, struct sp_rcache_stats *s)
 	s->no_buffers = k->no_buffers;
 	s->uncached = k->uncached;
 	s->cached_regions = c->n_cached;
-	s->deregistrations = LD(k->deregistrations);
-	s->bytes_pinned = k->bytes_registered - LD(k->bytes_deregistered);
+	s->deregistrations = deregistered(c);
+	s->bytes_pinned = k->bytes_registered - bytes_deregistered(c);
 	pthread_mutex_unlock(&c->lock);
 	s->regions = s->registrations - s->deregistrations;
 	s->hits = LD(k->hits);

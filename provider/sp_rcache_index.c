@@ -118,6 +118,7 @@ int sp_index_prepare(struct sp_rcache *c, uintptr_t start, uintptr_t end, struct
 	struct sp_rdir *owner;
 
 	one->e = NULL;
+	one->leaf = NULL;
 	if (e >> (BITS * LEVELS))
 		return ERANGE;
 	while (p < e) {
@@ -139,6 +140,12 @@ void sp_index_insert(struct sp_rcache *c, struct sp_region *r, const struct sp_i
 	uint64_t p = LD(r->start) / SP_RCACHE_PAGE, e = LD(r->end) / SP_RCACHE_PAGE;
 	struct sp_rdir *owner;
 
+	if (one->leaf) {
+		for (unsigned int i = 0; i < one->count; i++)
+			ST(one->leaf->e[one->first + i], (uintptr_t)r | TAG_REGION);
+		one->leaf->used += one->count;
+		return;
+	}
 	if (one->e) {
 		ST(*one->e, (uintptr_t)r | TAG_REGION);
 		one->owner->used++;
@@ -151,6 +158,25 @@ void sp_index_insert(struct sp_rcache *c, struct sp_region *r, const struct sp_i
 		owner->used++;
 		p += span(level);
 	}
+}
+
+bool sp_index_alone_in_leaf(struct sp_rdir *leaf, uintptr_t start, uintptr_t end,
+			    struct sp_index_slot *one)
+{
+	uint64_t p = start / SP_RCACHE_PAGE, n = end / SP_RCACHE_PAGE - p;
+	unsigned int first = idx(p, 0);
+
+	/* The pages before and after must be in leaf too: [first - 1, first + n]. */
+	if (!first || first + n + 1 > FAN)
+		return false;
+	for (unsigned int i = first - 1; i <= first + n; i++)
+		if (LD(leaf->e[i]))
+			return false;
+	one->e = NULL;
+	one->leaf = leaf;
+	one->first = first;
+	one->count = (unsigned int)n;
+	return true;
 }
 
 /* Clear page's entry at level; give back directories that become empty. */

@@ -96,10 +96,12 @@ struct sp_rcache_counters {
 	/* the garbage collector's, lock-free: */
 	_Atomic uint64_t deregistrations;
 	_Atomic uint64_t bytes_deregistered;
-	/* the rest, under c->lock: */
+	/* the rest, under c->lock (an eviction touches the first three): */
+	uint64_t evictions;
+	uint64_t writer_deregistrations; /* released at once by a writer, see unref_locked() */
+	uint64_t writer_bytes_deregistered;
 	uint64_t merges;
 	uint64_t unmerged_retries;
-	uint64_t evictions;
 	uint64_t invalidated;
 	uint64_t registration_errors;
 	uint64_t no_buffers;
@@ -193,17 +195,25 @@ static inline unsigned int sp_rdir_idx(uint64_t page, int level)
 	       ((1u << SP_RCACHE_RADIX_BITS) - 1);
 }
 
-/* Lock-free (inline: the hit path): the region holding addr's page, or NULL. */
-static inline struct sp_region *sp_index_lookup(struct sp_rcache *c, uintptr_t addr)
+/*
+ * Lock-free (inline: the hit path): the region holding addr's page, or
+ * NULL; *leaf is the last-level directory of addr's page when the walk
+ * reached it, else NULL.
+ */
+static inline struct sp_region *sp_index_lookup_leaf(struct sp_rcache *c, uintptr_t addr,
+						     struct sp_rdir **leaf)
 {
 	uint64_t page = addr / SP_RCACHE_PAGE;
 	struct sp_rdir *d = atomic_load_explicit(&c->root, memory_order_relaxed);
 
+	*leaf = NULL;
 	if (page >> (SP_RCACHE_RADIX_BITS * SP_RCACHE_RADIX_LEVELS))
 		return NULL;
 	for (int level = SP_RCACHE_RADIX_LEVELS - 1; d; level--) {
 		uintptr_t e =
 		    atomic_load_explicit(&d->e[sp_rdir_idx(page, level)], memory_order_relaxed);
+		if (!level)
+			*leaf = d;
 		if (e & SP_RDIR_TAG_REGION)
 			return (struct sp_region *)(e & ~SP_RDIR_TAG_REGION);
 		if (!level)
@@ -213,16 +223,37 @@ static inline struct sp_region *sp_index_lookup(struct sp_rcache *c, uintptr_t a
 	return NULL;
 }
 
+static inline struct sp_region *sp_index_lookup(struct sp_rcache *c, uintptr_t addr)
+{
+	struct sp_rdir *leaf;
+
+	return sp_index_lookup_leaf(c, addr, &leaf);
+}
+
 /* Writer: the region at the lowest page of [start, end) (bytes), or NULL. */
 struct sp_region *sp_index_first_overlap(struct sp_rcache *c, uintptr_t start, uintptr_t end);
-/* Where a one-block range goes, found by sp_index_prepare (e NULL: walk again). */
+/*
+ * Where a range goes when its entries are known before the insertion:
+ * one block (e, in owner), or count pages of one last-level directory
+ * (leaf, from entry first).  Both NULL: the insertion walks the index.
+ */
 struct sp_index_slot {
 	_Atomic uintptr_t *e;
 	struct sp_rdir *owner;
+	struct sp_rdir *leaf;
+	unsigned int first, count;
 };
 /* Writer, before seq_begin: create the directories [start, end) needs. 0, ENOMEM, ERANGE. */
 int sp_index_prepare(struct sp_rcache *c, uintptr_t start, uintptr_t end,
 		     struct sp_index_slot *one);
+/*
+ * Writer, with the index unchanged since a lookup of start's page found
+ * leaf: true when [start, end) lies inside leaf with empty entries on both
+ * sides, so that nothing overlaps or touches it, and then *one is where it
+ * goes (sp_index_prepare is not needed).  False: ask the general way.
+ */
+bool sp_index_alone_in_leaf(struct sp_rdir *leaf, uintptr_t start, uintptr_t end,
+			    struct sp_index_slot *one);
 /* Writer, inside seq_begin/seq_end, after sp_index_prepare of r's range: cannot fail. */
 void sp_index_insert(struct sp_rcache *c, struct sp_region *r, const struct sp_index_slot *one);
 void sp_index_remove(struct sp_rcache *c, struct sp_region *r);

@@ -414,6 +414,25 @@ Test(rcache, lru_evicts_least_recently_used_unused_region)
 	finish();
 }
 
+/*
+ * A miss finds its place in the index before making room; the eviction
+ * that makes room may empty that directory and give it back.  The new
+ * region must still land in the index, where lookups find it.
+ */
+Test(rcache, eviction_that_empties_the_directory_found_by_the_miss)
+{
+	c = make(1, 0, 0, true);
+	sp_rcache_put(c, get(BASE + 100 * PG, PG, VB_ACCESS_ALL));
+	struct sp_region *b = get(BASE + 105 * PG, PG, VB_ACCESS_ALL);
+	cr_assert_eq(stats().evictions, 1);
+	struct sp_region *again = get(BASE + 105 * PG, PG, VB_ACCESS_ALL);
+	cr_assert_eq(again, b, "the new region is not in the index");
+	cr_assert_eq(stats().hits, 1);
+	sp_rcache_put(c, again);
+	sp_rcache_put(c, b);
+	finish();
+}
+
 Test(rcache, in_use_regions_are_never_evicted)
 {
 	c = make(2, 0, 0, false);
@@ -530,6 +549,8 @@ Test(rcache, environment_settings)
 Test(rcache, randomized_against_a_model)
 {
 	enum { PAGES = 96, OPS = 40000 };
+	/* The window crosses from one last-level directory into the next. */
+	const uintptr_t WIN = BASE + 470 * (uintptr_t)PG;
 	static int inv_epoch[PAGES]; /* invalidations that covered each page */
 	enum { HELD = 4 };
 	struct held {
@@ -549,18 +570,18 @@ Test(rcache, randomized_against_a_model)
 		case 1: {
 			unsigned int acc = (x >> 23) & 1 ? VB_ACCESS_ALL : VB_ACCESS_REMOTE_READ;
 			struct sp_region *r = NULL;
-			int ret = sp_rcache_get(c, (void *)(BASE + page * PG + (x & 63)),
+			int ret = sp_rcache_get(c, (void *)(WIN + page * PG + (x & 63)),
 						npages * PG - 64, acc, &r);
 			if (ret == ENOBUFS)
 				break;
 			cr_assert_eq(ret, 0);
-			cr_assert(sp_region_start(r) <= BASE + page * PG &&
-				  sp_region_end(r) >= BASE + (page + npages) * PG);
+			cr_assert(sp_region_start(r) <= WIN + page * PG &&
+				  sp_region_end(r) >= WIN + (page + npages) * PG);
 			cr_assert_eq(sp_region_access(r) & acc, acc);
 			/* Never stale: registered after the last invalidation of its pages. */
 			struct fake_reg *fr = sp_region_handle(r);
-			for (uintptr_t p = (sp_region_start(r) - BASE) / PG;
-			     p < (sp_region_end(r) - BASE) / PG; p++)
+			for (uintptr_t p = (sp_region_start(r) - WIN) / PG;
+			     p < (sp_region_end(r) - WIN) / PG; p++)
 				cr_assert_gt(fr->id, inv_epoch[p], "stale region for page %lu",
 					     (unsigned long)p);
 			struct held *h = &held[x % HELD];
@@ -572,11 +593,11 @@ Test(rcache, randomized_against_a_model)
 		case 2: {
 			size_t n;
 			if ((x >> 22) & 1) {
-				cr_assert_eq(sp_rcache_invalidate(c, (void *)(BASE + page * PG + 1),
+				cr_assert_eq(sp_rcache_invalidate(c, (void *)(WIN + page * PG + 1),
 								  npages * PG - 2, &n),
 					     0);
 			} else {
-				sp_rcache_invalidate_deferred(c, (void *)(BASE + page * PG + 1),
+				sp_rcache_invalidate_deferred(c, (void *)(WIN + page * PG + 1),
 							      npages * PG - 2);
 			}
 			for (uintptr_t p = page; p < page + npages; p++)

@@ -141,24 +141,13 @@ static void collect_garbage_list(struct sp_rcache *c)
 /* Inline: most calls find nothing to do. */
 static inline void collect_garbage(struct sp_rcache *c)
 {
-	if (atomic_load_explicit(&c->garbage, memory_order_relaxed))
+	if (sp_unlikely(atomic_load_explicit(&c->garbage, memory_order_relaxed)))
 		collect_garbage_list(c);
 }
 
-/* Writer: a region from the pool; the shared free stack is taken whole, once in a while. */
-static struct sp_region *region_alloc(struct sp_rcache *c)
+/* Writer: a new slab of regions for the pool; NULL on ENOMEM. */
+static struct sp_region *region_alloc_slab(struct sp_rcache *c)
 {
-	struct sp_region *r = c->local_free;
-
-	if (!r)
-		r = c->local_free = atomic_exchange(&c->free_pool, NULL);
-	if (r) {
-		c->local_free = LD(r->next_free);
-		/* The next miss's region: a pooled line is long out of the CPU cache. */
-		if (c->local_free)
-			__builtin_prefetch(c->local_free, 1);
-		return r;
-	}
 	if (c->n_slabs == c->cap_slabs) {
 		size_t cap = c->cap_slabs ? 2 * c->cap_slabs : 16;
 		void **s = realloc(c->slabs, cap * sizeof(*s));
@@ -176,6 +165,22 @@ static struct sp_region *region_alloc(struct sp_rcache *c)
 		c->local_free = &slab[i];
 	}
 	return &slab[0];
+}
+
+/* Writer: a region from the pool; the shared free stack is taken whole, once in a while. */
+static inline struct sp_region *region_alloc(struct sp_rcache *c)
+{
+	struct sp_region *r = c->local_free;
+
+	if (sp_unlikely(!r))
+		r = c->local_free = atomic_exchange(&c->free_pool, NULL);
+	if (sp_unlikely(!r))
+		return region_alloc_slab(c);
+	c->local_free = LD(r->next_free);
+	/* The next miss's region: a pooled line is long out of the CPU cache. */
+	if (sp_likely(c->local_free))
+		__builtin_prefetch(c->local_free, 1);
+	return r;
 }
 
 static void seq_begin(struct sp_rcache *c)
@@ -285,7 +290,7 @@ static void apply_pending_ranges(struct sp_rcache *c)
 /* Inline: most calls find nothing queued. */
 static inline void apply_pending(struct sp_rcache *c)
 {
-	if (atomic_load(&c->inv_pending))
+	if (sp_unlikely(atomic_load(&c->inv_pending)))
 		apply_pending_ranges(c);
 }
 
@@ -301,14 +306,14 @@ static struct sp_region *lookup_fast(struct sp_rcache *c, uintptr_t start, uintp
 		uint32_t s1 = atomic_load_explicit(&c->seq, memory_order_acquire);
 		struct sp_region *r;
 
-		if (s1 & 1)
+		if (sp_unlikely(s1 & 1))
 			continue;
 		r = sp_index_lookup_leaf(c, start, leaf);
 		if (!r || LD(r->end) < end || (LD(r->access) & access) != access) {
 			/* A miss in the index as of s1: the slow path looks again only if it moved.
 			 */
 			atomic_thread_fence(memory_order_acquire);
-			if (LD(c->seq) == s1)
+			if (sp_likely(LD(c->seq) == s1))
 				*miss_seq = s1;
 			return NULL;
 		}
@@ -386,25 +391,38 @@ static bool evict_one(struct sp_rcache *c, const struct sp_region *const *keep, 
  * free_regions/free_bytes that the caller will release anyway.  Evicts and
  * deregisters as needed.  ENOBUFS when everything left is in use.
  */
-static int ensure_room(struct sp_rcache *c, size_t len, size_t free_regions, size_t free_bytes,
-		       const struct sp_region *const *keep, size_t nkeep)
+static inline bool has_room(const struct sp_rcache *c, size_t len, size_t free_regions,
+			    size_t free_bytes)
 {
 	size_t max_r = c->cfg.max_regions, max_b = c->cfg.max_bytes;
+	size_t regions = (size_t)(c->stats.registrations - deregistered(c)),
+	       bytes = (size_t)(c->stats.bytes_registered - bytes_deregistered(c));
 
-	if (max_b && len > max_b)
+	regions = regions > free_regions ? regions - free_regions : 0;
+	bytes = bytes > free_bytes ? bytes - free_bytes : 0;
+	return (!max_r || regions + 1 <= max_r) && (!max_b || bytes + len <= max_b);
+}
+
+static int make_room(struct sp_rcache *c, size_t len, size_t free_regions, size_t free_bytes,
+		     const struct sp_region *const *keep, size_t nkeep)
+{
+	if (c->cfg.max_bytes && len > c->cfg.max_bytes)
 		return ENOBUFS;
-	for (;;) {
-		size_t regions = (size_t)(c->stats.registrations - deregistered(c)),
-		       bytes = (size_t)(c->stats.bytes_registered - bytes_deregistered(c));
-
-		regions = regions > free_regions ? regions - free_regions : 0;
-		bytes = bytes > free_bytes ? bytes - free_bytes : 0;
-		if ((!max_r || regions + 1 <= max_r) && (!max_b || bytes + len <= max_b))
-			return 0;
+	do {
 		if (!evict_one(c, keep, nkeep))
 			return ENOBUFS;
 		collect_garbage(c);
-	}
+	} while (!has_room(c, len, free_regions, free_bytes));
+	return 0;
+}
+
+/* Inline: a cache below its limits (the usual miss) only compares. */
+static inline int ensure_room(struct sp_rcache *c, size_t len, size_t free_regions,
+			      size_t free_bytes, const struct sp_region *const *keep, size_t nkeep)
+{
+	if (sp_likely(has_room(c, len, free_regions, free_bytes)))
+		return 0;
+	return make_room(c, len, free_regions, free_bytes, keep, nkeep);
 }
 
 /*
@@ -415,8 +433,8 @@ static int ensure_room(struct sp_rcache *c, size_t len, size_t free_regions, siz
  * it is not paid for again after it; no other writer runs meanwhile (the
  * lock is held), and readers find the region only once it is indexed.
  */
-static void stage(struct sp_rcache *c, struct sp_region *r, uintptr_t start, uintptr_t end,
-		  unsigned int access)
+static SP_ALWAYS_INLINE void stage(struct sp_rcache *c, struct sp_region *r, uintptr_t start,
+				   uintptr_t end, unsigned int access)
 {
 	ST(r->start, start);
 	ST(r->end, end);
@@ -456,7 +474,7 @@ static SP_ALWAYS_INLINE void *do_register(struct sp_rcache *c, struct sp_region 
 
 	*flags = 0;
 	handle = c->ops->reg(c->ctx, (void *)start, LD(r->end) - start, LD(r->access), flags);
-	if (!handle) {
+	if (sp_unlikely(!handle)) {
 		int err = errno ? errno : EIO;
 		c->stats.registration_errors++;
 		errno = err;
@@ -574,7 +592,7 @@ static SP_ALWAYS_INLINE int get_slow(struct sp_rcache *c, uintptr_t start, uintp
 	unsigned int macc = access, flags;
 	size_t nset = 0, touching = 0, free_regions = 0, free_bytes = 0;
 	int ret, prepared = -1;
-	uint32_t seq;
+	uint64_t given_back;
 	void *handle;
 
 	collect_garbage(c);
@@ -586,23 +604,23 @@ static SP_ALWAYS_INLINE int get_slow(struct sp_rcache *c, uintptr_t start, uintp
 	 * range.  A small range with nothing around it there (most misses)
 	 * needs no merge search and no walk to insert it.
 	 */
-	if (LD(c->seq) == miss_seq) {
+	if (sp_likely(LD(c->seq) == miss_seq)) {
 		r = NULL;
-		if (leaf && sp_index_alone_in_leaf(leaf, start, end, &one))
+		if (sp_likely(leaf && sp_index_alone_in_leaf(leaf, start, end, &one)))
 			prepared = 0;
 	} else {
 		r = lookup_locked(c, start, end, access);
 	}
-	if (r) {
+	if (sp_unlikely(r)) {
 		pthread_mutex_unlock(&c->lock);
 		sp_count(&c->stats.hits, 1);
 		*out = r;
 		return 0;
 	}
 	c->stats.misses++;
-	if (prepared && c->cfg.merge)
+	if (sp_unlikely(prepared && c->cfg.merge))
 		nset = merge_set(c, &mstart, &mend, &macc, set, VICTIMS, &touching);
-	if (!nset) {
+	if (sp_likely(!nset)) {
 		mstart = start;
 		mend = end;
 		macc = access;
@@ -612,16 +630,19 @@ static SP_ALWAYS_INLINE int get_slow(struct sp_rcache *c, uintptr_t start, uintp
 			free_regions++;
 			free_bytes += LD(set[i]->end) - LD(set[i]->start);
 		}
-	seq = LD(c->seq);
+	given_back = c->dirs_given_back;
 	ret = ensure_room(c, mend - mstart, free_regions, free_bytes,
 			  (const struct sp_region *const *)set, nset);
 	r = ret ? NULL : region_alloc(c);
-	if (!ret && !r)
+	if (sp_unlikely(!ret && !r))
 		ret = ENOMEM;
-	if (ret)
+	if (sp_unlikely(ret))
 		return get_failed(c, r, ret);
-	/* Evictions may have given the directory found above back: find the place again. */
-	if (!prepared && LD(c->seq) != seq)
+	/*
+	 * Evictions only empty entries, so nothing came to touch the range;
+	 * but one may have given back the directory found above.
+	 */
+	if (sp_unlikely(!prepared && c->dirs_given_back != given_back))
 		prepared = -1;
 
 	/*
@@ -630,11 +651,11 @@ static SP_ALWAYS_INLINE int get_slow(struct sp_rcache *c, uintptr_t start, uintp
 	 * the merge search found no region even touching the range, none
 	 * overlaps it.
 	 */
-	if (prepared && !touching && c->cfg.merge)
+	if (sp_unlikely(prepared && !touching && c->cfg.merge))
 		prepared = sp_index_prepare(c, mstart, mend, &one);
 	stage(c, r, mstart, mend, macc);
 	handle = do_register(c, r, &flags);
-	if (!handle && (mstart != start || mend != end || macc != access)) {
+	if (sp_unlikely(!handle && (mstart != start || mend != end || macc != access))) {
 		/* The merged range may reach memory that cannot be registered. */
 		c->stats.unmerged_retries++;
 		unstage(c, r, false);
@@ -649,26 +670,26 @@ static SP_ALWAYS_INLINE int get_slow(struct sp_rcache *c, uintptr_t start, uintp
 		stage(c, r, mstart, mend, macc);
 		handle = do_register(c, r, &flags);
 	}
-	if (!handle) {
+	if (sp_unlikely(!handle)) {
 		ret = errno;
 		unstage(c, r, false);
 		return get_failed(c, r, ret);
 	}
 	r->handle = handle;
-	if (flags & SP_RCACHE_REG_NOCACHE) {
+	if (sp_unlikely(flags & SP_RCACHE_REG_NOCACHE)) {
 		/* The memory cannot be watched: it is registered for this use only. */
 		unstage(c, r, true);
 		*out = hand_out_uncached(c, r);
 		return 0;
 	}
-	if (nset)
+	if (sp_unlikely(nset))
 		c->stats.merges++;
-	if (prepared < 0) {
+	if (sp_unlikely(prepared < 0)) {
 		/* The new region replaces every cached region inside its range. */
 		remove_overlapping(c, mstart, mend);
 		prepared = sp_index_prepare(c, mstart, mend, &one);
 	}
-	if (prepared) {
+	if (sp_unlikely(prepared)) {
 		/* No memory for the index: hand the registration out uncached. */
 		unstage(c, r, true);
 		*out = hand_out_uncached(c, r);
@@ -692,14 +713,15 @@ int sp_rcache_get(struct sp_rcache *c, void *addr, size_t len, unsigned int acce
 	struct sp_region *r;
 	int ret;
 
-	if (!len || a + len < a || a + len > UINTPTR_MAX - SP_RCACHE_PAGE ||
-	    (access & ~(unsigned int)VB_ACCESS_ALL))
+	if (sp_unlikely(!len || a + len < a || a + len > UINTPTR_MAX - SP_RCACHE_PAGE ||
+			(access & ~(unsigned int)VB_ACCESS_ALL)))
 		return EINVAL;
-	if (forked(c))
+	if (sp_unlikely(forked(c)))
 		return EPERM;
 	start = sp_page_floor(a);
 	end = sp_page_ceil(a + len);
-	if (!c->cfg.enable || (c->cfg.max_region_size && end - start > c->cfg.max_region_size)) {
+	if (sp_unlikely(!c->cfg.enable ||
+			(c->cfg.max_region_size && end - start > c->cfg.max_region_size))) {
 		ret = get_uncached(c, start, end, access, &r);
 		if (!ret)
 			*region = r;
@@ -707,7 +729,7 @@ int sp_rcache_get(struct sp_rcache *c, void *addr, size_t len, unsigned int acce
 	}
 	uint32_t miss_seq = 1;
 	struct sp_rdir *leaf = NULL;
-	if (!atomic_load(&c->inv_pending)) {
+	if (sp_likely(!atomic_load(&c->inv_pending))) {
 		r = lookup_fast(c, start, end, access, &miss_seq, &leaf);
 		if (r) {
 			count_fast_hit(c);

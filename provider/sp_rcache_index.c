@@ -135,17 +135,11 @@ int sp_index_prepare(struct sp_rcache *c, uintptr_t start, uintptr_t end, struct
 	return 0;
 }
 
-void sp_index_insert(struct sp_rcache *c, struct sp_region *r, const struct sp_index_slot *one)
+void sp_index_insert_slow(struct sp_rcache *c, struct sp_region *r, const struct sp_index_slot *one)
 {
 	uint64_t p = LD(r->start) / SP_RCACHE_PAGE, e = LD(r->end) / SP_RCACHE_PAGE;
 	struct sp_rdir *owner;
 
-	if (one->leaf) {
-		for (unsigned int i = 0; i < one->count; i++)
-			ST(one->leaf->e[one->first + i], (uintptr_t)r | TAG_REGION);
-		one->leaf->used += one->count;
-		return;
-	}
 	if (one->e) {
 		ST(*one->e, (uintptr_t)r | TAG_REGION);
 		one->owner->used++;
@@ -160,56 +154,53 @@ void sp_index_insert(struct sp_rcache *c, struct sp_region *r, const struct sp_i
 	}
 }
 
-bool sp_index_alone_in_leaf(struct sp_rdir *leaf, uintptr_t start, uintptr_t end,
-			    struct sp_index_slot *one)
+/* Unlink the empty directories on page's path bottom-up, from level up; the root stays. */
+static void give_back_empty(struct sp_rcache *c, struct sp_rdir *const *path, struct sp_rdir *d,
+			    uint64_t page, int level)
 {
-	uint64_t p = start / SP_RCACHE_PAGE, n = end / SP_RCACHE_PAGE - p;
-	unsigned int first = idx(p, 0);
-
-	/* The pages before and after must be in leaf too: [first - 1, first + n]. */
-	if (!first || first + n + 1 > FAN)
-		return false;
-	for (unsigned int i = first - 1; i <= first + n; i++)
-		if (LD(leaf->e[i]))
-			return false;
-	one->e = NULL;
-	one->leaf = leaf;
-	one->first = first;
-	one->count = (unsigned int)n;
-	return true;
-}
-
-/* Clear page's entry at level; give back directories that become empty. */
-static void clear_entry(struct sp_rcache *c, uint64_t page, int level)
-{
-	struct sp_rdir *path[LEVELS];
-	struct sp_rdir *d = LD(c->root);
-	int l;
-
-	for (l = LEVELS - 1; l > level; l--) {
-		path[l] = d;
-		d = (struct sp_rdir *)LD(d->e[idx(page, l)]);
-	}
-	ST(d->e[idx(page, level)], 0);
-	d->used--;
-	/* Unlink empty directories bottom-up; the root stays. */
-	for (l = level + 1; l < LEVELS && !d->used; l++) {
+	for (int l = level + 1; l < LEVELS && !d->used; l++) {
 		struct sp_rdir *parent = path[l];
 		ST(parent->e[idx(page, l)], 0);
 		parent->used--;
 		d->next = c->dir_free;
 		c->dir_free = d;
+		c->dirs_given_back++;
 		d = parent;
 	}
+}
+
+/* The directory at level on page's path, with the path above it in path[]. */
+static struct sp_rdir *walk_to(struct sp_rcache *c, uint64_t page, int level, struct sp_rdir **path)
+{
+	struct sp_rdir *d = LD(c->root);
+
+	for (int l = LEVELS - 1; l > level; l--) {
+		path[l] = d;
+		d = (struct sp_rdir *)LD(d->e[idx(page, l)]);
+	}
+	return d;
 }
 
 void sp_index_remove(struct sp_rcache *c, struct sp_region *r)
 {
 	uint64_t p = LD(r->start) / SP_RCACHE_PAGE, e = LD(r->end) / SP_RCACHE_PAGE;
+	struct sp_rdir *path[LEVELS], *d;
 
+	if (p / FAN == (e - 1) / FAN && e - p < FAN) {
+		/* Inside one last-level directory (the usual region): one walk. */
+		d = walk_to(c, p, 0, path);
+		for (uint64_t q = p; q < e; q++)
+			ST(d->e[idx(q, 0)], 0);
+		d->used -= (uint32_t)(e - p);
+		give_back_empty(c, path, d, p, 0);
+		return;
+	}
 	while (p < e) {
 		int level = block_level(p, e);
-		clear_entry(c, p, level);
+		d = walk_to(c, p, level, path);
+		ST(d->e[idx(p, level)], 0);
+		d->used--;
+		give_back_empty(c, path, d, p, level);
 		p += span(level);
 	}
 }

@@ -43,6 +43,15 @@
  */
 #define SP_ALWAYS_INLINE inline __attribute__((always_inline))
 
+/*
+ * The same system call also leaves the branch predictors holding little of
+ * ours: a branch it has no history for is predicted to fall through.  The
+ * miss path marks its rare cases, so that its usual one is straight-line
+ * code that such a prediction gets right.
+ */
+#define sp_likely(x) __builtin_expect(!!(x), 1)
+#define sp_unlikely(x) __builtin_expect(!!(x), 0)
+
 enum sp_rregion_state { SP_RR_FREE, SP_RR_LIVE, SP_RR_DEAD, SP_RR_GARBAGE };
 
 struct sp_region {
@@ -155,6 +164,7 @@ struct sp_rcache {
 	struct sp_rdir **dirs; /* every directory, to free them with the cache */
 	size_t n_dirs, cap_dirs;
 	struct sp_rdir *dir_free;
+	uint64_t dirs_given_back; /* directories unlinked so far: a saved one may be stale */
 	struct sp_region *_Atomic free_pool; /* pushed by anyone */
 	_Atomic uint32_t event_holds;	     /* memory-event batches in flight */
 
@@ -206,21 +216,23 @@ static inline struct sp_region *sp_index_lookup_leaf(struct sp_rcache *c, uintpt
 	uint64_t page = addr / SP_RCACHE_PAGE;
 	struct sp_rdir *d = atomic_load_explicit(&c->root, memory_order_relaxed);
 
+	uintptr_t e;
+
 	*leaf = NULL;
-	if (page >> (SP_RCACHE_RADIX_BITS * SP_RCACHE_RADIX_LEVELS))
+	if (sp_unlikely(!d || page >> (SP_RCACHE_RADIX_BITS * SP_RCACHE_RADIX_LEVELS)))
 		return NULL;
-	for (int level = SP_RCACHE_RADIX_LEVELS - 1; d; level--) {
-		uintptr_t e =
-		    atomic_load_explicit(&d->e[sp_rdir_idx(page, level)], memory_order_relaxed);
-		if (!level)
-			*leaf = d;
-		if (e & SP_RDIR_TAG_REGION)
-			return (struct sp_region *)(e & ~SP_RDIR_TAG_REGION);
-		if (!level)
+	/* A constant count: the compiler unrolls the directory levels. */
+	for (int level = SP_RCACHE_RADIX_LEVELS - 1; level > 0; level--) {
+		e = atomic_load_explicit(&d->e[sp_rdir_idx(page, level)], memory_order_relaxed);
+		if (sp_unlikely(!e))
 			return NULL;
+		if (sp_unlikely(e & SP_RDIR_TAG_REGION))
+			return (struct sp_region *)(e & ~SP_RDIR_TAG_REGION);
 		d = (struct sp_rdir *)e;
 	}
-	return NULL;
+	*leaf = d;
+	e = atomic_load_explicit(&d->e[sp_rdir_idx(page, 0)], memory_order_relaxed);
+	return e & SP_RDIR_TAG_REGION ? (struct sp_region *)(e & ~SP_RDIR_TAG_REGION) : NULL;
 }
 
 static inline struct sp_region *sp_index_lookup(struct sp_rcache *c, uintptr_t addr)
@@ -251,11 +263,46 @@ int sp_index_prepare(struct sp_rcache *c, uintptr_t start, uintptr_t end,
  * leaf: true when [start, end) lies inside leaf with empty entries on both
  * sides, so that nothing overlaps or touches it, and then *one is where it
  * goes (sp_index_prepare is not needed).  False: ask the general way.
+ * Inline, as the insertion below: the usual miss.
  */
-bool sp_index_alone_in_leaf(struct sp_rdir *leaf, uintptr_t start, uintptr_t end,
-			    struct sp_index_slot *one);
+static inline bool sp_index_alone_in_leaf(struct sp_rdir *leaf, uintptr_t start, uintptr_t end,
+					  struct sp_index_slot *one)
+{
+	uint64_t p = start / SP_RCACHE_PAGE, n = end / SP_RCACHE_PAGE - p;
+	unsigned int first = sp_rdir_idx(p, 0);
+
+	uintptr_t any = 0;
+
+	/* The pages before and after must be in leaf too: [first - 1, first + n]. */
+	if (sp_unlikely(!first || first + n + 1 > (1u << SP_RCACHE_RADIX_BITS)))
+		return false;
+	for (unsigned int i = first - 1; i <= first + n; i++)
+		any |= atomic_load_explicit(&leaf->e[i], memory_order_relaxed);
+	if (sp_unlikely(any))
+		return false;
+	one->e = NULL;
+	one->leaf = leaf;
+	one->first = first;
+	one->count = (unsigned int)n;
+	return true;
+}
+
+void sp_index_insert_slow(struct sp_rcache *c, struct sp_region *r,
+			  const struct sp_index_slot *one);
+
 /* Writer, inside seq_begin/seq_end, after sp_index_prepare of r's range: cannot fail. */
-void sp_index_insert(struct sp_rcache *c, struct sp_region *r, const struct sp_index_slot *one);
+static inline void sp_index_insert(struct sp_rcache *c, struct sp_region *r,
+				   const struct sp_index_slot *one)
+{
+	if (sp_unlikely(!one->leaf)) {
+		sp_index_insert_slow(c, r, one);
+		return;
+	}
+	for (unsigned int i = 0; i < one->count; i++)
+		atomic_store_explicit(&one->leaf->e[one->first + i],
+				      (uintptr_t)r | SP_RDIR_TAG_REGION, memory_order_relaxed);
+	one->leaf->used += one->count;
+}
 void sp_index_remove(struct sp_rcache *c, struct sp_region *r);
 void sp_index_fini(struct sp_rcache *c);
 

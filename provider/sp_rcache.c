@@ -82,7 +82,7 @@ static void unref(struct sp_rcache *c, struct sp_region *r)
 }
 
 /* Writer: deregister a region nobody holds any more and keep it for the next miss. */
-static void release_locked(struct sp_rcache *c, struct sp_region *r)
+static SP_ALWAYS_INLINE void release_locked(struct sp_rcache *c, struct sp_region *r)
 {
 	c->ops->dereg(c->ctx, r->handle);
 	c->stats.writer_deregistrations++;
@@ -99,13 +99,13 @@ static void release_locked(struct sp_rcache *c, struct sp_region *r)
  * atomic operations, not a trip through the garbage list and the shared
  * pool (five more).
  */
-static void unref_locked(struct sp_rcache *c, struct sp_region *r)
+static SP_ALWAYS_INLINE void unref_locked(struct sp_rcache *c, struct sp_region *r)
 {
 	uint8_t dead = SP_RR_DEAD;
 
-	if (atomic_fetch_sub(&r->refs, 1) != 1)
+	if (sp_unlikely(atomic_fetch_sub(&r->refs, 1) != 1))
 		return;
-	if (atomic_compare_exchange_strong(&r->state, &dead, SP_RR_GARBAGE))
+	if (sp_likely(atomic_compare_exchange_strong(&r->state, &dead, SP_RR_GARBAGE)))
 		release_locked(c, r);
 }
 
@@ -219,13 +219,12 @@ static void lru_push_head(struct sp_rcache *c, struct sp_region *r)
 }
 
 /* Writer, inside seq_begin/seq_end: take r out of the index (its reference is dropped later). */
-static void index_remove(struct sp_rcache *c, struct sp_region *r)
+static SP_ALWAYS_INLINE void index_remove(struct sp_rcache *c, struct sp_region *r)
 {
 	sp_index_remove(c, r);
 	lru_unlink(c, r);
 	r->indexed = false;
 	c->n_cached--;
-	c->cached_bytes -= LD(r->end) - LD(r->start);
 	atomic_store_explicit(&r->state, SP_RR_DEAD, memory_order_release);
 }
 
@@ -358,11 +357,12 @@ static bool evict_one(struct sp_rcache *c, const struct sp_region *const *keep, 
 
 		for (size_t i = 0; i < nkeep && !kept; i++)
 			kept = keep[i] == r;
-		if (kept) {
+		if (sp_unlikely(kept)) {
 			r = prev;
 			continue;
 		}
-		if (LD(r->refs) > 1 || LD(r->touched)) {
+		/* The tail of the list is where regions nobody uses end up: the usual case. */
+		if (sp_unlikely(LD(r->refs) > 1 || LD(r->touched))) {
 			/*
 			 * In use, or used lately: keep it, as the most recent.  (A hit
 			 * that marks it again between the load and the store is lost:
@@ -406,10 +406,10 @@ static inline bool has_room(const struct sp_rcache *c, size_t len, size_t free_r
 static int make_room(struct sp_rcache *c, size_t len, size_t free_regions, size_t free_bytes,
 		     const struct sp_region *const *keep, size_t nkeep)
 {
-	if (c->cfg.max_bytes && len > c->cfg.max_bytes)
+	if (sp_unlikely(c->cfg.max_bytes && len > c->cfg.max_bytes))
 		return ENOBUFS;
 	do {
-		if (!evict_one(c, keep, nkeep))
+		if (sp_unlikely(!evict_one(c, keep, nkeep)))
 			return ENOBUFS;
 		collect_garbage(c);
 	} while (!has_room(c, len, free_regions, free_bytes));
@@ -445,7 +445,6 @@ static SP_ALWAYS_INLINE void stage(struct sp_rcache *c, struct sp_region *r, uin
 	atomic_fetch_add(&r->refs, 2);
 	lru_push_head(c, r);
 	c->n_cached++;
-	c->cached_bytes += end - start;
 	c->stats.registrations++;
 	c->stats.bytes_registered += end - start;
 }
@@ -458,7 +457,6 @@ static void unstage(struct sp_rcache *c, struct sp_region *r, bool registered)
 	atomic_fetch_sub(&r->refs, 2);
 	lru_unlink(c, r);
 	c->n_cached--;
-	c->cached_bytes -= len;
 	if (!registered) {
 		c->stats.registrations--;
 		c->stats.bytes_registered -= len;

@@ -153,7 +153,6 @@ struct sp_rcache {
 	struct sp_region *local_free;	   /* writer only: taken from free_pool in batches */
 	struct sp_region *_Atomic garbage; /* pushed by anyone */
 	alignas(64) size_t n_cached;	   /* indexed regions */
-	size_t cached_bytes;		   /* bytes of indexed regions */
 	void *ctx;
 	struct sp_rcache_counters stats; /* its first five share this line */
 

@@ -484,6 +484,30 @@ static void print_overhead(const char *what, const struct timing *ours, const st
 	       goal);
 }
 
+/* The table of the workloads both caches run. */
+static void print_workloads(double (*h1)[16], double (*h2)[16], double (*hs)[16], double (*ch)[16],
+			    double (*st)[16], double mr, int runs)
+{
+	printf("%-52s %10s %10s %9s %8s\n", "workload", "sanprov", "UCX", "UCX/ours", "goal");
+	double a, b;
+	a = perf_median(h1[0], runs), b = perf_median(h1[1], runs);
+	printf("%-52s %10.1f %10.1f %9.2f %8s\n", "hit get+put, 10000 regions, random, 1 thread", a,
+	       b, b / a, ">= 2.00");
+	a = perf_median(h2[0], runs), b = perf_median(h2[1], runs);
+	printf("%-52s %10.1f %10.1f %9.2f %8s\n", "hit get+put, 10000 regions, random, 2 threads",
+	       a, b, b / a, ">= 2.00");
+	a = perf_median(hs[0], runs), b = perf_median(hs[1], runs);
+	printf("%-52s %10.1f %10.1f %9.2f %8s\n", "hit get+put, 10000 regions, in order, 1 thread",
+	       a, b, b / a, ">= 2.00");
+	a = perf_median(ch[0], runs), b = perf_median(ch[1], runs);
+	char what[80];
+	snprintf(what, sizeof(what), "churn get+put, %.0f %% misses, 10000 regions max", mr * 100);
+	printf("%-52s %10.1f %10.1f %9.2f %8s\n", what, a, b, b / a, "");
+	a = perf_median(st[0], runs), b = perf_median(st[1], runs);
+	printf("%-52s %10.1f %10.1f %9.2f %8s\n", "invalidation storm, per region (UCX: + lookup)",
+	       a, b, b / a, "");
+}
+
 int main(int argc, char **argv)
 {
 	int runs = 5, opt;
@@ -494,11 +518,15 @@ int main(int argc, char **argv)
 	    umiss[16 * PAIRS];
 
 	const char *only = NULL;
+	bool miss_only = false;
 
-	while ((opt = getopt(argc, argv, "b:r:w:h")) != -1) {
+	while ((opt = getopt(argc, argv, "b:mr:w:h")) != -1) {
 		switch (opt) {
 		case 'w':
 			only = optarg;
+			break;
+		case 'm':
+			miss_only = true;
 			break;
 		case 'b':
 			backend = optarg;
@@ -511,8 +539,9 @@ int main(int argc, char **argv)
 			}
 			break;
 		default:
-			fprintf(stderr, "Usage: rcache_bench [-b BACKEND] [-r RUNS] [-w "
+			fprintf(stderr, "Usage: rcache_bench [-b BACKEND] [-r RUNS] [-m] [-w "
 					"hit|churn|storm|miss|miss-evict|raw]\n"
+					"  -m measures the miss path only (its table)\n"
 					"  -w runs one workload alone (for profiling) and prints "
 					"its figures\n");
 			return opt == 'h' ? 0 : 2;
@@ -568,7 +597,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	for (int r = 0; r < runs; r++) {
-		for (int impl = 0; impl < 2; impl++) {
+		for (int impl = 0; impl < 2 && !miss_only; impl++) {
 			h1[impl][r] = bench_hit((enum impl)impl, 1, hit_ops, false);
 			h2[impl][r] = bench_hit((enum impl)impl, 2, hit_ops, false);
 			hs[impl][r] = bench_hit((enum impl)impl, 1, hit_ops, true);
@@ -598,24 +627,8 @@ int main(int argc, char **argv)
 	printf("Registration cache: sanprov sp_rcache vs UCX ucs_rcache (%s), backend %s,\n"
 	       "same callback (vb_reg_mr/vb_dereg_mr), median of %d runs, ns per operation\n",
 	       SP_UCX_VERSION, dev->ops->name, runs);
-	printf("%-52s %10s %10s %9s %8s\n", "workload", "sanprov", "UCX", "UCX/ours", "goal");
-	double a, b;
-	a = perf_median(h1[0], runs), b = perf_median(h1[1], runs);
-	printf("%-52s %10.1f %10.1f %9.2f %8s\n", "hit get+put, 10000 regions, random, 1 thread", a,
-	       b, b / a, ">= 2.00");
-	a = perf_median(h2[0], runs), b = perf_median(h2[1], runs);
-	printf("%-52s %10.1f %10.1f %9.2f %8s\n", "hit get+put, 10000 regions, random, 2 threads",
-	       a, b, b / a, ">= 2.00");
-	a = perf_median(hs[0], runs), b = perf_median(hs[1], runs);
-	printf("%-52s %10.1f %10.1f %9.2f %8s\n", "hit get+put, 10000 regions, in order, 1 thread",
-	       a, b, b / a, ">= 2.00");
-	a = perf_median(ch[0], runs), b = perf_median(ch[1], runs);
-	char what[80];
-	snprintf(what, sizeof(what), "churn get+put, %.0f %% misses, 10000 regions max", mr * 100);
-	printf("%-52s %10.1f %10.1f %9.2f %8s\n", what, a, b, b / a, "");
-	a = perf_median(st[0], runs), b = perf_median(st[1], runs);
-	printf("%-52s %10.1f %10.1f %9.2f %8s\n", "invalidation storm, per region (UCX: + lookup)",
-	       a, b, b / a, "");
+	if (!miss_only)
+		print_workloads(h1, h2, hs, ch, st, mr, runs);
 	printf("%-52s %10s %10s %9s %8s\n", "miss path (interquartile mean of operations)",
 	       "sanprov", "raw", "overhead", "goal");
 	int n = runs * PAIRS;

@@ -436,13 +436,14 @@ static inline int ensure_room(struct sp_rcache *c, size_t len, size_t free_regio
 static SP_ALWAYS_INLINE void stage(struct sp_rcache *c, struct sp_region *r, uintptr_t start,
 				   uintptr_t end, unsigned int access)
 {
+	/* The locked add first: it waits for the stores before it to drain. */
+	atomic_fetch_add(&r->refs, 2);
 	ST(r->start, start);
 	ST(r->end, end);
 	ST(r->access, access);
 	ST(r->touched, 0);
 	r->uncached = false;
 	r->indexed = false;
-	atomic_fetch_add(&r->refs, 2);
 	lru_push_head(c, r);
 	c->n_cached++;
 	c->stats.registrations++;

@@ -270,13 +270,18 @@ static inline bool sp_index_alone_in_leaf(struct sp_rdir *leaf, uintptr_t start,
 	uint64_t p = start / SP_RCACHE_PAGE, n = end / SP_RCACHE_PAGE - p;
 	unsigned int first = sp_rdir_idx(p, 0);
 
-	uintptr_t any = 0;
+	uintptr_t any;
 
 	/* The pages before and after must be in leaf too: [first - 1, first + n]. */
 	if (sp_unlikely(!first || first + n + 1 > (1u << SP_RCACHE_RADIX_BITS)))
 		return false;
-	for (unsigned int i = first - 1; i <= first + n; i++)
-		any |= atomic_load_explicit(&leaf->e[i], memory_order_relaxed);
+	/* Straight-line for the first page and its neighbours; a loop only for more pages. */
+	any = atomic_load_explicit(&leaf->e[first - 1], memory_order_relaxed) |
+	      atomic_load_explicit(&leaf->e[first], memory_order_relaxed) |
+	      atomic_load_explicit(&leaf->e[first + n], memory_order_relaxed);
+	if (sp_unlikely(n > 1))
+		for (unsigned int i = first + 1; i < first + n; i++)
+			any |= atomic_load_explicit(&leaf->e[i], memory_order_relaxed);
 	if (sp_unlikely(any))
 		return false;
 	one->e = NULL;
@@ -297,9 +302,13 @@ static inline void sp_index_insert(struct sp_rcache *c, struct sp_region *r,
 		sp_index_insert_slow(c, r, one);
 		return;
 	}
-	for (unsigned int i = 0; i < one->count; i++)
-		atomic_store_explicit(&one->leaf->e[one->first + i],
-				      (uintptr_t)r | SP_RDIR_TAG_REGION, memory_order_relaxed);
+	atomic_store_explicit(&one->leaf->e[one->first], (uintptr_t)r | SP_RDIR_TAG_REGION,
+			      memory_order_relaxed);
+	if (sp_unlikely(one->count > 1))
+		for (unsigned int i = 1; i < one->count; i++)
+			atomic_store_explicit(&one->leaf->e[one->first + i],
+					      (uintptr_t)r | SP_RDIR_TAG_REGION,
+					      memory_order_relaxed);
 	one->leaf->used += one->count;
 }
 void sp_index_remove(struct sp_rcache *c, struct sp_region *r);

@@ -69,11 +69,11 @@ static void stack_push(struct sp_region *_Atomic *top, struct sp_region *r)
 }
 
 /* Drop a reference; the last one of a region out of the index queues it for deregistration. */
-static void unref(struct sp_rcache *c, struct sp_region *r)
+static SP_ALWAYS_INLINE void unref(struct sp_rcache *c, struct sp_region *r)
 {
 	uint8_t dead = SP_RR_DEAD;
 
-	if (atomic_fetch_sub(&r->refs, 1) != 1)
+	if (sp_likely(atomic_fetch_sub(&r->refs, 1) != 1))
 		return;
 	/* Only DEAD -> GARBAGE queues: a reader's balanced reference on a region in any
 	 * other state ends here too and must do nothing. */
@@ -750,7 +750,7 @@ void sp_rcache_hold(struct sp_rcache *c, struct sp_region *region)
 
 void sp_rcache_put(struct sp_rcache *c, struct sp_region *region)
 {
-	if (forked(c))
+	if (sp_unlikely(forked(c)))
 		return;
 	unref(c, region);
 	collect_garbage(c);

@@ -484,28 +484,37 @@ static void print_overhead(const char *what, const struct timing *ours, const st
 	       goal);
 }
 
+/*
+ * One line of the workload table: the medians over the runs, and the
+ * median of each run's ratio (both caches ran that workload back to back).
+ */
+static void print_row(const char *what, const double *ours, const double *ucx, int runs,
+		      const char *goal)
+{
+	double a[16], b[16], q[16];
+
+	for (int r = 0; r < runs; r++) {
+		a[r] = ours[r];
+		b[r] = ucx[r];
+		q[r] = ucx[r] / ours[r];
+	}
+	printf("%-52s %10.1f %10.1f %9.2f %8s\n", what, perf_median(a, runs), perf_median(b, runs),
+	       perf_median(q, runs), goal);
+}
+
 /* The table of the workloads both caches run. */
 static void print_workloads(double (*h1)[16], double (*h2)[16], double (*hs)[16], double (*ch)[16],
 			    double (*st)[16], double mr, int runs)
 {
-	printf("%-52s %10s %10s %9s %8s\n", "workload", "sanprov", "UCX", "UCX/ours", "goal");
-	double a, b;
-	a = perf_median(h1[0], runs), b = perf_median(h1[1], runs);
-	printf("%-52s %10.1f %10.1f %9.2f %8s\n", "hit get+put, 10000 regions, random, 1 thread", a,
-	       b, b / a, ">= 2.00");
-	a = perf_median(h2[0], runs), b = perf_median(h2[1], runs);
-	printf("%-52s %10.1f %10.1f %9.2f %8s\n", "hit get+put, 10000 regions, random, 2 threads",
-	       a, b, b / a, ">= 2.00");
-	a = perf_median(hs[0], runs), b = perf_median(hs[1], runs);
-	printf("%-52s %10.1f %10.1f %9.2f %8s\n", "hit get+put, 10000 regions, in order, 1 thread",
-	       a, b, b / a, ">= 2.00");
-	a = perf_median(ch[0], runs), b = perf_median(ch[1], runs);
 	char what[80];
+
+	printf("%-52s %10s %10s %9s %8s\n", "workload", "sanprov", "UCX", "UCX/ours", "goal");
+	print_row("hit get+put, 10000 regions, random, 1 thread", h1[0], h1[1], runs, ">= 2.00");
+	print_row("hit get+put, 10000 regions, random, 2 threads", h2[0], h2[1], runs, ">= 2.00");
+	print_row("hit get+put, 10000 regions, in order, 1 thread", hs[0], hs[1], runs, ">= 2.00");
 	snprintf(what, sizeof(what), "churn get+put, %.0f %% misses, 10000 regions max", mr * 100);
-	printf("%-52s %10.1f %10.1f %9.2f %8s\n", what, a, b, b / a, "");
-	a = perf_median(st[0], runs), b = perf_median(st[1], runs);
-	printf("%-52s %10.1f %10.1f %9.2f %8s\n", "invalidation storm, per region (UCX: + lookup)",
-	       a, b, b / a, "");
+	print_row(what, ch[0], ch[1], runs, "");
+	print_row("invalidation storm, per region (UCX: + lookup)", st[0], st[1], runs, "");
 }
 
 int main(int argc, char **argv)
@@ -597,12 +606,26 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	for (int r = 0; r < runs; r++) {
-		for (int impl = 0; impl < 2 && !miss_only; impl++) {
-			h1[impl][r] = bench_hit((enum impl)impl, 1, hit_ops, false);
-			h2[impl][r] = bench_hit((enum impl)impl, 2, hit_ops, false);
-			hs[impl][r] = bench_hit((enum impl)impl, 1, hit_ops, true);
-			ch[impl][r] = bench_churn((enum impl)impl, churn_ops, &mr);
-			st[impl][r] = bench_storm((enum impl)impl);
+		/* Each workload on both caches back to back, the first in turns. */
+		for (int k = 0; k < 2 && !miss_only; k++) {
+			enum impl impl = (enum impl)((k + r) % 2);
+			h1[impl][r] = bench_hit(impl, 1, hit_ops, false);
+		}
+		for (int k = 0; k < 2 && !miss_only; k++) {
+			enum impl impl = (enum impl)((k + r) % 2);
+			h2[impl][r] = bench_hit(impl, 2, hit_ops, false);
+		}
+		for (int k = 0; k < 2 && !miss_only; k++) {
+			enum impl impl = (enum impl)((k + r) % 2);
+			hs[impl][r] = bench_hit(impl, 1, hit_ops, true);
+		}
+		for (int k = 0; k < 2 && !miss_only; k++) {
+			enum impl impl = (enum impl)((k + r) % 2);
+			ch[impl][r] = bench_churn(impl, churn_ops, &mr);
+		}
+		for (int k = 0; k < 2 && !miss_only; k++) {
+			enum impl impl = (enum impl)((k + r) % 2);
+			st[impl][r] = bench_storm(impl);
 		}
 		/* Pairs back to back, in turns, so that neither side always runs first. */
 		for (int p = 0; p < PAIRS; p++) {
@@ -625,7 +648,8 @@ int main(int argc, char **argv)
 	}
 
 	printf("Registration cache: sanprov sp_rcache vs UCX ucs_rcache (%s), backend %s,\n"
-	       "same callback (vb_reg_mr/vb_dereg_mr), median of %d runs, ns per operation\n",
+	       "same callback (vb_reg_mr/vb_dereg_mr), %d runs, ns per operation (medians) and\n"
+	       "ratios (medians of each run's)\n",
 	       SP_UCX_VERSION, dev->ops->name, runs);
 	if (!miss_only)
 		print_workloads(h1, h2, hs, ch, st, mr, runs);

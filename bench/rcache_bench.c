@@ -121,11 +121,31 @@ static ucs_rcache_region_t *ucx_get(ucs_rcache_t *rc, void *addr, size_t len)
 
 /* ---- the sanprov side ------------------------------------------------ */
 
+/*
+ * -w null-miss|null-evict: a registration callback that does nothing, so
+ * that a miss round shows what the cache itself costs.
+ */
+static char null_handle;
+
+static void *null_reg(void *ctx, void *addr, size_t len, unsigned int access, unsigned int *flags)
+{
+	(void)ctx, (void)addr, (void)len, (void)access, (void)flags;
+	return &null_handle;
+}
+
+static void null_dereg(void *ctx, void *handle)
+{
+	(void)ctx, (void)handle;
+}
+
+static const struct sp_rcache_ops null_ops = { .reg = null_reg, .dereg = null_dereg };
+static const struct sp_rcache_ops *sp_ops = &sp_rcache_vb_ops;
+
 static struct sp_rcache *sp_create(size_t max_regions)
 {
 	struct sp_rcache_config cfg = { .enable = true, .merge = true, .max_regions = max_regions };
 
-	return sp_rcache_create(&cfg, &sp_rcache_vb_ops, pd);
+	return sp_rcache_create(&cfg, sp_ops, pd);
 }
 
 /*
@@ -548,11 +568,13 @@ int main(int argc, char **argv)
 			}
 			break;
 		default:
-			fprintf(stderr, "Usage: rcache_bench [-b BACKEND] [-r RUNS] [-m] [-w "
-					"hit|churn|storm|miss|miss-evict|raw]\n"
-					"  -m measures the miss path only (its table)\n"
-					"  -w runs one workload alone (for profiling) and prints "
-					"its figures\n");
+			fprintf(stderr,
+				"Usage: rcache_bench [-b BACKEND] [-r RUNS] [-m] [-w "
+				"hit|churn|storm|miss|miss-evict|raw|null-miss|null-evict]\n"
+				"  -m measures the miss path only (its table)\n"
+				"  -w runs one workload alone (for profiling) and prints "
+				"its figures; null-*: misses with a registration that does "
+				"nothing\n");
 			return opt == 'h' ? 0 : 2;
 		}
 	}
@@ -599,6 +621,9 @@ int main(int argc, char **argv)
 				v = bench_miss(miss_ops, true).iqm;
 			else if (!strcmp(only, "raw"))
 				v = bench_raw(miss_ops, 0).iqm;
+			else if (!strcmp(only, "null-miss") || !strcmp(only, "null-evict"))
+				sp_ops = &null_ops,
+				v = bench_miss(miss_ops, !strcmp(only, "null-evict")).mean;
 			else
 				return 2;
 			printf("%s: %.1f ns/op\n", only, v);

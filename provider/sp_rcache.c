@@ -68,16 +68,25 @@ static void stack_push(struct sp_region *_Atomic *top, struct sp_region *r)
 	while (!atomic_compare_exchange_weak(top, &old, r));
 }
 
-/* Drop a reference; the last one of a region out of the index queues it for deregistration. */
-static SP_ALWAYS_INLINE void unref(struct sp_rcache *c, struct sp_region *r)
+/*
+ * Drop a reference: true when the caller must release the region, as it
+ * dropped the last reference of a region out of the index.  Only DEAD ->
+ * GARBAGE releases: a reader's balanced reference on a region in any other
+ * state ends here too and must do nothing.
+ */
+static SP_ALWAYS_INLINE bool drop_last(struct sp_region *r, bool usually_last)
 {
 	uint8_t dead = SP_RR_DEAD;
 
-	if (sp_likely(atomic_fetch_sub(&r->refs, 1) != 1))
-		return;
-	/* Only DEAD -> GARBAGE queues: a reader's balanced reference on a region in any
-	 * other state ends here too and must do nothing. */
-	if (atomic_compare_exchange_strong(&r->state, &dead, SP_RR_GARBAGE))
+	if (__builtin_expect(atomic_fetch_sub(&r->refs, 1) != 1, !usually_last))
+		return false;
+	return atomic_compare_exchange_strong(&r->state, &dead, SP_RR_GARBAGE);
+}
+
+/* Drop a reference; the last one of a region out of the index queues it for deregistration. */
+static SP_ALWAYS_INLINE void unref(struct sp_rcache *c, struct sp_region *r)
+{
+	if (sp_unlikely(drop_last(r, false)))
 		stack_push(&c->garbage, r);
 }
 
@@ -101,11 +110,7 @@ static SP_ALWAYS_INLINE void release_locked(struct sp_rcache *c, struct sp_regio
  */
 static SP_ALWAYS_INLINE void unref_locked(struct sp_rcache *c, struct sp_region *r)
 {
-	uint8_t dead = SP_RR_DEAD;
-
-	if (sp_unlikely(atomic_fetch_sub(&r->refs, 1) != 1))
-		return;
-	if (sp_likely(atomic_compare_exchange_strong(&r->state, &dead, SP_RR_GARBAGE)))
+	if (sp_likely(drop_last(r, true)))
 		release_locked(c, r);
 }
 
@@ -386,11 +391,7 @@ static bool evict_one(struct sp_rcache *c, const struct sp_region *const *keep, 
 	return false;
 }
 
-/*
- * Writer: make room for one more registration of len bytes, counting
- * free_regions/free_bytes that the caller will release anyway.  Evicts and
- * deregisters as needed.  ENOBUFS when everything left is in use.
- */
+/* Whether one more registration of len bytes fits, counting what the caller will release. */
 static inline bool has_room(const struct sp_rcache *c, size_t len, size_t free_regions,
 			    size_t free_bytes)
 {
@@ -416,13 +417,30 @@ static int make_room(struct sp_rcache *c, size_t len, size_t free_regions, size_
 	return 0;
 }
 
-/* Inline: a cache below its limits (the usual miss) only compares. */
+/*
+ * Writer: make room for one more registration of len bytes, counting
+ * free_regions/free_bytes that the caller will release anyway.  Evicts and
+ * deregisters as needed.  ENOBUFS when everything left is in use.  Inline:
+ * a cache below its limits (the usual miss) only compares.
+ */
 static inline int ensure_room(struct sp_rcache *c, size_t len, size_t free_regions,
 			      size_t free_bytes, const struct sp_region *const *keep, size_t nkeep)
 {
 	if (sp_likely(has_room(c, len, free_regions, free_bytes)))
 		return 0;
 	return make_room(c, len, free_regions, free_bytes, keep, nkeep);
+}
+
+/* Writer: a region taken from the pool gets its range and a fresh state. */
+static SP_ALWAYS_INLINE void set_range(struct sp_region *r, uintptr_t start, uintptr_t end,
+				       unsigned int access)
+{
+	ST(r->start, start);
+	ST(r->end, end);
+	ST(r->access, access);
+	ST(r->touched, 0);
+	r->uncached = false;
+	r->indexed = false;
 }
 
 /*
@@ -438,12 +456,7 @@ static SP_ALWAYS_INLINE void stage(struct sp_rcache *c, struct sp_region *r, uin
 {
 	/* The locked add first: it waits for the stores before it to drain. */
 	atomic_fetch_add(&r->refs, 2);
-	ST(r->start, start);
-	ST(r->end, end);
-	ST(r->access, access);
-	ST(r->touched, 0);
-	r->uncached = false;
-	r->indexed = false;
+	set_range(r, start, end, access);
 	lru_push_head(c, r);
 	c->n_cached++;
 	c->stats.registrations++;
@@ -522,15 +535,13 @@ static int get_uncached(struct sp_rcache *c, uintptr_t start, uintptr_t end, uns
 		ret = ENOMEM;
 	if (ret)
 		return get_failed(c, r, ret);
-	stage(c, r, start, end, access);
+	set_range(r, start, end, access);
 	handle = do_register(c, r, &flags);
-	if (!handle) {
-		ret = errno;
-		unstage(c, r, false);
-		return get_failed(c, r, ret);
-	}
+	if (!handle)
+		return get_failed(c, r, errno);
 	r->handle = handle;
-	unstage(c, r, true);
+	c->stats.registrations++;
+	c->stats.bytes_registered += end - start;
 	*out = hand_out_uncached(c, r);
 	return 0;
 }

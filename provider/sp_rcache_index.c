@@ -118,7 +118,6 @@ int sp_index_prepare(struct sp_rcache *c, uintptr_t start, uintptr_t end, struct
 	struct sp_rdir *owner;
 
 	one->e = NULL;
-	one->leaf = NULL;
 	if (e >> (BITS * LEVELS))
 		return ERANGE;
 	while (p < e) {
@@ -129,22 +128,18 @@ int sp_index_prepare(struct sp_rcache *c, uintptr_t start, uintptr_t end, struct
 		if (p == first && p + span(level) == e) {
 			one->e = s;
 			one->owner = owner;
+			one->count = 1;
 		}
 		p += span(level);
 	}
 	return 0;
 }
 
-void sp_index_insert_slow(struct sp_rcache *c, struct sp_region *r, const struct sp_index_slot *one)
+void sp_index_insert_slow(struct sp_rcache *c, struct sp_region *r)
 {
 	uint64_t p = LD(r->start) / SP_RCACHE_PAGE, e = LD(r->end) / SP_RCACHE_PAGE;
 	struct sp_rdir *owner;
 
-	if (one->e) {
-		ST(*one->e, (uintptr_t)r | TAG_REGION);
-		one->owner->used++;
-		return;
-	}
 	while (p < e) {
 		int level = block_level(p, e);
 		_Atomic uintptr_t *s = slot_for(c, p, level, &owner); /* exists: prepared */

@@ -483,43 +483,42 @@ static struct timing bench_raw(size_t ops, size_t lag)
 }
 
 /*
- * One line of the miss table.  The host's own load changes over seconds
- * (a VM's neighbours), so each pair of rounds, run back to back, gives a
- * ratio, and the overhead is the median of those ratios; the absolute
- * figures are the medians of the rounds.
+ * The figures of n pairs of measurements taken back to back: the median of
+ * each side in *ma and *mb, and the median of the pairs' ratios a/b.  The
+ * host's own load changes over seconds (a VM's neighbours), so a ratio of
+ * two sides measured together is what it moves least.  Sorts a and b.
  */
+static double pair_medians(double *a, double *b, int n, double *ma, double *mb)
+{
+	double q[16 * PAIRS];
+
+	for (int i = 0; i < n; i++)
+		q[i] = a[i] / b[i];
+	*ma = perf_median(a, n);
+	*mb = perf_median(b, n);
+	return perf_median(q, n);
+}
+
+/* One line of the miss table: the rounds' interquartile means (or means), the overhead. */
 static void print_overhead(const char *what, const struct timing *ours, const struct timing *raw,
 			   int n, bool mean, const char *goal)
 {
-	double a[16 * PAIRS], b[16 * PAIRS], q[16 * PAIRS], x, y;
+	double a[16 * PAIRS], b[16 * PAIRS], x, y, q;
 
 	for (int i = 0; i < n; i++) {
 		a[i] = mean ? ours[i].mean : ours[i].iqm;
 		b[i] = mean ? raw[i].mean : raw[i].iqm;
-		q[i] = a[i] / b[i];
 	}
-	x = perf_median(a, n);
-	y = perf_median(b, n);
-	printf("%-52s %10.1f %10.1f %8.1f%% %8s\n", what, x, y, (perf_median(q, n) - 1) * 100,
-	       goal);
+	q = pair_medians(a, b, n, &x, &y);
+	printf("%-52s %10.1f %10.1f %8.1f%% %8s\n", what, x, y, (q - 1) * 100, goal);
 }
 
-/*
- * One line of the workload table: the medians over the runs, and the
- * median of each run's ratio (both caches ran that workload back to back).
- */
-static void print_row(const char *what, const double *ours, const double *ucx, int runs,
-		      const char *goal)
+/* One line of the workload table: both caches ran each run's workload back to back. */
+static void print_row(const char *what, double *ours, double *ucx, int runs, const char *goal)
 {
-	double a[16], b[16], q[16];
+	double x, y, q = pair_medians(ucx, ours, runs, &y, &x);
 
-	for (int r = 0; r < runs; r++) {
-		a[r] = ours[r];
-		b[r] = ucx[r];
-		q[r] = ucx[r] / ours[r];
-	}
-	printf("%-52s %10.1f %10.1f %9.2f %8s\n", what, perf_median(a, runs), perf_median(b, runs),
-	       perf_median(q, runs), goal);
+	printf("%-52s %10.1f %10.1f %9.2f %8s\n", what, x, y, q, goal);
 }
 
 /* The table of the workloads both caches run. */
@@ -621,10 +620,10 @@ int main(int argc, char **argv)
 				v = bench_miss(miss_ops, true).iqm;
 			else if (!strcmp(only, "raw"))
 				v = bench_raw(miss_ops, 0).iqm;
-			else if (!strcmp(only, "null-miss") || !strcmp(only, "null-evict"))
-				sp_ops = &null_ops,
+			else if (!strcmp(only, "null-miss") || !strcmp(only, "null-evict")) {
+				sp_ops = &null_ops;
 				v = bench_miss(miss_ops, !strcmp(only, "null-evict")).mean;
-			else
+			} else
 				return 2;
 			printf("%s: %.1f ns/op\n", only, v);
 		}
@@ -632,25 +631,26 @@ int main(int argc, char **argv)
 	}
 	for (int r = 0; r < runs; r++) {
 		/* Each workload on both caches back to back, the first in turns. */
-		for (int k = 0; k < 2 && !miss_only; k++) {
-			enum impl impl = (enum impl)((k + r) % 2);
-			h1[impl][r] = bench_hit(impl, 1, hit_ops, false);
-		}
-		for (int k = 0; k < 2 && !miss_only; k++) {
-			enum impl impl = (enum impl)((k + r) % 2);
-			h2[impl][r] = bench_hit(impl, 2, hit_ops, false);
-		}
-		for (int k = 0; k < 2 && !miss_only; k++) {
-			enum impl impl = (enum impl)((k + r) % 2);
-			hs[impl][r] = bench_hit(impl, 1, hit_ops, true);
-		}
-		for (int k = 0; k < 2 && !miss_only; k++) {
-			enum impl impl = (enum impl)((k + r) % 2);
-			ch[impl][r] = bench_churn(impl, churn_ops, &mr);
-		}
-		for (int k = 0; k < 2 && !miss_only; k++) {
-			enum impl impl = (enum impl)((k + r) % 2);
-			st[impl][r] = bench_storm(impl);
+		for (int w = 0; w < 5 && !miss_only; w++) {
+			for (int k = 0; k < 2; k++) {
+				enum impl impl = (enum impl)((k + r) % 2);
+				switch (w) {
+				case 0:
+					h1[impl][r] = bench_hit(impl, 1, hit_ops, false);
+					break;
+				case 1:
+					h2[impl][r] = bench_hit(impl, 2, hit_ops, false);
+					break;
+				case 2:
+					hs[impl][r] = bench_hit(impl, 1, hit_ops, true);
+					break;
+				case 3:
+					ch[impl][r] = bench_churn(impl, churn_ops, &mr);
+					break;
+				default:
+					st[impl][r] = bench_storm(impl);
+				}
+			}
 		}
 		/* Pairs back to back, in turns, so that neither side always runs first. */
 		for (int p = 0; p < PAIRS; p++) {

@@ -143,6 +143,8 @@ void sp_index_insert_slow(struct sp_rcache *c, struct sp_region *r)
 	while (p < e) {
 		int level = block_level(p, e);
 		_Atomic uintptr_t *s = slot_for(c, p, level, &owner); /* exists: prepared */
+		if (p == LD(r->start) / SP_RCACHE_PAGE)
+			r->dir = owner;
 		ST(*s, (uintptr_t)r | TAG_REGION);
 		owner->used++;
 		p += span(level);
@@ -182,12 +184,19 @@ void sp_index_remove(struct sp_rcache *c, struct sp_region *r)
 	struct sp_rdir *path[LEVELS], *d;
 
 	if (sp_likely(p / FAN == (e - 1) / FAN && e - p < FAN)) {
-		/* Inside one last-level directory (the usual region): one walk. */
-		d = walk_to(c, p, 0, path);
+		/*
+		 * Inside one last-level directory (the usual region), the one
+		 * the insertion noted: no walk, unless the directory empties.
+		 * (Nonempty, it cannot have been given back meanwhile.)
+		 */
+		d = r->dir;
 		for (uint64_t q = p; q < e; q++)
 			ST(d->e[idx(q, 0)], 0);
 		d->used -= (uint32_t)(e - p);
-		give_back_empty(c, path, d, p, 0);
+		if (sp_unlikely(!d->used)) {
+			walk_to(c, p, 0, path);
+			give_back_empty(c, path, d, p, 0);
+		}
 		return;
 	}
 	while (p < e) {
@@ -274,6 +283,10 @@ static int verify_dir(struct sp_rdir *d, int level, uint64_t base, struct sp_reg
 			}
 			if (!r->indexed || atomic_load(&r->state) != SP_RR_LIVE) {
 				*why = "an indexed region is not live";
+				return -1;
+			}
+			if (lo == LD(r->start) / SP_RCACHE_PAGE && r->dir != d) {
+				*why = "a region's first entry is not in the directory it names";
 				return -1;
 			}
 			if (r != *last) {

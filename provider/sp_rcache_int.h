@@ -72,8 +72,15 @@ struct sp_region {
 	bool uncached;
 	/* writer only: LRU order of indexed regions, most recent first */
 	struct sp_region *lru_prev, *lru_next;
-	/* lock-free stacks: garbage list, free pool */
-	struct sp_region *_Atomic next_free;
+	/*
+	 * Out of the index, the link of the lock-free stacks (garbage list,
+	 * free pool); in it, the directory that holds its first entry, so that
+	 * its removal needs no walk.  Never both at once.
+	 */
+	union {
+		struct sp_region *_Atomic next_free;
+		struct sp_rdir *dir; /* writer only */
+	};
 };
 
 _Static_assert(sizeof(struct sp_region) == 64, "a region is one cache line");
@@ -302,6 +309,7 @@ static inline void sp_index_insert(struct sp_rcache *c, struct sp_region *r,
 		sp_index_insert_slow(c, r);
 		return;
 	}
+	r->dir = one->owner;
 	atomic_store_explicit(&one->e[0], (uintptr_t)r | SP_RDIR_TAG_REGION, memory_order_relaxed);
 	if (sp_unlikely(one->count > 1))
 		for (unsigned int i = 1; i < one->count; i++)

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "tap.h"
+#include "twr.h"
 #include "vb.h"
 
 #define LEN 65536
@@ -78,30 +79,6 @@ static void side_fini(struct side *s)
 	free(s->buf);
 }
 
-static int post(struct vb_qp *qp, enum vb_wr_opcode op, uint64_t id, void *addr, uint32_t len,
-		uint32_t lkey, uint64_t raddr, uint32_t rkey)
-{
-	struct vb_sge sge = { (uintptr_t)addr, len, lkey };
-	struct vb_send_wr wr = { .wr_id = id,
-				 .sg_list = &sge,
-				 .num_sge = 1,
-				 .opcode = op,
-				 .send_flags = VB_SEND_SIGNALED,
-				 .remote_addr = raddr,
-				 .rkey = rkey },
-			  *bad;
-
-	return vb_post_send(qp, &wr, &bad);
-}
-
-static int post_recv(struct vb_qp *qp, uint64_t id, void *addr, uint32_t len, uint32_t lkey)
-{
-	struct vb_sge sge = { (uintptr_t)addr, len, lkey };
-	struct vb_recv_wr wr = { .wr_id = id, .sg_list = &sge, .num_sge = 1 }, *bad;
-
-	return vb_post_recv(qp, &wr, &bad);
-}
-
 /* One completion (blocking, through the CQ's waitable object): its status, or -1. */
 static int wait1(struct vb_cq *cq, struct vb_wc *wc)
 {
@@ -159,42 +136,44 @@ int main(void)
 		   "connect and accept through a listener, private data delivered");
 
 	fill(a.buf, LEN, 7);
-	ret = post(a.qp, VB_WR_RDMA_WRITE, 1, a.buf, LEN / 2, a.mr->lkey, (uintptr_t)b.buf + 100,
-		   b.mr->rkey);
+	ret = post_rdma(a.qp, VB_WR_RDMA_WRITE, 1, a.buf, LEN / 2, a.mr->lkey,
+			(uintptr_t)b.buf + 100, b.mr->rkey, VB_SEND_SIGNALED);
 	tap_result(!ret && wait1(a.scq, &wc) == VB_WC_SUCCESS &&
 		       !memcmp(b.buf + 100, a.buf, LEN / 2) && b.buf[99] == 0,
 		   "RDMA write of 32 KiB, every byte");
 
 	memset(a.buf + LEN / 2, 0, LEN / 2);
-	ret = post(a.qp, VB_WR_RDMA_READ, 2, a.buf + LEN / 2, LEN / 2, a.mr->lkey,
-		   (uintptr_t)b.buf + 100, b.mr->rkey);
+	ret = post_rdma(a.qp, VB_WR_RDMA_READ, 2, a.buf + LEN / 2, LEN / 2, a.mr->lkey,
+			(uintptr_t)b.buf + 100, b.mr->rkey, VB_SEND_SIGNALED);
 	tap_result(!ret && wait1(a.scq, &wc) == VB_WC_SUCCESS &&
 		       !memcmp(a.buf + LEN / 2, a.buf, LEN / 2),
 		   "RDMA read back, every byte");
 
 	fill(a.buf, 1000, 3);
-	ret = post_recv(b.qp, 7, b.buf, 4096, b.mr->lkey);
-	ret = ret || post(a.qp, VB_WR_SEND, 3, a.buf, 1000, a.mr->lkey, 0, 0);
+	ret = post_recv1(b.qp, 7, b.buf, 4096, b.mr->lkey);
+	ret =
+	    ret || post_rdma(a.qp, VB_WR_SEND, 3, a.buf, 1000, a.mr->lkey, 0, 0, VB_SEND_SIGNALED);
 	tap_result(!ret && wait1(b.rcq, &wc) == VB_WC_SUCCESS && wc.wr_id == 7 &&
 		       wc.byte_len == 1000 && !memcmp(b.buf, a.buf, 1000),
 		   "send into a posted receive");
 	tap_result(wait1(a.scq, &wc) == VB_WC_SUCCESS && wc.wr_id == 3, "the send's completion");
 
 	/* A send with no receive waits (RNR) until one is posted. */
-	ret = post(a.qp, VB_WR_SEND, 4, a.buf, 10, a.mr->lkey, 0, 0);
+	ret = post_rdma(a.qp, VB_WR_SEND, 4, a.buf, 10, a.mr->lkey, 0, 0, VB_SEND_SIGNALED);
 	int n = 0;
 	tap_result(!ret && vb_cq_wait(a.scq, 1, &wc, &n, 200) == ETIMEDOUT,
 		   "a send waits for its receive");
-	ret = post_recv(b.qp, 8, b.buf, 4096, b.mr->lkey);
+	ret = post_recv1(b.qp, 8, b.buf, 4096, b.mr->lkey);
 	tap_result(!ret && wait1(a.scq, &wc) == VB_WC_SUCCESS && wait1(b.rcq, &wc) == 0,
 		   "and goes once the receive is posted");
 
-	ret = post(c.qp, VB_WR_RDMA_WRITE, 5, c.buf, 8, c.mr->lkey, (uintptr_t)d.buf, 0xdead);
+	ret = post_rdma(c.qp, VB_WR_RDMA_WRITE, 5, c.buf, 8, c.mr->lkey, (uintptr_t)d.buf, 0xdead,
+			VB_SEND_SIGNALED);
 	tap_result(!ret && wait1(c.scq, &wc) == VB_WC_REM_ACCESS_ERR,
 		   "a bad rkey is refused (a second connection)");
 
 	/* The peer goes: b's posted receive is flushed. */
-	ret = post_recv(b.qp, 9, b.buf, 4096, b.mr->lkey);
+	ret = post_recv1(b.qp, 9, b.buf, 4096, b.mr->lkey);
 	vb_destroy_qp(a.qp);
 	a.qp = NULL;
 	tap_result(!ret && wait1(b.rcq, &wc) == VB_WC_WR_FLUSH_ERR && wc.wr_id == 9,

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "tdev.h"
+#include "twr.h"
 #include "vb.h"
 
 struct tside {
@@ -37,10 +38,6 @@ void tpair_fini(struct tpair *p);
 struct vb_wc tpair_wait(struct vb_cq *cq);
 /* Assert that cq stays empty for a short while. */
 void tpair_expect_empty(struct vb_cq *cq);
-
-int post_rdma(struct vb_qp *qp, enum vb_wr_opcode op, uint64_t wr_id, void *laddr, uint32_t len,
-	      uint32_t lkey, uint64_t raddr, uint32_t rkey, unsigned int flags);
-int post_recv1(struct vb_qp *qp, uint64_t wr_id, void *addr, uint32_t len, uint32_t lkey);
 
 /* vb_accept() in a thread of its own, while this one connects. */
 struct taccept {

@@ -114,6 +114,29 @@ static uint8_t *send_area(struct perf_ctx *c)
 	return c->buf + c->half;
 }
 
+void *perf_buf_alloc(struct vb_device *dev, bool shared, size_t len)
+{
+	void *buf = shared ? vb_buf_alloc(dev, len) : aligned_alloc(4096, len);
+
+	if (!buf) {
+		if (!errno)
+			errno = ENOMEM;
+		return NULL;
+	}
+	memset(buf, 0, len);
+	return buf;
+}
+
+void perf_buf_free(struct vb_device *dev, bool shared, void *buf, size_t len)
+{
+	if (!buf)
+		return;
+	if (shared)
+		vb_buf_free(dev, buf, len);
+	else
+		free(buf);
+}
+
 static void ctx_close(struct perf_ctx *c)
 {
 	if (c->qp)
@@ -123,12 +146,7 @@ static void ctx_close(struct perf_ctx *c)
 		vb_dereg_mr(c->mr);
 	if (c->ctl_mr)
 		vb_dereg_mr(c->ctl_mr);
-	if (c->buf) {
-		if (c->shared)
-			vb_buf_free(c->dev, c->buf, 2 * c->half);
-		else
-			free(c->buf);
-	}
+	perf_buf_free(c->dev, c->shared, c->buf, 2 * c->half);
 	if (c->cq)
 		vb_destroy_cq(c->cq);
 	if (c->pd)
@@ -158,12 +176,11 @@ static int ctx_open(struct perf_ctx *c, const struct perf_opts *o, size_t half, 
 		goto err;
 	c->half = half;
 	c->shared = !o->private_mem;
-	c->buf = c->shared ? vb_buf_alloc(c->dev, 2 * half) : aligned_alloc(4096, 2 * half);
+	c->buf = perf_buf_alloc(c->dev, c->shared, 2 * half);
 	if (!c->buf) {
-		ret = errno ? errno : ENOMEM;
+		ret = errno;
 		goto err;
 	}
-	memset(c->buf, 0, 2 * half);
 	c->max_inline = da.max_inline_data < 220 ? da.max_inline_data : 220;
 	c->cq_mod = tx_depth < 2 * PERF_CQ_MOD ? (tx_depth + 1) / 2 : PERF_CQ_MOD;
 	c->pd = vb_alloc_pd(c->dev);

@@ -8,6 +8,7 @@
 #define SANPROV_PERF_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -60,6 +61,15 @@ int perf_loopback(const struct perf_opts *o, perf_row_fn fn, void *arg);
 
 /* The message sizes of a run, in order; returns how many (at most max). */
 unsigned int perf_sizes(const struct perf_opts *o, uint32_t *sizes, unsigned int max);
+
+struct vb_device;
+/*
+ * A zeroed buffer for the data path: shared (vb_buf_alloc(), which a peer
+ * process can map) or private (page-aligned heap); NULL with errno set.
+ * perf_buf_free() takes the same dev, shared and len.
+ */
+void *perf_buf_alloc(struct vb_device *dev, bool shared, size_t len);
+void perf_buf_free(struct vb_device *dev, bool shared, void *buf, size_t len);
 
 /* The median of n values (sorts them in place). */
 double perf_median(double *v, int n);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "kp_client.h"
+#include "perf.h"
 #include "perf_reg.h"
 #include "sp_watched.h"
 
@@ -21,12 +22,7 @@ void perf_reg_close(struct perf_reg *r)
 		sp_watched_destroy(r->watched);
 	if (r->proxy)
 		kp_client_close(r->proxy);
-	if (r->slots) {
-		if (r->shared)
-			vb_buf_free(r->dev, r->slots, PERF_REG_SLOTS * r->slot_len);
-		else
-			free(r->slots);
-	}
+	perf_buf_free(r->dev, r->shared, r->slots, PERF_REG_SLOTS * r->slot_len);
 	memset(r, 0, sizeof(*r));
 }
 
@@ -46,13 +42,11 @@ int perf_reg_open(struct perf_reg *r, enum perf_reg_mode mode, struct vb_device 
 	r->pd = pd;
 	r->shared = shared;
 	r->slot_len = (max_size + PERF_REG_PAGE - 1) & ~(size_t)(PERF_REG_PAGE - 1);
-	r->slots = shared ? vb_buf_alloc(dev, PERF_REG_SLOTS * r->slot_len)
-			  : aligned_alloc(PERF_REG_PAGE, PERF_REG_SLOTS * r->slot_len);
+	r->slots = perf_buf_alloc(dev, shared, PERF_REG_SLOTS * r->slot_len);
 	if (!r->slots) {
-		ret = errno ? errno : ENOMEM;
+		ret = errno;
 		goto err;
 	}
-	memset(r->slots, 0, PERF_REG_SLOTS * r->slot_len);
 	if (mode != PERF_REG_CACHE)
 		return 0;
 	/* The provider's cache is never stale because the proxy watches what it

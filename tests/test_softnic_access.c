@@ -10,7 +10,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "tpair.h"
 
@@ -243,12 +242,7 @@ ParameterizedTest(struct acase *c, access, violations)
 				   c->recv_alt),
 		    "%s: responder %s", c->name, vb_wc_status_str(wc.status));
 		/* The responder's QP went to the error state too. */
-		for (int i = 0; i < 500; i++) {
-			cr_assert_eq(vb_query_qp(p.b.qp, &st), 0);
-			if (st == VB_QPS_ERR)
-				break;
-			nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
-		}
+		st = tpair_wait_qp_state(p.b.qp, VB_QPS_ERR, 500);
 		cr_assert_eq(st, VB_QPS_ERR, "%s: responder state %d", c->name, st);
 		break;
 	}

@@ -23,9 +23,7 @@ Test(errors, cq_overflow_is_an_error_not_a_loss)
 	struct tpair p;
 	uint64_t src = 7, dst = 0;
 	struct vb_wc wc[8];
-	enum vb_qp_state st;
 	int n, got = 0, ret, cqe;
-	time_t deadline = time(NULL) + 10;
 
 	/* A device may round the size up: the CQ says how many fit. */
 	tpair_init(&p, dev, &(struct tpair_opts){ .cqe = 4 });
@@ -45,11 +43,8 @@ Test(errors, cq_overflow_is_an_error_not_a_loss)
 		cr_assert_eq(post_rdma(p.a.qp, VB_WR_RDMA_WRITE, (uint64_t)i, &src, 8, smr->lkey,
 				       (uintptr_t)&dst, dmr->rkey, VB_SEND_SIGNALED),
 			     0);
-	for (st = VB_QPS_RTS; st != VB_QPS_ERR;) {
-		cr_assert_eq(vb_query_qp(p.a.qp, &st), 0);
-		cr_assert_lt(time(NULL), deadline, "the overflow did not take the QP down");
-		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
-	}
+	cr_assert_eq(tpair_wait_qp_state(p.a.qp, VB_QPS_ERR, 10000), VB_QPS_ERR,
+		     "the overflow did not take the QP down");
 	/* Those that fit are there, in order; then the overflow is reported. */
 	while ((ret = vb_poll_cq(p.a.scq, 8, wc, &n)) == 0 && n) {
 		for (int i = 0; i < n; i++) {
@@ -74,9 +69,7 @@ Test(errors, responder_cq_overflow_takes_its_qp_down)
 	struct tpair p;
 	uint64_t src = 5, dst[17];
 	struct vb_wc wc[17];
-	enum vb_qp_state st = VB_QPS_RTS;
 	int n, got = 0, ret, cqe;
-	time_t deadline = time(NULL) + 10;
 
 	/* A device may round the ring up: the CQ says how many fit. */
 	tpair_init(&p, dev, &(struct tpair_opts){ .cqe = 2 });
@@ -92,11 +85,8 @@ Test(errors, responder_cq_overflow_takes_its_qp_down)
 		cr_assert_eq(
 		    post_rdma(p.a.qp, VB_WR_SEND, (uint64_t)i, &src, 8, smr->lkey, 0, 0, 0), 0);
 	/* As on the requester's side: no polling that would make room first. */
-	while (st != VB_QPS_ERR) {
-		cr_assert_eq(vb_query_qp(p.b.qp, &st), 0);
-		cr_assert_lt(time(NULL), deadline, "the overflow did not take the QP down");
-		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
-	}
+	cr_assert_eq(tpair_wait_qp_state(p.b.qp, VB_QPS_ERR, 10000), VB_QPS_ERR,
+		     "the overflow did not take the QP down");
 	while ((ret = vb_poll_cq(p.b.rcq, 17, wc, &n)) == 0 && n) {
 		for (int i = 0; i < n; i++)
 			cr_assert_eq(wc[i].wr_id, (uint64_t)(got + i), "in order");

@@ -127,6 +127,18 @@ void tpair_expect_empty(struct vb_cq *cq)
 		     (unsigned long long)wc.wr_id, vb_wc_status_str(wc.status));
 }
 
+enum vb_qp_state tpair_wait_qp_state(struct vb_qp *qp, enum vb_qp_state state, unsigned int ms)
+{
+	enum vb_qp_state st;
+
+	for (unsigned int i = 0;; i++) {
+		cr_assert_eq(vb_query_qp(qp, &st), 0);
+		if (st == state || i >= ms)
+			return st;
+		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+	}
+}
+
 static uint8_t pattern_byte(size_t i, uint32_t seed)
 {
 	uint32_t x = (uint32_t)i * 2654435761u ^ seed;

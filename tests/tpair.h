@@ -38,6 +38,12 @@ void tpair_fini(struct tpair *p);
 struct vb_wc tpair_wait(struct vb_cq *cq);
 /* Assert that cq stays empty for a short while. */
 void tpair_expect_empty(struct vb_cq *cq);
+/*
+ * Poll qp's state until it is state or ms milliseconds have passed (a
+ * device may move it asynchronously); the last state seen.  Asserts that
+ * the queries succeed.
+ */
+enum vb_qp_state tpair_wait_qp_state(struct vb_qp *qp, enum vb_qp_state state, unsigned int ms);
 
 /* vb_accept() in a thread of its own, while this one connects. */
 struct taccept {

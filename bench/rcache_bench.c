@@ -562,16 +562,14 @@ int main(int argc, char **argv)
 {
 	int runs = 5, opt;
 	const char *backend = NULL;
-
-	ucm_events_off(argv);
 	size_t hit_ops = 2000000, churn_ops = 200000, miss_ops = 20000;
 	double h1[2][16], h2[2][16], hs[2][16], ch[2][16], st[2][16], mr = 0;
 	struct timing miss[16 * PAIRS], raw[16 * PAIRS], missev[16 * PAIRS], rawdr[16 * PAIRS],
 	    umiss[16 * PAIRS];
-
 	const char *only = NULL;
 	bool miss_only = false;
 
+	ucm_events_off(argv);
 	while ((opt = getopt(argc, argv, "b:mr:w:h")) != -1) {
 		switch (opt) {
 		case 'w':

@@ -90,13 +90,19 @@ static SP_ALWAYS_INLINE void unref(struct sp_rcache *c, struct sp_region *r)
 		stack_push(&c->garbage, r);
 }
 
-/* Writer: deregister a region nobody holds any more and keep it for the next miss. */
-static SP_ALWAYS_INLINE void release_locked(struct sp_rcache *c, struct sp_region *r)
+/* Writer: deregister a region nobody holds any more; it is FREE after. */
+static SP_ALWAYS_INLINE void dereg_locked(struct sp_rcache *c, struct sp_region *r)
 {
 	c->ops->dereg(c->ctx, r->handle);
 	c->stats.writer_deregistrations++;
 	c->stats.writer_bytes_deregistered += LD(r->end) - LD(r->start);
 	atomic_store_explicit(&r->state, SP_RR_FREE, memory_order_release);
+}
+
+/* Writer: deregister a region nobody holds any more and keep it for the next miss. */
+static SP_ALWAYS_INLINE void release_locked(struct sp_rcache *c, struct sp_region *r)
+{
+	dereg_locked(c, r);
 	ST(r->next_free, c->local_free);
 	c->local_free = r;
 }
@@ -112,6 +118,36 @@ static SP_ALWAYS_INLINE void unref_locked(struct sp_rcache *c, struct sp_region 
 {
 	if (sp_likely(drop_last(r, true)))
 		release_locked(c, r);
+}
+
+/*
+ * Writer: the region an eviction just took out of the index, for the miss
+ * that evicted it.  When the index's reference is the only one (no reader
+ * took one before the sequence moved), one compare-and-swap turns it into
+ * the two references a new region starts with, where dropping it and
+ * staging a region from the pool would take three locked operations.
+ * Returns the region, deregistered, FREE and holding those two references
+ * (see stage()); NULL when a reader holds it, which then drops it the
+ * usual way.
+ */
+static SP_ALWAYS_INLINE struct sp_region *recycle_locked(struct sp_rcache *c, struct sp_region *r)
+{
+	uint32_t index_only = 1;
+
+	if (sp_unlikely(!atomic_compare_exchange_strong(&r->refs, &index_only, 2))) {
+		unref_locked(c, r);
+		return NULL;
+	}
+	dereg_locked(c, r);
+	return r;
+}
+
+/* Writer: give back a region recycle_locked() handed out, unused. */
+static void unrecycle(struct sp_rcache *c, struct sp_region *r)
+{
+	atomic_fetch_sub(&r->refs, 2);
+	ST(r->next_free, c->local_free);
+	c->local_free = r;
 }
 
 /* Registrations and bytes deregistered so far, by the garbage collector and by writers. */
@@ -350,9 +386,12 @@ static struct sp_region *lookup_locked(struct sp_rcache *c, uintptr_t start, uin
 /*
  * Writer: evict the least recently used cached region nobody holds
  * (second chance for regions used since the hand passed).  Regions marked
- * for the merge in progress are left alone.
+ * for the merge in progress are left alone.  Returns the region, out of
+ * the index but still holding the index's reference, or NULL when every
+ * region is in use.
  */
-static bool evict_one(struct sp_rcache *c, const struct sp_region *const *keep, size_t nkeep)
+static struct sp_region *evict_one(struct sp_rcache *c, const struct sp_region *const *keep,
+				   size_t nkeep)
 {
 	struct sp_region *r = c->lru_tail;
 
@@ -384,11 +423,10 @@ static bool evict_one(struct sp_rcache *c, const struct sp_region *const *keep, 
 		seq_begin(c);
 		index_remove(c, r);
 		seq_end(c);
-		unref_locked(c, r);
 		c->stats.evictions++;
-		return true;
+		return r;
 	}
-	return false;
+	return NULL;
 }
 
 /* Whether one more registration of len bytes fits, counting what the caller will release. */
@@ -405,13 +443,19 @@ static inline bool has_room(const struct sp_rcache *c, size_t len, size_t free_r
 }
 
 static int make_room(struct sp_rcache *c, size_t len, size_t free_regions, size_t free_bytes,
-		     const struct sp_region *const *keep, size_t nkeep)
+		     const struct sp_region *const *keep, size_t nkeep, struct sp_region **spare)
 {
 	if (sp_unlikely(c->cfg.max_bytes && len > c->cfg.max_bytes))
 		return ENOBUFS;
 	do {
-		if (sp_unlikely(!evict_one(c, keep, nkeep)))
+		struct sp_region *v = evict_one(c, keep, nkeep);
+
+		if (sp_unlikely(!v))
 			return ENOBUFS;
+		if (spare && !*spare)
+			*spare = recycle_locked(c, v);
+		else
+			unref_locked(c, v);
 		collect_garbage(c);
 	} while (!has_room(c, len, free_regions, free_bytes));
 	return 0;
@@ -421,14 +465,18 @@ static int make_room(struct sp_rcache *c, size_t len, size_t free_regions, size_
  * Writer: make room for one more registration of len bytes, counting
  * free_regions/free_bytes that the caller will release anyway.  Evicts and
  * deregisters as needed.  ENOBUFS when everything left is in use.  Inline:
- * a cache below its limits (the usual miss) only compares.
+ * a cache below its limits (the usual miss) only compares.  With spare,
+ * the first region evicted may come back in *spare for the caller's
+ * registration (see recycle_locked(); the caller gives it back with
+ * unrecycle() if it does not use it, on success or failure alike).
  */
 static inline int ensure_room(struct sp_rcache *c, size_t len, size_t free_regions,
-			      size_t free_bytes, const struct sp_region *const *keep, size_t nkeep)
+			      size_t free_bytes, const struct sp_region *const *keep, size_t nkeep,
+			      struct sp_region **spare)
 {
 	if (sp_likely(has_room(c, len, free_regions, free_bytes)))
 		return 0;
-	return make_room(c, len, free_regions, free_bytes, keep, nkeep);
+	return make_room(c, len, free_regions, free_bytes, keep, nkeep, spare);
 }
 
 /* Writer: a region taken from the pool gets its range and a fresh state. */
@@ -446,16 +494,17 @@ static SP_ALWAYS_INLINE void set_range(struct sp_region *r, uintptr_t start, uin
 /*
  * Writer: a new region gets everything only writers see before its
  * registration call: its range, its two references (the index's and the
- * caller's), its place at the head of the LRU list, and the counts.  The
- * call evicts much of what the CPU had cached, so what is written before
+ * caller's; a recycled region has them already), its place at the head of
+ * the LRU list, and the counts.  The call evicts much of what the CPU had cached, so what is written before
  * it is not paid for again after it; no other writer runs meanwhile (the
  * lock is held), and readers find the region only once it is indexed.
  */
 static SP_ALWAYS_INLINE void stage(struct sp_rcache *c, struct sp_region *r, uintptr_t start,
-				   uintptr_t end, unsigned int access)
+				   uintptr_t end, unsigned int access, bool recycled)
 {
 	/* The locked add first: it waits for the stores before it to drain. */
-	atomic_fetch_add(&r->refs, 2);
+	if (sp_likely(!recycled))
+		atomic_fetch_add(&r->refs, 2);
 	set_range(r, start, end, access);
 	lru_push_head(c, r);
 	c->n_cached++;
@@ -529,7 +578,7 @@ static int get_uncached(struct sp_rcache *c, uintptr_t start, uintptr_t end, uns
 	int ret;
 
 	pthread_mutex_lock(&c->lock);
-	ret = c->cfg.enable ? ensure_room(c, end - start, 0, 0, NULL, 0) : 0;
+	ret = c->cfg.enable ? ensure_room(c, end - start, 0, 0, NULL, 0, NULL) : 0;
 	r = ret ? NULL : region_alloc(c);
 	if (!ret && !r)
 		ret = ENOMEM;
@@ -596,7 +645,7 @@ static SP_ALWAYS_INLINE int get_slow(struct sp_rcache *c, uintptr_t start, uintp
 				     unsigned int access, uint32_t miss_seq, struct sp_rdir *leaf,
 				     struct sp_region **out)
 {
-	struct sp_region *set[VICTIMS], *r;
+	struct sp_region *set[VICTIMS], *r, *spare = NULL;
 	struct sp_index_slot one;
 	uintptr_t mstart = start, mend = end;
 	unsigned int macc = access, flags;
@@ -642,8 +691,12 @@ static SP_ALWAYS_INLINE int get_slow(struct sp_rcache *c, uintptr_t start, uintp
 		}
 	given_back = c->dirs_given_back;
 	ret = ensure_room(c, mend - mstart, free_regions, free_bytes,
-			  (const struct sp_region *const *)set, nset);
-	r = ret ? NULL : region_alloc(c);
+			  (const struct sp_region *const *)set, nset, &spare);
+	if (sp_unlikely(ret && spare)) {
+		unrecycle(c, spare);
+		spare = NULL;
+	}
+	r = ret || spare ? spare : region_alloc(c);
 	if (sp_unlikely(!ret && !r))
 		ret = ENOMEM;
 	if (sp_unlikely(ret))
@@ -663,7 +716,7 @@ static SP_ALWAYS_INLINE int get_slow(struct sp_rcache *c, uintptr_t start, uintp
 	 */
 	if (sp_unlikely(prepared && !touching && c->cfg.merge))
 		prepared = sp_index_prepare(c, mstart, mend, &one);
-	stage(c, r, mstart, mend, macc);
+	stage(c, r, mstart, mend, macc, r == spare);
 	handle = do_register(c, r, &flags);
 	if (sp_unlikely(!handle && (mstart != start || mend != end || macc != access))) {
 		/* The merged range may reach memory that cannot be registered. */
@@ -674,10 +727,10 @@ static SP_ALWAYS_INLINE int get_slow(struct sp_rcache *c, uintptr_t start, uintp
 		mend = end;
 		macc = access;
 		prepared = -1;
-		ret = ensure_room(c, mend - mstart, 0, 0, NULL, 0);
+		ret = ensure_room(c, mend - mstart, 0, 0, NULL, 0, NULL);
 		if (ret)
 			return get_failed(c, r, ret);
-		stage(c, r, mstart, mend, macc);
+		stage(c, r, mstart, mend, macc, false);
 		handle = do_register(c, r, &flags);
 	}
 	if (sp_unlikely(!handle)) {

@@ -466,6 +466,35 @@ Test(rcache, byte_limit)
 	finish();
 }
 
+/*
+ * A miss that evicts keeps the first region it evicts for its own
+ * registration.  When the evictions then run out of unused regions, that
+ * region goes back to the pool with no reference left over: reused, it
+ * must be evictable again once its user puts it.
+ */
+Test(rcache, eviction_short_of_room_gives_back_the_region_it_kept)
+{
+	c = make(0, 4 * PG, 0, false);
+	struct sp_region *r = NULL;
+
+	sp_rcache_put(c, get(BASE, PG, 0));
+	struct sp_region *b = get(BASE + 4 * PG, 2 * PG, 0);
+	cr_assert_eq(sp_rcache_get(c, (void *)(BASE + 8 * PG), 3 * PG, 0, &r), ENOBUFS);
+	cr_assert_null(r);
+	cr_assert_eq(stats().evictions, 1);
+	cr_assert_eq(f.live, 1, "the evicted region was deregistered");
+	verify();
+	sp_rcache_put(c, b);
+	/* Room without an eviction: the region given back is the next one used. */
+	sp_rcache_put(c, get(BASE + 16 * PG, PG, 0));
+	cr_assert_eq(stats().evictions, 1);
+	/* Room for this one only if both b and that region go. */
+	sp_rcache_put(c, get(BASE + 20 * PG, 4 * PG, 0));
+	cr_assert_eq(stats().evictions, 3);
+	cr_assert_eq(f.live, 1);
+	finish();
+}
+
 Test(rcache, too_large_is_registered_but_not_cached)
 {
 	c = make(0, 0, 16 * PG, true);

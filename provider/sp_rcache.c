@@ -495,9 +495,10 @@ static SP_ALWAYS_INLINE void set_range(struct sp_region *r, uintptr_t start, uin
  * Writer: a new region gets everything only writers see before its
  * registration call: its range, its two references (the index's and the
  * caller's; a recycled region has them already), its place at the head of
- * the LRU list, and the counts.  The call evicts much of what the CPU had cached, so what is written before
- * it is not paid for again after it; no other writer runs meanwhile (the
- * lock is held), and readers find the region only once it is indexed.
+ * the LRU list, and the counts.  The call evicts much of what the CPU had
+ * cached, so what is written before it is not paid for again after it; no
+ * other writer runs meanwhile (the lock is held), and readers find the
+ * region only once it is indexed.
  */
 static SP_ALWAYS_INLINE void stage(struct sp_rcache *c, struct sp_region *r, uintptr_t start,
 				   uintptr_t end, unsigned int access, bool recycled)

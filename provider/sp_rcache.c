@@ -164,7 +164,12 @@ static inline uint64_t bytes_deregistered(const struct sp_rcache *c)
 /* Deregister every region on the garbage list and return it to the pool. */
 static void collect_garbage_list(struct sp_rcache *c)
 {
-	struct sp_region *r = atomic_exchange(&c->garbage, NULL);
+	struct sp_region *r;
+
+	/* The parent's registrations: a child leaves them alone. */
+	if (forked(c))
+		return;
+	r = atomic_exchange(&c->garbage, NULL);
 
 	while (r) {
 		struct sp_region *next = LD(r->next_free);
@@ -813,11 +818,19 @@ void sp_rcache_hold(struct sp_rcache *c, struct sp_region *region)
 	atomic_fetch_add(&region->refs, 1);
 }
 
+/*
+ * In a child of a fork the reference count is the child's own copy: only
+ * releasing the region is the parent's business, so the fork check waits
+ * for a last reference (a put that follows a miss's registration call
+ * would pay a cache miss on the fork generation for nothing).
+ */
 void sp_rcache_put(struct sp_rcache *c, struct sp_region *region)
 {
-	if (sp_unlikely(forked(c)))
-		return;
-	unref(c, region);
+	if (sp_unlikely(drop_last(region, false))) {
+		if (forked(c))
+			return;
+		stack_push(&c->garbage, region);
+	}
 	collect_garbage(c);
 }
 

@@ -8,6 +8,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "sp_rcache_int.h"
 #include "vb.h"
@@ -541,6 +543,50 @@ Test(rcache, hold_adds_a_reference)
 	cr_assert_eq(f.live, 1, "one reference left");
 	sp_rcache_put(c, a);
 	cr_assert_eq(f.live, 0);
+	finish();
+}
+
+/*
+ * A child of a fork holds copies of the parent's registrations, which
+ * only the parent may release: in the child, dropping the last reference
+ * of an invalidated region, getting and invalidating all leave the
+ * backend alone.
+ */
+static int child_of_fork(struct sp_region *dead)
+{
+	struct sp_region *r = NULL;
+	int deregs = f.deregs, regs = f.regs;
+
+	sp_rcache_put(c, dead);
+	if (f.deregs != deregs)
+		return 1;
+	if (sp_rcache_get(c, (void *)(BASE + 4 * PG), PG, 0, &r) != EPERM || r)
+		return 2;
+	if (sp_rcache_invalidate(c, (void *)(BASE + 4 * PG), PG, NULL) || f.deregs != deregs)
+		return 3;
+	return f.regs == regs ? 0 : 4;
+}
+
+Test(rcache, child_of_a_fork_leaves_the_parents_registrations_alone)
+{
+	c = make(0, 0, 0, true);
+	struct sp_region *a = get(BASE, PG, 0);
+	int status;
+	pid_t pid;
+
+	sp_rcache_put(c, get(BASE + 4 * PG, PG, 0));
+	cr_assert_eq(sp_rcache_invalidate(c, (void *)BASE, PG, NULL), 0);
+	cr_assert_eq(f.deregs, 0, "a, in use, is deregistered at its last put");
+	fflush(NULL);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (!pid)
+		_exit(child_of_fork(a));
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && !WEXITSTATUS(status), "the child failed check %d (0x%x)",
+		  WIFEXITED(status) ? WEXITSTATUS(status) : -1, status);
+	sp_rcache_put(c, a);
+	cr_assert_eq(f.deregs, 1, "the parent releases a at its last put");
 	finish();
 }
 

@@ -558,7 +558,7 @@ static int get_failed(struct sp_rcache *c, struct sp_region *r, int ret)
 	}
 	if (ret == ENOBUFS)
 		c->stats.no_buffers++;
-	pthread_mutex_unlock(&c->lock);
+	sp_mutex_unlock(&c->lock);
 	return ret;
 }
 
@@ -570,7 +570,7 @@ static struct sp_region *hand_out_uncached(struct sp_rcache *c, struct sp_region
 	atomic_fetch_add(&r->refs, 1);
 	atomic_store_explicit(&r->state, SP_RR_DEAD, memory_order_release);
 	c->stats.uncached++;
-	pthread_mutex_unlock(&c->lock);
+	sp_mutex_unlock(&c->lock);
 	return r;
 }
 
@@ -583,7 +583,7 @@ static int get_uncached(struct sp_rcache *c, uintptr_t start, uintptr_t end, uns
 	void *handle;
 	int ret;
 
-	pthread_mutex_lock(&c->lock);
+	sp_mutex_lock(&c->lock);
 	ret = c->cfg.enable ? ensure_room(c, end - start, 0, 0, NULL, 0, NULL) : 0;
 	r = ret ? NULL : region_alloc(c);
 	if (!ret && !r)
@@ -661,7 +661,7 @@ static SP_ALWAYS_INLINE int get_slow(struct sp_rcache *c, uintptr_t start, uintp
 	void *handle;
 
 	collect_garbage(c);
-	pthread_mutex_lock(&c->lock);
+	sp_mutex_lock(&c->lock);
 	apply_pending(c);
 	/*
 	 * The index unchanged since the lock-free lookup missed: no need to
@@ -677,7 +677,7 @@ static SP_ALWAYS_INLINE int get_slow(struct sp_rcache *c, uintptr_t start, uintp
 		r = lookup_locked(c, start, end, access);
 	}
 	if (sp_unlikely(r)) {
-		pthread_mutex_unlock(&c->lock);
+		sp_mutex_unlock(&c->lock);
 		sp_count(&c->stats.hits, 1);
 		*out = r;
 		return 0;
@@ -769,7 +769,7 @@ static SP_ALWAYS_INLINE int get_slow(struct sp_rcache *c, uintptr_t start, uintp
 	sp_index_insert(c, r, &one);
 	seq_end(c);
 	r->indexed = true;
-	pthread_mutex_unlock(&c->lock);
+	sp_mutex_unlock(&c->lock);
 	collect_garbage(c);
 	*out = r;
 	return 0;
@@ -779,7 +779,7 @@ int sp_rcache_get(struct sp_rcache *c, void *addr, size_t len, unsigned int acce
 		  struct sp_region **region)
 {
 	uintptr_t a = (uintptr_t)addr, start, end;
-	struct sp_region *r;
+	struct sp_region *r = NULL;
 	int ret;
 
 	if (sp_unlikely(!len || a + len < a || a + len > UINTPTR_MAX - SP_RCACHE_PAGE ||
@@ -847,11 +847,11 @@ int sp_rcache_invalidate(struct sp_rcache *c, void *addr, size_t len, size_t *re
 		return 0;
 	}
 	sp_count(&c->stats.invalidations, 1);
-	pthread_mutex_lock(&c->lock);
+	sp_mutex_lock(&c->lock);
 	apply_pending(c);
 	n = remove_overlapping(c, a, end);
 	c->stats.invalidated += n;
-	pthread_mutex_unlock(&c->lock);
+	sp_mutex_unlock(&c->lock);
 	if (removed)
 		*removed = n;
 	return 0;
@@ -921,9 +921,9 @@ void sp_rcache_collect(struct sp_rcache *c)
 	if (forked(c))
 		return;
 	if (atomic_load(&c->inv_pending)) {
-		pthread_mutex_lock(&c->lock);
+		sp_mutex_lock(&c->lock);
 		apply_pending(c);
-		pthread_mutex_unlock(&c->lock);
+		sp_mutex_unlock(&c->lock);
 	}
 	collect_garbage(c);
 }
@@ -944,7 +944,7 @@ struct sp_rcache *sp_rcache_create(const struct sp_rcache_config *cfg,
 		return NULL;
 	}
 	memset(c, 0, sizeof(*c));
-	ret = pthread_mutex_init(&c->lock, NULL);
+	ret = sp_mutex_init(&c->lock);
 	if (ret) {
 		sp_os_aligned_free(c);
 		errno = ret;
@@ -966,7 +966,7 @@ static void free_memory(struct sp_rcache *c)
 	for (size_t i = 0; i < c->n_slabs; i++)
 		free(c->slabs[i]);
 	free(c->slabs);
-	pthread_mutex_destroy(&c->lock);
+	sp_mutex_destroy(&c->lock);
 	sp_os_aligned_free(c);
 }
 
@@ -979,7 +979,7 @@ int sp_rcache_destroy(struct sp_rcache *c)
 		free_memory(c);
 		return 0;
 	}
-	pthread_mutex_lock(&c->lock);
+	sp_mutex_lock(&c->lock);
 	apply_pending(c);
 	collect_garbage(c);
 	for (struct sp_region *r = c->lru_head; r; r = r->lru_next)
@@ -995,7 +995,7 @@ int sp_rcache_destroy(struct sp_rcache *c)
 		unref_locked(c, r);
 	}
 	collect_garbage(c);
-	pthread_mutex_unlock(&c->lock);
+	sp_mutex_unlock(&c->lock);
 	if (c->cfg.print_stats) {
 		struct sp_rcache_stats st;
 		sp_rcache_get_stats(c, &st);
@@ -1004,7 +1004,7 @@ int sp_rcache_destroy(struct sp_rcache *c)
 	free_memory(c);
 	return 0;
 busy:
-	pthread_mutex_unlock(&c->lock);
+	sp_mutex_unlock(&c->lock);
 	return EBUSY;
 }
 
@@ -1012,7 +1012,7 @@ void sp_rcache_get_stats(struct sp_rcache *c, struct sp_rcache_stats *s)
 {
 	struct sp_rcache_counters *k = &c->stats;
 
-	pthread_mutex_lock(&c->lock);
+	sp_mutex_lock(&c->lock);
 	s->misses = k->misses;
 	s->merges = k->merges;
 	s->unmerged_retries = k->unmerged_retries;
@@ -1025,7 +1025,7 @@ void sp_rcache_get_stats(struct sp_rcache *c, struct sp_rcache_stats *s)
 	s->cached_regions = c->n_cached;
 	s->deregistrations = deregistered(c);
 	s->bytes_pinned = k->bytes_registered - bytes_deregistered(c);
-	pthread_mutex_unlock(&c->lock);
+	sp_mutex_unlock(&c->lock);
 	s->regions = s->registrations - s->deregistrations;
 	s->hits = LD(k->hits);
 	for (int i = 0; i < SP_RCACHE_HIT_SLOTS; i++)

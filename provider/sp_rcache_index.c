@@ -319,7 +319,7 @@ int sp_rcache_verify(struct sp_rcache *c, const char **why)
 	int ret = 0;
 
 	*why = NULL;
-	pthread_mutex_lock(&c->lock);
+	sp_mutex_lock(&c->lock);
 	root = LD(c->root);
 	if (root && verify_dir(root, LEVELS - 1, 0, &last, &regions, why))
 		ret = EPROTO;
@@ -337,6 +337,6 @@ int sp_rcache_verify(struct sp_rcache *c, const char **why)
 		*why = "counts disagree with the index";
 		ret = EPROTO;
 	}
-	pthread_mutex_unlock(&c->lock);
+	sp_mutex_unlock(&c->lock);
 	return ret;
 }

@@ -25,6 +25,7 @@
 
 #include <stddef.h>
 
+#include "sp_mutex.h"
 #include "sp_rcache.h"
 
 #define SP_RCACHE_PAGE 4096u
@@ -155,7 +156,7 @@ struct sp_rcache {
 	const struct sp_rcache_ops *ops;
 
 	/* writers: the lock and the per-miss fields */
-	alignas(64) pthread_mutex_t lock; /* writers: index, LRU, pool slabs */
+	alignas(64) struct sp_mutex lock; /* writers: index, LRU, pool slabs */
 	struct sp_region *lru_head;
 	struct sp_region *local_free;	   /* writer only: taken from free_pool in batches */
 	struct sp_region *_Atomic garbage; /* pushed by anyone */

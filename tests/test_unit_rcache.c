@@ -738,9 +738,9 @@ Test(rcache, first_overlap_matches_a_scan)
 		for (int i = 0; i < N && !want; i++)
 			if (lo[i] < sp_page_ceil(e) && sp_page_floor(s) < hi[i])
 				want = held[i];
-		pthread_mutex_lock(&c->lock);
+		sp_mutex_lock(&c->lock);
 		struct sp_region *got = sp_index_first_overlap(c, s, e);
-		pthread_mutex_unlock(&c->lock);
+		sp_mutex_unlock(&c->lock);
 		cr_assert_eq(got, want, "[%#lx, %#lx): got %p, want %p", (unsigned long)s,
 			     (unsigned long)e, (void *)got, (void *)want);
 	}

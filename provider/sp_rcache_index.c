@@ -178,25 +178,15 @@ static struct sp_rdir *walk_to(struct sp_rcache *c, uint64_t page, int level, st
 	return d;
 }
 
-void sp_index_remove(struct sp_rcache *c, struct sp_region *r)
+/* The rest of sp_index_remove(): a directory emptied, or a region over several. */
+void sp_index_remove_slow(struct sp_rcache *c, struct sp_region *r, bool emptied)
 {
 	uint64_t p = LD(r->start) / SP_RCACHE_PAGE, e = LD(r->end) / SP_RCACHE_PAGE;
 	struct sp_rdir *path[LEVELS], *d;
 
-	if (sp_likely(p / FAN == (e - 1) / FAN && e - p < FAN)) {
-		/*
-		 * Inside one last-level directory (the usual region), the one
-		 * the insertion noted: no walk, unless the directory empties.
-		 * (Nonempty, it cannot have been given back meanwhile.)
-		 */
-		d = r->dir;
-		for (uint64_t q = p; q < e; q++)
-			ST(d->e[idx(q, 0)], 0);
-		d->used -= (uint32_t)(e - p);
-		if (sp_unlikely(!d->used)) {
-			walk_to(c, p, 0, path);
-			give_back_empty(c, path, d, p, 0);
-		}
+	if (emptied) {
+		walk_to(c, p, 0, path);
+		give_back_empty(c, path, r->dir, p, 0);
 		return;
 	}
 	while (p < e) {

@@ -318,7 +318,31 @@ static inline void sp_index_insert(struct sp_rcache *c, struct sp_region *r,
 					      memory_order_relaxed);
 	one->owner->used += one->count;
 }
-void sp_index_remove(struct sp_rcache *c, struct sp_region *r);
+void sp_index_remove_slow(struct sp_rcache *c, struct sp_region *r, bool emptied);
+
+/*
+ * Writer, inside seq_begin/seq_end: take r out of the index.  Inline for
+ * a region inside one last-level directory (the usual one): that
+ * directory is the one its insertion noted, no walk needed unless it
+ * empties.  (Nonempty, it cannot have been given back meanwhile.)
+ */
+static inline void sp_index_remove(struct sp_rcache *c, struct sp_region *r)
+{
+	uint64_t p = atomic_load_explicit(&r->start, memory_order_relaxed) / SP_RCACHE_PAGE,
+		 e = atomic_load_explicit(&r->end, memory_order_relaxed) / SP_RCACHE_PAGE;
+	const uint64_t fan = 1u << SP_RCACHE_RADIX_BITS;
+	struct sp_rdir *d = r->dir;
+
+	if (sp_unlikely(p / fan != (e - 1) / fan || e - p >= fan)) {
+		sp_index_remove_slow(c, r, false);
+		return;
+	}
+	for (uint64_t q = p; q < e; q++)
+		atomic_store_explicit(&d->e[sp_rdir_idx(q, 0)], 0, memory_order_relaxed);
+	d->used -= (uint32_t)(e - p);
+	if (sp_unlikely(!d->used))
+		sp_index_remove_slow(c, r, true);
+}
 void sp_index_fini(struct sp_rcache *c);
 
 /*

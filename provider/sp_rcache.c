@@ -121,28 +121,24 @@ static SP_ALWAYS_INLINE void unref_locked(struct sp_rcache *c, struct sp_region 
 }
 
 /*
- * Writer: the region an eviction just took out of the index, for the miss
- * that evicted it.  When the index's reference is the only one (no reader
- * took one before the sequence moved), one compare-and-swap turns it into
- * the two references a new region starts with, where dropping it and
- * staging a region from the pool would take three locked operations.
- * Returns the region, deregistered, FREE and holding those two references
- * (see stage()); NULL when a reader holds it, which then drops it the
- * usual way.
+ * Writer, with the sequence odd: claim a region being evicted for the
+ * miss that evicts it.  When the index's reference is the only one (no
+ * reader took one before the sequence moved), one compare-and-swap turns
+ * it into the two references a new region starts with, where dropping it
+ * and staging a region from the pool would take three locked operations.
+ * False when a reader holds it: it is then dropped the usual way.  Done
+ * before the eviction's stores to the index and the LRU neighbour, lines
+ * long out of the CPU cache: a locked operation waits for every store
+ * before it.
  */
-static SP_ALWAYS_INLINE struct sp_region *recycle_locked(struct sp_rcache *c, struct sp_region *r)
+static SP_ALWAYS_INLINE bool claim_for_reuse(struct sp_region *r)
 {
 	uint32_t index_only = 1;
 
-	if (sp_unlikely(!atomic_compare_exchange_strong(&r->refs, &index_only, 2))) {
-		unref_locked(c, r);
-		return NULL;
-	}
-	dereg_locked(c, r);
-	return r;
+	return atomic_compare_exchange_strong(&r->refs, &index_only, 2);
 }
 
-/* Writer: give back a region recycle_locked() handed out, unused. */
+/* Writer: give back a region make_room() handed out for reuse, unused. */
 static void unrecycle(struct sp_rcache *c, struct sp_region *r)
 {
 	atomic_fetch_sub(&r->refs, 2);
@@ -392,11 +388,12 @@ static struct sp_region *lookup_locked(struct sp_rcache *c, uintptr_t start, uin
  * Writer: evict the least recently used cached region nobody holds
  * (second chance for regions used since the hand passed).  Regions marked
  * for the merge in progress are left alone.  Returns the region, out of
- * the index but still holding the index's reference, or NULL when every
- * region is in use.
+ * the index, or NULL when every region is in use.  The region still holds
+ * the index's reference, unless *claimed (asked for with claim): then it
+ * holds the two of a new region (see claim_for_reuse()).
  */
 static struct sp_region *evict_one(struct sp_rcache *c, const struct sp_region *const *keep,
-				   size_t nkeep)
+				   size_t nkeep, bool claim, bool *claimed)
 {
 	struct sp_region *r = c->lru_tail;
 
@@ -426,6 +423,7 @@ static struct sp_region *evict_one(struct sp_rcache *c, const struct sp_region *
 			continue;
 		}
 		seq_begin(c);
+		*claimed = claim && sp_likely(claim_for_reuse(r));
 		index_remove(c, r);
 		seq_end(c);
 		c->stats.evictions++;
@@ -453,14 +451,17 @@ static int make_room(struct sp_rcache *c, size_t len, size_t free_regions, size_
 	if (sp_unlikely(c->cfg.max_bytes && len > c->cfg.max_bytes))
 		return ENOBUFS;
 	do {
-		struct sp_region *v = evict_one(c, keep, nkeep);
+		bool claimed;
+		struct sp_region *v = evict_one(c, keep, nkeep, spare && !*spare, &claimed);
 
 		if (sp_unlikely(!v))
 			return ENOBUFS;
-		if (spare && !*spare)
-			*spare = recycle_locked(c, v);
-		else
+		if (sp_likely(claimed)) {
+			dereg_locked(c, v);
+			*spare = v;
+		} else {
 			unref_locked(c, v);
+		}
 		collect_garbage(c);
 	} while (!has_room(c, len, free_regions, free_bytes));
 	return 0;
@@ -472,7 +473,7 @@ static int make_room(struct sp_rcache *c, size_t len, size_t free_regions, size_
  * deregisters as needed.  ENOBUFS when everything left is in use.  Inline:
  * a cache below its limits (the usual miss) only compares.  With spare,
  * the first region evicted may come back in *spare for the caller's
- * registration (see recycle_locked(); the caller gives it back with
+ * registration (see claim_for_reuse(); the caller gives it back with
  * unrecycle() if it does not use it, on success or failure alike).
  */
 static inline int ensure_room(struct sp_rcache *c, size_t len, size_t free_regions,

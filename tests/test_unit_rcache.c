@@ -255,6 +255,35 @@ Test(rcache, merged_registration_failure_retries_unmerged)
 	finish();
 }
 
+/*
+ * The same in a full cache: the merged registration goes into the region
+ * its eviction freed, fails, and the unmerged one (which has room then)
+ * goes into that region again.  Every region keeps the right references:
+ * both left can be evicted and destroyed at the end.
+ */
+Test(rcache, merged_registration_failure_in_a_full_cache)
+{
+	c = make(2, 0, 0, true);
+	struct sp_region *a = get(BASE, PG, 0);
+	sp_rcache_put(c, get(BASE + 8 * PG, PG, 0));
+	f.fail_longer = PG;
+	struct sp_region *b = get(BASE + PG, PG, 0);
+
+	cr_assert_eq(sp_region_start(b), BASE + PG);
+	cr_assert_eq(sp_region_end(b), BASE + 2 * PG);
+	cr_assert_eq(stats().unmerged_retries, 1);
+	cr_assert_eq(stats().evictions, 1, "the region at 8 pages (a is in the merge)");
+	cr_assert_eq(f.live, 2);
+	sp_rcache_put(c, b);
+	sp_rcache_put(c, a);
+	f.fail_longer = 0;
+	/* Both unused now: a miss evicts one of them, and destroy finds nothing held. */
+	sp_rcache_put(c, get(BASE + 16 * PG, PG, 0));
+	cr_assert_eq(stats().evictions, 2);
+	cr_assert_eq(f.live, 2);
+	finish();
+}
+
 Test(rcache, registration_failure_is_clean)
 {
 	c = make(0, 0, 0, true);

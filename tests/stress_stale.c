@@ -20,7 +20,6 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <netinet/in.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -31,6 +30,7 @@
 #include "sp_rcache_int.h"
 #include "sp_watched.h"
 #include "tap.h"
+#include "tconn.h"
 #include "tdev.h"
 
 #define PG 4096u
@@ -146,21 +146,11 @@ static struct vb_listener *lst;
 static uint8_t *rbuf;
 static struct vb_mr *rmr;
 
-static void *accept_main(void *arg)
-{
-	struct vb_conn_param param = { .timeout_ms = 5000 };
-
-	*(int *)arg = vb_accept(lst, qp_b, &param);
-	return NULL;
-}
-
 static int pair_up(void)
 {
 	struct sockaddr_in sin;
 	struct vb_qp_init_attr attr = { .cap = { .max_send_wr = 16, .max_recv_wr = 4 } };
-	struct vb_conn_param param = { .timeout_ms = 5000 };
-	pthread_t t;
-	int acc = -1, ret;
+	int acc, ret;
 
 	dev = tdev_open();
 	if (!dev)
@@ -179,9 +169,7 @@ static int pair_up(void)
 	lst = vb_create_listener(dev, (struct sockaddr *)&sin, sizeof(sin), 1);
 	if (!qp_a || !qp_b || !lst)
 		return ENOMEM;
-	pthread_create(&t, NULL, accept_main, &acc);
-	ret = vb_connect(qp_a, (struct sockaddr *)&lst->addr, sizeof(lst->addr), &param);
-	pthread_join(t, NULL);
+	ret = tconnect(lst, qp_b, NULL, qp_a, NULL, &acc);
 	if (ret || acc)
 		return ret ? ret : acc;
 	rbuf = aligned_alloc(PG, MAX_LEN + PG);

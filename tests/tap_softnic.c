@@ -7,12 +7,12 @@
  * blocking wait behave as on a NIC.
  */
 #include <errno.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "tap.h"
+#include "tconn.h"
 #include "twr.h"
 #include "vb.h"
 
@@ -25,23 +25,6 @@ struct side {
 	char *buf;
 	struct vb_mr *mr;
 };
-
-struct accept_arg {
-	struct vb_listener *l;
-	struct vb_qp *qp;
-	int ret;
-};
-
-static void *accept_main(void *arg)
-{
-	struct accept_arg *a = arg;
-	struct vb_conn_param p = { .private_data = "hello",
-				   .private_data_len = 6,
-				   .timeout_ms = 5000 };
-
-	a->ret = vb_accept(a->l, a->qp, &p);
-	return NULL;
-}
 
 static int side_init(struct vb_device *dev, struct side *s)
 {
@@ -89,19 +72,16 @@ static int wait1(struct vb_cq *cq, struct vb_wc *wc)
 	return (int)wc->status;
 }
 
-/* Connect a to b through l (b accepts in a thread); true when both ends are up. */
+/* Connect a to b through l (b accepts in a thread, with private data); true when both ends are up.
+ */
 static bool pair_connect(struct vb_listener *l, struct side *a, struct side *b)
 {
-	struct accept_arg x = { .l = l, .qp = b->qp };
-	struct vb_conn_param p = { .timeout_ms = 5000 };
-	pthread_t t;
-	int ret;
+	struct vb_conn_param hello = { .private_data = "hello",
+				       .private_data_len = 6,
+				       .timeout_ms = 5000 };
+	int accepted;
 
-	if (pthread_create(&t, NULL, accept_main, &x))
-		return false;
-	ret = vb_connect(a->qp, (struct sockaddr *)&l->addr, sizeof(struct sockaddr_in), &p);
-	pthread_join(t, NULL);
-	return !ret && !x.ret;
+	return !tconnect(l, b->qp, &hello, a->qp, NULL, &accepted) && !accepted;
 }
 
 static void fill(char *p, size_t n, unsigned int seed)

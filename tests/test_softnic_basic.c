@@ -464,21 +464,19 @@ Test(basic, private_data_reaches_the_peer)
 				       .private_data_len = sizeof(hello),
 				       .timeout_ms = 5000 };
 	struct vb_listener *l = tlisten(dev);
-	struct taccept a;
+	int accepted;
 
 	cr_assert(cq && c && s);
-	taccept_start(&a, l, s, &sparam);
-	cr_assert_eq(vb_connect(c, (struct sockaddr *)&l->addr, sizeof(l->addr), &param), 0);
-	cr_assert_eq(taccept_join(&a), 0);
+	cr_assert_eq(tconnect(l, s, &sparam, c, &param, &accepted), 0);
+	cr_assert_eq(accepted, 0);
 	cr_assert_eq(s->peer_private_data_len, VB_MAX_PRIVATE_DATA);
 	cr_assert_str_eq((const char *)s->peer_private_data, "client-hello");
 	cr_assert_eq(c->peer_private_data_len, sizeof("server-hello"));
 	cr_assert_str_eq((const char *)c->peer_private_data, "server-hello");
 	/* Connected once is enough. */
-	cr_assert_eq(vb_connect(c, (struct sockaddr *)&a.l->addr, sizeof(a.l->addr), &param),
-		     EISCONN);
+	cr_assert_eq(vb_connect(c, (struct sockaddr *)&l->addr, sizeof(l->addr), &param), EISCONN);
 	param.private_data_len = VB_MAX_PRIVATE_DATA + 1;
-	cr_assert_eq(vb_accept(a.l, s, &param), EINVAL);
+	cr_assert_eq(vb_accept(l, s, &param), EINVAL);
 	cr_assert_eq(vb_destroy_qp(c), 0);
 	cr_assert_eq(vb_destroy_qp(s), 0);
 	cr_assert_eq(vb_destroy_cq(cq), 0);

@@ -160,12 +160,11 @@ static void try_attack(enum attack what, int expect)
 	struct vb_cq *ccq = vb_create_cq(dev, 8);
 	attr.send_cq = attr.recv_cq = ccq;
 	struct vb_qp *cqp = vb_create_qp(pd, &attr);
-	struct taccept h;
+	int accepted;
 	cr_assert(ccq && cqp);
-	taccept_start(&h, l, qp, NULL);
 	param.timeout_ms = 5000;
-	cr_assert_eq(vb_connect(cqp, (struct sockaddr *)&l->addr, sizeof(l->addr), &param), 0);
-	cr_assert_eq(taccept_join(&h), 0);
+	cr_assert_eq(tconnect(l, qp, NULL, cqp, &param, &accepted), 0);
+	cr_assert_eq(accepted, 0);
 	cr_assert_eq(vb_query_qp(qp, &st), 0);
 	cr_assert_eq(st, VB_QPS_RTS);
 	cr_assert_eq(vb_destroy_qp(cqp), 0);

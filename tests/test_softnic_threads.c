@@ -143,11 +143,9 @@ Test(threads, shared_cqs_racing_receives)
 	for (int i = 0; i < NT; i++) {
 		create_pair(&s, i);
 		struct vb_listener *l = tlisten(s.dev);
-		struct taccept a;
-		taccept_start(&a, l, s.b[i], NULL);
-		cr_assert_eq(
-		    vb_connect(s.a[i], (struct sockaddr *)&l->addr, sizeof(l->addr), &param), 0);
-		cr_assert_eq(taccept_join(&a), 0);
+		int accepted;
+		cr_assert_eq(tconnect(l, s.b[i], NULL, s.a[i], &param, &accepted), 0);
+		cr_assert_eq(accepted, 0);
 		cr_assert_eq(vb_destroy_listener(l), 0);
 	}
 	cr_assert_eq(pthread_create(&rcv, NULL, receiver, &s), 0);

@@ -2,7 +2,6 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <netinet/in.h>
-#include <pthread.h>
 #include <string.h>
 #include <time.h>
 
@@ -44,35 +43,10 @@ struct vb_listener *tlisten(struct vb_device *dev)
 	return l;
 }
 
-static void *taccept_main(void *arg)
-{
-	struct taccept *a = arg;
-
-	a->ret = vb_accept(a->l, a->qp, &a->param);
-	return NULL;
-}
-
-void taccept_start(struct taccept *a, struct vb_listener *l, struct vb_qp *qp,
-		   const struct vb_conn_param *param)
-{
-	a->l = l;
-	a->qp = qp;
-	a->param = param ? *param : (struct vb_conn_param){ .timeout_ms = 5000 };
-	a->ret = -1;
-	cr_assert_eq(pthread_create(&a->thread, NULL, taccept_main, a), 0);
-}
-
-int taccept_join(struct taccept *a)
-{
-	pthread_join(a->thread, NULL);
-	return a->ret;
-}
-
 void tpair_init(struct tpair *p, struct vb_device *dev, const struct tpair_opts *o)
 {
-	struct vb_conn_param param = { .timeout_ms = 5000 };
 	struct vb_listener *l;
-	struct taccept acc;
+	int acc;
 	int ret;
 
 	memset(p, 0, sizeof(*p));
@@ -80,9 +54,8 @@ void tpair_init(struct tpair *p, struct vb_device *dev, const struct tpair_opts 
 	side_init(&p->a, dev, NULL, o);
 	side_init(&p->b, dev, o && o->shared_pd ? p->a.pd : NULL, o);
 	l = tlisten(dev);
-	taccept_start(&acc, l, p->b.qp, NULL);
-	ret = vb_connect(p->a.qp, (struct sockaddr *)&l->addr, sizeof(l->addr), &param);
-	cr_assert_eq(taccept_join(&acc), 0, "accept failed");
+	ret = tconnect(l, p->b.qp, NULL, p->a.qp, NULL, &acc);
+	cr_assert_eq(acc, 0, "accept failed");
 	cr_assert_eq(ret, 0, "connect: %s", strerror(ret));
 	cr_assert_eq(vb_destroy_listener(l), 0);
 }

@@ -3,10 +3,10 @@
 #ifndef SANPROV_TPAIR_H
 #define SANPROV_TPAIR_H
 
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "tconn.h"
 #include "tdev.h"
 #include "twr.h"
 #include "vb.h"
@@ -44,21 +44,6 @@ void tpair_expect_empty(struct vb_cq *cq);
  * the queries succeed.
  */
 enum vb_qp_state tpair_wait_qp_state(struct vb_qp *qp, enum vb_qp_state state, unsigned int ms);
-
-/* vb_accept() in a thread of its own, while this one connects. */
-struct taccept {
-	pthread_t thread;
-	struct vb_listener *l;
-	struct vb_qp *qp;
-	struct vb_conn_param param;
-	int ret;
-};
-
-/* param NULL: no private data, 5 s timeout. */
-void taccept_start(struct taccept *a, struct vb_listener *l, struct vb_qp *qp,
-		   const struct vb_conn_param *param);
-/* The accept's result. */
-int taccept_join(struct taccept *a);
 
 /* A listener on a free port and its sockaddr. */
 struct vb_listener *tlisten(struct vb_device *dev);

@@ -142,7 +142,6 @@ static struct vb_device *dev;
 static struct vb_pd *pd_a, *pd_b;
 static struct vb_cq *cq_a, *cq_b;
 static struct vb_qp *qp_a, *qp_b;
-static struct vb_listener *lst;
 static uint8_t *rbuf;
 static struct vb_mr *rmr;
 
@@ -150,6 +149,7 @@ static int pair_up(void)
 {
 	struct sockaddr_in sin;
 	struct vb_qp_init_attr attr = { .cap = { .max_send_wr = 16, .max_recv_wr = 4 } };
+	struct vb_listener *lst;
 	int acc, ret;
 
 	dev = tdev_open();
@@ -170,6 +170,7 @@ static int pair_up(void)
 	if (!qp_a || !qp_b || !lst)
 		return ENOMEM;
 	ret = tconnect(lst, qp_b, NULL, qp_a, NULL, &acc);
+	vb_destroy_listener(lst);
 	if (ret || acc)
 		return ret ? ret : acc;
 	rbuf = aligned_alloc(PG, MAX_LEN + PG);

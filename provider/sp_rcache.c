@@ -83,11 +83,25 @@ static SP_ALWAYS_INLINE bool drop_last(struct sp_region *r, bool usually_last)
 	return atomic_compare_exchange_strong(&r->state, &dead, SP_RR_GARBAGE);
 }
 
-/* Drop a reference; the last one of a region out of the index queues it for deregistration. */
+/*
+ * Drop a reference; the last one of a region out of the index queues it
+ * for deregistration.  In a child of a fork the count is the child's own
+ * copy, and releasing the parent's registration is not the child's
+ * business: the fork check waits for a last reference (a put that follows
+ * a miss's registration call would pay a cache miss on the fork
+ * generation for nothing).
+ */
 static SP_ALWAYS_INLINE void unref(struct sp_rcache *c, struct sp_region *r)
 {
-	if (sp_unlikely(drop_last(r, false)))
+	if (sp_unlikely(drop_last(r, false)) && !forked(c))
 		stack_push(&c->garbage, r);
+}
+
+/* Writer: keep a free region (no holder, no registration) for the next miss. */
+static SP_ALWAYS_INLINE void pool_keep(struct sp_rcache *c, struct sp_region *r)
+{
+	ST(r->next_free, c->local_free);
+	c->local_free = r;
 }
 
 /* Writer: deregister a region nobody holds any more; it is FREE after. */
@@ -103,8 +117,7 @@ static SP_ALWAYS_INLINE void dereg_locked(struct sp_rcache *c, struct sp_region 
 static SP_ALWAYS_INLINE void release_locked(struct sp_rcache *c, struct sp_region *r)
 {
 	dereg_locked(c, r);
-	ST(r->next_free, c->local_free);
-	c->local_free = r;
+	pool_keep(c, r);
 }
 
 /*
@@ -142,8 +155,7 @@ static SP_ALWAYS_INLINE bool claim_for_reuse(struct sp_region *r)
 static void unrecycle(struct sp_rcache *c, struct sp_region *r)
 {
 	atomic_fetch_sub(&r->refs, 2);
-	ST(r->next_free, c->local_free);
-	c->local_free = r;
+	pool_keep(c, r);
 }
 
 /* Registrations and bytes deregistered so far, by the garbage collector and by writers. */
@@ -202,10 +214,8 @@ static struct sp_region *region_alloc_slab(struct sp_rcache *c)
 	if (!slab)
 		return NULL;
 	c->slabs[c->n_slabs++] = slab;
-	for (int i = SP_RCACHE_SLAB - 1; i > 0; i--) {
-		ST(slab[i].next_free, c->local_free);
-		c->local_free = &slab[i];
-	}
+	for (int i = SP_RCACHE_SLAB - 1; i > 0; i--)
+		pool_keep(c, &slab[i]);
 	return &slab[0];
 }
 
@@ -553,10 +563,8 @@ static SP_ALWAYS_INLINE void *do_register(struct sp_rcache *c, struct sp_region 
 /* Writer: a get that failed gives back its unused region, counts, and unlocks. */
 static int get_failed(struct sp_rcache *c, struct sp_region *r, int ret)
 {
-	if (r) {
-		ST(r->next_free, c->local_free);
-		c->local_free = r;
-	}
+	if (r)
+		pool_keep(c, r);
 	if (ret == ENOBUFS)
 		c->stats.no_buffers++;
 	sp_mutex_unlock(&c->lock);
@@ -819,19 +827,9 @@ void sp_rcache_hold(struct sp_rcache *c, struct sp_region *region)
 	atomic_fetch_add(&region->refs, 1);
 }
 
-/*
- * In a child of a fork the reference count is the child's own copy: only
- * releasing the region is the parent's business, so the fork check waits
- * for a last reference (a put that follows a miss's registration call
- * would pay a cache miss on the fork generation for nothing).
- */
 void sp_rcache_put(struct sp_rcache *c, struct sp_region *region)
 {
-	if (sp_unlikely(drop_last(region, false))) {
-		if (forked(c))
-			return;
-		stack_push(&c->garbage, region);
-	}
+	unref(c, region);
 	collect_garbage(c);
 }
 

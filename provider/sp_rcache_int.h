@@ -19,7 +19,6 @@
 #ifndef SANPROV_SP_RCACHE_INT_H
 #define SANPROV_SP_RCACHE_INT_H
 
-#include <pthread.h>
 #include <stdalign.h>
 #include <stdatomic.h>
 

@@ -72,8 +72,7 @@ static int wait1(struct vb_cq *cq, struct vb_wc *wc)
 	return (int)wc->status;
 }
 
-/* Connect a to b through l (b accepts in a thread, with private data); true when both ends are up.
- */
+/* Connect a to b through l (b accepts with private data); true when both ends are up. */
 static bool pair_connect(struct vb_listener *l, struct side *a, struct side *b)
 {
 	struct vb_conn_param hello = { .private_data = "hello",

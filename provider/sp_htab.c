@@ -97,6 +97,20 @@ void *sp_htab_lookup(struct sp_htab *t, uint64_t handle, void (*get)(void *obj))
 	return obj;
 }
 
+void *sp_htab_lookup_if(struct sp_htab *t, uint64_t handle, int (*match)(void *obj, void *arg),
+			void *arg)
+{
+	struct sp_htab_slot *s;
+	void *obj = NULL;
+
+	pthread_mutex_lock(&t->lock);
+	s = find(t, handle);
+	if (s && match(s->obj, arg))
+		obj = s->obj;
+	pthread_mutex_unlock(&t->lock);
+	return obj;
+}
+
 void *sp_htab_remove(struct sp_htab *t, uint64_t handle)
 {
 	struct sp_htab_slot *s;

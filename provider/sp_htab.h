@@ -41,6 +41,10 @@ int sp_htab_add(struct sp_htab *t, void *obj, uint64_t *handle);
  */
 void *sp_htab_lookup(struct sp_htab *t, uint64_t handle, void (*get)(void *obj));
 
+/* The object of handle if match(obj, arg) holds, run under the table's lock; else NULL. */
+void *sp_htab_lookup_if(struct sp_htab *t, uint64_t handle, int (*match)(void *obj, void *arg),
+			void *arg);
+
 /* Forget handle; returns its object (NULL when the handle was not valid). */
 void *sp_htab_remove(struct sp_htab *t, uint64_t handle);
 

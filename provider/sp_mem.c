@@ -45,7 +45,9 @@ void *sp_register_memory(sp_socket s, void *buf, uint32_t len, uint32_t flags, i
 		goto out_unlock;
 	}
 	for (h = so->memh; h; h = h->next) {
-		if (h->addr == buf && h->len == len && h->flags == flags) {
+		/* A handle whose region was dropped stands for old memory: map the current one. */
+		if (h->addr == buf && h->len == len && h->flags == flags &&
+		    !sp_region_dropped(h->region)) {
 			if (h->refs == UINT32_MAX) {
 				ret = SP_WSAENOBUFS;
 				goto out_unlock;
@@ -95,6 +97,21 @@ out:
 	return (void *)(uintptr_t)h->handle;
 }
 
+static int memh_of(void *obj, void *so)
+{
+	return ((struct sp_memh *)obj)->sock == so;
+}
+
+/*
+ * so's handle, or NULL.  Another socket's handle is as unknown here as a
+ * forged one; its owner is read under the table's lock, while it cannot
+ * be freed (so's lock held: so's own handles stay until it is dropped).
+ */
+static struct sp_memh *memh_find(struct sp_sock *so, const void *handle)
+{
+	return sp_htab_lookup_if(&sp_prov.mem, (uintptr_t)handle, memh_of, so);
+}
+
 /* Unlink and release h (socket lock held, h no longer busy). */
 static void memh_free(struct sp_sock *so, struct sp_memh *h)
 {
@@ -117,9 +134,8 @@ int sp_deregister_memory(sp_socket s, void *handle, int *err)
 	if (!so)
 		return SP_SOCKET_ERROR;
 	pthread_mutex_lock(&so->lock);
-	h = sp_htab_lookup(&sp_prov.mem, (uintptr_t)handle, NULL);
-	/* Another socket's handle is as unknown here as a forged one. */
-	if (!h || h->sock != so)
+	h = memh_find(so, handle);
+	if (!h)
 		ret = SP_WSAEINVAL;
 	else if (atomic_load(&h->busy))
 		ret = SP_WSAEINVAL; /* a transfer uses it */
@@ -142,10 +158,10 @@ int sp_mem_resolve(struct sp_sock *so, const struct sp_wsabufex *bufs, uint32_t 
 		return SP_WSAEFAULT;
 	for (uint32_t i = 0; i < n; i++) {
 		/* The socket's lock is held: a handle found here stays until the end. */
-		struct sp_memh *h = sp_htab_lookup(&sp_prov.mem, (uintptr_t)bufs[i].handle, NULL);
+		struct sp_memh *h = memh_find(so, bufs[i].handle);
 		uintptr_t a = (uintptr_t)bufs[i].buf;
 
-		if (!h || h->sock != so)
+		if (!h)
 			return SP_WSAEINVAL;
 		if ((h->flags & need) != need)
 			return SP_WSAEFAULT;
@@ -189,6 +205,7 @@ struct cb_walk {
 	int error;
 };
 
+/* Under the table's lock: the socket stays in it (and alive) meanwhile. */
 static void cb_one(void *obj, void *arg)
 {
 	struct sp_sock *so = obj;
@@ -196,7 +213,7 @@ static void cb_one(void *obj, void *arg)
 	size_t removed = 0;
 	int ret;
 
-	/* The table's lock is held: the socket cannot close meanwhile. */
+	/* A closing socket detaches its cache under its lock before destroying it. */
 	pthread_mutex_lock(&so->lock);
 	if (so->cache) {
 		ret = sp_rcache_invalidate(sp_watched_cache(so->cache), w->addr, w->size, &removed);
@@ -210,12 +227,23 @@ static void cb_one(void *obj, void *arg)
 int sp_memory_registration_cache_callback(void *addr, size_t size, int *err)
 {
 	struct cb_walk w = { .addr = addr, .size = size };
+	int ret = 0;
 
 	if (!err)
 		return SP_SOCKET_ERROR;
-	if (!addr || !size || (uintptr_t)addr + size < (uintptr_t)addr)
-		return sp_fail(err, SP_WSAEINVAL);
-	sp_htab_for_each(&sp_prov.sockets, cb_one, &w);
+	/* The last cleanup's teardown waits for a callback in progress. */
+	pthread_rwlock_rdlock(&sp_prov.life);
+	if (!atomic_load(&sp_prov.startups))
+		ret = SP_WSANOTINITIALISED;
+	else if (sp_forked())
+		ret = SP_WSAENETDOWN;
+	else if (!addr || !size || (uintptr_t)addr + size < (uintptr_t)addr)
+		ret = SP_WSAEINVAL;
+	else
+		sp_htab_for_each(&sp_prov.sockets, cb_one, &w);
+	pthread_rwlock_unlock(&sp_prov.life);
+	if (ret)
+		return sp_fail(err, ret);
 	if (w.error)
 		return sp_fail(err, SP_WSAEFAULT);
 	/* Nothing was cached there: the switch is told so. */

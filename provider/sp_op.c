@@ -2,10 +2,10 @@
 /*
  * Overlapped operations.  Each one is in the table of operations (its
  * handle is the wr_id of its work request) and in its socket's list.
- * Whoever takes it out of the table owns its completion: the progress
- * thread when its work completion arrives, the closing socket otherwise.
- * A work completion whose wr_id is no longer in the table is left over
- * from a closed socket's QP and finds nothing.
+ * Whoever takes it out of the table, owning the CQ, owns its completion:
+ * the thread that polls its work completion, or the closing socket.  A
+ * work completion whose wr_id is no longer in the table is left over from a
+ * closed socket's QP and finds nothing.
  */
 #include <stdlib.h>
 
@@ -30,10 +30,13 @@ struct sp_op *sp_op_new(struct sp_sock *so, enum sp_op_kind kind, struct sp_over
 		return NULL;
 	}
 	sp_sock_hold(so);
-	op->next = so->ops;
-	if (so->ops)
-		so->ops->prev = op;
-	so->ops = op;
+	/* Oldest first: a closing socket aborts them in the order posted. */
+	op->prev = so->ops_tail;
+	if (so->ops_tail)
+		so->ops_tail->next = op;
+	else
+		so->ops = op;
+	so->ops_tail = op;
 	if (kind == SP_OP_RECV)
 		so->rq_free--;
 	else
@@ -53,6 +56,8 @@ static void unlink_op(struct sp_op *op)
 		so->ops = op->next;
 	if (op->next)
 		op->next->prev = op->prev;
+	else
+		so->ops_tail = op->prev;
 	op->next = op->prev = NULL;
 	if (op->kind == SP_OP_RECV)
 		so->rq_free++;
@@ -148,18 +153,27 @@ void sp_op_complete(struct sp_op *op, int wsa_error, uint32_t bytes)
 
 void sp_op_abort_all(struct sp_sock *so)
 {
-	pthread_mutex_lock(&so->lock);
-	while (so->ops) {
-		struct sp_op *op = so->ops;
+	/* Owning the CQ, nobody else is delivering an operation of so meanwhile. */
+	bool locked = sp_progress_lock();
+	struct sp_op *op;
 
+	/* What its QP completed before the close waits in the queue: first. */
+	sp_progress_flush_socket(so);
+	pthread_mutex_lock(&so->lock);
+	for (op = so->ops; op;) {
+		/*
+		 * Not in the table: this very thread delivers it (the close came
+		 * from its up-call) and unlinks it when the up-call returns.
+		 */
 		if (sp_htab_remove(&sp_prov.ops, op->handle) != op) {
-			/* The progress thread has it and is completing it: wait. */
-			pthread_cond_wait(&so->cond, &so->lock);
+			op = op->next;
 			continue;
 		}
 		pthread_mutex_unlock(&so->lock);
 		sp_op_complete(op, SP_WSA_OPERATION_ABORTED, 0);
 		pthread_mutex_lock(&so->lock);
+		op = so->ops;
 	}
 	pthread_mutex_unlock(&so->lock);
+	sp_progress_unlock(locked);
 }

@@ -7,6 +7,7 @@
 #include <stddef.h>
 
 #include "sp_spi.h"
+#include "vb_os.h"
 
 /* Memory aligned to align bytes (a power of two), NULL with errno; sp_os_aligned_free() it. */
 void *sp_os_aligned_alloc(size_t align, size_t size);
@@ -15,5 +16,12 @@ void sp_os_aligned_free(void *p);
 /* Signal and reset the switch's event object (WSAEVENT). 0 or errno. */
 int sp_os_event_set(sp_event ev);
 int sp_os_event_reset(sp_event ev);
+
+/* A wake-up object for a thread that sleeps on a CQ: 0 or errno. */
+int sp_os_wake_open(vb_waitable *w);
+void sp_os_wake_close(vb_waitable w);
+void sp_os_wake(vb_waitable w);
+/* Sleep until fd is ready (1), w is woken (2, and reset) or timeout_ms passes (0); or -errno. */
+int sp_os_wait2(vb_waitable fd, vb_waitable w, int timeout_ms);
 
 #endif

@@ -11,10 +11,14 @@
 struct sp_prov sp_prov = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
 	.done = PTHREAD_COND_INITIALIZER,
+	.life = PTHREAD_RWLOCK_INITIALIZER,
+	.cq_lock = PTHREAD_MUTEX_INITIALIZER,
 };
 
 /* One CQ serves every QP; each QP is promised room for all it can post. */
 #define SP_CQ_ENTRIES 65536u
+/* Outstanding operations: never more than the CQ's entries anyway. */
+#define SP_MAX_OPS (1u << 24)
 
 static uint32_t env_u32(const char *name, uint32_t def, uint32_t min, uint32_t max)
 {
@@ -45,17 +49,25 @@ static void config_init(struct sp_prov_config *c)
 	c->connect_timeout_ms = (int)env_u32("SANPROV_SPI_CONNECT_TIMEOUT_MS", 10000, 10, 600000);
 }
 
+static void teardown_status(const char *what, int ret)
+{
+	if (ret)
+		fprintf(stderr, "sanprov: cleanup: %s: %s\n", what, strerror(ret));
+}
+
 static void prov_teardown(void)
 {
 	struct sp_prov *p = &sp_prov;
 
 	sp_progress_stop();
+	teardown_status("the proxy's event hub", sp_watched_hub_destroy(p->hub));
+	p->hub = NULL;
 	if (p->cq)
-		vb_destroy_cq(p->cq);
+		teardown_status("destroying the CQ", vb_destroy_cq(p->cq));
 	if (p->proxy)
 		kp_client_close(p->proxy);
 	if (p->dev)
-		vb_close_device(p->dev);
+		teardown_status("closing the device", vb_close_device(p->dev));
 	sp_htab_fini(&p->sockets);
 	sp_htab_fini(&p->mem);
 	sp_htab_fini(&p->rdma);
@@ -69,14 +81,19 @@ static int prov_setup(void)
 {
 	struct sp_prov *p = &sp_prov;
 	struct vb_device_attr da;
+	uint64_t max_ops;
 	int ret;
 
 	config_init(&p->cfg);
 	sp_rcache_config_init(&p->cache_cfg);
+	/* Every socket's queues full, in 64 bits: 2^20 sockets of depth 4096 is 2^33. */
+	max_ops = (uint64_t)p->cfg.max_sockets * 2 * p->cfg.queue_depth;
+	if (max_ops > SP_MAX_OPS)
+		max_ops = SP_MAX_OPS;
 	if (sp_htab_init(&p->sockets, p->cfg.max_sockets) ||
 	    sp_htab_init(&p->mem, p->cfg.max_mem_handles) ||
 	    sp_htab_init(&p->rdma, p->cfg.max_mem_handles) ||
-	    sp_htab_init(&p->ops, p->cfg.max_sockets * 2 * p->cfg.queue_depth)) {
+	    sp_htab_init(&p->ops, (uint32_t)max_ops)) {
 		ret = ENOMEM;
 		goto err;
 	}
@@ -109,7 +126,16 @@ static int prov_setup(void)
 			"cached\n",
 			strerror(errno));
 		p->cache_cfg.enable = false;
+	} else {
+		/* One sink for every connection's cache: the proxy has room for few. */
+		p->hub = sp_watched_hub_create(p->proxy);
+		if (!p->hub) {
+			ret = errno;
+			goto err;
+		}
 	}
+	sp_fork_watch();
+	p->fork_gen = atomic_load(&sp_fork_generation);
 	atomic_store(&p->stop, false);
 	ret = sp_progress_start();
 	if (ret)
@@ -137,6 +163,9 @@ int sp_wsp_startup_ex(uint16_t version, struct sp_wsp_data *data, const struct s
 	if (!p->startups) {
 		p->up = *upcalls;
 		ret = prov_setup();
+	} else if (sp_forked()) {
+		/* The parent's provider: its device, threads and sockets are not this process's. */
+		ret = ENETDOWN;
 	}
 	if (!ret)
 		p->startups++;
@@ -183,6 +212,11 @@ int sp_cleanup(int *err)
 		pthread_mutex_unlock(&p->lock);
 		return sp_fail(err, SP_WSANOTINITIALISED);
 	}
+	/* A fork child releases nothing: it would release the parent's resources. */
+	if (sp_forked()) {
+		pthread_mutex_unlock(&p->lock);
+		return sp_fail(err, SP_WSAENETDOWN);
+	}
 	if (p->startups > 1) {
 		p->startups--;
 		pthread_mutex_unlock(&p->lock);
@@ -200,8 +234,12 @@ int sp_cleanup(int *err)
 	} while (c.n);
 	free(c.so);
 	pthread_mutex_lock(&p->lock);
-	if (!--p->startups)
+	if (!--p->startups) {
+		/* A cache callback in progress walks the tables torn down here. */
+		pthread_rwlock_wrlock(&p->life);
 		prov_teardown();
+		pthread_rwlock_unlock(&p->life);
+	}
 	pthread_mutex_unlock(&p->lock);
 	return 0;
 }

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "kp_client.h"
+#include "sp_fork.h"
 #include "sp_htab.h"
 #include "sp_rcache.h"
 #include "sp_spi.h"
@@ -41,6 +42,20 @@ struct sp_prov {
 	atomic_uint waiters;  /* WSPGetOverlappedResult calls waiting on done */
 	/* Changed under lock; read without it by every call (a socket needs a started provider). */
 	atomic_uint startups;
+	unsigned int fork_gen; /* sp_fork_generation at startup: a child must not use it */
+	/* Held by the cache callback, taken for writing by the last cleanup's teardown. */
+	pthread_rwlock_t life;
+	/*
+	 * The CQ's owner: whoever holds cq_lock polls it and delivers what it
+	 * finds in the order found, so a socket's operations complete in the
+	 * order its queues completed them.  Completions that must be
+	 * up-called and were found by a thread that may not up-call wait in
+	 * queue, in order, for the progress thread.
+	 */
+	pthread_mutex_t cq_lock;
+	struct sp_op *queue_head, *queue_tail; /* under cq_lock */
+	vb_waitable wake;		       /* the progress thread sleeps on it and the CQ */
+	struct sp_watched_hub *hub;	       /* the proxy's events, to every socket's cache */
 	struct sp_upcalls up;
 	struct sp_prov_config cfg;
 	struct vb_device *dev;
@@ -79,6 +94,8 @@ struct sp_sock {
 	sp_socket handle; /* the switch's socket, for up-calls */
 	uint32_t catalog_id;
 	pthread_mutex_t lock;
+	uint32_t queued;    /* its completions in sp_prov's queue (under cq_lock) */
+	uint32_t accepters; /* WSPAccept calls using the listener */
 	pthread_cond_t cond;
 	enum sp_sock_state state;
 	int error; /* WSA error of a failed connect or a broken connection */
@@ -103,10 +120,16 @@ struct sp_sock {
 	int32_t event_errors[SP_FD_MAX_EVENTS];
 	uint32_t rdma_threshold;
 	uint32_t max_rdma;
-	struct sp_op *ops;	  /* outstanding overlapped operations */
-	struct sp_memh *memh;	  /* memory handles of this socket */
-	struct sp_rdma_reg *rdma; /* RDMA registrations of this socket */
+	struct sp_op *ops, *ops_tail; /* outstanding overlapped operations, oldest first */
+	struct sp_memh *memh;	      /* memory handles of this socket */
+	struct sp_rdma_reg *rdma;     /* RDMA registrations of this socket */
 };
+
+/* In a child of the process that started the provider: nothing of it is usable here. */
+static inline bool sp_forked(void)
+{
+	return atomic_load_explicit(&sp_fork_generation, memory_order_relaxed) != sp_prov.fork_gen;
+}
 
 /* sp_sock.c */
 /* The socket of s with a reference, or NULL (*err = WSAENOTSOCK). */
@@ -133,6 +156,9 @@ struct sp_op {
 	struct sp_overlapped *ov;
 	sp_completion_fn cr;
 	uint32_t bytes;
+	int queued_error; /* the result, while it waits in sp_prov's queue */
+	uint32_t queued_bytes;
+	struct sp_op *queue_next;
 	uint32_t n_memh;
 	struct sp_memh *memh[SP_OP_MAX_SGE]; /* busy while the op runs */
 };
@@ -167,14 +193,27 @@ void sp_op_cancel(struct sp_op *op);
  * result to the switch and free it.  Socket lock not held.
  */
 void sp_op_complete(struct sp_op *op, int wsa_error, uint32_t bytes);
-/* Abort every outstanding operation of so (closing; its QP is gone). */
+/*
+ * Complete every outstanding operation of so, in the order posted: what
+ * its QP completed with that result, the rest aborted (closing; the QP is
+ * gone).  Runs their up-calls in the calling thread.
+ */
 void sp_op_abort_all(struct sp_sock *so);
 
 /* sp_progress.c */
 int sp_progress_start(void);
 void sp_progress_stop(void);
-/* Complete what the CQ holds now, in the calling thread (never blocks). */
+/*
+ * Deliver what the CQ holds now from the calling thread, unless another
+ * thread owns the CQ (never blocks).  Up-calls are left to the progress
+ * thread: only polled operations (bit 0 of the event) complete here.
+ */
 void sp_progress_poll(void);
+/* Own the CQ (recursive in the owner's thread); false when the caller already did. */
+bool sp_progress_lock(void);
+void sp_progress_unlock(bool locked);
+/* Take so's queued completions out of the queue and deliver them here (CQ owned). */
+void sp_progress_flush_socket(struct sp_sock *so);
 
 /* sp_mem.c */
 struct sp_memh {

@@ -59,6 +59,12 @@ void *sp_region_handle(const struct sp_region *r)
 	return r->handle;
 }
 
+bool sp_region_dropped(const struct sp_region *r)
+{
+	return atomic_load_explicit(&((struct sp_region *)r)->state, memory_order_acquire) !=
+	       SP_RR_LIVE;
+}
+
 static void stack_push(struct sp_region *_Atomic *top, struct sp_region *r)
 {
 	struct sp_region *old = atomic_load(top);

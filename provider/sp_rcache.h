@@ -42,6 +42,12 @@ uintptr_t sp_region_end(const struct sp_region *region);
 unsigned int sp_region_access(const struct sp_region *region);
 /* What ops->reg returned: a struct vb_mr * for sp_rcache_vb_ops. */
 void *sp_region_handle(const struct sp_region *region);
+/*
+ * The region no longer stands for its range's current memory, or was never
+ * watched: an invalidation or an eviction took it out of the cache, or it
+ * was handed out uncached.  Its registration lasts until its last put.
+ */
+bool sp_region_dropped(const struct sp_region *region);
 
 /* Set by ops->reg: registered, but changes to the memory cannot be watched. */
 #define SP_RCACHE_REG_NOCACHE 1u

@@ -99,6 +99,11 @@ out:
 	return sp_fail(err, ret);
 }
 
+static int rdma_of(void *obj, void *so)
+{
+	return ((struct sp_rdma_reg *)obj)->sock == so;
+}
+
 /* Unlink and deregister r (socket lock held). */
 static void rdma_free(struct sp_sock *so, struct sp_rdma_reg *r)
 {
@@ -124,9 +129,9 @@ int sp_deregister_rdma_memory(sp_socket s, void *desc, uint32_t desc_len, int *e
 	ret = sp_desc_take(desc, desc_len, &d);
 	pthread_mutex_lock(&so->lock);
 	if (!ret) {
-		r = sp_htab_lookup(&sp_prov.rdma, d.token, NULL);
+		r = sp_htab_lookup_if(&sp_prov.rdma, d.token, rdma_of, so);
 		/* Only this socket's own descriptors, exactly as handed out. */
-		if (!r || r->sock != so || r->mr->rkey != d.rkey || r->mr->length != d.len ||
+		if (!r || r->flags != d.flags || r->mr->rkey != d.rkey || r->mr->length != d.len ||
 		    r->mr->iova != d.base)
 			ret = SP_WSAEINVAL;
 		else

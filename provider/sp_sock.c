@@ -10,6 +10,7 @@
  * for), which the listener's condition function gets to see.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -66,6 +67,11 @@ struct sp_sock *sp_sock_get(sp_socket s, int *err)
 		*err = SP_WSANOTINITIALISED;
 		return NULL;
 	}
+	/* A fork child's inherited sockets are the parent's: they must not be touched here. */
+	if (sp_forked()) {
+		*err = SP_WSAENETDOWN;
+		return NULL;
+	}
 	if (sp_prov.up.query_socket_handle_context(s, &ctx, &e)) {
 		*err = SP_WSAENOTSOCK;
 		return NULL;
@@ -114,32 +120,68 @@ void sp_sock_broken(struct sp_sock *so, int error)
 
 /* Connection resources ------------------------------------------------------ */
 
-static void conn_release(struct sp_sock *so)
+/* Report a teardown step that failed: what it held stays allocated (leaked, never reused). */
+static void teardown_failed(const char *what, int ret)
 {
-	if (so->qp)
-		vb_destroy_qp(so->qp);
-	so->qp = NULL;
-	/* Aborted operations give their memory handles back before the cache goes. */
-	sp_op_abort_all(so);
-	sp_rdma_release_socket(so);
-	sp_mem_release_socket(so);
-	if (so->cache)
-		sp_watched_destroy(so->cache);
-	so->cache = NULL;
-	if (so->pd)
-		vb_dealloc_pd(so->pd);
-	so->pd = NULL;
-	if (so->cq_credits) {
+	if (ret)
+		fprintf(stderr, "sanprov: %s: %s (its resources are leaked)\n", what,
+			strerror(ret));
+}
+
+/* Give back what conn_resources() made (no operation, handle or registration left). */
+static void conn_free(struct sp_watched *cache, struct vb_pd *pd, uint32_t cq_credits)
+{
+	if (cache)
+		teardown_failed("destroying a registration cache", sp_watched_destroy(cache));
+	if (pd)
+		teardown_failed("freeing a protection domain", vb_dealloc_pd(pd));
+	if (cq_credits) {
 		pthread_mutex_lock(&sp_prov.lock);
-		sp_prov.cq_credits += so->cq_credits;
+		sp_prov.cq_credits += cq_credits;
 		pthread_mutex_unlock(&sp_prov.lock);
-		so->cq_credits = 0;
 	}
 }
 
+/*
+ * Tear down so's connection: its QP first (nothing more completes), then
+ * its operations (they give their memory handles back), its handles and
+ * registrations, its cache.  Socket lock not held; the cache is detached
+ * under it, so a cache callback running meanwhile sees it or nothing.
+ */
+static void conn_release(struct sp_sock *so)
+{
+	struct sp_watched *cache;
+	struct vb_qp *qp;
+	struct vb_pd *pd;
+	uint32_t credits;
+
+	pthread_mutex_lock(&so->lock);
+	qp = so->qp;
+	so->qp = NULL;
+	pthread_mutex_unlock(&so->lock);
+	if (qp)
+		teardown_failed("destroying a QP", vb_destroy_qp(qp));
+	sp_op_abort_all(so);
+	sp_rdma_release_socket(so);
+	sp_mem_release_socket(so);
+	pthread_mutex_lock(&so->lock);
+	cache = so->cache;
+	pd = so->pd;
+	credits = so->cq_credits;
+	so->cache = NULL;
+	so->pd = NULL;
+	so->cq_credits = 0;
+	pthread_mutex_unlock(&so->lock);
+	conn_free(cache, pd, credits);
+}
+
+/*
+ * A PD, a cache and a QP for so's connection: 0 or errno, with nothing
+ * left behind on failure.  Takes no socket lock (a caller may hold it).
+ */
 static int conn_resources(struct sp_sock *so)
 {
-	uint32_t depth = sp_prov.cfg.queue_depth;
+	uint32_t depth = sp_prov.cfg.queue_depth, credits = 2 * depth;
 	struct vb_qp_init_attr attr = {
 		.send_cq = sp_prov.cq,
 		.recv_cq = sp_prov.cq,
@@ -148,33 +190,41 @@ static int conn_resources(struct sp_sock *so)
 			 .max_send_sge = sp_prov.cfg.max_sge,
 			 .max_recv_sge = sp_prov.cfg.max_sge },
 	};
+	struct sp_watched *cache = NULL;
+	struct vb_pd *pd = NULL;
+	struct vb_qp *qp;
 	int ret;
 
 	/* The shared CQ holds a completion for every WR any QP can have posted. */
 	pthread_mutex_lock(&sp_prov.lock);
-	if (sp_prov.cq_credits < 2 * depth) {
+	if (sp_prov.cq_credits < credits) {
 		pthread_mutex_unlock(&sp_prov.lock);
 		return ENOBUFS;
 	}
-	sp_prov.cq_credits -= 2 * depth;
-	so->cq_credits = 2 * depth;
+	sp_prov.cq_credits -= credits;
 	pthread_mutex_unlock(&sp_prov.lock);
 
-	so->pd = vb_alloc_pd(sp_prov.dev);
-	if (!so->pd)
+	pd = vb_alloc_pd(sp_prov.dev);
+	if (!pd)
 		goto err;
-	so->cache = sp_watched_create(&sp_prov.cache_cfg, so->pd, sp_prov.proxy);
-	if (!so->cache)
+	cache = sp_prov.hub ? sp_watched_create_in(&sp_prov.cache_cfg, pd, sp_prov.hub)
+			    : sp_watched_create(&sp_prov.cache_cfg, pd, NULL);
+	if (!cache)
 		goto err;
-	so->qp = vb_create_qp(so->pd, &attr);
-	if (!so->qp)
+	qp = vb_create_qp(pd, &attr);
+	if (!qp)
 		goto err;
+	so->pd = pd;
+	so->cache = cache;
+	so->qp = qp;
+	so->cq_credits = credits;
 	so->sq_free = depth;
 	so->rq_free = depth;
 	return 0;
+
 err:
 	ret = errno ? errno : ENOMEM;
-	conn_release(so);
+	conn_free(cache, pd, credits);
 	return ret;
 }
 
@@ -207,6 +257,10 @@ sp_socket sp_socket_open(int af, int type, int protocol, uint32_t catalog_id, ui
 	(void)flags;
 	if (!started()) {
 		*err = SP_WSANOTINITIALISED;
+		return SP_INVALID_SOCKET;
+	}
+	if (sp_forked()) {
+		*err = SP_WSAENETDOWN;
 		return SP_INVALID_SOCKET;
 	}
 	if (af != AF_INET && af != AF_INET6) {
@@ -331,13 +385,49 @@ static void sock_discard(struct sp_sock *so)
 	sp_sock_put(so);
 }
 
+/* An accept call is done with the listener. */
+static void accept_leave(struct sp_sock *so)
+{
+	pthread_mutex_lock(&so->lock);
+	if (!--so->accepters)
+		pthread_cond_broadcast(&so->cond);
+	pthread_mutex_unlock(&so->lock);
+}
+
+/*
+ * Wait for a connect request on so's listener (socket locked, accepters
+ * counted): 0 when one waits, else a WSA error.  A closesocket() meanwhile
+ * ends the wait with WSAEINTR, as a blocking call in Winsock.
+ */
+static int accept_wait(struct sp_sock *so)
+{
+	int r;
+
+	for (;;) {
+		/* With an event selected the socket is non-blocking, as in Winsock. */
+		int tick = so->event_mask ? 0 : SP_LISTEN_TICK_MS;
+
+		pthread_mutex_unlock(&so->lock);
+		r = vb_listener_wait(so->listener, tick);
+		pthread_mutex_lock(&so->lock);
+		if (so->state != SP_SOCK_LISTENING)
+			return SP_WSAEINTR;
+		if (!r)
+			return 0;
+		if (r != ETIMEDOUT)
+			return sp_wsa_error(r);
+		if (so->event_mask)
+			return SP_WSAEWOULDBLOCK;
+	}
+}
+
 sp_socket sp_accept(sp_socket s, struct sockaddr *addr, int *addrlen, sp_condition_fn cond,
 		    uintptr_t callback_data, int *err)
 {
 	struct sp_sock *so = sp_sock_get(s, err), *child = NULL;
 	struct sp_hello hello;
 	struct vb_conn_param param = { .private_data = &hello, .private_data_len = sizeof(hello) };
-	int ret = 0, r;
+	int ret = 0;
 
 	if (!so)
 		return SP_INVALID_SOCKET;
@@ -351,36 +441,18 @@ sp_socket sp_accept(sp_socket s, struct sockaddr *addr, int *addrlen, sp_conditi
 		ret = SP_WSAEINVAL;
 		goto out;
 	}
-	/* With an event selected the socket is non-blocking, as in Winsock. */
-	for (;;) {
-		int tick = so->event_mask ? 0 : SP_LISTEN_TICK_MS;
-
-		pthread_mutex_unlock(&so->lock);
-		r = vb_listener_wait(so->listener, tick);
-		pthread_mutex_lock(&so->lock);
-		if (so->state != SP_SOCK_LISTENING) {
-			ret = SP_WSAEINTR;
-			break;
-		}
-		if (!r)
-			break;
-		if (r != ETIMEDOUT) {
-			ret = sp_wsa_error(r);
-			break;
-		}
-		if (so->event_mask) {
-			ret = SP_WSAEWOULDBLOCK;
-			break;
-		}
-	}
+	/* The listener stays until the last accepter leaves (closesocket waits). */
+	so->accepters++;
+again:
+	ret = accept_wait(so);
 	pthread_mutex_unlock(&so->lock);
 	if (ret)
-		goto out;
+		goto out_accepter;
 
 	child = sock_alloc(so->catalog_id);
 	if (!child) {
 		ret = SP_WSAENOBUFS;
-		goto out;
+		goto out_accepter;
 	}
 	memcpy(&child->local, &so->local, sizeof(child->local));
 	ret = conn_resources(child);
@@ -395,8 +467,19 @@ sp_socket sp_accept(sp_socket s, struct sockaddr *addr, int *addrlen, sp_conditi
 	so->accept_ready = false; /* the watcher looks for the next one */
 	pthread_cond_broadcast(&so->cond);
 	pthread_mutex_unlock(&so->lock);
+	if (ret == ETIMEDOUT || ret == EAGAIN) {
+		/* The request went away (its connector gave up): wait for the next. */
+		sock_discard(child);
+		child = NULL;
+		pthread_mutex_lock(&so->lock);
+		if (!so->event_mask)
+			goto again;
+		pthread_mutex_unlock(&so->lock);
+		ret = SP_WSAEWOULDBLOCK;
+		goto out_accepter;
+	}
 	if (ret) {
-		ret = ret == ETIMEDOUT ? SP_WSAEWOULDBLOCK : SP_WSAECONNABORTED;
+		ret = SP_WSAECONNABORTED;
 		goto err_child;
 	}
 	if (sp_hello_take(child->qp->peer_private_data, child->qp->peer_private_data_len,
@@ -420,11 +503,14 @@ sp_socket sp_accept(sp_socket s, struct sockaddr *addr, int *addrlen, sp_conditi
 		memcpy(addr, &child->peer, n);
 		*addrlen = (int)sockaddr_len(&child->peer);
 	}
+	accept_leave(so);
 	sp_sock_put(so);
 	return child->handle;
 
 err_child:
 	sock_discard(child);
+out_accepter:
+	accept_leave(so);
 out:
 	sp_sock_put(so);
 	*err = ret;
@@ -667,6 +753,7 @@ int sp_set_sock_opt(sp_socket s, int level, int optname, const char *optval, int
 
 int sp_sock_close(struct sp_sock *so)
 {
+	struct vb_listener *listener;
 	int err;
 
 	/* Only one closer: the first takes the socket out of the table. */
@@ -679,19 +766,28 @@ int sp_sock_close(struct sp_sock *so)
 	so->state = SP_SOCK_CLOSED;
 	so->worker_stop = true;
 	pthread_cond_broadcast(&so->cond);
-	/* A blocking connect in another thread uses the QP: it ends within its timeout. */
-	while (so->connect_busy)
+	pthread_mutex_unlock(&so->lock);
+	/* From now on the switch's calls on it find no socket. */
+	sp_htab_remove(&sp_prov.sockets, so->ctx);
+	pthread_mutex_lock(&so->lock);
+	/*
+	 * A blocking connect in another thread uses the QP: it ends within its
+	 * timeout.  Blocked accepts see the state within a listener tick.
+	 */
+	while (so->connect_busy || so->accepters)
 		pthread_cond_wait(&so->cond, &so->lock);
 	pthread_mutex_unlock(&so->lock);
 	/* A connect in progress ends within the connect timeout. */
 	if (so->worker_running)
 		pthread_join(so->worker, NULL);
 	so->worker_running = false;
-	if (so->listener)
-		vb_destroy_listener(so->listener);
+	pthread_mutex_lock(&so->lock);
+	listener = so->listener;
 	so->listener = NULL;
+	pthread_mutex_unlock(&so->lock);
+	if (listener)
+		teardown_failed("destroying a listener", vb_destroy_listener(listener));
 	conn_release(so);
-	sp_htab_remove(&sp_prov.sockets, so->ctx);
 	sp_prov.up.close_socket_handle(so->handle, &err);
 	sp_sock_put(so); /* the table's reference */
 	return 0;

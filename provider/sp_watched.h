@@ -13,10 +13,20 @@
 #include "vb.h"
 
 struct sp_watched;
+struct sp_watched_hub;
 
 /* NULL with errno.  Without a proxy (NULL) nothing is ever cached. */
 struct sp_watched *sp_watched_create(const struct sp_rcache_config *cfg, struct vb_pd *pd,
 				     struct kp_client *proxy);
+/*
+ * One proxy sink serving many caches (the proxy has room for few sinks):
+ * NULL with errno.  Destroying it: EBUSY while a cache is in it.
+ */
+struct sp_watched_hub *sp_watched_hub_create(struct kp_client *proxy);
+int sp_watched_hub_destroy(struct sp_watched_hub *hub);
+/* A cache whose events come through hub. */
+struct sp_watched *sp_watched_create_in(const struct sp_rcache_config *cfg, struct vb_pd *pd,
+					struct sp_watched_hub *hub);
 /* EBUSY while a region is held. */
 int sp_watched_destroy(struct sp_watched *w);
 

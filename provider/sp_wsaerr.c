@@ -60,8 +60,13 @@ int sp_wsa_error(int errnum)
 	 * that TCP might still reach is reported as one.
 	 */
 	case ETIMEDOUT:
-	case EPROTO:
 		return SP_WSAETIMEDOUT;
+	/* A peer that broke the protocol: the connection is of no use. */
+	case EPROTO:
+		return SP_WSAECONNABORTED;
+	/* Not reachable through this device (the verbs backend's address resolution). */
+	case EXDEV:
+		return SP_WSAENETUNREACH;
 	case ECONNREFUSED:
 		return SP_WSAECONNREFUSED;
 	case EHOSTUNREACH:
@@ -97,6 +102,8 @@ int sp_wsa_connect_error(int errnum)
 	case ENETUNREACH:
 	case EADDRNOTAVAIL:
 	case ENODEV:
+	case EXDEV:
+	case EPROTO:
 		return SP_WSAETIMEDOUT;
 	default:
 		return sp_wsa_error(errnum);

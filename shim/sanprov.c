@@ -51,6 +51,9 @@ _Static_assert(WSAENOBUFS == SP_WSAENOBUFS && WSA_IO_PENDING == SP_WSA_IO_PENDIN
 	       "WSAE*");
 
 static WSPUPCALLTABLEEX Upcalls;
+/* Startups and cleanups, in step with the provider's count: the first startup sets Upcalls. */
+static SRWLOCK StartupLock = SRWLOCK_INIT;
+static unsigned int Startups;
 static struct sp_proc_table Procs;
 
 /* Up-calls, portable shape to the switch's. */
@@ -121,7 +124,17 @@ static int WSPAPI ShimBind(SOCKET s, const struct sockaddr *Name, int NameLen, L
 
 static int WSPAPI ShimCleanup(LPINT Err)
 {
-	return Procs.cleanup(Err);
+	int Ret;
+
+	AcquireSRWLockExclusive(&StartupLock);
+	if (!Startups) {
+		*Err = WSANOTINITIALISED;
+		Ret = SOCKET_ERROR;
+	} else if (!(Ret = Procs.cleanup(Err))) {
+		Startups--;
+	}
+	ReleaseSRWLockExclusive(&StartupLock);
+	return Ret;
 }
 
 static int WSPAPI ShimCloseSocket(SOCKET s, LPINT Err)
@@ -275,8 +288,30 @@ int WSPAPI WSPStartupEx(WORD Version, LPWSPDATA Data, LPWSAPROTOCOL_INFOW Info,
 	(void)Info;
 	if (!Data || !UpcallTable || !ProcTable)
 		return WSAEFAULT;
-	Upcalls = *UpcallTable;
-	Ret = sp_wsp_startup_ex(Version, &d, &PortableUpcalls, &Procs);
+	/* The up-calls the provider makes: a table without them is refused, not used. */
+	if (!UpcallTable->lpWPUCreateSocketHandle || !UpcallTable->lpWPUCloseSocketHandle ||
+	    !UpcallTable->lpWPUQuerySocketHandleContext ||
+	    !UpcallTable->lpWPUCompleteOverlappedRequest)
+		return WSAEFAULT;
+	/*
+	 * Only the first startup's table is used, as the provider keeps the
+	 * first one; a refused startup (a version, a failed device) changes
+	 * nothing that later calls see.
+	 */
+	AcquireSRWLockExclusive(&StartupLock);
+	if (!Startups) {
+		WSPUPCALLTABLEEX Saved = Upcalls;
+
+		Upcalls = *UpcallTable;
+		Ret = sp_wsp_startup_ex(Version, &d, &PortableUpcalls, &Procs);
+		if (Ret)
+			Upcalls = Saved;
+	} else {
+		Ret = sp_wsp_startup_ex(Version, &d, &PortableUpcalls, &Procs);
+	}
+	if (!Ret)
+		Startups++;
+	ReleaseSRWLockExclusive(&StartupLock);
 	if (Ret)
 		return Ret;
 	Data->wVersion = d.version;

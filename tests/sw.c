@@ -23,6 +23,14 @@ static uintptr_t h_ctx[SW_MAX_HANDLES];
 static bool h_used[SW_MAX_HANDLES];
 static unsigned int h_open;
 static atomic_ulong completions;
+static void (*_Atomic complete_hook)(sp_socket s, struct sp_overlapped *ov, uint32_t error,
+				     uint32_t bytes);
+
+void sw_on_complete(void (*fn)(sp_socket s, struct sp_overlapped *ov, uint32_t error,
+			       uint32_t bytes))
+{
+	atomic_store(&complete_hook, fn);
+}
 
 /* Handles look like Windows' (multiples of 4), away from small integers. */
 static sp_socket handle_of(unsigned int i)
@@ -91,8 +99,13 @@ static int up_complete(sp_socket s, struct sp_overlapped *ov, uint32_t error, ui
 {
 	uint64_t one = 1;
 
-	(void)s, (void)error, (void)bytes, (void)err;
+	void (*hook)(sp_socket, struct sp_overlapped *, uint32_t, uint32_t) =
+	    atomic_load(&complete_hook);
+
+	(void)err;
 	atomic_fetch_add(&completions, 1);
+	if (hook)
+		hook(s, ov, error, bytes);
 	/* As WPUCompleteOverlappedRequest: signal the event (never with bit 0 set). */
 	if (SP_OV_NO_UPCALL(ov)) {
 		fprintf(stderr, "sw: an up-call for a polled operation\n");

@@ -35,6 +35,9 @@ void sw_unload(struct sw *sw);
 /* Up-call bookkeeping the tests look at. */
 unsigned int sw_open_handles(void);
 unsigned long sw_upcall_completions(void);
+/* Call fn on every completion up-call, before the event is signalled (NULL: none). */
+void sw_on_complete(void (*fn)(sp_socket s, struct sp_overlapped *ov, uint32_t error,
+			       uint32_t bytes));
 
 /* An overlapped structure with an eventfd; no_upcall sets bit 0 of the event. */
 struct sw_ov {

@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "sp_os.h"
@@ -46,4 +47,44 @@ void *sp_os_aligned_alloc(size_t align, size_t size)
 void sp_os_aligned_free(void *p)
 {
 	free(p);
+}
+
+int sp_os_wake_open(vb_waitable *w)
+{
+	int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+
+	if (fd < 0)
+		return errno;
+	*w = fd;
+	return 0;
+}
+
+void sp_os_wake_close(vb_waitable w)
+{
+	close(w);
+}
+
+void sp_os_wake(vb_waitable w)
+{
+	uint64_t one = 1;
+
+	/* EAGAIN: the counter is full, so it is woken already. */
+	if (write(w, &one, sizeof(one)) != sizeof(one))
+		return;
+}
+
+int sp_os_wait2(vb_waitable fd, vb_waitable w, int timeout_ms)
+{
+	struct pollfd p[2] = { { .fd = fd, .events = POLLIN }, { .fd = w, .events = POLLIN } };
+	uint64_t v;
+	int n = poll(p, 2, timeout_ms);
+
+	if (n < 0)
+		return errno == EINTR ? 0 : -errno;
+	if (p[1].revents & POLLIN) {
+		if (read(w, &v, sizeof(v)) != sizeof(v))
+			v = 0; /* another reader drained it: nothing lost, it was woken */
+		return 2;
+	}
+	return n ? 1 : 0;
 }

@@ -29,3 +29,36 @@ void sp_os_aligned_free(void *p)
 {
 	_aligned_free(p);
 }
+
+int sp_os_wake_open(vb_waitable *w)
+{
+	HANDLE h = CreateEventW(NULL, FALSE, FALSE, NULL);
+
+	if (!h)
+		return ENOMEM;
+	*w = h;
+	return 0;
+}
+
+void sp_os_wake_close(vb_waitable w)
+{
+	CloseHandle(w);
+}
+
+void sp_os_wake(vb_waitable w)
+{
+	SetEvent(w);
+}
+
+int sp_os_wait2(vb_waitable fd, vb_waitable w, int timeout_ms)
+{
+	HANDLE h[2] = { fd, w };
+	DWORD r =
+	    WaitForMultipleObjects(2, h, FALSE, timeout_ms < 0 ? INFINITE : (DWORD)timeout_ms);
+
+	if (r == WAIT_OBJECT_0)
+		return 1;
+	if (r == WAIT_OBJECT_0 + 1)
+		return 2; /* an auto-reset event: reset by the wait */
+	return r == WAIT_TIMEOUT ? 0 : -EIO;
+}

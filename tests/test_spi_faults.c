@@ -1,0 +1,636 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * The SAN SPI past two connections and one thread: many connections,
+ * limits, closes racing accepts and cache callbacks, completion order with
+ * a poller beside the progress thread, fork, re-registration after an
+ * invalidation, cleanup racing callbacks.  Each case once failed (a hang,
+ * a crash, a wrong answer) on the provider it was written against.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sp_wire.h"
+#include "sw.h"
+#include "tdev.h"
+
+static struct sw sw;
+
+static void load(void)
+{
+	int ret = sw_load(&sw);
+
+	cr_assert_eq(ret, 0, "loading the provider: %d", ret);
+}
+
+static void unload(void)
+{
+	sw_unload(&sw);
+	cr_assert_eq(sw_open_handles(), 0, "cleanup closes every socket");
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Connections ------------------------------------------------------------------ */
+
+struct acc {
+	sp_socket l, a;
+	int err;
+	pthread_t t;
+};
+
+static void *acc_main(void *arg)
+{
+	struct acc *x = arg;
+
+	x->a = sw.p.accept(x->l, NULL, NULL, NULL, 0, &x->err);
+	return NULL;
+}
+
+static void acc_start(struct acc *x, sp_socket l)
+{
+	*x = (struct acc){ .l = l, .a = SP_INVALID_SOCKET };
+	cr_assert_eq(pthread_create(&x->t, NULL, acc_main, x), 0);
+}
+
+/*
+ * Connect to l's address with an accept running; 0 or the connecting
+ * side's error (the accept is still blocked then: *x tells).
+ */
+static int try_pair(sp_socket l, const struct sockaddr_in *sin, sp_socket *c, sp_socket *a,
+		    struct acc *x)
+{
+	int err = 0;
+
+	acc_start(x, l);
+	*c = sw_connect(&sw, sin, &err);
+	if (*c == SP_INVALID_SOCKET)
+		return err;
+	pthread_join(x->t, NULL);
+	*a = x->a;
+	return *a == SP_INVALID_SOCKET ? x->err : 0;
+}
+
+/* One message from c to a, every byte checked. */
+static void send_one(sp_socket c, sp_socket a, char *sbuf, char *rbuf, size_t len, int seed)
+{
+	struct sw_ov so, ro;
+	uint32_t flags = 0, n = 0;
+	int err = 0;
+	void *hs, *hr;
+
+	for (size_t i = 0; i < len; i++)
+		sbuf[i] = (char)(i * 7 + (size_t)seed);
+	memset(rbuf, 0, len);
+	hs = sw.register_memory(c, sbuf, (uint32_t)len, SP_MEM_READ, &err);
+	cr_assert_not_null(hs, "register: %d", err);
+	hr = sw.register_memory(a, rbuf, (uint32_t)len, SP_MEM_WRITE, &err);
+	cr_assert_not_null(hr, "register: %d", err);
+	sw_ov_init(&ro, false);
+	sw_ov_init(&so, true);
+	struct sp_wsabufex rb = { (uint32_t)len, rbuf, hr }, sb = { (uint32_t)len, sbuf, hs };
+	cr_assert_eq(sw.p.recv(a, &rb, 1, NULL, &flags, &ro.ov, NULL, NULL, &err), SP_SOCKET_ERROR);
+	cr_assert_eq(err, SP_WSA_IO_PENDING);
+	cr_assert_eq(sw.p.send(c, &sb, 1, NULL, 0, &so.ov, NULL, NULL, &err), SP_SOCKET_ERROR);
+	cr_assert_eq(err, SP_WSA_IO_PENDING);
+	cr_assert_eq(sw_ov_wait(&sw, c, &so, &n, 10000), 0);
+	cr_assert_eq(sw_ov_wait(&sw, a, &ro, &n, 10000), 0);
+	cr_assert_eq(n, len);
+	cr_assert_eq(memcmp(sbuf, rbuf, len), 0);
+	cr_assert_eq(sw.deregister_memory(c, hs, &err), 0);
+	cr_assert_eq(sw.deregister_memory(a, hr, &err), 0);
+	sw_ov_fini(&so);
+	sw_ov_fini(&ro);
+}
+
+#define MANY 64
+
+/* Each connection has a registration cache; the proxy once served 16 and the 17th hung. */
+Test(spi_faults, sixty_four_connections_each_moving_data, .init = load, .timeout = 120)
+{
+	static sp_socket c[MANY], a[MANY];
+	struct sockaddr_in sin;
+	sp_socket l = sw_listen(&sw, &sin);
+	char *sbuf = aligned_alloc(4096, 8192), *rbuf = sbuf + 4096;
+	struct acc x;
+	int err;
+
+	cr_assert(l != SP_INVALID_SOCKET && sbuf);
+	for (int i = 0; i < MANY; i++) {
+		err = try_pair(l, &sin, &c[i], &a[i], &x);
+		cr_assert_eq(err, 0, "connection %d: %d", i, err);
+	}
+	for (int i = 0; i < MANY; i++)
+		send_one(c[i], a[i], sbuf, rbuf, 4096, i);
+	/* And again in the other direction, in reverse order. */
+	for (int i = MANY - 1; i >= 0; i--)
+		send_one(a[i], c[i], sbuf, rbuf, 1000, i);
+	for (int i = 0; i < MANY; i++) {
+		cr_assert_eq(sw.p.close_socket(c[i], &err), 0);
+		cr_assert_eq(sw.p.close_socket(a[i], &err), 0);
+	}
+	cr_assert_eq(sw.p.close_socket(l, &err), 0);
+	unload();
+	free(sbuf);
+}
+
+/*
+ * Connect until a limit stops it: the failure is a clean error at once,
+ * the blocked accept ends when its listener closes, and a connection
+ * closed makes room for the next.
+ */
+static void connect_until_refused(int expect_err, int at_least)
+{
+	static sp_socket c[64], a[64];
+	struct sockaddr_in sin;
+	sp_socket l = sw_listen(&sw, &sin), cc, aa;
+	struct acc x;
+	uint64_t t0;
+	int n = 0, err = 0;
+
+	cr_assert_neq(l, SP_INVALID_SOCKET);
+	for (;;) {
+		cr_assert_lt(n, 64, "no limit reached");
+		t0 = now_ms();
+		err = try_pair(l, &sin, &c[n], &a[n], &x);
+		if (err)
+			break;
+		n++;
+	}
+	cr_assert_lt(now_ms() - t0, 5000, "a refusal, not a timeout");
+	cr_assert_eq(err, expect_err, "after %d connections: %d", n, err);
+	cr_assert_geq(n, at_least);
+	/* The accept still waits: closing its listener ends it. */
+	cr_assert_eq(sw.p.close_socket(l, &err), 0);
+	pthread_join(x.t, NULL);
+	cr_assert_eq(x.a, SP_INVALID_SOCKET);
+	cr_assert(x.err == SP_WSAEINTR || x.err == SP_WSAENOTSOCK, "accept: %d", x.err);
+	/* Room again after a close. */
+	cr_assert_eq(sw.p.close_socket(c[0], &err), 0);
+	cr_assert_eq(sw.p.close_socket(a[0], &err), 0);
+	l = sw_listen(&sw, &sin);
+	cr_assert_neq(l, SP_INVALID_SOCKET);
+	err = try_pair(l, &sin, &cc, &aa, &x);
+	cr_assert_eq(err, 0, "after a close: %d", err);
+	c[0] = cc;
+	a[0] = aa;
+	char *buf = aligned_alloc(4096, 8192);
+	send_one(cc, aa, buf, buf + 4096, 512, 3);
+	free(buf);
+	unload();
+}
+
+TestSuite(spi_faults);
+
+Test(spi_faults, connections_past_the_cq_fail_with_enobufs, .timeout = 60)
+{
+	/* 65,536 CQ entries, 2 x 4096 a connection: room for 8 at most. */
+	setenv("SANPROV_SPI_QUEUE_DEPTH", "4096", 1);
+	load();
+	connect_until_refused(SP_WSAENOBUFS, 2);
+}
+
+Test(spi_faults, connections_past_the_nics_qps_fail_with_enobufs, .timeout = 60)
+{
+	if (!tdev_is_softnic())
+		cr_skip_test("the QP limit is softnic's knob");
+	setenv("SANPROV_SOFTNIC_MAX_QP", "8", 1);
+	load();
+	connect_until_refused(SP_WSAENOBUFS, 2);
+}
+
+Test(spi_faults, sockets_past_the_limit_fail_with_emfile, .timeout = 60)
+{
+	sp_socket s[9];
+	int err = 0;
+
+	setenv("SANPROV_SPI_MAX_SOCKETS", "8", 1);
+	load();
+	for (int i = 0; i < 8; i++) {
+		s[i] = sw.p.socket(AF_INET, SOCK_STREAM, 0, 1, 0, &err);
+		cr_assert_neq(s[i], SP_INVALID_SOCKET, "socket %d: %d", i, err);
+	}
+	cr_assert_eq(sw.p.socket(AF_INET, SOCK_STREAM, 0, 1, 0, &err), SP_INVALID_SOCKET);
+	cr_assert_eq(err, SP_WSAEMFILE);
+	cr_assert_eq(sw.p.close_socket(s[3], &err), 0);
+	s[3] = sw.p.socket(AF_INET, SOCK_STREAM, 0, 1, 0, &err);
+	cr_assert_neq(s[3], SP_INVALID_SOCKET);
+	unload();
+}
+
+/* 2^20 sockets of depth 4096: the operations' bound once overflowed 32 bits and startup failed. */
+Test(spi_faults, startup_with_the_largest_limits, .timeout = 60)
+{
+	setenv("SANPROV_SPI_MAX_SOCKETS", "1048576", 1);
+	setenv("SANPROV_SPI_QUEUE_DEPTH", "4096", 1);
+	load();
+	unload();
+}
+
+/* Closing the listener is how a server stops its accept loop. */
+Test(spi_faults, closing_a_listener_ends_a_blocked_accept, .init = load, .timeout = 60)
+{
+	for (int i = 0; i < 20; i++) {
+		struct sockaddr_in sin;
+		sp_socket l = sw_listen(&sw, &sin);
+		struct acc x;
+		uint64_t t0;
+		int err;
+
+		cr_assert_neq(l, SP_INVALID_SOCKET);
+		acc_start(&x, l);
+		usleep((useconds_t)(i % 5) * 20000);
+		t0 = now_ms();
+		cr_assert_eq(sw.p.close_socket(l, &err), 0);
+		pthread_join(x.t, NULL);
+		cr_assert_eq(x.a, SP_INVALID_SOCKET);
+		cr_assert(x.err == SP_WSAEINTR || x.err == SP_WSAENOTSOCK, "accept: %d", x.err);
+		cr_assert_lt(now_ms() - t0, 2000);
+	}
+	unload();
+}
+
+/* Cache callbacks over live buffers while their sockets close ------------------ */
+
+#define POOL_PAGES 64
+
+struct cb_race {
+	char *pool;
+	atomic_bool stop;
+	atomic_ulong calls;
+	atomic_int bad; /* an answer the SPI does not give */
+};
+
+static void *callback_main(void *arg)
+{
+	struct cb_race *r = arg;
+	unsigned int i = 0;
+	int err;
+
+	while (!atomic_load(&r->stop)) {
+		size_t off = (size_t)(i * 13 % POOL_PAGES) * 4096;
+		int ret = sw.cache_callback(r->pool + off, 3 * 4096 + 100, &err);
+
+		if (ret && err != SP_WSAEINVAL && err != SP_WSANOTINITIALISED)
+			atomic_store(&r->bad, err);
+		atomic_fetch_add(&r->calls, 1);
+		i++;
+	}
+	return NULL;
+}
+
+Test(spi_faults, cache_callbacks_racing_closes, .init = load, .timeout = 120)
+{
+	struct cb_race r = { .pool = aligned_alloc(4096, (POOL_PAGES + 4) * 4096) };
+	struct sockaddr_in sin;
+	sp_socket l = sw_listen(&sw, &sin);
+	pthread_t t[2];
+	uint64_t end = now_ms() + 1500;
+	int rounds = 0, err;
+
+	cr_assert(r.pool && l != SP_INVALID_SOCKET);
+	for (int i = 0; i < 2; i++)
+		cr_assert_eq(pthread_create(&t[i], NULL, callback_main, &r), 0);
+	while (now_ms() < end || rounds < 10) {
+		sp_socket c, a;
+		struct acc x;
+
+		cr_assert_eq(try_pair(l, &sin, &c, &a, &x), 0);
+		for (int i = 0; i < 16; i++) {
+			void *h = sw.register_memory(i & 1 ? a : c, r.pool + (size_t)i * 4 * 4096,
+						     2 * 4096, SP_MEM_READWRITE, &err);
+			cr_assert_not_null(h, "register: %d", err);
+			/* Half stay registered, the rest go back to the cache. */
+			if (i & 2)
+				cr_assert_eq(sw.deregister_memory(i & 1 ? a : c, h, &err), 0);
+		}
+		cr_assert_eq(sw.p.close_socket(c, &err), 0);
+		cr_assert_eq(sw.p.close_socket(a, &err), 0);
+		rounds++;
+	}
+	atomic_store(&r.stop, true);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	cr_assert_eq(atomic_load(&r.bad), 0, "callback answered %d", atomic_load(&r.bad));
+	cr_assert_gt(atomic_load(&r.calls), 0);
+	cr_assert_eq(sw.p.close_socket(l, &err), 0);
+	unload();
+	free(r.pool);
+}
+
+/* The last cleanup tears down what a callback walks: it waits, then the answer is clear. */
+Test(spi_faults, cache_callbacks_racing_the_last_cleanup, .init = load, .timeout = 60)
+{
+	struct cb_race r = { .pool = aligned_alloc(4096, (POOL_PAGES + 4) * 4096) };
+	sp_socket c, a;
+	struct sockaddr_in sin;
+	sp_socket l = sw_listen(&sw, &sin);
+	struct acc x;
+	pthread_t t;
+	int err = 0;
+
+	cr_assert(r.pool && l != SP_INVALID_SOCKET);
+	cr_assert_eq(try_pair(l, &sin, &c, &a, &x), 0);
+	for (int i = 0; i < 16; i++) {
+		void *h =
+		    sw.register_memory(c, r.pool + (size_t)i * 4 * 4096, 4096, SP_MEM_READ, &err);
+		cr_assert_not_null(h);
+		cr_assert_eq(sw.deregister_memory(c, h, &err), 0);
+	}
+	cr_assert_eq(pthread_create(&t, NULL, callback_main, &r), 0);
+	usleep(20000);
+	cr_assert_eq(sw.p.cleanup(&err), 0);
+	usleep(20000);
+	atomic_store(&r.stop, true);
+	pthread_join(t, NULL);
+	cr_assert_eq(atomic_load(&r.bad), 0, "callback answered %d", atomic_load(&r.bad));
+	cr_assert_eq(sw.cache_callback(r.pool, 4096, &err), SP_SOCKET_ERROR);
+	cr_assert_eq(err, SP_WSANOTINITIALISED);
+	cr_assert_eq(sw.p.cleanup(&err), SP_SOCKET_ERROR);
+	cr_assert_eq(err, SP_WSANOTINITIALISED);
+	sw.p.cleanup = NULL; /* cleaned up already */
+	unload();
+	free(r.pool);
+}
+
+/* Completion order -------------------------------------------------------------- */
+
+#define ROUND 32
+#define ROUNDS 100
+
+static struct {
+	sp_socket s;
+	struct sw_ov *ov; /* ROUND of them */
+	atomic_int next;  /* index the next up-call must have */
+	atomic_int wrong_order, wrong_thread;
+	pthread_t poller;
+} ord;
+
+static void order_hook(sp_socket s, struct sp_overlapped *ov, uint32_t error, uint32_t bytes)
+{
+	(void)error, (void)bytes;
+	if (pthread_equal(pthread_self(), ord.poller))
+		atomic_fetch_add(&ord.wrong_thread, 1);
+	if (s != ord.s)
+		return;
+	int i = (int)((struct sw_ov *)ov - ord.ov);
+	if (i != atomic_load(&ord.next) % ROUND)
+		atomic_fetch_add(&ord.wrong_order, 1);
+	atomic_fetch_add(&ord.next, 1);
+}
+
+struct poller {
+	sp_socket s;
+	struct sw_ov ov;
+	atomic_bool stop;
+	unsigned long polls;
+};
+
+/* A switch that polls another connection: its calls drain the shared CQ too. */
+static void *poll_main(void *arg)
+{
+	struct poller *p = arg;
+	uint32_t n, flags;
+	int err;
+
+	while (!atomic_load(&p->stop)) {
+		sw.p.get_overlapped_result(p->s, &p->ov.ov, &n, 0, &flags, &err);
+		p->polls++;
+	}
+	return NULL;
+}
+
+Test(spi_faults, receives_complete_in_order_beside_a_poller, .init = load, .timeout = 120)
+{
+	sp_socket c, a, c2, a2;
+	struct sockaddr_in sin;
+	sp_socket l = sw_listen(&sw, &sin);
+	char *rbuf = aligned_alloc(4096, ROUND * 64), *sbuf = aligned_alloc(4096, 4096);
+	struct sw_ov rov[ROUND], sov;
+	struct poller p = { 0 };
+	struct acc x;
+	uint32_t flags = 0, n;
+	int err = 0;
+
+	cr_assert(rbuf && sbuf && l != SP_INVALID_SOCKET);
+	cr_assert_eq(try_pair(l, &sin, &c, &a, &x), 0);
+	cr_assert_eq(try_pair(l, &sin, &c2, &a2, &x), 0);
+	void *hr = sw.register_memory(a, rbuf, ROUND * 64, SP_MEM_WRITE, &err);
+	void *hs = sw.register_memory(c, sbuf, 4096, SP_MEM_READ, &err);
+	void *hp = sw.register_memory(a2, sbuf, 4096, SP_MEM_WRITE, &err);
+	cr_assert(hr && hs && hp);
+	ord.s = a;
+	ord.ov = rov;
+	/* The poller waits on a receive of its own that nothing satisfies until the end. */
+	p.s = a2;
+	sw_ov_init(&p.ov, true);
+	struct sp_wsabufex pb = { 64, sbuf, hp };
+	cr_assert_eq(sw.p.recv(a2, &pb, 1, NULL, &flags, &p.ov.ov, NULL, NULL, &err),
+		     SP_SOCKET_ERROR);
+	cr_assert_eq(pthread_create(&ord.poller, NULL, poll_main, &p), 0);
+	sw_on_complete(order_hook);
+	for (int r = 0; r < ROUNDS; r++) {
+		for (int i = 0; i < ROUND; i++) {
+			struct sp_wsabufex b = { 64, rbuf + i * 64, hr };
+			sw_ov_init(&rov[i], false);
+			cr_assert_eq(
+			    sw.p.recv(a, &b, 1, NULL, &flags, &rov[i].ov, NULL, NULL, &err),
+			    SP_SOCKET_ERROR);
+			cr_assert_eq(err, SP_WSA_IO_PENDING);
+		}
+		for (int i = 0; i < ROUND; i++) {
+			struct sp_wsabufex b = { 8 + (uint32_t)i, sbuf, hs };
+			sw_ov_init(&sov, true);
+			cr_assert_eq(sw.p.send(c, &b, 1, NULL, 0, &sov.ov, NULL, NULL, &err),
+				     SP_SOCKET_ERROR);
+			cr_assert_eq(sw_ov_wait(&sw, c, &sov, &n, 10000), 0);
+			sw_ov_fini(&sov);
+		}
+		for (int i = 0; i < ROUND; i++) {
+			cr_assert_eq(sw_ov_wait(&sw, a, &rov[i], &n, 10000), 0);
+			cr_assert_eq(n, 8 + (uint32_t)i, "receive %d of round %d: %u bytes", i, r,
+				     n);
+			sw_ov_fini(&rov[i]);
+		}
+	}
+	sw_on_complete(NULL);
+	atomic_store(&p.stop, true);
+	pthread_join(ord.poller, NULL);
+	cr_assert_eq(atomic_load(&ord.next), ROUND * ROUNDS);
+	cr_assert_eq(atomic_load(&ord.wrong_order), 0, "%d of %d up-calls out of order",
+		     atomic_load(&ord.wrong_order), ROUND * ROUNDS);
+	cr_assert_eq(atomic_load(&ord.wrong_thread), 0, "%d up-calls on the polling thread",
+		     atomic_load(&ord.wrong_thread));
+	cr_assert_gt(p.polls, 0);
+	cr_assert_eq(sw.p.close_socket(l, &err), 0);
+	unload();
+	sw_ov_fini(&p.ov);
+	free(rbuf);
+	free(sbuf);
+}
+
+/* Fork, memory ------------------------------------------------------------------- */
+
+static int rdma_write(sp_socket s, char *src, void *h, uint32_t len, const struct sp_rdma_desc *d,
+		      struct sw_ov *o)
+{
+	struct sp_wsabufex b = { len, src, h };
+	uint32_t bytes = 0;
+	int err = 0;
+
+	sw_ov_init(o, true);
+	if (!sw.rdma_write(s, &b, 1, (void *)d, sizeof(*d), 0, &bytes, 0, &o->ov, NULL, NULL, &err))
+		return 0;
+	return err;
+}
+
+/* A child's use of inherited sockets fails at once and leaves the parent's connection whole. */
+Test(spi_faults, a_fork_child_cannot_use_inherited_sockets, .init = load, .timeout = 60)
+{
+	sp_socket c, a;
+	struct sockaddr_in sin;
+	sp_socket l = sw_listen(&sw, &sin);
+	char *src = aligned_alloc(4096, 4096), *dst = aligned_alloc(4096, 4096);
+	struct sp_rdma_desc d;
+	uint32_t dlen = sizeof(d), n;
+	struct sw_ov o;
+	struct acc x;
+	int err = 0, status;
+
+	cr_assert(src && dst && l != SP_INVALID_SOCKET);
+	cr_assert_eq(try_pair(l, &sin, &c, &a, &x), 0);
+	void *h = sw.register_memory(c, src, 4096, SP_MEM_READ, &err);
+	cr_assert_not_null(h);
+	cr_assert_eq(sw.register_rdma_memory(a, dst, 4096, SP_MEM_WRITE, &d, &dlen, &err), 0);
+	memset(src, 'p', 4096);
+	cr_assert_eq(rdma_write(c, src, h, 4096, &d, &o), SP_WSA_IO_PENDING);
+	cr_assert_eq(sw_ov_wait(&sw, c, &o, &n, 10000), 0);
+	sw_ov_fini(&o);
+
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		uint64_t t0 = now_ms();
+		int bad = 0;
+
+		memset(src, 'c', 4096);
+		if (rdma_write(c, src, h, 4096, &d, &o) != SP_WSAENETDOWN)
+			bad |= 1;
+		if (sw.register_memory(c, src, 4096, SP_MEM_READ, &err) || err != SP_WSAENETDOWN)
+			bad |= 2;
+		if (!sw.cache_callback(src, 4096, &err) || err != SP_WSAENETDOWN)
+			bad |= 4;
+		if (sw.p.socket(AF_INET, SOCK_STREAM, 0, 1, 0, &err) != SP_INVALID_SOCKET ||
+		    err != SP_WSAENETDOWN)
+			bad |= 8;
+		if (!sw.p.close_socket(c, &err) || err != SP_WSAENETDOWN)
+			bad |= 16;
+		if (now_ms() - t0 > 2000)
+			bad |= 32;
+		_exit(bad);
+	}
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status), "the child died");
+	cr_assert_eq(WEXITSTATUS(status), 0, "the child's checks failed: %#x", WEXITSTATUS(status));
+	/* The parent's connection is intact. */
+	for (int i = 0; i < 50; i++) {
+		memset(src, 'a' + i % 26, 4096);
+		cr_assert_eq(rdma_write(c, src, h, 4096, &d, &o), SP_WSA_IO_PENDING, "write %d", i);
+		cr_assert_eq(sw_ov_wait(&sw, c, &o, &n, 10000), 0);
+		cr_assert_eq(memcmp(src, dst, 4096), 0);
+		sw_ov_fini(&o);
+	}
+	cr_assert_eq(sw.p.close_socket(l, &err), 0);
+	unload();
+	free(src);
+	free(dst);
+}
+
+/* After the callback dropped a region, registering its buffer again maps the memory there now. */
+Test(spi_faults, reregistration_after_invalidation_maps_current_memory, .init = load, .timeout = 60)
+{
+	sp_socket c, a;
+	struct sockaddr_in sin;
+	sp_socket l = sw_listen(&sw, &sin);
+	char *rbuf = aligned_alloc(4096, 4096);
+	char *buf = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct acc x;
+	int err = 0;
+
+	cr_assert(rbuf && buf != MAP_FAILED && l != SP_INVALID_SOCKET);
+	cr_assert_eq(try_pair(l, &sin, &c, &a, &x), 0);
+	memset(buf, 'o', 4096);
+	void *h1 = sw.register_memory(c, buf, 4096, SP_MEM_READ, &err);
+	cr_assert_not_null(h1);
+	/* The switch is told the mapping changes: the cached registration goes. */
+	if (sw.cache_callback(buf, 4096, &err))
+		cr_assert_eq(err, SP_WSAEINVAL, "callback: %d", err); /* not cached: no proxy */
+	cr_assert_eq(munmap(buf, 4096), 0);
+	cr_assert_eq(
+	    mmap(buf, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0),
+	    buf);
+	memset(buf, 'n', 4096);
+	void *h2 = sw.register_memory(c, buf, 4096, SP_MEM_READ, &err);
+	cr_assert_not_null(h2);
+	cr_assert_neq(h2, h1, "the handle of the old memory came back");
+	/* The old handle stays until it is deregistered; the new one moves the new bytes. */
+	cr_assert_eq(sw.deregister_memory(c, h1, &err), 0);
+	cr_assert_eq(sw.deregister_memory(c, h2, &err), 0);
+	send_one(c, a, buf, rbuf, 4096, 5);
+	cr_assert_eq(sw.p.close_socket(l, &err), 0);
+	unload();
+	munmap(buf, 4096);
+	free(rbuf);
+}
+
+/* A descriptor handed out for reading, its flags byte changed: not the registration. */
+Test(spi_faults, a_forged_descriptor_deregisters_nothing, .init = load, .timeout = 60)
+{
+	sp_socket c, a;
+	struct sockaddr_in sin;
+	sp_socket l = sw_listen(&sw, &sin);
+	char *buf = aligned_alloc(4096, 8192);
+	struct sp_rdma_desc d, forged;
+	uint32_t dlen = sizeof(d), n, bytes;
+	struct sw_ov o;
+	struct acc x;
+	int err = 0;
+
+	cr_assert(buf && l != SP_INVALID_SOCKET);
+	cr_assert_eq(try_pair(l, &sin, &c, &a, &x), 0);
+	memset(buf, 'r', 4096);
+	cr_assert_eq(sw.register_rdma_memory(a, buf, 4096, SP_MEM_READ, &d, &dlen, &err), 0);
+	forged = d;
+	forged.flags = SP_MEM_READWRITE;
+	cr_assert_eq(sw.deregister_rdma_memory(a, &forged, sizeof(forged), &err), SP_SOCKET_ERROR);
+	cr_assert_eq(err, SP_WSAEINVAL);
+	/* Still registered: the peer reads it. */
+	void *h = sw.register_memory(c, buf + 4096, 4096, SP_MEM_WRITE, &err);
+	cr_assert_not_null(h);
+	struct sp_wsabufex b = { 4096, buf + 4096, h };
+	sw_ov_init(&o, true);
+	cr_assert_eq(sw.rdma_read(c, &b, 1, &d, sizeof(d), 0, &bytes, 0, &o.ov, NULL, NULL, &err),
+		     SP_SOCKET_ERROR);
+	cr_assert_eq(err, SP_WSA_IO_PENDING);
+	cr_assert_eq(sw_ov_wait(&sw, c, &o, &n, 10000), 0);
+	cr_assert_eq(memcmp(buf, buf + 4096, 4096), 0);
+	sw_ov_fini(&o);
+	cr_assert_eq(sw.deregister_rdma_memory(a, &d, sizeof(d), &err), 0);
+	cr_assert_eq(sw.p.close_socket(l, &err), 0);
+	unload();
+	free(buf);
+}

@@ -160,6 +160,21 @@ static void expect_traffic(struct cside *s, struct vb_qp *a, struct vb_qp *b)
 	cr_assert_eq(vb_dereg_mr(md), 0);
 }
 
+/* Shared segments mapped in this process (softnic's memfds). */
+static int count_segments(void)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	char line[512];
+	int n = 0;
+
+	cr_assert_not_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (strstr(line, "/memfd:"))
+			n++;
+	fclose(f);
+	return n;
+}
+
 static int count_fds(void)
 {
 	int n = 0;
@@ -178,20 +193,27 @@ Test(conn, private_data_is_read_before_the_accept, .timeout = 60)
 	struct vb_qp *cqp, *sqp;
 	struct vb_conn_req *req;
 	struct tconnector c;
+	int segs;
 
 	cr_assert_not_null(dev);
 	side_open(&s, dev);
 	cqp = mkqp(&s);
 	sqp = mkqp(&s);
 	l = tlisten(dev);
+	segs = count_segments();
 	start_connect(&c, l, cqp, "client-hello", 10000);
 	req = take(l, "client-hello");
 	/* Taken, not answered: the connecting side still waits, its QP unconnected. */
 	usleep(100 * 1000);
 	cr_assert_not(atomic_load(&c.done), "connect returned %d before the answer", c.ret);
 	cr_assert_eq(qp_state(sqp), VB_QPS_INIT);
+	/* softnic: nothing of either side is mapped by the other before the accept. */
+	if (tdev_is_softnic())
+		cr_assert_eq(count_segments(), segs, "segments mapped before the accept");
 	cr_assert_eq(vb_accept_request(req, sqp, &reply), 0);
 	cr_assert_eq(join_connect(&c), 0);
+	if (tdev_is_softnic())
+		cr_assert_gt(count_segments(), segs, "the accept maps the peers' segments");
 	expect_connected(cqp, sqp, "client-hello");
 	expect_traffic(&s, cqp, sqp);
 	cr_assert_eq(vb_destroy_listener(l), 0);

@@ -97,6 +97,9 @@ Test(registry, partial_tables_are_completed_with_eopnotsupp)
 	cr_assert_eq(rbad, &rwr);
 	cr_assert_eq(vb_connect(&qp, NULL, 0, NULL), EOPNOTSUPP);
 	cr_assert_eq(vb_accept(&lst, &qp, NULL), EOPNOTSUPP);
+	cr_assert_eq(vb_accept_request(&(struct vb_conn_req){ .dev = &dev }, &qp, NULL),
+		     EOPNOTSUPP);
+	cr_assert_eq(vb_reject_request(&(struct vb_conn_req){ .dev = &dev }), EOPNOTSUPP);
 	cr_assert_eq(vb_buf_free(&dev, NULL, 0), EOPNOTSUPP);
 	cr_assert_eq(vb_cq_wait(&cq, 1, &wc, &n, 0), EOPNOTSUPP);
 
@@ -114,6 +117,9 @@ Test(registry, partial_tables_are_completed_with_eopnotsupp)
 	cr_assert_eq(errno, EOPNOTSUPP);
 	errno = 0;
 	cr_assert_null(vb_create_listener(&dev, NULL, 0, 1));
+	cr_assert_eq(errno, EOPNOTSUPP);
+	errno = 0;
+	cr_assert_null(vb_get_request(&lst, 0));
 	cr_assert_eq(errno, EOPNOTSUPP);
 	errno = 0;
 	cr_assert_null(vb_buf_alloc(&dev, 1));

@@ -202,6 +202,22 @@ struct vb_listener {
 	struct sockaddr_storage addr; /* the bound address (port filled in) */
 };
 
+/*
+ * A connect request taken from a listener (vb_get_request()), not yet
+ * answered.  The connecting side waits in vb_connect() until it is answered
+ * with vb_accept_request() or vb_reject_request(), which both free it, or
+ * until its own timeout.  A request belongs to whoever took it, not to the
+ * listener: it stays valid (and must still be answered) after its listener
+ * is destroyed; its device refuses to close (EBUSY) until it is answered.
+ */
+struct vb_conn_req {
+	struct vb_device *dev;	      /* the listener's device */
+	struct sockaddr_storage peer; /* where it came from, if the backend knows; else AF_UNSPEC */
+	uint8_t private_data_len;
+	uint8_t private_data[VB_MAX_PRIVATE_DATA];
+	/* backend-private data follows (each backend embeds this struct) */
+};
+
 struct vb_conn_param {
 	const void *private_data;
 	uint8_t private_data_len;
@@ -251,7 +267,8 @@ struct vb_wc {
 struct vb_ops {
 	const char *name;
 	const char *description;
-	int (*accept)(struct vb_listener *lst, struct vb_qp *qp, const struct vb_conn_param *param);
+	int (*accept_request)(struct vb_conn_req *req, struct vb_qp *qp,
+			      const struct vb_conn_param *param);
 	struct vb_pd *(*alloc_pd)(struct vb_device *dev);
 	void *(*buf_alloc)(struct vb_device *dev, size_t length);
 	int (*buf_free)(struct vb_device *dev, void *buf, size_t length);
@@ -268,6 +285,7 @@ struct vb_ops {
 	int (*destroy_listener)(struct vb_listener *lst);
 	int (*destroy_qp)(struct vb_qp *qp);
 	int (*get_cq_event)(struct vb_cq *cq);
+	struct vb_conn_req *(*get_request)(struct vb_listener *lst, int timeout_ms);
 	struct vb_device *(*open_device)(const struct vb_ops *ops, const char *dev_name);
 	int (*poll_cq)(struct vb_cq *cq, int max, struct vb_wc *wc, int *count);
 	int (*post_recv)(struct vb_qp *qp, struct vb_recv_wr *wr, struct vb_recv_wr **bad_wr);
@@ -277,6 +295,7 @@ struct vb_ops {
 	int (*query_qp)(struct vb_qp *qp, enum vb_qp_state *state);
 	struct vb_mr *(*reg_mr)(struct vb_pd *pd, void *addr, size_t length, uint64_t iova,
 				unsigned int access);
+	int (*reject_request)(struct vb_conn_req *req);
 	int (*req_notify_cq)(struct vb_cq *cq);
 };
 
@@ -330,9 +349,17 @@ int vb_cq_wait(struct vb_cq *cq, int max, struct vb_wc *wc, int *count, int time
 
 /*
  * Wait up to timeout_ms (< 0: forever) for a connect request on lst: 0 when
- * one waits (vb_accept() takes it at once), ETIMEDOUT, or errno.
+ * one waits (vb_get_request() takes it at once), ETIMEDOUT, or errno.
  */
 int vb_listener_wait(struct vb_listener *lst, int timeout_ms);
+
+/*
+ * vb_get_request() and vb_accept_request() in one call: take the next
+ * connect request of lst (waiting up to param->timeout_ms) and accept it on
+ * the unconnected qp.  Checks param and qp before it takes anything, so a
+ * mistake of the caller consumes no request.  0 or errno.
+ */
+int vb_accept(struct vb_listener *lst, struct vb_qp *qp, const struct vb_conn_param *param);
 
 /* Dispatch --------------------------------------------------------------- */
 
@@ -460,18 +487,49 @@ static inline int vb_destroy_listener(struct vb_listener *lst)
 	return lst->dev->ops->destroy_listener(lst);
 }
 
-/* Connect an unconnected QP to the listener at addr; on success it is RTS. */
+/*
+ * Connect an unconnected QP to the listener at addr; on success it is RTS.
+ * ECONNREFUSED when the passive side refuses the request (or its listener
+ * goes before taking it), ETIMEDOUT when param->timeout_ms passes without
+ * an answer; on failure the QP stays unconnected and may connect again.
+ */
 static inline int vb_connect(struct vb_qp *qp, const struct sockaddr *addr, socklen_t addrlen,
 			     const struct vb_conn_param *param)
 {
 	return qp->dev->ops->connect(qp, addr, addrlen, param);
 }
 
-/* Take the next connect request of lst and connect the unconnected qp to it. */
-static inline int vb_accept(struct vb_listener *lst, struct vb_qp *qp,
-			    const struct vb_conn_param *param)
+/*
+ * The passive side in three steps, as rdma_cm has them.  Take the next
+ * connect request of lst, waiting up to timeout_ms (< 0: forever): the
+ * request, whose private data can be read before it is answered, or NULL
+ * with errno (ETIMEDOUT; EPROTO when what arrived was no request of this
+ * backend, which is then refused; ...).  A request taken and not yet
+ * answered holds nothing of the listener: the next ones are delivered
+ * meanwhile, in any number.
+ */
+static inline struct vb_conn_req *vb_get_request(struct vb_listener *lst, int timeout_ms)
 {
-	return lst->dev->ops->accept(lst, qp, param);
+	return lst->dev->ops->get_request(lst, timeout_ms);
+}
+
+/*
+ * Accept req on an unconnected qp of the same device, with param's private
+ * data for the connecting side (param->timeout_ms bounds the wait for the
+ * connection to be established): 0 or errno.  On success the QP is RTS and
+ * its peer_private_data is the request's.  req is freed either way; on
+ * failure the connecting side is refused and qp stays unconnected.
+ */
+static inline int vb_accept_request(struct vb_conn_req *req, struct vb_qp *qp,
+				    const struct vb_conn_param *param)
+{
+	return req->dev->ops->accept_request(req, qp, param);
+}
+
+/* Refuse req: the connecting side's vb_connect() fails with ECONNREFUSED.  req is freed. */
+static inline int vb_reject_request(struct vb_conn_req *req)
+{
+	return req->dev->ops->reject_request(req);
 }
 
 #ifdef __cplusplus

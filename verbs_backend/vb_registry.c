@@ -19,7 +19,7 @@ void vb_ops_complete(struct vb_ops *dst, const struct vb_ops *src)
 		if (!dst->member)                                                                  \
 			dst->member = d->member;                                                   \
 	} while (0)
-	VB_FILL(accept);
+	VB_FILL(accept_request);
 	VB_FILL(alloc_pd);
 	VB_FILL(buf_alloc);
 	VB_FILL(buf_free);
@@ -34,6 +34,7 @@ void vb_ops_complete(struct vb_ops *dst, const struct vb_ops *src)
 	VB_FILL(destroy_listener);
 	VB_FILL(destroy_qp);
 	VB_FILL(get_cq_event);
+	VB_FILL(get_request);
 	VB_FILL(open_device);
 	VB_FILL(poll_cq);
 	VB_FILL(post_recv);
@@ -42,6 +43,7 @@ void vb_ops_complete(struct vb_ops *dst, const struct vb_ops *src)
 	VB_FILL(query_port);
 	VB_FILL(query_qp);
 	VB_FILL(reg_mr);
+	VB_FILL(reject_request);
 	VB_FILL(req_notify_cq);
 #undef VB_FILL
 	if (!dst->description)

@@ -8,9 +8,11 @@
 
 #include "vb_internal.h"
 
-static int unsup_accept(struct vb_listener *lst, struct vb_qp *qp, const struct vb_conn_param *p)
+/* No backend without get_request hands out a request: nothing to free. */
+static int unsup_accept_request(struct vb_conn_req *req, struct vb_qp *qp,
+				const struct vb_conn_param *p)
 {
-	(void)lst, (void)qp, (void)p;
+	(void)req, (void)qp, (void)p;
 	return EOPNOTSUPP;
 }
 
@@ -105,6 +107,13 @@ static int unsup_get_cq_event(struct vb_cq *cq)
 	return EOPNOTSUPP;
 }
 
+static struct vb_conn_req *unsup_get_request(struct vb_listener *lst, int timeout_ms)
+{
+	(void)lst, (void)timeout_ms;
+	errno = EOPNOTSUPP;
+	return NULL;
+}
+
 static struct vb_device *unsup_open_device(const struct vb_ops *ops, const char *dev_name)
 {
 	(void)ops, (void)dev_name;
@@ -159,6 +168,12 @@ static struct vb_mr *unsup_reg_mr(struct vb_pd *pd, void *addr, size_t length, u
 	return NULL;
 }
 
+static int unsup_reject_request(struct vb_conn_req *req)
+{
+	(void)req;
+	return EOPNOTSUPP;
+}
+
 static int unsup_req_notify_cq(struct vb_cq *cq)
 {
 	(void)cq;
@@ -168,7 +183,7 @@ static int unsup_req_notify_cq(struct vb_cq *cq)
 const struct vb_ops vb_unsupported_ops = {
 	.name = "unsupported",
 	.description = "every call answers EOPNOTSUPP",
-	.accept = unsup_accept,
+	.accept_request = unsup_accept_request,
 	.alloc_pd = unsup_alloc_pd,
 	.buf_alloc = unsup_buf_alloc,
 	.buf_free = unsup_buf_free,
@@ -183,6 +198,7 @@ const struct vb_ops vb_unsupported_ops = {
 	.destroy_listener = unsup_destroy_listener,
 	.destroy_qp = unsup_destroy_qp,
 	.get_cq_event = unsup_get_cq_event,
+	.get_request = unsup_get_request,
 	.open_device = unsup_open_device,
 	.poll_cq = unsup_poll_cq,
 	.post_recv = unsup_post_recv,
@@ -191,5 +207,6 @@ const struct vb_ops vb_unsupported_ops = {
 	.query_port = unsup_query_port,
 	.query_qp = unsup_query_qp,
 	.reg_mr = unsup_reg_mr,
+	.reject_request = unsup_reject_request,
 	.req_notify_cq = unsup_req_notify_cq,
 };

@@ -183,3 +183,26 @@ int vb_listener_wait(struct vb_listener *lst, int timeout_ms)
 
 	return ret > 0 ? 0 : ret < 0 ? -ret : ETIMEDOUT;
 }
+
+int vb_accept(struct vb_listener *lst, struct vb_qp *qp, const struct vb_conn_param *param)
+{
+	struct vb_conn_req *req;
+	enum vb_qp_state st;
+	int ret;
+
+	if (param && (param->private_data_len > VB_MAX_PRIVATE_DATA ||
+		      (param->private_data_len && !param->private_data)))
+		return EINVAL;
+	if (qp->dev != lst->dev)
+		return EINVAL;
+	/* A QP that cannot take the request would refuse it: check before taking one. */
+	ret = vb_query_qp(qp, &st);
+	if (ret)
+		return ret;
+	if (st != VB_QPS_INIT)
+		return st == VB_QPS_RESET ? EINVAL : EISCONN;
+	req = vb_get_request(lst, param ? param->timeout_ms : -1);
+	if (!req)
+		return errno;
+	return vb_accept_request(req, qp, param);
+}

@@ -187,6 +187,7 @@ struct snic_dev {
 	uint32_t mr_free_head, mr_free_count;
 	uint8_t *mr_gen;
 	uint32_t n_pd, n_mr, n_cq, n_qp, n_lst;
+	uint32_t n_req; /* connect requests taken, not yet answered */
 	uint32_t next_pd;
 	uint32_t next_qpn;
 	struct snic_qp **qp_table; /* by qpn & (max_qp - 1) */
@@ -386,7 +387,10 @@ struct vb_listener *snic_create_listener(struct vb_device *vdev, const struct so
 int snic_destroy_listener(struct vb_listener *lst);
 int snic_connect(struct vb_qp *vqp, const struct sockaddr *addr, socklen_t addrlen,
 		 const struct vb_conn_param *param);
-int snic_accept(struct vb_listener *lst, struct vb_qp *vqp, const struct vb_conn_param *param);
+struct vb_conn_req *snic_get_request(struct vb_listener *lst, int timeout_ms);
+int snic_accept_request(struct vb_conn_req *req, struct vb_qp *vqp,
+			const struct vb_conn_param *param);
+int snic_reject_request(struct vb_conn_req *req);
 void snic_peer_unmap(struct snic_peer *peer);
 
 /* snic_dev.c */

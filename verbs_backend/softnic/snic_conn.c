@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "snic.h"
 
@@ -228,6 +229,8 @@ int snic_connect(struct vb_qp *vqp, const struct sockaddr *addr, socklen_t addrl
 	if (ret)
 		goto err_state;
 	ret = recv_msg(sock, &m, fds, &nfds, param_timeout(param));
+	if (ret == ECONNRESET)
+		ret = ECONNREFUSED; /* closed unanswered: its listener went */
 	if (ret)
 		goto err_state;
 	if (m.type != SNIC_CONN_REP) {
@@ -255,50 +258,165 @@ out:
 	return ret;
 }
 
-int snic_accept(struct vb_listener *vl, struct vb_qp *vqp, const struct vb_conn_param *param)
+/*
+ * The passive side in three steps.  A request taken holds the connection
+ * socket and the handles the connecting side sent, unmapped: nothing of
+ * the peer is mapped and nothing of ours is handed over until it is
+ * accepted, and a refusal only closes what it holds.
+ */
+struct snic_conn_req {
+	struct vb_conn_req vreq;
+	snic_handle sock;
+	struct snic_conn_msg m;
+	snic_handle fds[SNIC_CONN_NFDS];
+};
+
+/* How long a connection may take to send its request when the caller waits for ever. */
+#define SNIC_REQ_WAIT_MS 10000
+/* And at least, when the caller waits less (its request follows its connect at once). */
+#define SNIC_REQ_WAIT_MIN_MS 100
+
+static int64_t now_ms(void)
 {
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int time_left(int64_t deadline)
+{
+	int64_t left;
+
+	if (deadline < 0)
+		return -1;
+	left = deadline - now_ms();
+	return left < 0 ? 0 : left > INT32_MAX ? INT32_MAX : (int)left;
+}
+
+/* Refuse a connection whose request is not (or no longer) taken; closes sock. */
+static void refuse(snic_handle sock, int status)
+{
+	struct snic_conn_msg rej = { .magic = SNIC_CONN_MAGIC,
+				     .version = SNIC_CONN_VERSION,
+				     .type = SNIC_CONN_REJ,
+				     .status = status };
+
+	send_msg(sock, &rej, NULL, 0);
+	snic_os_close(sock);
+}
+
+static void req_free(struct snic_conn_req *req)
+{
+	struct snic_dev *dev = snic_dev_of(req->vreq.dev);
+
+	for (int i = 0; i < SNIC_CONN_NFDS; i++)
+		snic_os_close(req->fds[i]);
+	pthread_mutex_lock(&dev->lock);
+	dev->n_req--;
+	pthread_mutex_unlock(&dev->lock);
+	free(req);
+}
+
+struct vb_conn_req *snic_get_request(struct vb_listener *vl, int timeout_ms)
+{
+	struct snic_dev *dev = snic_dev_of(vl->dev);
+	int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+	struct snic_conn_req *req;
+	snic_handle sock;
+	int nfds, wait, ret;
+
+	req = calloc(1, sizeof(*req));
+	if (!req) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	for (int i = 0; i < SNIC_CONN_NFDS; i++)
+		req->fds[i] = SNIC_NO_HANDLE;
+	/* Another thread may take the connection that woke us: then wait again. */
+	do {
+		ret = vb_os_wait(vl->fd, time_left(deadline));
+		if (ret <= 0) {
+			ret = ret ? -ret : ETIMEDOUT;
+			goto err_free;
+		}
+		ret = snic_os_accept(vl->fd, &sock);
+		if (ret == EAGAIN && !time_left(deadline))
+			ret = ETIMEDOUT;
+	} while (ret == EAGAIN);
+	if (ret)
+		goto err_free;
+	/* A client that connects and says nothing must not hold us for ever. */
+	wait = time_left(deadline);
+	if (wait < 0)
+		wait = SNIC_REQ_WAIT_MS;
+	else if (wait < SNIC_REQ_WAIT_MIN_MS)
+		wait = SNIC_REQ_WAIT_MIN_MS;
+	ret = recv_msg(sock, &req->m, req->fds, &nfds, wait);
+	if (!ret && (req->m.type != SNIC_CONN_REQ || req->m.priv_len > VB_MAX_PRIVATE_DATA)) {
+		while (nfds)
+			snic_os_close(req->fds[--nfds]);
+		ret = EPROTO;
+	}
+	if (ret) {
+		refuse(sock, ret);
+		goto err_free;
+	}
+	req->sock = sock;
+	req->vreq.dev = vl->dev;
+	req->vreq.peer.ss_family = AF_UNSPEC; /* one host: the peer has no address of its own */
+	req->vreq.private_data_len = req->m.priv_len;
+	memcpy(req->vreq.private_data, req->m.priv, req->m.priv_len);
+	pthread_mutex_lock(&dev->lock);
+	dev->n_req++;
+	pthread_mutex_unlock(&dev->lock);
+	return &req->vreq;
+
+err_free:
+	free(req);
+	errno = ret;
+	return NULL;
+}
+
+int snic_reject_request(struct vb_conn_req *vreq)
+{
+	struct snic_conn_req *req = vb_container_of(vreq, struct snic_conn_req, vreq);
+
+	refuse(req->sock, ECONNREFUSED);
+	req_free(req);
+	return 0;
+}
+
+int snic_accept_request(struct vb_conn_req *vreq, struct vb_qp *vqp,
+			const struct vb_conn_param *param)
+{
+	struct snic_conn_req *req = vb_container_of(vreq, struct snic_conn_req, vreq);
 	struct snic_qp *qp = snic_qp_of(vqp);
 	struct snic_conn_msg m;
-	snic_handle fds[SNIC_CONN_NFDS], sock;
-	int nfds, ret;
+	snic_handle fds[SNIC_CONN_NFDS];
+	snic_handle sock = req->sock;
+	int ret;
 
 	ret = check_param(param);
-	if (ret)
+	if (!ret && vqp->dev != vreq->dev)
+		ret = EINVAL;
+	if (ret) {
+		refuse(sock, ECONNREFUSED);
+		req_free(req);
 		return ret;
-	if (vqp->dev != vl->dev)
-		return EINVAL;
+	}
 	pthread_mutex_lock(&qp->lock);
 	if (qp->state != VB_QPS_INIT) {
 		ret = qp->connected ? EISCONN : EINVAL;
+		refuse(sock, ECONNREFUSED);
 		goto out;
 	}
-	ret = vb_os_wait(vl->fd, param_timeout(param));
-	if (ret <= 0) {
-		ret = ret ? -ret : ETIMEDOUT;
-		goto out;
-	}
-	ret = snic_os_accept(vl->fd, &sock);
+	/* map_peer() takes the handles on every path. */
+	ret = map_peer(qp, sock, &req->m, req->fds);
+	for (int i = 0; i < SNIC_CONN_NFDS; i++)
+		req->fds[i] = SNIC_NO_HANDLE;
 	if (ret) {
-		ret = ret == EAGAIN ? ETIMEDOUT : ret;
-		goto out;
-	}
-	/* A client that connects and says nothing must not hold us for ever. */
-	ret = recv_msg(sock, &m, fds, &nfds,
-		       param && param->timeout_ms >= 0 ? param->timeout_ms : 10000);
-	if (!ret && m.type != SNIC_CONN_REQ) {
-		while (nfds)
-			snic_os_close(fds[--nfds]);
-		ret = EPROTO;
-	}
-	if (!ret)
-		ret = map_peer(qp, sock, &m, fds);
-	if (ret) {
-		struct snic_conn_msg rej = { .magic = SNIC_CONN_MAGIC,
-					     .version = SNIC_CONN_VERSION,
-					     .type = SNIC_CONN_REJ,
-					     .status = ret };
-		send_msg(sock, &rej, NULL, 0);
-		snic_os_close(sock);
+		refuse(sock, ret);
 		goto out;
 	}
 	qp->state = VB_QPS_RTS;
@@ -306,6 +424,9 @@ int snic_accept(struct vb_listener *vl, struct vb_qp *vqp, const struct vb_conn_
 	local_msg(qp, &m, fds, SNIC_CONN_REP, param);
 	ret = send_msg(sock, &m, fds, SNIC_CONN_NFDS);
 	if (ret) {
+		/* The connecting side gave up (its timeout) before the answer. */
+		if (ret == EPIPE || ret == ECONNRESET)
+			ret = ECONNABORTED;
 		snic_peer_unmap(&qp->peer);
 		qp->state = VB_QPS_INIT;
 		atomic_store(&qp->seg->state, VB_QPS_INIT);
@@ -316,6 +437,7 @@ int snic_accept(struct vb_listener *vl, struct vb_qp *vqp, const struct vb_conn_
 		snic_qp_set_error(qp);
 out:
 	pthread_mutex_unlock(&qp->lock);
+	req_free(req);
 	return ret;
 }
 

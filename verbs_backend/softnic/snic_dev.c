@@ -164,7 +164,7 @@ int snic_close_device(struct vb_device *vdev)
 	struct snic_dev *dev = snic_dev_of(vdev);
 
 	pthread_mutex_lock(&dev->lock);
-	if (dev->n_pd || dev->n_mr || dev->n_cq || dev->n_qp || dev->n_lst) {
+	if (dev->n_pd || dev->n_mr || dev->n_cq || dev->n_qp || dev->n_lst || dev->n_req) {
 		pthread_mutex_unlock(&dev->lock);
 		return EBUSY;
 	}

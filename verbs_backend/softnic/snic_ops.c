@@ -5,7 +5,7 @@
 const struct vb_ops vb_softnic_ops = {
 	.name = "softnic",
 	.description = "embedded emulated RDMA NIC (shared memory and cross-memory attach)",
-	.accept = snic_accept,
+	.accept_request = snic_accept_request,
 	.alloc_pd = snic_alloc_pd,
 	.buf_alloc = snic_buf_alloc,
 	.buf_free = snic_buf_free,
@@ -20,6 +20,7 @@ const struct vb_ops vb_softnic_ops = {
 	.destroy_listener = snic_destroy_listener,
 	.destroy_qp = snic_destroy_qp,
 	.get_cq_event = snic_get_cq_event,
+	.get_request = snic_get_request,
 	.open_device = snic_open_device,
 	.poll_cq = snic_poll_cq,
 	.post_recv = snic_post_recv,
@@ -28,5 +29,6 @@ const struct vb_ops vb_softnic_ops = {
 	.query_port = snic_query_port,
 	.query_qp = snic_query_qp,
 	.reg_mr = snic_reg_mr,
+	.reject_request = snic_reject_request,
 	.req_notify_cq = snic_req_notify_cq,
 };

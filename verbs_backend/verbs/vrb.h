@@ -122,7 +122,10 @@ struct vb_listener *vrb_create_listener(struct vb_device *vdev, const struct soc
 int vrb_destroy_listener(struct vb_listener *vl);
 int vrb_connect(struct vb_qp *vqp, const struct sockaddr *addr, socklen_t addrlen,
 		const struct vb_conn_param *param);
-int vrb_accept(struct vb_listener *vl, struct vb_qp *vqp, const struct vb_conn_param *param);
+struct vb_conn_req *vrb_get_request(struct vb_listener *vl, int timeout_ms);
+int vrb_accept_request(struct vb_conn_req *req, struct vb_qp *vqp,
+		       const struct vb_conn_param *param);
+int vrb_reject_request(struct vb_conn_req *req);
 void *vrb_cm_thread(void *arg);
 void vrb_disconnect(struct vrb_qp *qp);
 

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "vrb.h"
@@ -142,7 +143,7 @@ static struct rdma_conn_param conn_param(struct vrb_dev *dev, struct vrb_qp *qp,
 }
 
 /* The peer's private data, checked: EPROTO when the peer is not one of ours. */
-static int take_private_data(struct vrb_qp *qp, const struct rdma_conn_param *cp)
+static int take_private_data(const struct rdma_conn_param *cp, uint8_t *len, uint8_t *data)
 {
 	const struct vrb_cm_priv *priv = cp->private_data;
 
@@ -151,8 +152,8 @@ static int take_private_data(struct vrb_qp *qp, const struct rdma_conn_param *cp
 	    priv->version != VRB_CM_VERSION || priv->len > VB_MAX_PRIVATE_DATA ||
 	    priv->len > cp->private_data_len - VRB_CM_HDR)
 		return EPROTO;
-	qp->vqp.peer_private_data_len = priv->len;
-	memcpy(qp->vqp.peer_private_data, priv->data, priv->len);
+	*len = priv->len;
+	memcpy(data, priv->data, priv->len);
 	return 0;
 }
 
@@ -238,7 +239,8 @@ int vrb_connect(struct vb_qp *vqp, const struct sockaddr *addr, socklen_t addrle
 	ret = wait_event(qp->ech, RDMA_CM_EVENT_CONNECT_RESPONSE, timeout_of(param), &ev);
 	if (ret)
 		goto err_qp;
-	ret = take_private_data(qp, &ev->param.conn);
+	ret = take_private_data(&ev->param.conn, &qp->vqp.peer_private_data_len,
+				qp->vqp.peer_private_data);
 	rdma_ack_cm_event(ev);
 	if (!ret)
 		ret = move_qp(qp->id, qp->qp, IBV_QPS_RTR);
@@ -322,38 +324,147 @@ int vrb_destroy_listener(struct vb_listener *vl)
 	return 0;
 }
 
-int vrb_accept(struct vb_listener *vl, struct vb_qp *vqp, const struct vb_conn_param *param)
+/*
+ * The passive side in three steps.  A request taken leaves the listener's
+ * event channel for one of its own, so that it outlives the listener and
+ * its events do not mix with the next requests'.
+ */
+struct vrb_conn_req {
+	struct vb_conn_req vreq;
+	struct rdma_cm_id *id;
+	struct rdma_event_channel *ech;
+};
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int time_left(int64_t deadline)
+{
+	int64_t left;
+
+	if (deadline < 0)
+		return -1;
+	left = deadline - now_ms();
+	return left < 0 ? 0 : left > INT32_MAX ? INT32_MAX : (int)left;
+}
+
+/* Refuse an id of a connect request and let it go (its events are all acknowledged). */
+static void refuse(struct rdma_cm_id *id, struct rdma_event_channel *ech)
+{
+	rdma_reject(id, NULL, 0);
+	rdma_destroy_id(id);
+	if (ech)
+		rdma_destroy_event_channel(ech);
+}
+
+struct vb_conn_req *vrb_get_request(struct vb_listener *vl, int timeout_ms)
 {
 	struct vrb_listener *l = vb_container_of(vl, struct vrb_listener, vl);
+	int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+	struct pollfd p = { .fd = l->ech->fd, .events = POLLIN };
+	const struct sockaddr *peer;
+	struct vrb_conn_req *req;
+	struct rdma_cm_event *ev;
+	struct rdma_cm_id *id;
+	int n, ret;
+
+	req = calloc(1, sizeof(*req));
+	if (!req) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	for (;;) {
+		do
+			n = poll(&p, 1, time_left(deadline));
+		while (n < 0 && errno == EINTR);
+		if (n <= 0) {
+			ret = n ? errno : ETIMEDOUT;
+			goto err_free;
+		}
+		/* The channel does not block: another thread may have taken the event. */
+		if (rdma_get_cm_event(l->ech, &ev)) {
+			if (errno == EAGAIN)
+				continue;
+			ret = errno ? errno : EIO;
+			goto err_free;
+		}
+		if (ev->event == RDMA_CM_EVENT_CONNECT_REQUEST)
+			break;
+		rdma_ack_cm_event(ev); /* nothing else concerns a listener */
+	}
+	id = ev->id;
+	ret =
+	    take_private_data(&ev->param.conn, &req->vreq.private_data_len, req->vreq.private_data);
+	/* Acknowledged before the id migrates: rdma_migrate_id() waits for that. */
+	rdma_ack_cm_event(ev);
+	if (ret) {
+		refuse(id, NULL); /* not a sanprov peer */
+		goto err_free;
+	}
+	peer = rdma_get_peer_addr(id);
+	if (peer->sa_family == AF_INET || peer->sa_family == AF_INET6)
+		memcpy(&req->vreq.peer, peer,
+		       peer->sa_family == AF_INET ? sizeof(struct sockaddr_in)
+						  : sizeof(struct sockaddr_in6));
+	req->ech = rdma_create_event_channel();
+	if (!req->ech || rdma_migrate_id(id, req->ech)) {
+		ret = errno ? errno : ENOMEM;
+		refuse(id, req->ech);
+		goto err_free;
+	}
+	req->id = id;
+	req->vreq.dev = vl->dev;
+	atomic_fetch_add(&vrb_dev_of(vl->dev)->objects, 1);
+	return &req->vreq;
+
+err_free:
+	free(req);
+	errno = ret;
+	return NULL;
+}
+
+static void req_free(struct vrb_conn_req *req)
+{
+	atomic_fetch_sub(&vrb_dev_of(req->vreq.dev)->objects, 1);
+	free(req);
+}
+
+int vrb_reject_request(struct vb_conn_req *vreq)
+{
+	struct vrb_conn_req *req = vb_container_of(vreq, struct vrb_conn_req, vreq);
+
+	refuse(req->id, req->ech);
+	req_free(req);
+	return 0;
+}
+
+int vrb_accept_request(struct vb_conn_req *vreq, struct vb_qp *vqp,
+		       const struct vb_conn_param *param)
+{
+	struct vrb_conn_req *req = vb_container_of(vreq, struct vrb_conn_req, vreq);
 	struct vrb_qp *qp = vrb_qp_of(vqp);
 	struct vrb_dev *dev = vrb_dev_of(vqp->dev);
+	struct rdma_cm_id *id = req->id;
 	struct rdma_conn_param cp;
 	struct vrb_cm_priv priv;
 	struct rdma_cm_event *ev;
-	struct rdma_cm_id *id;
 	int ret;
 
 	ret = param_check(param);
-	if (ret)
-		return ret;
-	if (qp->id)
-		return EISCONN;
-	ret = wait_event(l->ech, RDMA_CM_EVENT_CONNECT_REQUEST, timeout_of(param), &ev);
-	if (ret)
-		return ret;
-	id = ev->id;
-	ret = take_private_data(qp, &ev->param.conn);
-	rdma_ack_cm_event(ev);
-	if (ret)
-		goto err_reject;
-	if (!same_device(dev, id)) {
+	if (!ret && vqp->dev != vreq->dev)
+		ret = EINVAL;
+	if (!ret && qp->id)
+		ret = EISCONN;
+	if (!ret && !same_device(dev, id))
 		ret = EXDEV;
-		goto err_reject;
-	}
-	qp->ech = rdma_create_event_channel();
-	if (!qp->ech || rdma_migrate_id(id, qp->ech)) {
-		ret = errno ? errno : ENOMEM;
-		goto err_reject;
+	if (ret) {
+		refuse(id, req->ech);
+		goto out;
 	}
 	ret = move_qp(id, qp->qp, IBV_QPS_INIT);
 	if (!ret)
@@ -361,32 +472,32 @@ int vrb_accept(struct vb_listener *vl, struct vb_qp *vqp, const struct vb_conn_p
 	if (!ret)
 		ret = move_qp(id, qp->qp, IBV_QPS_RTS);
 	if (ret)
-		goto err_reject_qp;
+		goto err_refuse;
 	cp = conn_param(dev, qp, param, &priv);
 	if (rdma_accept(id, &cp)) {
 		ret = errno ? errno : ECONNABORTED;
-		goto err_reject_qp;
+		goto err_refuse;
 	}
-	ret = wait_event(qp->ech, RDMA_CM_EVENT_ESTABLISHED, RESOLVE_MS, &ev);
-	if (ret)
-		goto err_qp;
+	ret = wait_event(req->ech, RDMA_CM_EVENT_ESTABLISHED, RESOLVE_MS, &ev);
+	if (ret) {
+		reset_qp(qp);
+		rdma_destroy_id(id);
+		rdma_destroy_event_channel(req->ech);
+		goto out;
+	}
 	rdma_ack_cm_event(ev);
+	qp->vqp.peer_private_data_len = vreq->private_data_len;
+	memcpy(qp->vqp.peer_private_data, vreq->private_data, vreq->private_data_len);
+	qp->ech = req->ech;
 	qp->id = id;
-	return watch(dev, qp);
+	ret = watch(dev, qp);
+	goto out;
 
-err_reject_qp:
-	rdma_reject(id, NULL, 0);
-err_qp:
+err_refuse:
 	reset_qp(qp);
-	rdma_destroy_id(id);
-	goto err_ech;
-err_reject:
-	rdma_reject(id, NULL, 0);
-	rdma_destroy_id(id);
-err_ech:
-	if (qp->ech)
-		rdma_destroy_event_channel(qp->ech);
-	qp->ech = NULL;
+	refuse(id, req->ech);
+out:
+	req_free(req);
 	return ret;
 }
 

@@ -5,7 +5,7 @@
 const struct vb_ops vb_verbs_ops = {
 	.name = "verbs",
 	.description = "libibverbs + librdmacm: real RDMA NICs and soft-RoCE",
-	.accept = vrb_accept,
+	.accept_request = vrb_accept_request,
 	.alloc_pd = vrb_alloc_pd,
 	.buf_alloc = vrb_buf_alloc,
 	.buf_free = vrb_buf_free,
@@ -20,6 +20,7 @@ const struct vb_ops vb_verbs_ops = {
 	.destroy_listener = vrb_destroy_listener,
 	.destroy_qp = vrb_destroy_qp,
 	.get_cq_event = vrb_get_cq_event,
+	.get_request = vrb_get_request,
 	.open_device = vrb_open_device,
 	.poll_cq = vrb_poll_cq,
 	.post_recv = vrb_post_recv,
@@ -28,5 +29,6 @@ const struct vb_ops vb_verbs_ops = {
 	.query_port = vrb_query_port,
 	.query_qp = vrb_query_qp,
 	.reg_mr = vrb_reg_mr,
+	.reject_request = vrb_reject_request,
 	.req_notify_cq = vrb_req_notify_cq,
 };

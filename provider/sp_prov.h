@@ -104,6 +104,7 @@ struct sp_sock {
 	struct vb_pd *pd;
 	struct sp_watched *cache;
 	struct vb_listener *listener;
+	struct vb_conn_req *deferred; /* a request the condition function deferred */
 	struct vb_qp *qp;
 	uint32_t sq_free; /* send queue slots not in use */
 	uint32_t rq_free; /* receive queue slots not in use */

@@ -378,7 +378,7 @@ out:
 	return ret ? sp_fail(err, ret) : 0;
 }
 
-/* Close a socket that the switch never saw (a rejected or failed accept). */
+/* Close a socket that the switch never saw (a failed accept). */
 static void sock_discard(struct sp_sock *so)
 {
 	conn_release(so);
@@ -395,29 +395,52 @@ static void accept_leave(struct sp_sock *so)
 }
 
 /*
- * Wait for a connect request on so's listener (socket locked, accepters
- * counted): 0 when one waits, else a WSA error.  A closesocket() meanwhile
- * ends the wait with WSAEINTR, as a blocking call in Winsock.
+ * The next connect request of so's listener (socket locked, accepters
+ * counted): a deferred one first, else wait for one.  NULL with *ret, a
+ * WSA error; a closesocket() meanwhile ends the wait with WSAEINTR, as a
+ * blocking call in Winsock.  With an event selected the socket is
+ * non-blocking, as in Winsock.
  */
-static int accept_wait(struct sp_sock *so)
+static struct vb_conn_req *accept_next(struct sp_sock *so, int *ret)
 {
+	struct vb_conn_req *req;
 	int r;
 
+	if ((req = so->deferred)) {
+		so->deferred = NULL;
+		return req;
+	}
 	for (;;) {
-		/* With an event selected the socket is non-blocking, as in Winsock. */
 		int tick = so->event_mask ? 0 : SP_LISTEN_TICK_MS;
 
 		pthread_mutex_unlock(&so->lock);
 		r = vb_listener_wait(so->listener, tick);
+		req = r ? NULL : vb_get_request(so->listener, 0);
+		if (!r && !req)
+			r = errno;
 		pthread_mutex_lock(&so->lock);
-		if (so->state != SP_SOCK_LISTENING)
-			return SP_WSAEINTR;
-		if (!r)
-			return 0;
-		if (r != ETIMEDOUT)
-			return sp_wsa_error(r);
-		if (so->event_mask)
-			return SP_WSAEWOULDBLOCK;
+		if (!r) {
+			/* Taken: the watcher looks for the next one. */
+			so->accept_ready = false;
+			pthread_cond_broadcast(&so->cond);
+		}
+		if (so->state != SP_SOCK_LISTENING) {
+			if (req)
+				vb_reject_request(req);
+			*ret = SP_WSAEINTR;
+			return NULL;
+		}
+		if (req)
+			return req;
+		/* Gone before it was taken (its connector gave up), or not one of ours. */
+		if (r != ETIMEDOUT && r != EAGAIN && r != EPROTO) {
+			*ret = sp_wsa_error(r);
+			return NULL;
+		}
+		if (so->event_mask) {
+			*ret = SP_WSAEWOULDBLOCK;
+			return NULL;
+		}
 	}
 }
 
@@ -425,9 +448,11 @@ sp_socket sp_accept(sp_socket s, struct sockaddr *addr, int *addrlen, sp_conditi
 		    uintptr_t callback_data, int *err)
 {
 	struct sp_sock *so = sp_sock_get(s, err), *child = NULL;
+	struct sockaddr_storage peer;
+	struct vb_conn_req *req;
 	struct sp_hello hello;
 	struct vb_conn_param param = { .private_data = &hello, .private_data_len = sizeof(hello) };
-	int ret = 0;
+	int ret = 0, verdict;
 
 	if (!so)
 		return SP_INVALID_SOCKET;
@@ -443,53 +468,58 @@ sp_socket sp_accept(sp_socket s, struct sockaddr *addr, int *addrlen, sp_conditi
 	}
 	/* The listener stays until the last accepter leaves (closesocket waits). */
 	so->accepters++;
-again:
-	ret = accept_wait(so);
+	for (;;) {
+		req = accept_next(so, &ret);
+		if (!req)
+			break;
+		/* Not a sanprov peer: refused, and the next one is waited for. */
+		if (!sp_hello_take(req->private_data, req->private_data_len, &peer))
+			break;
+		vb_reject_request(req);
+		if (so->event_mask) {
+			ret = SP_WSAEWOULDBLOCK;
+			break;
+		}
+	}
 	pthread_mutex_unlock(&so->lock);
-	if (ret)
+	if (!req)
 		goto out_accepter;
 
-	child = sock_alloc(so->catalog_id);
-	if (!child) {
-		ret = SP_WSAENOBUFS;
+	/* Asked before anything is made for it: a refusal costs nothing. */
+	verdict = cond ? cond((struct sockaddr *)&peer, (int)sockaddr_len(&peer), callback_data)
+		       : SP_CF_ACCEPT;
+	if (verdict == SP_CF_DEFER) {
+		pthread_mutex_lock(&so->lock);
+		if (so->state == SP_SOCK_LISTENING && !so->deferred) {
+			so->deferred = req;
+			req = NULL;
+		}
+		pthread_mutex_unlock(&so->lock);
+		if (req)
+			vb_reject_request(req); /* closing, or another call deferred one already */
+		ret = SP_WSATRY_AGAIN;
 		goto out_accepter;
 	}
-	memcpy(&child->local, &so->local, sizeof(child->local));
-	ret = conn_resources(child);
+	if (verdict != SP_CF_ACCEPT) {
+		vb_reject_request(req);
+		ret = SP_WSAECONNREFUSED;
+		goto out_accepter;
+	}
+	child = sock_alloc(so->catalog_id);
+	ret = child ? conn_resources(child) : ENOMEM;
 	if (ret) {
+		/* The connecting side hears of it at once, not at its timeout. */
+		vb_reject_request(req);
 		ret = sp_wsa_error(ret);
 		goto err_child;
 	}
+	memcpy(&child->local, &so->local, sizeof(child->local));
+	memcpy(&child->peer, &peer, sizeof(peer));
 	sp_hello_fill(&hello, &so->local);
 	param.timeout_ms = sp_prov.cfg.connect_timeout_ms;
-	ret = vb_accept(so->listener, child->qp, &param);
-	pthread_mutex_lock(&so->lock);
-	so->accept_ready = false; /* the watcher looks for the next one */
-	pthread_cond_broadcast(&so->cond);
-	pthread_mutex_unlock(&so->lock);
-	if (ret == ETIMEDOUT || ret == EAGAIN) {
-		/* The request went away (its connector gave up): wait for the next. */
-		sock_discard(child);
-		child = NULL;
-		pthread_mutex_lock(&so->lock);
-		if (!so->event_mask)
-			goto again;
-		pthread_mutex_unlock(&so->lock);
-		ret = SP_WSAEWOULDBLOCK;
-		goto out_accepter;
-	}
+	ret = vb_accept_request(req, child->qp, &param);
 	if (ret) {
 		ret = SP_WSAECONNABORTED;
-		goto err_child;
-	}
-	if (sp_hello_take(child->qp->peer_private_data, child->qp->peer_private_data_len,
-			  &child->peer)) {
-		ret = SP_WSAECONNABORTED; /* not a sanprov peer */
-		goto err_child;
-	}
-	if (cond && cond((struct sockaddr *)&child->peer, (int)sockaddr_len(&child->peer),
-			 callback_data) != SP_CF_ACCEPT) {
-		ret = SP_WSAECONNREFUSED;
 		goto err_child;
 	}
 	child->state = SP_SOCK_CONNECTED;
@@ -508,7 +538,8 @@ again:
 	return child->handle;
 
 err_child:
-	sock_discard(child);
+	if (child)
+		sock_discard(child);
 out_accepter:
 	accept_leave(so);
 out:
@@ -753,6 +784,7 @@ int sp_set_sock_opt(sp_socket s, int level, int optname, const char *optval, int
 
 int sp_sock_close(struct sp_sock *so)
 {
+	struct vb_conn_req *deferred;
 	struct vb_listener *listener;
 	int err;
 
@@ -784,7 +816,11 @@ int sp_sock_close(struct sp_sock *so)
 	pthread_mutex_lock(&so->lock);
 	listener = so->listener;
 	so->listener = NULL;
+	deferred = so->deferred;
+	so->deferred = NULL;
 	pthread_mutex_unlock(&so->lock);
+	if (deferred)
+		vb_reject_request(deferred);
 	if (listener)
 		teardown_failed("destroying a listener", vb_destroy_listener(listener));
 	conn_release(so);

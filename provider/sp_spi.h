@@ -82,6 +82,7 @@ enum {
 	SP_WSANOTINITIALISED = 10093,
 	SP_WSAECANCELLED = 10103,
 	SP_WSAEPROVIDERFAILEDINIT = 10106,
+	SP_WSATRY_AGAIN = 11002,
 };
 
 /* The WSA error code for a positive errno value (one table for all calls). */
@@ -191,7 +192,8 @@ struct sp_socket_address_list {
 /*
  * The condition function of accept(): the caller's address as a buffer
  * (the other WSABUF arguments of Windows' LPCONDITIONPROC are always empty
- * here).  Returns SP_CF_ACCEPT or SP_CF_REJECT.
+ * here).  Returns SP_CF_ACCEPT, SP_CF_REJECT, or SP_CF_DEFER (the request
+ * stays pending: accept() answers WSATRY_AGAIN and offers it again next).
  */
 typedef int (*sp_condition_fn)(const struct sockaddr *caller, int caller_len,
 			       uintptr_t callback_data);

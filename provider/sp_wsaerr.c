@@ -95,8 +95,11 @@ int sp_wsa_connect_error(int errnum)
 	/*
 	 * The SAN could not reach the peer, but TCP might: the switch falls
 	 * back to TCP/IP only on WSAETIMEDOUT, so that is what the SAN says.
+	 * A refusal by the peer's listener (ECONNREFUSED) is the application's
+	 * answer, which TCP would get too.
 	 */
 	case ECONNREFUSED:
+		return SP_WSAECONNREFUSED;
 	case ECONNRESET:
 	case EHOSTUNREACH:
 	case ENETUNREACH:

@@ -104,9 +104,14 @@ static int CallCondition(const struct sockaddr *Caller, int CallerLen, uintptr_t
 	WSABUF CallerId = { (u_long)CallerLen, (char *)Caller };
 	GROUP g = 0;
 
-	return c->Proc(&CallerId, NULL, NULL, NULL, NULL, NULL, &g, c->Data) == CF_ACCEPT
-		   ? SP_CF_ACCEPT
-		   : SP_CF_REJECT;
+	switch (c->Proc(&CallerId, NULL, NULL, NULL, NULL, NULL, &g, c->Data)) {
+	case CF_ACCEPT:
+		return SP_CF_ACCEPT;
+	case CF_DEFER:
+		return SP_CF_DEFER;
+	default:
+		return SP_CF_REJECT;
+	}
 }
 
 static SOCKET WSPAPI ShimAccept(SOCKET s, struct sockaddr *Addr, LPINT AddrLen,

@@ -467,6 +467,36 @@ Test(spi, condition_function_can_refuse)
 	cr_assert_eq(err, SP_WSAECONNREFUSED);
 	cr_assert_eq(calls, 1);
 	pthread_join(t, NULL);
+	/* The connecting side was refused too, as TCP's would be: no fallback. */
+	cr_assert_eq(x.c, SP_INVALID_SOCKET, "the refused side got a connected socket");
+	cr_assert_eq(x.err, SP_WSAECONNREFUSED, "connect: %d", x.err);
+	teardown();
+}
+
+static int defer_first(const struct sockaddr *caller, int len, uintptr_t data)
+{
+	(void)caller, (void)len;
+	return (*(int *)data)++ ? SP_CF_ACCEPT : SP_CF_DEFER;
+}
+
+Test(spi, condition_function_can_defer)
+{
+	struct conn_arg x = { 0 };
+	sp_socket l = sw_listen(&sw, &x.sin), a;
+	int calls = 0, err = 0;
+	pthread_t t;
+
+	cr_assert_neq(l, SP_INVALID_SOCKET);
+	cr_assert_eq(pthread_create(&t, NULL, connect_main, &x), 0);
+	cr_assert_eq(sw.p.accept(l, NULL, NULL, defer_first, (uintptr_t)&calls, &err),
+		     SP_INVALID_SOCKET);
+	cr_assert_eq(err, SP_WSATRY_AGAIN);
+	/* The same request again: accepted now. */
+	a = sw.p.accept(l, NULL, NULL, defer_first, (uintptr_t)&calls, &err);
+	cr_assert_neq(a, SP_INVALID_SOCKET, "accept: %d", err);
+	cr_assert_eq(calls, 2);
+	pthread_join(t, NULL);
+	cr_assert_neq(x.c, SP_INVALID_SOCKET, "connect: %d", x.err);
 	teardown();
 }
 

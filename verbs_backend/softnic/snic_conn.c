@@ -219,6 +219,8 @@ int snic_connect(struct vb_qp *vqp, const struct sockaddr *addr, socklen_t addrl
 		goto out;
 	}
 	ret = snic_os_connect(port, &sock);
+	if (ret == ECONNREFUSED)
+		ret = EHOSTUNREACH; /* nobody listens there: no peer refused anything */
 	if (ret)
 		goto out;
 	/* Ready to receive before the peer learns of us, as RTR before the REQ. */

@@ -22,6 +22,7 @@
 #include "vrb.h"
 
 #define RESOLVE_MS 5000
+#define VRB_REJ_CONSUMER_DEFINED 28 /* the IB CM's reason for a reject by the consumer */
 
 static int cm_status(enum rdma_cm_event_type e)
 {
@@ -58,6 +59,12 @@ static int wait_event(struct rdma_event_channel *ech, enum rdma_cm_event_type wa
 		return errno ? errno : EIO;
 	if (ev->event != want) {
 		int ret = cm_status(ev->event);
+		/*
+		 * Only the peer's own refusal (rdma_reject(): a consumer-defined
+		 * reason) is one; any other reject means nobody listens there.
+		 */
+		if (ev->event == RDMA_CM_EVENT_REJECTED && ev->status != VRB_REJ_CONSUMER_DEFINED)
+			ret = EHOSTUNREACH;
 		rdma_ack_cm_event(ev);
 		return ret;
 	}

@@ -634,3 +634,43 @@ Test(spi_faults, a_forged_descriptor_deregisters_nothing, .init = load, .timeout
 	unload();
 	free(buf);
 }
+
+/* A source made inaccessible after its registration: an error completion, never a signal. */
+Test(spi_faults, a_source_made_prot_none_fails_the_write_not_the_process, .init = load,
+     .timeout = 60)
+{
+	sp_socket c, a;
+	struct sockaddr_in sin;
+	sp_socket l = sw_listen(&sw, &sin);
+	char *dst = aligned_alloc(4096, 4096);
+	char *src =
+	    mmap(NULL, 2 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct sp_rdma_desc d;
+	uint32_t dlen = sizeof(d), n;
+	struct sw_ov o;
+	struct acc x;
+	int err = 0, ret;
+
+	cr_assert(dst && src != MAP_FAILED && l != SP_INVALID_SOCKET);
+	cr_assert_eq(try_pair(l, &sin, &c, &a, &x), 0);
+	memset(src, 's', 4096);
+	void *h = sw.register_memory(c, src, 4096, SP_MEM_READ, &err);
+	cr_assert_not_null(h);
+	cr_assert_eq(sw.register_rdma_memory(a, dst, 4096, SP_MEM_WRITE, &d, &dlen, &err), 0);
+	/* A range that is PROT_NONE when registered is refused. */
+	cr_assert_eq(mprotect(src + 4096, 4096, PROT_NONE), 0);
+	cr_assert_null(sw.register_memory(c, src + 4096, 4096, SP_MEM_READ, &err));
+	cr_assert_eq(err, SP_WSAEFAULT, "register PROT_NONE: %d", err);
+	cr_assert_eq(mprotect(src, 4096, PROT_NONE), 0);
+	ret = rdma_write(c, src, h, 4096, &d, &o);
+	if (ret == SP_WSA_IO_PENDING)
+		ret = sw_ov_wait(&sw, c, &o, &n, 10000);
+	sw_ov_fini(&o);
+	cr_assert_neq(ret, 0, "a write from PROT_NONE memory succeeded");
+	cr_assert_neq(ret, -1, "no completion");
+	cr_assert_eq(ret, SP_WSAEFAULT, "write: %d", ret);
+	cr_assert_eq(sw.p.close_socket(l, &err), 0);
+	unload();
+	munmap(src, 2 * 4096);
+	free(dst);
+}

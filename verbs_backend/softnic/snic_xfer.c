@@ -99,11 +99,24 @@ static enum vb_wc_status cma(struct snic_peer *peer, enum snic_xfer_dir dir,
  * the last byte of a buffer (perftest's latency tests, many HPC codes)
  * count on it; memcpy promises no order, so the last byte goes last.
  */
-static void copy_last_byte_last(char *dst, const char *src, uint64_t len)
+static int copy_last_byte_last(char *dst, const char *src, uint64_t len, uintptr_t *fault)
 {
-	memcpy(dst, src, len - 1);
+	int ret = snic_os_copy(dst, src, len - 1, fault);
+
+	if (ret)
+		return ret;
 	atomic_thread_fence(memory_order_release);
-	*(volatile char *)(dst + len - 1) = src[len - 1];
+	return snic_os_copy(dst + len - 1, src + len - 1, 1, fault);
+}
+
+/* A faulting copy: the local buffer's fault is ours, any other the peer's. */
+static enum vb_wc_status copy_status(const char *lp, uint64_t len, uintptr_t fault,
+				     uint32_t *vendor_err)
+{
+	*vendor_err = EFAULT;
+	if (fault >= (uintptr_t)lp && fault - (uintptr_t)lp < len)
+		return VB_WC_LOC_PROT_ERR;
+	return VB_WC_REM_ACCESS_ERR;
 }
 
 enum vb_wc_status snic_xfer(struct snic_peer *peer, enum snic_xfer_dir dir,
@@ -142,12 +155,17 @@ enum vb_wc_status snic_xfer(struct snic_peer *peer, enum snic_xfer_dir dir,
 		if (chunk) {
 			if (remote[ri].mapped) {
 				char *rp = (char *)remote[ri].mapped + roff;
+				uintptr_t fault = 0;
+				int ret;
+
 				if (dir == SNIC_XFER_FROM_PEER)
-					memcpy(lp, rp, chunk);
+					ret = snic_os_copy(lp, rp, chunk, &fault);
 				else if (ri + 1 < nremote || roff + chunk < remote[ri].len)
-					memcpy(rp, lp, chunk);
+					ret = snic_os_copy(rp, lp, chunk, &fault);
 				else
-					copy_last_byte_last(rp, lp, chunk);
+					ret = copy_last_byte_last(rp, lp, chunk, &fault);
+				if (ret)
+					return copy_status(lp, chunk, fault, vendor_err);
 			} else {
 				struct snic_iov l = { lp, chunk };
 				struct snic_iov r = { (void *)(uintptr_t)(remote[ri].raddr + roff),

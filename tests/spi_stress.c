@@ -102,7 +102,7 @@ static int end_init(struct end *e, sp_socket s, bool polled)
 		e->r[i].o.fd = -1;
 	e->s = s;
 	e->polled = polled;
-	e->buf = aligned_alloc(4096, (RING + 1) * MSG + 4096);
+	e->buf = aligned_alloc(4096, ((RING + 1) * MSG + 4095) / 4096 * 4096);
 	if (!e->buf)
 		return SP_WSAENOBUFS;
 	e->h = sw.register_memory(s, e->buf, (RING + 1) * MSG, SP_MEM_READWRITE, &err);

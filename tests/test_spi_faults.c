@@ -419,7 +419,7 @@ Test(spi_faults, receives_complete_in_order_beside_a_poller, .init = load, .time
 	sp_socket c, a, c2, a2;
 	struct sockaddr_in sin;
 	sp_socket l = sw_listen(&sw, &sin);
-	char *rbuf = aligned_alloc(4096, ROUND * 64), *sbuf = aligned_alloc(4096, 4096);
+	char *rbuf = aligned_alloc(4096, 4096), *sbuf = aligned_alloc(4096, 4096);
 	struct sw_ov rov[ROUND], sov;
 	struct poller p = { 0 };
 	struct acc x;

@@ -228,10 +228,9 @@ int snic_connect(struct vb_qp *vqp, const struct sockaddr *addr, socklen_t addrl
 	atomic_store(&qp->seg->state, VB_QPS_RTR);
 	local_msg(qp, &m, fds, SNIC_CONN_REQ, param);
 	ret = send_msg(sock, &m, fds, SNIC_CONN_NFDS);
-	if (ret)
-		goto err_state;
-	ret = recv_msg(sock, &m, fds, &nfds, param_timeout(param));
-	if (ret == ECONNRESET)
+	if (!ret)
+		ret = recv_msg(sock, &m, fds, &nfds, param_timeout(param));
+	if (ret == ECONNRESET || ret == EPIPE)
 		ret = ECONNREFUSED; /* closed unanswered: its listener went */
 	if (ret)
 		goto err_state;

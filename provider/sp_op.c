@@ -119,6 +119,8 @@ void sp_op_complete(struct sp_op *op, int wsa_error, uint32_t bytes)
 {
 	struct sp_sock *so = op->sock;
 	struct sp_overlapped *ov = op->ov;
+	/* Read first: once the status is stored, a polling switch may reuse the structure. */
+	bool upcall = !SP_OV_NO_UPCALL(ov);
 	int err;
 
 	sp_mem_release_op(op);
@@ -136,7 +138,7 @@ void sp_op_complete(struct sp_op *op, int wsa_error, uint32_t bytes)
 		pthread_mutex_unlock(&sp_prov.lock);
 	}
 	/* With bit 0 of the event set the switch polls: no up-call then. */
-	if (!SP_OV_NO_UPCALL(ov))
+	if (upcall)
 		sp_prov.up.complete_overlapped_request(so->handle, ov, (uint32_t)wsa_error, bytes,
 						       &err);
 	/*

@@ -61,8 +61,9 @@ void *sp_region_handle(const struct sp_region *r)
 
 bool sp_region_dropped(const struct sp_region *r)
 {
-	return atomic_load_explicit(&((struct sp_region *)r)->state, memory_order_acquire) !=
-	       SP_RR_LIVE;
+	/* uncached is set before the region is handed out and never changes after. */
+	return !r->uncached && atomic_load_explicit(&((struct sp_region *)r)->state,
+						    memory_order_acquire) != SP_RR_LIVE;
 }
 
 static void stack_push(struct sp_region *_Atomic *top, struct sp_region *r)

@@ -43,9 +43,10 @@ unsigned int sp_region_access(const struct sp_region *region);
 /* What ops->reg returned: a struct vb_mr * for sp_rcache_vb_ops. */
 void *sp_region_handle(const struct sp_region *region);
 /*
- * The region no longer stands for its range's current memory, or was never
- * watched: an invalidation or an eviction took it out of the cache, or it
- * was handed out uncached.  Its registration lasts until its last put.
+ * The region no longer stands for its range's current memory: an
+ * invalidation or an eviction took it out of the cache.  (A region handed
+ * out uncached was never watched: nothing tells.)  Its registration lasts
+ * until its last put.
  */
 bool sp_region_dropped(const struct sp_region *region);
 

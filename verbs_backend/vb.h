@@ -491,7 +491,8 @@ static inline int vb_destroy_listener(struct vb_listener *lst)
  * Connect an unconnected QP to the listener at addr; on success it is RTS.
  * ECONNREFUSED when the passive side refuses the request (or its listener
  * goes before taking it), EHOSTUNREACH when nothing listens there,
- * ETIMEDOUT when param->timeout_ms passes without an answer; on failure the QP stays unconnected and may connect again.
+ * ETIMEDOUT when param->timeout_ms passes without an answer; on failure the QP stays unconnected
+ * and may connect again.
  */
 static inline int vb_connect(struct vb_qp *qp, const struct sockaddr *addr, socklen_t addrlen,
 			     const struct vb_conn_param *param)

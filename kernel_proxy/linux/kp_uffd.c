@@ -529,18 +529,17 @@ static int vma_at(struct kp_client *k, uint64_t addr, struct vma_info *v)
 }
 
 /*
- * Memory whose pages no file operation can take away: anonymous memory,
- * shared anonymous memory and System V segments (shmem files no one can
- * open).  A shmem, hugetlbfs or disk file can be truncated or have holes
- * punched (ftruncate, fallocate), which changes its mappings' pages and
- * sends no event.
+ * Memory whose pages no file operation can take away: anonymous memory, and
+ * shared anonymous memory (a shmem file no one can open).  A shmem,
+ * hugetlbfs or disk file can be truncated or have holes punched (ftruncate,
+ * fallocate), which changes its mappings' pages and sends no event; System V
+ * segments userfaultfd does not take.
  */
 static int vma_watchable(const struct kp_client *k, const struct vma_info *v)
 {
 	if (!v->inode)
 		return 1;
-	return k->shm_dev && v->dev == k->shm_dev &&
-	       (!strcmp(v->name, "/dev/zero (deleted)") || !strncmp(v->name, "/SYSV", 5));
+	return k->shm_dev && v->dev == k->shm_dev && !strcmp(v->name, "/dev/zero (deleted)");
 }
 
 /* KP_OK, KP_E_FAULT (not all mapped, or not with the access) or KP_E_UNWATCHABLE. */

@@ -118,6 +118,7 @@ struct kp_client {
 	/* What is registered (table_lock). */
 	struct kp_seg *root;
 	struct kp_seg *pool, *free_segs;
+	uint32_t pool_used;
 	uint32_t seed;
 	uint32_t runs, max_runs;
 	/* Ranges mremap moved, still registered at their new place (move_lock, short). */
@@ -202,8 +203,12 @@ static struct kp_seg *seg_new(struct kp_client *k, uint64_t start, uint64_t end,
 {
 	struct kp_seg *s = k->free_segs;
 
-	/* The pool holds twice the ranges the core allows: it never runs out. */
-	k->free_segs = s->r;
+	/* The pool holds twice the ranges the core allows: it never runs out.
+	 * Untouched until needed, so an idle proxy costs no memory for it. */
+	if (s)
+		k->free_segs = s->r;
+	else
+		s = &k->pool[k->pool_used++];
 	k->seed = k->seed * 1103515245u + 12345u;
 	*s = (struct kp_seg){ start, end, count, k->seed, NULL, NULL };
 	return s;
@@ -833,9 +838,6 @@ struct kp_client *kp_uffd_open_test(unsigned int flags)
 	k->shm_dev = find_shm_dev(k);
 	k->max_runs = map_budget(lim.max_ranges);
 	k->pool = calloc(n_segs, sizeof(*k->pool));
-	if (k->pool)
-		for (uint32_t i = 0; i < n_segs; i++)
-			seg_put(k, &k->pool[i]);
 	k->seed = (uint32_t)k->pid * 2654435761u;
 	k->core = kp_core_create(&lim, &linux_platform, k);
 	k->stop_fd = eventfd(0, EFD_CLOEXEC);

@@ -35,7 +35,11 @@ struct kp_client *kp_client_open(void);
 /* Unsecures everything the process secured and stops the event thread. */
 void kp_client_close(struct kp_client *client);
 
-/* One request of the contract; 0 or errno (the status is in the response). */
+/*
+ * One request of the contract; 0 or errno (EMSGSIZE: rsp cannot hold even a
+ * response header).  On 0 the status is in the response: a full one, or a
+ * bare kp_rsp_hdr for a request refused before it had one.
+ */
 int kp_client_request(struct kp_client *client, const void *req, size_t req_len, void *rsp,
 		      size_t rsp_cap, size_t *rsp_len);
 

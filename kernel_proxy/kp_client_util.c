@@ -4,6 +4,18 @@
 
 #include "kp_client.h"
 
+/*
+ * The status of a response of n bytes: a full response, or a bare header
+ * for a request refused before it had one.  The proxy's specific status
+ * is what the caller gets, never a generic one.
+ */
+static uint32_t status_of(const struct kp_rsp_hdr *h, size_t n, size_t full)
+{
+	if (n < sizeof(*h) || h->size != n || (n != full && (n != sizeof(*h) || !h->status)))
+		return KP_E_SIZE;
+	return h->status;
+}
+
 uint32_t kp_secure(struct kp_client *client, uint64_t addr, uint64_t len, uint32_t access,
 		   uint64_t *handle)
 {
@@ -12,14 +24,16 @@ uint32_t kp_secure(struct kp_client *client, uint64_t addr, uint64_t len, uint32
 				     .addr = addr,
 				     .len = len };
 	struct kp_secure_rsp rsp;
+	uint32_t st;
 	size_t n;
 
 	memset(&rsp, 0, sizeof(rsp));
-	if (kp_client_request(client, &req, sizeof(req), &rsp, sizeof(rsp), &n) || n != sizeof(rsp))
+	if (kp_client_request(client, &req, sizeof(req), &rsp, sizeof(rsp), &n))
 		return KP_E_SIZE;
-	if (!rsp.hdr.status)
+	st = status_of(&rsp.hdr, n, sizeof(rsp));
+	if (!st)
 		*handle = rsp.handle;
-	return rsp.hdr.status;
+	return st;
 }
 
 uint32_t kp_unsecure(struct kp_client *client, uint64_t handle)
@@ -29,7 +43,7 @@ uint32_t kp_unsecure(struct kp_client *client, uint64_t handle)
 	struct kp_rsp_hdr rsp;
 	size_t n;
 
-	if (kp_client_request(client, &req, sizeof(req), &rsp, sizeof(rsp), &n) || n != sizeof(rsp))
+	if (kp_client_request(client, &req, sizeof(req), &rsp, sizeof(rsp), &n))
 		return KP_E_SIZE;
-	return rsp.status;
+	return status_of(&rsp, n, sizeof(rsp));
 }

@@ -322,17 +322,21 @@ uint32_t kp_core_dispatch(struct kp_core *c, uint64_t owner, const void *in, siz
 
 	*out_len = 0;
 	memset(&rsp, 0, sizeof(rsp.hdr));
-	/* The header first, then the whole request, each copied once. */
+	/*
+	 * One copy of the whole request, and only the copy is read after it:
+	 * the caller's buffer may change under us (another thread of the
+	 * process, a view the user can write).
+	 */
 	if (!in || in_len < sizeof(req.hdr))
 		return KP_E_SIZE;
-	memcpy(&req.hdr, in, sizeof(req.hdr));
+	memset(&req, 0, sizeof(req));
+	memcpy(&req, in, in_len < sizeof(req) ? in_len : sizeof(req));
 	if (req.hdr.version != KP_PROTO_VERSION)
 		return KP_E_VERSION;
 	if (!req_size(req.hdr.code))
 		return KP_E_CODE;
 	if (req.hdr.size != req_size(req.hdr.code) || in_len != req.hdr.size)
 		return KP_E_SIZE;
-	memcpy(&req, in, req.hdr.size);
 	rlen = rsp_size(req.hdr.code);
 	if (!out || out_cap < rlen)
 		return KP_E_SIZE;

@@ -5,8 +5,11 @@
  * release of a process that never unsecured, the event ring.
  */
 #include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kp_core.h"
 
@@ -221,6 +224,52 @@ Test(core, malformed_requests)
 	r.flags = 1;
 	cr_assert_eq(kp_core_dispatch(core, 1, &r, sizeof(r), &rsp, sizeof(rsp), &n), KP_E_FLAGS);
 	cr_assert_eq(mm.secures, 0);
+	teardown();
+}
+
+static struct kp_handle_req racy;
+static atomic_bool racy_stop;
+
+/* Another thread of the process rewrites the request while the proxy reads it. */
+static void *racy_writer(void *arg)
+{
+	(void)arg;
+	while (!atomic_load_explicit(&racy_stop, memory_order_relaxed)) {
+		__atomic_store_n(&racy.hdr.code, (uint16_t)KP_SECURE, __ATOMIC_RELAXED);
+		__atomic_store_n(&racy.hdr.code, (uint16_t)KP_UNSECURE, __ATOMIC_RELAXED);
+	}
+	return NULL;
+}
+
+Test(core, a_request_changed_while_dispatched_is_served_as_validated, .timeout = 30)
+{
+	struct kp_events_rsp rsp;
+	pthread_t t;
+	long served = 0, wrong = 0;
+	time_t end = time(NULL) + 3;
+
+	racy = (struct kp_handle_req){ .hdr = { sizeof(racy), KP_PROTO_VERSION, KP_UNSECURE } };
+	atomic_store(&racy_stop, false);
+	cr_assert_eq(pthread_create(&t, NULL, racy_writer, NULL), 0);
+	/*
+	 * A 16-byte request is an UNSECURE (handle 0: unknown) or, if it reads
+	 * as SECURE, too short for one: never a SECURE served from half a copy.
+	 */
+	while (!wrong && time(NULL) < end)
+		for (int i = 0; i < 10000; i++) {
+			size_t n;
+			uint32_t st =
+			    kp_core_dispatch(core, 1, &racy, sizeof(racy), &rsp, sizeof(rsp), &n);
+			if (n && rsp.hdr.code == KP_UNSECURE && st == KP_E_UNKNOWN_HANDLE)
+				served++;
+			else if (n || st != KP_E_SIZE)
+				wrong++;
+		}
+	atomic_store(&racy_stop, true);
+	pthread_join(t, NULL);
+	cr_assert_eq(wrong, 0, "%ld requests served other than validated", wrong);
+	cr_assert_gt(served, 0);
+	cr_assert_eq(mm.secures, 0, "a SECURE reached the memory manager");
 	teardown();
 }
 

@@ -7,6 +7,7 @@
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/magic.h>
 #include <malloc.h>
 #include <pthread.h>
@@ -199,12 +200,9 @@ Test(events, madvise_free)
 
 Test(events, madvise_remove_on_shared_memory)
 {
-	int fd = memfd_create("events-test", MFD_CLOEXEC);
-	uint8_t *x;
+	/* Shared anonymous memory: no file anyone can truncate, so it is watched. */
+	uint8_t *x = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 
-	cr_assert_geq(fd, 0);
-	cr_assert_eq(ftruncate(fd, LEN), 0);
-	x = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	cr_assert_neq(x, MAP_FAILED);
 	fill_pattern(x, LEN, 1);
 	get_and_read(x, LEN, 1, true);
@@ -213,6 +211,51 @@ Test(events, madvise_remove_on_shared_memory)
 	cr_assert_eq(madvise(x, LEN, MADV_REMOVE), 0);
 	fill_pattern(x, LEN, 8);
 	get_and_read(x, LEN, 8, true);
+	munmap(x, LEN);
+	teardown();
+}
+
+/* A shared mapping of a memfd (shmem) whose bytes are cached, if the proxy lets it be. */
+static uint8_t *memfd_mapping(int *fd)
+{
+	uint8_t *x;
+
+	*fd = memfd_create("events-test", MFD_CLOEXEC);
+	cr_assert_geq(*fd, 0);
+	cr_assert_eq(ftruncate(*fd, LEN), 0);
+	x = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_SHARED, *fd, 0);
+	cr_assert_neq(x, MAP_FAILED);
+	fill_pattern(x, LEN, 1);
+	get_and_read(x, LEN, 1, true);
+	return x;
+}
+
+/*
+ * The file's pages go, the mapping stays: no userfaultfd event says so.
+ * Such memory must never be cached (the NIC would keep the old pages).
+ */
+Test(events, punch_hole_in_a_shared_memfd)
+{
+	int fd;
+	uint8_t *x = memfd_mapping(&fd);
+
+	cr_assert_eq(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, LEN), 0);
+	fill_pattern(x, LEN, 11);
+	get_and_read(x, LEN, 11, true);
+	munmap(x, LEN);
+	close(fd);
+	teardown();
+}
+
+Test(events, ftruncate_of_a_shared_memfd)
+{
+	int fd;
+	uint8_t *x = memfd_mapping(&fd);
+
+	cr_assert_eq(ftruncate(fd, 0), 0);
+	cr_assert_eq(ftruncate(fd, LEN), 0);
+	fill_pattern(x, LEN, 12);
+	get_and_read(x, LEN, 12, true);
 	munmap(x, LEN);
 	close(fd);
 	teardown();

@@ -1,0 +1,18 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * For tests only: open the Linux proxy as it would run on a kernel that
+ * gives it less than this one does.
+ */
+#ifndef SANPROV_KP_UFFD_TEST_H
+#define SANPROV_KP_UFFD_TEST_H
+
+struct kp_client;
+
+/* A userfaultfd for user-mode faults only (unprivileged, vm.unprivileged_userfaultfd = 0). */
+#define KP_UFFD_TEST_USER_MODE_ONLY 1u
+/* A kernel that refuses write-protect mode for every mapping (missing-page mode only). */
+#define KP_UFFD_TEST_NO_WP 2u
+
+struct kp_client *kp_uffd_open_test(unsigned int flags);
+
+#endif

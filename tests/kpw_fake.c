@@ -166,21 +166,20 @@ static void f_mutex_release(void *ctx, void *m)
 	pthread_mutex_unlock(m);
 }
 
-static void *f_current_process(void *ctx)
-{
-	(void)ctx;
-	return fake_current();
-}
-
-static void f_process_ref(void *ctx, void *process)
+/* The thread's process; asked while attached it would still be the thread's. */
+static void *f_process_get(void *ctx)
 {
 	struct fake_kernel *k = ctx;
+	struct fake_process *p = thread_process;
 
-	bump(&((struct fake_process *)process)->refs, 1);
+	if (thread_attached)
+		bump(&k->asked_attached, 1);
+	bump(&p->refs, 1);
 	bump(&k->refs, 1);
+	return p;
 }
 
-static void f_process_deref(void *ctx, void *process)
+static void f_process_put(void *ctx, void *process)
 {
 	struct fake_kernel *k = ctx;
 
@@ -279,9 +278,8 @@ const KPW_OPS fake_ops = {
 	.MutexDestroy = f_mutex_destroy,
 	.MutexAcquire = f_mutex_acquire,
 	.MutexRelease = f_mutex_release,
-	.CurrentProcess = f_current_process,
-	.ProcessRef = f_process_ref,
-	.ProcessDeref = f_process_deref,
+	.ProcessGet = f_process_get,
+	.ProcessPut = f_process_put,
 	.CurrentUser = f_current_user,
 	.Attach = f_attach,
 	.Detach = f_detach,

@@ -53,6 +53,7 @@ struct fake_kernel {
 	long mm_under_lock;	     /* MM call or attach under the device lock */
 	long misaligned_state;	     /* KAPC_STATE storage not 8-byte aligned */
 	long attached_now;	     /* attaches not yet detached */
+	long asked_attached;	     /* ProcessGet while attached (the logic must not) */
 };
 
 extern const KPW_OPS fake_ops;

@@ -69,6 +69,7 @@ static void teardown(void)
 	cr_assert_eq(k.mm_under_lock, 0, "memory manager or attach under the device lock");
 	cr_assert_eq(k.misaligned_state, 0, "KAPC_STATE storage misaligned");
 	cr_assert_eq(k.attached_now, 0, "still attached");
+	cr_assert_eq(k.asked_attached, 0, "asked for the thread's process while attached");
 }
 
 TestSuite(driver, .init = setup);
@@ -230,9 +231,9 @@ Test(driver, bad_requests_fail_with_the_right_status)
 	/* A request longer than any the contract has. */
 	unsigned char big[200] = { 0 };
 	memcpy(big, &req, sizeof(req));
-	cr_assert_eq(KpwDeviceControl(dev, f, KPW_IOCTL_REQUEST, big, sizeof(big), &rsp,
-				      sizeof(rsp), &info),
-		     KPW_SUCCESS);
+	cr_assert_eq(
+	    KpwDeviceControl(dev, f, KPW_IOCTL_REQUEST, big, sizeof(big), &rsp, sizeof(rsp), &info),
+	    KPW_SUCCESS);
 	cr_assert_eq(rsp.status, KP_E_SIZE);
 	cr_assert_eq(k.secured, 0);
 	close_file(f);

@@ -75,13 +75,12 @@ typedef struct _KPW_OPS {
 	void (*MutexRelease)(void *Ctx, void *Mutex);
 
 	/*
-	 * The process whose address space the thread runs in now
-	 * (PsGetCurrentProcess: the attached one while attached), no
-	 * reference taken; ProcessRef / ProcessDeref keep one alive.
+	 * The calling thread's process object, referenced (ProcessPut drops
+	 * it).  The logic never asks while attached.  Objects are compared,
+	 * never ids: a referenced object is never reused, an id is.
 	 */
-	void *(*CurrentProcess)(void *Ctx);
-	void (*ProcessRef)(void *Ctx, void *Process);
-	void (*ProcessDeref)(void *Ctx, void *Process);
+	void *(*ProcessGet)(void *Ctx);
+	void (*ProcessPut)(void *Ctx, void *Process);
 	/* The user of the current process's primary token. */
 	KPW_STATUS (*CurrentUser)(void *Ctx, KPW_USER_ID *User);
 	/* Run in Process's address space until Detach (KeStackAttachProcess). */

@@ -24,7 +24,7 @@
 
 /* CTL_CODE(FILE_DEVICE_UNKNOWN, fn, METHOD_BUFFERED, FILE_READ_DATA | FILE_WRITE_DATA) */
 #define KPW_CTL_CODE(fn) ((0x22u << 16) | (3u << 14) | ((uint32_t)(fn) << 2) | 0u)
-#define KPW_CTL_METHOD(code) ((code) & 3u) /* 0: METHOD_BUFFERED */
+#define KPW_CTL_METHOD(code) ((code)&3u) /* 0: METHOD_BUFFERED */
 
 #define KPW_IOCTL_REQUEST KPW_CTL_CODE(0x800) /* a kp_proto request -> its response */
 

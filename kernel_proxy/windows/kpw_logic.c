@@ -243,7 +243,7 @@ static void ProcPut(KPW_DEVICE *d, KPW_PROC *p)
 	if (!Last)
 		return;
 	d->Ops->MutexDestroy(d->Ctx, p->Mutex);
-	d->Ops->ProcessDeref(d->Ctx, p->Process);
+	d->Ops->ProcessPut(d->Ctx, p->Process);
 	d->Ops->Free(d->Ctx, p);
 	if (LastUser)
 		d->Ops->Free(d->Ctx, u);
@@ -251,7 +251,7 @@ static void ProcPut(KPW_DEVICE *d, KPW_PROC *p)
 
 KPW_STATUS KpwCreate(KPW_DEVICE *d, uint32_t NameLength, KPW_FILE **File)
 {
-	void *Process = d->Ops->CurrentProcess(d->Ctx), *Mutex = NULL;
+	void *Process, *Mutex = NULL;
 	KPW_PROC *p, *NewP = NULL;
 	KPW_USER *u, *NewU = NULL;
 	KPW_FILE *f = NULL;
@@ -268,6 +268,9 @@ KPW_STATUS KpwCreate(KPW_DEVICE *d, uint32_t NameLength, KPW_FILE **File)
 		return s;
 	if (!Id.Length || Id.Length > KPW_MAX_SID)
 		return KPW_ACCESS_DENIED;
+	Process = d->Ops->ProcessGet(d->Ctx);
+	if (!Process)
+		return KPW_ACCESS_DENIED;
 	/* Allocated before the lock, which guards lists only; what is not used goes again. */
 	f = d->Ops->Alloc(d->Ctx, sizeof(*f));
 	NewP = d->Ops->Alloc(d->Ctx, sizeof(*NewP));
@@ -277,6 +280,7 @@ KPW_STATUS KpwCreate(KPW_DEVICE *d, uint32_t NameLength, KPW_FILE **File)
 		s = KPW_INSUFFICIENT_RESOURCES;
 		goto out;
 	}
+	s = KPW_SUCCESS;
 	d->Ops->Lock(d->Ctx);
 	p = FindProc(d, Process);
 	u = p ? p->User : FindUser(d, &Id);
@@ -296,8 +300,8 @@ KPW_STATUS KpwCreate(KPW_DEVICE *d, uint32_t NameLength, KPW_FILE **File)
 	if (!p) {
 		p = NewP;
 		NewP = NULL;
-		p->Process = Process;
-		d->Ops->ProcessRef(d->Ctx, Process);
+		p->Process = Process; /* the record keeps this reference */
+		Process = NULL;
 		p->User = u;
 		u->Refs++;
 		p->Mutex = Mutex;
@@ -314,6 +318,8 @@ KPW_STATUS KpwCreate(KPW_DEVICE *d, uint32_t NameLength, KPW_FILE **File)
 	f = NULL;
 	d->Ops->Unlock(d->Ctx);
 out:
+	if (Process)
+		d->Ops->ProcessPut(d->Ctx, Process);
 	if (Mutex)
 		d->Ops->MutexDestroy(d->Ctx, Mutex);
 	if (NewU)
@@ -323,6 +329,17 @@ out:
 	if (f)
 		d->Ops->Free(d->Ctx, f);
 	return s;
+}
+
+/* Whether the calling thread belongs to p's process. */
+static bool InProcess(KPW_DEVICE *d, KPW_PROC *p)
+{
+	void *Cur = d->Ops->ProcessGet(d->Ctx);
+	bool Same = Cur == p->Process;
+
+	if (Cur)
+		d->Ops->ProcessPut(d->Ctx, Cur);
+	return Same;
 }
 
 /*
@@ -338,7 +355,7 @@ static void UnsecureList(KPW_DEVICE *d, KPW_PROC *p, KPW_RANGE *List)
 
 	if (!List)
 		return;
-	if (d->Ops->CurrentProcess(d->Ctx) != p->Process) {
+	if (!InProcess(d, p)) {
 		d->Ops->Attach(d->Ctx, p->Process, &State);
 		Attached = true;
 	}
@@ -520,7 +537,7 @@ KPW_STATUS KpwDeviceControl(KPW_DEVICE *d, KPW_FILE *f, uint32_t Code, const voi
 		return KPW_INVALID_PARAMETER;
 	p = f->Proc;
 	/* Ranges belong to the opener's address space, and only there. */
-	if (d->Ops->CurrentProcess(d->Ctx) != p->Process)
+	if (!InProcess(d, p))
 		return KPW_ACCESS_DENIED;
 	/* One copy, which the checks here and the core's both read. */
 	if (InLen <= sizeof(Req)) {

@@ -77,14 +77,22 @@ __attribute__((no_stack_protector)) NTSTATUS KpwEntry(PDRIVER_OBJECT Driver,
 }
 
 /*
- * After the last call in a __try body: the unwinder looks the call's
- * return address up in the scope table, and clang ends the scope right
- * there, so without an instruction after the call the handler is not
- * found.
+ * Wine's unimplemented-function stubs carry no unwind data: its unwinder
+ * then walks the stub's frame a slot at a time, as if each held a return
+ * address, and a stale one left by an earlier call (ExReleaseResourceLite's,
+ * say) sends it off the stack before it reaches our __try.  Filled with an
+ * address in this image outside any function, each slot is passed over
+ * until the walk reaches the real return address.  Called right before the
+ * call that can raise: its frame is the region the callee's frames take.
  */
-static inline __attribute__((always_inline)) void TryEnd(void)
+static const UCHAR StackFill[16];
+
+static __attribute__((noinline, no_stack_protector)) void ScrubCalleeFrames(void)
 {
-	__asm__ volatile("nop");
+	volatile ULONG_PTR Slots[32];
+
+	for (ULONG i = 0; i < ARRAYSIZE(Slots); i++)
+		Slots[i] = (ULONG_PTR)StackFill;
 }
 
 static LONG Filter(NTSTATUS Code, NTSTATUS *Out)
@@ -232,10 +240,10 @@ static KPW_STATUS OpSecure(void *Ctx, uint64_t Addr, uint64_t Len, bool Write, v
 	HANDLE h = NULL;
 
 	(void)Ctx;
+	ScrubCalleeFrames();
 	__try {
 		h = MmSecureVirtualMemory((PVOID)(ULONG_PTR)Addr, (SIZE_T)Len,
 					  Write ? PAGE_READWRITE : PAGE_READONLY);
-		TryEnd();
 	} __except (Filter(GetExceptionCode(), &Code)) {
 		return Code ? Code : STATUS_ACCESS_VIOLATION;
 	}
@@ -248,9 +256,9 @@ static void OpUnsecure(void *Ctx, void *Handle)
 	NTSTATUS Code;
 
 	(void)Ctx;
+	ScrubCalleeFrames();
 	__try {
 		MmUnsecureVirtualMemory(Handle);
-		TryEnd();
 	} __except (Filter(GetExceptionCode(), &Code)) {
 		/* Nothing to give back. */
 	}

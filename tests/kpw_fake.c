@@ -5,48 +5,92 @@
 
 #include "kpw_fake.h"
 
-static pthread_mutex_t big_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_mutex_t ev_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t dev_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* The calling thread: its process, the process it is attached to, the device lock. */
+static __thread struct fake_process *thread_process, *thread_attached;
+static __thread int thread_holds_lock;
 
 struct fake_secured {
-	uint64_t pid, addr, len;
+	struct fake_process *p;
+	uint64_t addr, len;
 };
 
-struct fake_process {
-	uint64_t pid;
-};
+static void bump(long *c, long v)
+{
+	__atomic_fetch_add(c, v, __ATOMIC_RELAXED);
+}
 
 void fake_init(struct fake_kernel *k)
 {
 	memset(k, 0, sizeof(*k));
-	k->pid = 1;
 	k->fail_alloc_after = -1;
+	thread_process = thread_attached = NULL;
 }
 
-void fake_map(struct fake_kernel *k, uint64_t pid, uint64_t lo, uint64_t hi)
+struct fake_process *fake_spawn(struct fake_kernel *k, uint64_t pid, uint32_t uid)
+{
+	struct fake_process *p;
+
+	if (k->nprocs == FAKE_MAX_PROCS)
+		abort();
+	p = &k->procs[k->nprocs++];
+	p->pid = pid;
+	p->uid = uid;
+	return p;
+}
+
+void fake_run_as(struct fake_process *p)
+{
+	thread_process = p;
+	thread_attached = NULL;
+}
+
+struct fake_process *fake_current(void)
+{
+	return thread_attached ? thread_attached : thread_process;
+}
+
+void fake_map(struct fake_process *p, uint64_t lo, uint64_t hi)
 {
 	for (int i = 0; i < FAKE_MAX_MAPPED; i++) {
-		if (!k->mapped[pid][i].hi) {
-			k->mapped[pid][i].lo = lo;
-			k->mapped[pid][i].hi = hi;
+		if (!p->mapped[i].hi) {
+			p->mapped[i].lo = lo;
+			p->mapped[i].hi = hi;
 			return;
 		}
 	}
 	abort();
 }
 
-void fake_unmap_all(struct fake_kernel *k, uint64_t pid)
+void fake_unmap_all(struct fake_process *p)
 {
-	memset(k->mapped[pid], 0, sizeof(k->mapped[pid]));
+	memset(p->mapped, 0, sizeof(p->mapped));
 }
 
-static bool is_mapped(struct fake_kernel *k, uint64_t addr, uint64_t len)
+void fake_exit(struct fake_kernel *k, struct fake_process *p)
+{
+	/* Windows bugchecks when a process goes with pages the driver still holds. */
+	bump(&k->exited_with_secured, p->secured);
+	p->exited = true;
+	fake_unmap_all(p);
+}
+
+static bool is_mapped(struct fake_process *p, uint64_t addr, uint64_t len)
 {
 	for (int i = 0; i < FAKE_MAX_MAPPED; i++)
-		if (addr >= k->mapped[k->pid][i].lo && addr + len <= k->mapped[k->pid][i].hi &&
-		    addr + len > addr)
+		if (addr >= p->mapped[i].lo && addr + len <= p->mapped[i].hi && addr + len > addr)
 			return true;
 	return false;
+}
+
+/* A memory-manager call or an attach: never under the device lock, never in an exited process. */
+static void mm_call(struct fake_kernel *k, struct fake_process *p)
+{
+	if (thread_holds_lock)
+		bump(&k->mm_under_lock, 1);
+	if (!p || p->exited)
+		bump(&k->after_exit, 1);
 }
 
 static void *f_alloc(void *ctx, size_t size)
@@ -62,7 +106,7 @@ static void *f_alloc(void *ctx, size_t size)
 		k->fail_alloc_after--;
 	p = calloc(1, size);
 	if (p)
-		k->allocs++;
+		bump(&k->allocs, 1);
 	return p;
 }
 
@@ -71,90 +115,143 @@ static void f_free(void *ctx, void *p)
 	struct fake_kernel *k = ctx;
 
 	if (p)
-		k->allocs--;
+		bump(&k->allocs, -1);
 	free(p);
 }
 
 static void f_lock(void *ctx)
 {
 	(void)ctx;
-	pthread_mutex_lock(&big_lock);
+	pthread_mutex_lock(&dev_lock);
+	thread_holds_lock++;
 }
 
 static void f_unlock(void *ctx)
 {
 	(void)ctx;
-	pthread_mutex_unlock(&big_lock);
+	thread_holds_lock--;
+	pthread_mutex_unlock(&dev_lock);
 }
 
-static void f_ev_lock(void *ctx)
+static void *f_mutex_create(void *ctx)
+{
+	struct fake_kernel *k = ctx;
+	pthread_mutex_t *m = f_alloc(ctx, sizeof(*m));
+
+	if (!m)
+		return NULL;
+	pthread_mutex_init(m, NULL);
+	bump(&k->mutexes, 1);
+	return m;
+}
+
+static void f_mutex_destroy(void *ctx, void *m)
+{
+	struct fake_kernel *k = ctx;
+
+	pthread_mutex_destroy(m);
+	bump(&k->mutexes, -1);
+	f_free(ctx, m);
+}
+
+static void f_mutex_acquire(void *ctx, void *m)
 {
 	(void)ctx;
-	pthread_mutex_lock(&ev_lock);
+	pthread_mutex_lock(m);
 }
 
-static void f_ev_unlock(void *ctx)
+static void f_mutex_release(void *ctx, void *m)
 {
 	(void)ctx;
-	pthread_mutex_unlock(&ev_lock);
+	pthread_mutex_unlock(m);
 }
 
-static uint64_t f_pid(void *ctx)
-{
-	return ((struct fake_kernel *)ctx)->pid;
-}
-
+/* The thread's process; asked while attached it would still be the thread's. */
 static void *f_process_get(void *ctx)
 {
 	struct fake_kernel *k = ctx;
-	struct fake_process *p = malloc(sizeof(*p));
+	struct fake_process *p = thread_process;
 
-	if (!p)
-		abort();
-	p->pid = k->pid;
-	k->processes++;
+	if (thread_attached)
+		bump(&k->asked_attached, 1);
+	bump(&p->refs, 1);
+	bump(&k->refs, 1);
 	return p;
 }
 
-static void f_process_put(void *ctx, void *p)
-{
-	((struct fake_kernel *)ctx)->processes--;
-	free(p);
-}
-
-static void f_attach(void *ctx, void *process, void *state)
+static void f_process_put(void *ctx, void *process)
 {
 	struct fake_kernel *k = ctx;
 
-	memcpy(state, &k->pid, sizeof(k->pid));
-	k->pid = ((struct fake_process *)process)->pid;
-	k->attached = k->pid;
+	bump(&((struct fake_process *)process)->refs, -1);
+	bump(&k->refs, -1);
 }
 
-static void f_detach(void *ctx, void *state)
+static KPW_STATUS f_current_user(void *ctx, KPW_USER_ID *user)
+{
+	struct fake_kernel *k = ctx;
+	struct fake_process *p = fake_current();
+
+	if (k->fail_user) {
+		k->fail_user = false;
+		return KPW_ACCESS_DENIED;
+	}
+	/* S-1-5-21-...-uid, enough to tell users apart */
+	user->Length = 12;
+	memset(user->Sid, 0, sizeof(user->Sid));
+	user->Sid[0] = 1;
+	user->Sid[1] = 1;
+	user->Sid[7] = 5;
+	memcpy(user->Sid + 8, &p->uid, sizeof(p->uid));
+	return KPW_SUCCESS;
+}
+
+static void f_attach(void *ctx, void *process, KPW_ATTACH_STATE *state)
 {
 	struct fake_kernel *k = ctx;
 
-	memcpy(&k->pid, state, sizeof(k->pid));
-	k->attached = 0;
+	mm_call(k, process);
+	if ((uintptr_t)state % 8)
+		bump(&k->misaligned_state, 1);
+	memcpy(state->Bytes, &thread_attached, sizeof(thread_attached));
+	thread_attached = process;
+	bump(&k->attached_now, 1);
+}
+
+static void f_detach(void *ctx, KPW_ATTACH_STATE *state)
+{
+	struct fake_kernel *k = ctx;
+
+	memcpy(&thread_attached, state->Bytes, sizeof(thread_attached));
+	bump(&k->attached_now, -1);
 }
 
 static KPW_STATUS f_secure(void *ctx, uint64_t addr, uint64_t len, bool write, void **handle)
 {
 	struct fake_kernel *k = ctx;
+	struct fake_process *p = fake_current();
 	struct fake_secured *s;
 
 	(void)write;
-	/* MmSecureVirtualMemory raises on a range that is not there. */
-	if (k->raise_secure || !is_mapped(k, addr, len)) {
+	mm_call(k, p);
+	if (k->secure_hook)
+		k->secure_hook(k);
+	/* It raises on a bad argument and now and then on a page-in error... */
+	if (k->raise_secure) {
 		k->raise_secure = false;
 		return KPW_ACCESS_VIOLATION;
 	}
+	/* ... and answers NULL for a range that is not there: no exception. */
+	if (!p || p->exited || !is_mapped(p, addr, len)) {
+		*handle = NULL;
+		return KPW_SUCCESS;
+	}
 	s = malloc(sizeof(*s));
 	if (!s)
-		return KPW_INSUFFICIENT_RESOURCES;
-	*s = (struct fake_secured){ k->pid, addr, len };
-	k->secured++;
+		abort();
+	*s = (struct fake_secured){ p, addr, len };
+	bump(&k->secured, 1);
+	bump(&p->secured, 1);
 	*handle = s;
 	return KPW_SUCCESS;
 }
@@ -164,89 +261,12 @@ static void f_unsecure(void *ctx, void *handle)
 	struct fake_kernel *k = ctx;
 	struct fake_secured *s = handle;
 
-	if (s->pid != k->pid)
-		k->wrong_process_unsecure++;
-	k->secured--;
+	mm_call(k, s->p);
+	if (s->p != fake_current())
+		bump(&k->wrong_process_unsecure, 1);
+	bump(&k->secured, -1);
+	bump(&s->p->secured, -1);
 	free(s);
-}
-
-static KPW_STATUS f_lock_user(void *ctx, uint64_t addr, uint32_t len, bool write, void **mdl,
-			      void **va)
-{
-	struct fake_kernel *k = ctx;
-
-	(void)write;
-	/* IoAllocateMdl, then MmProbeAndLockPages raises: the MDL must go again. */
-	k->mdls++;
-	if (k->raise_lock || !is_mapped(k, addr, len)) {
-		k->raise_lock = false;
-		k->mdls--;
-		return KPW_ACCESS_VIOLATION;
-	}
-	*mdl = &k->notify_word;
-	*va = &k->notify_word;
-	return KPW_SUCCESS;
-}
-
-static void f_unlock_user(void *ctx, void *mdl)
-{
-	(void)mdl;
-	((struct fake_kernel *)ctx)->mdls--;
-}
-
-static KPW_STATUS f_section_create(void *ctx, uint32_t size, void **section, void **va)
-{
-	struct fake_kernel *k = ctx;
-
-	if (k->fail_section) {
-		k->fail_section = false;
-		return KPW_INSUFFICIENT_RESOURCES;
-	}
-	*va = calloc(1, size);
-	if (!*va)
-		return KPW_INSUFFICIENT_RESOURCES;
-	*section = *va;
-	k->sections++;
-	return KPW_SUCCESS;
-}
-
-static void f_section_destroy(void *ctx, void *section, void *va)
-{
-	(void)section;
-	((struct fake_kernel *)ctx)->sections--;
-	free(va);
-}
-
-static KPW_STATUS f_map_user(void *ctx, void *section, uint32_t size, uint64_t *user_va)
-{
-	struct fake_kernel *k = ctx;
-
-	(void)section, (void)size;
-	if (k->raise_map_view) {
-		k->raise_map_view = false;
-		return KPW_ACCESS_VIOLATION;
-	}
-	k->views++;
-	*user_va = 0x7ff000000000ull + (uint64_t)k->views * 0x100000;
-	return KPW_SUCCESS;
-}
-
-static void f_unmap_user(void *ctx, uint64_t user_va)
-{
-	(void)user_va;
-	((struct fake_kernel *)ctx)->views--;
-}
-
-static KPW_STATUS f_read64(void *ctx, const volatile uint64_t *p, uint64_t *v)
-{
-	struct fake_kernel *k = ctx;
-
-	if (k->raise_read) {
-		k->raise_read = false;
-		return KPW_ACCESS_VIOLATION;
-	}
-	*v = *p;
-	return KPW_SUCCESS;
 }
 
 const KPW_OPS fake_ops = {
@@ -254,20 +274,15 @@ const KPW_OPS fake_ops = {
 	.Free = f_free,
 	.Lock = f_lock,
 	.Unlock = f_unlock,
-	.EvLock = f_ev_lock,
-	.EvUnlock = f_ev_unlock,
-	.CurrentProcessId = f_pid,
+	.MutexCreate = f_mutex_create,
+	.MutexDestroy = f_mutex_destroy,
+	.MutexAcquire = f_mutex_acquire,
+	.MutexRelease = f_mutex_release,
 	.ProcessGet = f_process_get,
 	.ProcessPut = f_process_put,
+	.CurrentUser = f_current_user,
 	.Attach = f_attach,
 	.Detach = f_detach,
 	.Secure = f_secure,
 	.Unsecure = f_unsecure,
-	.LockUser = f_lock_user,
-	.UnlockUser = f_unlock_user,
-	.SectionCreate = f_section_create,
-	.SectionDestroy = f_section_destroy,
-	.SectionMapUser = f_map_user,
-	.SectionUnmapUser = f_unmap_user,
-	.ReadUser64 = f_read64,
 };

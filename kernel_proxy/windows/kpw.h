@@ -1,20 +1,25 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * The Windows proxy driver's logic, apart from the WDM glue (kpw_driver.c)
- * so that the same code also runs in a Linux test build over a fake memory
- * manager (tests/test_proxy_driver.c).
+ * so that the same code also runs in a Linux test build over a fake kernel
+ * (tests/kpw_fake.c).  docs/kernel-proxy-windows.md has its security model.
  *
- * Every kernel service the logic needs goes through KPW_OPS.  Each one
- * returns an NTSTATUS; the driver's implementations catch the exceptions
- * the memory manager raises on bad user memory (__try/__except around the
- * call) and return them as statuses, so the logic sees no exception and a
- * fake can "raise" by returning one at any step.
+ * Every kernel service the logic needs goes through KPW_OPS.  Each one that
+ * can raise returns an NTSTATUS; the driver's implementations catch the
+ * exceptions (__try/__except around the call), so the logic sees none and
+ * a fake can "raise" by returning one at any step.
  *
- * Per open handle (file object) the logic keeps: the process that opened
- * it (whose address space its ranges live in), the core's owner id, the
- * view of the event ring mapped into that process, and the notify word the
- * process registered (locked through an MDL, written through a system
- * mapping).  IRP_MJ_CLEANUP of the handle releases all of it.
+ * The logic keeps a record per process that opened the device (keyed by
+ * its process object, referenced) and one per user.  A process is the
+ * core's owner: its ranges, quotas and release belong to the process, not
+ * to one handle.  The ranges are released in the process's own context
+ * when its last handle is cleaned up or when it exits (the driver's
+ * process-notify routine), whichever comes first.
+ *
+ * Locking: the device lock guards lists and counters only and is never
+ * held across a memory-manager call or an attach.  Each process has a
+ * mutex of its own that orders its requests and its release; a stalled
+ * page-in in one process stalls that process's proxy requests, no others.
  */
 #ifndef SANPROV_KPW_H
 #define SANPROV_KPW_H
@@ -35,56 +40,71 @@ typedef int32_t KPW_STATUS; /* an NTSTATUS */
 #define KPW_INVALID_DEVICE_REQUEST ((KPW_STATUS)0xC0000010)
 #define KPW_BUFFER_TOO_SMALL ((KPW_STATUS)0xC0000023)
 #define KPW_ACCESS_DENIED ((KPW_STATUS)0xC0000022)
+#define KPW_OBJECT_NAME_INVALID ((KPW_STATUS)0xC0000033)
+#define KPW_QUOTA_EXCEEDED ((KPW_STATUS)0xC0000044)
+#define KPW_PROCESS_IS_TERMINATING ((KPW_STATUS)0xC000010A)
 #define KPW_INSUFFICIENT_RESOURCES ((KPW_STATUS)0xC000009A)
 #define KPW_NOT_SUPPORTED ((KPW_STATUS)0xC00000BB)
-#define KPW_INVALID_USER_BUFFER ((KPW_STATUS)0xC00000E8)
-#define KPW_ALREADY_REGISTERED ((KPW_STATUS)0xC0000718)
-#define KPW_QUOTA_EXCEEDED ((KPW_STATUS)0xC0000044)
 
 #define KPW_FAILED(s) ((s) < 0)
 
-/* Kernel services; Ctx is the driver's.  Handles are opaque to the logic. */
+/* Room for a KAPC_STATE, aligned as one (kpw_driver.c asserts both). */
+typedef union _KPW_ATTACH_STATE {
+	uint64_t Align[8];
+	unsigned char Bytes[64];
+} KPW_ATTACH_STATE;
+
+/* A user: the SID of the token's user, as bytes. */
+#define KPW_MAX_SID 68
+typedef struct _KPW_USER_ID {
+	uint32_t Length;
+	unsigned char Sid[KPW_MAX_SID];
+} KPW_USER_ID;
+
+/* Kernel services; Ctx is the driver's.  Processes and handles are opaque to the logic. */
 typedef struct _KPW_OPS {
 	void *(*Alloc)(void *Ctx, size_t Size); /* zeroed nonpaged memory, or NULL */
 	void (*Free)(void *Ctx, void *P);
-	void (*Lock)(void *Ctx); /* the driver's mutex: files and the core */
+	/* The device lock: short, lists and counters only (also the core's table lock). */
+	void (*Lock)(void *Ctx);
 	void (*Unlock)(void *Ctx);
-	void (*EvLock)(void *Ctx); /* the event ring's short lock */
-	void (*EvUnlock)(void *Ctx);
+	/* A process's mutex: held across its memory-manager calls, PASSIVE_LEVEL. */
+	void *(*MutexCreate)(void *Ctx);
+	void (*MutexDestroy)(void *Ctx, void *Mutex);
+	void (*MutexAcquire)(void *Ctx, void *Mutex);
+	void (*MutexRelease)(void *Ctx, void *Mutex);
 
-	/* The current process: an id, and a reference on it (released with ProcessPut). */
-	uint64_t (*CurrentProcessId)(void *Ctx);
+	/*
+	 * The calling thread's process object, referenced (ProcessPut drops
+	 * it).  The logic never asks while attached.  Objects are compared,
+	 * never ids: a referenced object is never reused, an id is.
+	 */
 	void *(*ProcessGet)(void *Ctx);
 	void (*ProcessPut)(void *Ctx, void *Process);
-	/* Run in Process's address space until Detach (cleanup from another process). */
-	void (*Attach)(void *Ctx, void *Process, void *State);
-	void (*Detach)(void *Ctx, void *State);
+	/* The user of the current process's primary token. */
+	KPW_STATUS (*CurrentUser)(void *Ctx, KPW_USER_ID *User);
+	/* Run in Process's address space until Detach (KeStackAttachProcess). */
+	void (*Attach)(void *Ctx, void *Process, KPW_ATTACH_STATE *State);
+	void (*Detach)(void *Ctx, KPW_ATTACH_STATE *State);
 
-	/* MmSecureVirtualMemory in the current process. */
-	KPW_STATUS (*Secure)(void *Ctx, uint64_t Addr, uint64_t Len, bool Write, void **Handle);
-	void (*Unsecure)(void *Ctx, void *Handle);
-
-	/* IoAllocateMdl + MmProbeAndLockPages, then a no-execute system mapping. */
-	KPW_STATUS(*LockUser)
-	(void *Ctx, uint64_t Addr, uint32_t Len, bool Write, void **Mdl, void **SystemVa);
-	void (*UnlockUser)(void *Ctx, void *Mdl);
-
-	/* A section the driver creates (kernel handle, referenced object) and maps in system space.
+	/*
+	 * MmSecureVirtualMemory in the current address space: a raise comes
+	 * back as its status; a refusal is success with *Handle NULL, as the
+	 * memory manager answers it.
 	 */
-	KPW_STATUS (*SectionCreate)(void *Ctx, uint32_t Size, void **Section, void **SystemVa);
-	void (*SectionDestroy)(void *Ctx, void *Section, void *SystemVa);
-	/* Map / unmap a view of it in the current process (from the dispatch routine). */
-	KPW_STATUS (*SectionMapUser)(void *Ctx, void *Section, uint32_t Size, uint64_t *UserVa);
-	void (*SectionUnmapUser)(void *Ctx, uint64_t UserVa);
-	/* Read a 64-bit word the user can change (a view's field), under try/except. */
-	KPW_STATUS (*ReadUser64)(void *Ctx, const volatile uint64_t *P, uint64_t *Value);
+	KPW_STATUS (*Secure)(void *Ctx, uint64_t Addr, uint64_t Len, bool Write, void **Handle);
+	/* MmUnsecureVirtualMemory, in the address space that secured Handle. */
+	void (*Unsecure)(void *Ctx, void *Handle);
 } KPW_OPS;
 
 typedef struct _KPW_LIMITS {
+	/* max_ranges_per_owner and max_bytes_per_owner are per process */
 	struct kp_core_limits Core;
 	uint32_t MaxFiles;	     /* open handles, all processes */
-	uint32_t MaxFilesPerProcess; /* so that quotas per handle stay quotas per process */
-	uint32_t RingEntries;	     /* events the shared ring holds (power of two) */
+	uint32_t MaxFilesPerProcess; /* open handles of one process */
+	uint32_t MaxFilesPerUser;    /* open handles of all processes of one user */
+	uint32_t MaxRangesPerUser;   /* secured ranges of all processes of one user */
+	uint64_t MaxBytesPerUser;
 } KPW_LIMITS;
 
 typedef struct _KPW_DEVICE KPW_DEVICE;
@@ -92,32 +112,40 @@ typedef struct _KPW_FILE KPW_FILE;
 
 KPW_STATUS KpwDeviceCreate(const KPW_LIMITS *Limits, const KPW_OPS *Ops, void *Ctx,
 			   KPW_DEVICE **Device);
-/* Unload: every file must have been cleaned up; releases the section. */
+/* Unload: every file has been closed (the I/O manager sees to it). */
 void KpwDeviceDestroy(KPW_DEVICE *Device);
 
-/* IRP_MJ_CREATE, in the opening process. */
-KPW_STATUS KpwCreate(KPW_DEVICE *Device, KPW_FILE **File);
-/* IRP_MJ_CLEANUP: release everything the handle holds (in any process context). */
+/*
+ * IRP_MJ_CREATE, in the opening process.  NameLength is the length of the
+ * file object's name: the device has no namespace, \\.\SanProvProxy\x is
+ * refused.
+ */
+KPW_STATUS KpwCreate(KPW_DEVICE *Device, uint32_t NameLength, KPW_FILE **File);
+/* IRP_MJ_CLEANUP, in any process: the process's last handle releases its ranges. */
 void KpwCleanup(KPW_DEVICE *Device, KPW_FILE *File);
 /* IRP_MJ_CLOSE: the file's memory. */
 void KpwClose(KPW_DEVICE *Device, KPW_FILE *File);
 
 /*
- * IRP_MJ_DEVICE_CONTROL with METHOD_BUFFERED: In/InLen is the system
- * buffer's copy of the request (copied once by the I/O manager), Out/OutCap
- * the same buffer for the answer; *Info the bytes answered.
+ * The process-notify routine's exit: Process (its object) is going away.
+ * Releases what it secured, in its context (attached if the caller runs
+ * elsewhere), before its address space is torn down.
+ */
+void KpwProcessExit(KPW_DEVICE *Device, void *Process);
+
+/*
+ * IRP_MJ_DEVICE_CONTROL: In/InLen is the system buffer's copy of the
+ * request (METHOD_BUFFERED), Out/OutCap the same buffer for the answer;
+ * *Info the bytes answered.
  */
 KPW_STATUS KpwDeviceControl(KPW_DEVICE *Device, KPW_FILE *File, uint32_t Code, const void *In,
 			    uint32_t InLen, void *Out, uint32_t OutCap, uint32_t *Info);
 
-/* Post an event to the file's owner (and ring the notify word). */
-void KpwPostEvent(KPW_DEVICE *Device, KPW_FILE *File, uint32_t Kind, uint64_t Addr, uint64_t Len);
-
 typedef struct _KPW_COUNTS {
-	uint32_t Files;
-	uint32_t Mapped;  /* ring views in user space */
-	uint32_t Locked;  /* notify words locked */
-	uint32_t Secured; /* ranges, all files */
+	uint32_t Files;	    /* open (not cleaned up) */
+	uint32_t Processes; /* records */
+	uint32_t Users;	    /* records */
+	uint32_t Secured;   /* ranges, all processes */
 } KPW_COUNTS;
 void KpwCounts(KPW_DEVICE *Device, KPW_COUNTS *Counts);
 

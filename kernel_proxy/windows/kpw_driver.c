@@ -4,29 +4,34 @@
  *
  * It creates \Device\SanProvProxy with a DACL of its own (SYSTEM and
  * Administrators: all; Users: read and write), serves create, cleanup,
- * close and METHOD_BUFFERED device controls, and implements KPW_OPS with
- * the kernel's calls.  Every call that touches user memory or can raise
- * runs inside __try, in a function of its own: clang records __try ranges
- * around calls only, so no user access is ever inlined into a __try body.
- * The exception code is taken in the filter expression (Wine returns 0 for
- * it in the __except body).
+ * close and METHOD_BUFFERED device controls, registers a process-notify
+ * routine (a process's ranges go when it exits, whatever became of its
+ * handles), and implements KPW_OPS with the kernel's calls.  Every call
+ * that can raise runs inside __try, in a function of its own: clang
+ * records __try ranges around calls only, so no user access is ever
+ * inlined into a __try body.  The exception code is taken in the filter
+ * expression (Wine returns 0 for it in the __except body).
+ *
+ * Built with -fstack-protector-strong: mingw-w64 has no /GS runtime for
+ * the kernel, so the cookie (__stack_chk_guard) and its failure
+ * (__stack_chk_fail: bugcheck DRIVER_OVERRAN_STACK_BUFFER) are here, and
+ * the entry point seeds the cookie before anything it protects runs.
  */
 #include <ntifs.h>
 
 #include "kpw.h"
 
 /* mingw-w64 10's kernel headers predate these: the values are the WDK's. */
-#ifndef MdlMappingNoExecute
-#define MdlMappingNoExecute 0x40000000
-#endif
 #ifndef SECURITY_MAX_SID_SIZE
 #define SECURITY_MAX_SID_SIZE                                                                      \
 	(sizeof(SID) - sizeof(ULONG) + SID_MAX_SUB_AUTHORITIES * sizeof(ULONG))
 #endif
+#define KPW_BUGCHECK_OVERRAN_STACK_BUFFER 0xF7
 
 #define KPW_TAG 'PnaS'
 
 DRIVER_INITIALIZE DriverEntry;
+DRIVER_INITIALIZE KpwEntry;
 static DRIVER_UNLOAD KpwUnload;
 static DRIVER_DISPATCH KpwDispatchCreate, KpwDispatchCleanup, KpwDispatchClose,
     KpwDispatchDeviceControl;
@@ -34,11 +39,61 @@ static DRIVER_DISPATCH KpwDispatchCreate, KpwDispatchCleanup, KpwDispatchClose,
 typedef struct _KPW_EXTENSION {
 	KPW_DEVICE *Logic;
 	ERESOURCE Lock;
-	FAST_MUTEX EvLock;
 	BOOLEAN LockReady;
+	BOOLEAN NotifyRegistered;
 } KPW_EXTENSION;
 
-_Static_assert(sizeof(KAPC_STATE) <= 64, "the logic keeps a KAPC_STATE in 64 bytes");
+/* The logic keeps a KAPC_STATE in a KPW_ATTACH_STATE: room and alignment. */
+_Static_assert(sizeof(KAPC_STATE) <= sizeof(KPW_ATTACH_STATE), "KAPC_STATE fits");
+_Static_assert(_Alignof(KAPC_STATE) <= _Alignof(KPW_ATTACH_STATE), "KAPC_STATE aligned");
+
+/* The process-notify routine has no context: the one device's logic. */
+static KPW_DEVICE *NotifyLogic;
+
+/* Stack cookies ----------------------------------------------------------- */
+
+ULONG_PTR __stack_chk_guard = 0x2B992DDFA232ull;
+
+void __stack_chk_fail(void);
+void __stack_chk_fail(void)
+{
+	KeBugCheckEx(KPW_BUGCHECK_OVERRAN_STACK_BUFFER, 0, 0, 0, 0);
+}
+
+/*
+ * The image's entry: seeds the cookie, then DriverEntry.  Nothing on the
+ * stack here checks one, so the new value breaks no frame.
+ */
+__attribute__((no_stack_protector)) NTSTATUS KpwEntry(PDRIVER_OBJECT Driver,
+						      PUNICODE_STRING Registry)
+{
+	ULONG_PTR Seed = (ULONG_PTR)__rdtsc();
+
+	Seed ^= (ULONG_PTR)&Seed ^ ((ULONG_PTR)Driver << 17) ^ (ULONG_PTR)&__stack_chk_guard;
+	Seed *= 0x9E3779B97F4A7C15ull;
+	Seed &= ~(ULONG_PTR)0xFF; /* a zero byte stops string overreads */
+	__stack_chk_guard = Seed ? Seed : 0x2B992DDFA200ull;
+	return DriverEntry(Driver, Registry);
+}
+
+/*
+ * Wine's unimplemented-function stubs carry no unwind data: its unwinder
+ * then walks the stub's frame a slot at a time, as if each held a return
+ * address, and a stale one left by an earlier call (ExReleaseResourceLite's,
+ * say) sends it off the stack before it reaches our __try.  Filled with an
+ * address in this image outside any function, each slot is passed over
+ * until the walk reaches the real return address.  Called right before the
+ * call that can raise: its frame is the region the callee's frames take.
+ */
+static const UCHAR StackFill[16];
+
+static __attribute__((noinline, no_stack_protector)) void ScrubCalleeFrames(void)
+{
+	volatile ULONG_PTR Slots[32];
+
+	for (ULONG i = 0; i < ARRAYSIZE(Slots); i++)
+		Slots[i] = (ULONG_PTR)StackFill;
+}
 
 static LONG Filter(NTSTATUS Code, NTSTATUS *Out)
 {
@@ -64,46 +119,72 @@ static void OpFree(void *Ctx, void *P)
 	ExFreePoolWithTag(P, KPW_TAG);
 }
 
-/* A resource, not a mutex: the logic maps and unmaps views under it, at PASSIVE_LEVEL. */
+/* Resources: PASSIVE_LEVEL with normal kernel APCs off, so page faults are served. */
+static void AcquireResource(PERESOURCE R)
+{
+	KeEnterCriticalRegion();
+	ExAcquireResourceExclusiveLite(R, TRUE);
+}
+
+static void ReleaseResource(PERESOURCE R)
+{
+	ExReleaseResourceLite(R);
+	KeLeaveCriticalRegion();
+}
+
+/* The device lock: lists and counters only, never across the memory manager. */
 static void OpLock(void *Ctx)
 {
-	KPW_EXTENSION *x = Ctx;
-
-	KeEnterCriticalRegion();
-	ExAcquireResourceExclusiveLite(&x->Lock, TRUE);
+	AcquireResource(&((KPW_EXTENSION *)Ctx)->Lock);
 }
 
 static void OpUnlock(void *Ctx)
 {
-	KPW_EXTENSION *x = Ctx;
-
-	ExReleaseResourceLite(&x->Lock);
-	KeLeaveCriticalRegion();
+	ReleaseResource(&((KPW_EXTENSION *)Ctx)->Lock);
 }
 
-/* The ring is pageable (a section view): its lock keeps the IRQL below DISPATCH_LEVEL. */
-static void OpEvLock(void *Ctx)
+static void *OpMutexCreate(void *Ctx)
 {
-	ExAcquireFastMutex(&((KPW_EXTENSION *)Ctx)->EvLock);
+	PERESOURCE R = OpAlloc(Ctx, sizeof(*R));
+
+	if (R && !NT_SUCCESS(ExInitializeResourceLite(R))) {
+		OpFree(Ctx, R);
+		R = NULL;
+	}
+	return R;
 }
 
-static void OpEvUnlock(void *Ctx)
+static void OpMutexDestroy(void *Ctx, void *Mutex)
 {
-	ExReleaseFastMutex(&((KPW_EXTENSION *)Ctx)->EvLock);
+	ExDeleteResourceLite(Mutex);
+	OpFree(Ctx, Mutex);
 }
 
-static uint64_t OpCurrentProcessId(void *Ctx)
+static void OpMutexAcquire(void *Ctx, void *Mutex)
 {
 	(void)Ctx;
-	return (uint64_t)(ULONG_PTR)PsGetCurrentProcessId();
+	AcquireResource(Mutex);
 }
 
+static void OpMutexRelease(void *Ctx, void *Mutex)
+{
+	(void)Ctx;
+	ReleaseResource(Mutex);
+}
+
+/*
+ * The calling thread's process object, referenced.  Looked up by the
+ * thread's own id, which no other process can hold while the thread runs;
+ * the logic compares the objects (a record keeps its reference, so the
+ * object it holds is never another process's).
+ */
 static void *OpProcessGet(void *Ctx)
 {
-	PEPROCESS P = PsGetCurrentProcess();
+	PEPROCESS P = NULL;
 
 	(void)Ctx;
-	ObReferenceObject(P);
+	if (!NT_SUCCESS(PsLookupProcessByProcessId(PsGetCurrentProcessId(), &P)))
+		return NULL;
 	return P;
 }
 
@@ -113,32 +194,59 @@ static void OpProcessPut(void *Ctx, void *Process)
 	ObDereferenceObject(Process);
 }
 
-static void OpAttach(void *Ctx, void *Process, void *State)
+/* The primary token's user, through a kernel handle of our own. */
+static KPW_STATUS OpCurrentUser(void *Ctx, KPW_USER_ID *User)
+{
+	union {
+		TOKEN_USER Tu;
+		UCHAR Bytes[sizeof(TOKEN_USER) + SECURITY_MAX_SID_SIZE];
+	} Info;
+	HANDLE h;
+	ULONG Len = 0, SidLen;
+	NTSTATUS s;
+
+	(void)Ctx;
+	s = ZwOpenProcessTokenEx(ZwCurrentProcess(), TOKEN_QUERY, OBJ_KERNEL_HANDLE, &h);
+	if (!NT_SUCCESS(s))
+		return s;
+	s = ZwQueryInformationToken(h, TokenUser, &Info, sizeof(Info), &Len);
+	ZwClose(h);
+	if (!NT_SUCCESS(s))
+		return s;
+	SidLen = RtlLengthSid(Info.Tu.User.Sid);
+	if (!SidLen || SidLen > sizeof(User->Sid))
+		return STATUS_INVALID_SID;
+	RtlCopyMemory(User->Sid, Info.Tu.User.Sid, SidLen);
+	User->Length = SidLen;
+	return STATUS_SUCCESS;
+}
+
+static void OpAttach(void *Ctx, void *Process, KPW_ATTACH_STATE *State)
 {
 	(void)Ctx;
 	KeStackAttachProcess((PKPROCESS)Process, (PKAPC_STATE)State);
 }
 
-static void OpDetach(void *Ctx, void *State)
+static void OpDetach(void *Ctx, KPW_ATTACH_STATE *State)
 {
 	(void)Ctx;
 	KeUnstackDetachProcess((PKAPC_STATE)State);
 }
 
+/* NULL, not an exception, is how it refuses memory of the wrong kind. */
 static KPW_STATUS OpSecure(void *Ctx, uint64_t Addr, uint64_t Len, bool Write, void **Handle)
 {
 	NTSTATUS Code = STATUS_SUCCESS;
 	HANDLE h = NULL;
 
 	(void)Ctx;
+	ScrubCalleeFrames();
 	__try {
 		h = MmSecureVirtualMemory((PVOID)(ULONG_PTR)Addr, (SIZE_T)Len,
 					  Write ? PAGE_READWRITE : PAGE_READONLY);
 	} __except (Filter(GetExceptionCode(), &Code)) {
 		return Code ? Code : STATUS_ACCESS_VIOLATION;
 	}
-	if (!h)
-		return STATUS_ACCESS_VIOLATION; /* not valid memory of the right protection */
 	*Handle = h;
 	return STATUS_SUCCESS;
 }
@@ -148,131 +256,12 @@ static void OpUnsecure(void *Ctx, void *Handle)
 	NTSTATUS Code;
 
 	(void)Ctx;
+	ScrubCalleeFrames();
 	__try {
 		MmUnsecureVirtualMemory(Handle);
 	} __except (Filter(GetExceptionCode(), &Code)) {
-		/* Nothing to give back: the range is gone with its process. */
+		/* Nothing to give back. */
 	}
-}
-
-static KPW_STATUS OpLockUser(void *Ctx, uint64_t Addr, uint32_t Len, bool Write, void **Mdl,
-			     void **SystemVa)
-{
-	NTSTATUS Code = STATUS_SUCCESS;
-	PMDL m;
-	PVOID Va;
-
-	(void)Ctx;
-	m = IoAllocateMdl((PVOID)(ULONG_PTR)Addr, Len, FALSE, FALSE, NULL);
-	if (!m)
-		return STATUS_INSUFFICIENT_RESOURCES;
-	__try {
-		MmProbeAndLockPages(m, UserMode, Write ? IoWriteAccess : IoReadAccess);
-	} __except (Filter(GetExceptionCode(), &Code)) {
-		IoFreeMdl(m);
-		return Code ? Code : STATUS_INVALID_USER_BUFFER;
-	}
-	/* A second mapping, the kernel's own, that the process cannot take away. */
-	Va = MmGetSystemAddressForMdlSafe(m, NormalPagePriority | MdlMappingNoExecute);
-	if (!Va) {
-		MmUnlockPages(m);
-		IoFreeMdl(m);
-		return STATUS_INSUFFICIENT_RESOURCES;
-	}
-	*Mdl = m;
-	*SystemVa = Va;
-	return STATUS_SUCCESS;
-}
-
-static void OpUnlockUser(void *Ctx, void *Mdl)
-{
-	(void)Ctx;
-	MmUnlockPages(Mdl);
-	IoFreeMdl(Mdl);
-}
-
-static KPW_STATUS OpSectionCreate(void *Ctx, uint32_t Size, void **Section, void **SystemVa)
-{
-	OBJECT_ATTRIBUTES Oa;
-	LARGE_INTEGER Max;
-	HANDLE h;
-	PVOID Obj = NULL, Va = NULL;
-	SIZE_T ViewSize = Size;
-	NTSTATUS s;
-
-	(void)Ctx;
-	/* Created here, with a kernel handle: never a handle from user mode. */
-	InitializeObjectAttributes(&Oa, NULL, OBJ_KERNEL_HANDLE, NULL, NULL);
-	Max.QuadPart = Size;
-	s = ZwCreateSection(&h, SECTION_ALL_ACCESS, &Oa, &Max, PAGE_READWRITE, SEC_COMMIT, NULL);
-	if (!NT_SUCCESS(s))
-		return s;
-	/* The reference keeps the section whatever becomes of handles. */
-	s = ObReferenceObjectByHandle(h, SECTION_ALL_ACCESS, NULL, KernelMode, &Obj, NULL);
-	ZwClose(h);
-	if (!NT_SUCCESS(s))
-		return s;
-	s = MmMapViewInSystemSpace(Obj, &Va, &ViewSize);
-	if (!NT_SUCCESS(s)) {
-		ObDereferenceObject(Obj);
-		return s;
-	}
-	*Section = Obj;
-	*SystemVa = Va;
-	return STATUS_SUCCESS;
-}
-
-static void OpSectionDestroy(void *Ctx, void *Section, void *SystemVa)
-{
-	(void)Ctx;
-	MmUnmapViewInSystemSpace(SystemVa);
-	ObDereferenceObject(Section);
-}
-
-/* From the dispatch routine, so the view lands in the caller's address space. */
-static KPW_STATUS OpSectionMapUser(void *Ctx, void *Section, uint32_t Size, uint64_t *UserVa)
-{
-	HANDLE h;
-	PVOID Base = NULL;
-	SIZE_T ViewSize = Size;
-	NTSTATUS s;
-
-	(void)Ctx;
-	s = ObOpenObjectByPointer(Section, OBJ_KERNEL_HANDLE, NULL,
-				  SECTION_MAP_READ | SECTION_MAP_WRITE, NULL, KernelMode, &h);
-	if (!NT_SUCCESS(s))
-		return s;
-	s = ZwMapViewOfSection(h, ZwCurrentProcess(), &Base, 0, 0, NULL, &ViewSize, ViewUnmap, 0,
-			       PAGE_READWRITE);
-	ZwClose(h);
-	if (!NT_SUCCESS(s))
-		return s;
-	*UserVa = (uint64_t)(ULONG_PTR)Base;
-	return STATUS_SUCCESS;
-}
-
-static void OpSectionUnmapUser(void *Ctx, uint64_t UserVa)
-{
-	(void)Ctx;
-	ZwUnmapViewOfSection(ZwCurrentProcess(), (PVOID)(ULONG_PTR)UserVa);
-}
-
-static __attribute__((noinline)) uint64_t Read64(const volatile uint64_t *P)
-{
-	return *P;
-}
-
-static KPW_STATUS OpReadUser64(void *Ctx, const volatile uint64_t *P, uint64_t *Value)
-{
-	NTSTATUS Code = STATUS_SUCCESS;
-
-	(void)Ctx;
-	__try {
-		*Value = Read64(P);
-	} __except (Filter(GetExceptionCode(), &Code)) {
-		return Code ? Code : STATUS_ACCESS_VIOLATION;
-	}
-	return STATUS_SUCCESS;
 }
 
 static const KPW_OPS Ops = {
@@ -280,36 +269,52 @@ static const KPW_OPS Ops = {
 	.Free = OpFree,
 	.Lock = OpLock,
 	.Unlock = OpUnlock,
-	.EvLock = OpEvLock,
-	.EvUnlock = OpEvUnlock,
-	.CurrentProcessId = OpCurrentProcessId,
+	.MutexCreate = OpMutexCreate,
+	.MutexDestroy = OpMutexDestroy,
+	.MutexAcquire = OpMutexAcquire,
+	.MutexRelease = OpMutexRelease,
 	.ProcessGet = OpProcessGet,
 	.ProcessPut = OpProcessPut,
+	.CurrentUser = OpCurrentUser,
 	.Attach = OpAttach,
 	.Detach = OpDetach,
 	.Secure = OpSecure,
 	.Unsecure = OpUnsecure,
-	.LockUser = OpLockUser,
-	.UnlockUser = OpUnlockUser,
-	.SectionCreate = OpSectionCreate,
-	.SectionDestroy = OpSectionDestroy,
-	.SectionMapUser = OpSectionMapUser,
-	.SectionUnmapUser = OpSectionUnmapUser,
-	.ReadUser64 = OpReadUser64,
 };
 
+/*
+ * The core's table is allocated whole at load (nonpaged); per process and
+ * per user records come and go with the processes.
+ */
 static const KPW_LIMITS Limits = {
 	.Core = { .max_ranges = 65536,
-		  .max_owners = 1024,
-		  .max_ranges_per_owner = 16384,
+		  .max_owners = 1024, /* processes with something secured */
+		  .max_ranges_per_owner = 8192,
 		  .max_bytes_per_owner = 64ull << 30,
 		  .user_addr_max = 0x00007fffffffffffull,
 		  .page_size = PAGE_SIZE,
-		  .event_ring = 4096 },
-	.MaxFiles = 1024,
+		  .event_ring = 2 },
+	.MaxFiles = 4096,
 	.MaxFilesPerProcess = 8,
-	.RingEntries = 1024,
+	.MaxFilesPerUser = 256,
+	.MaxRangesPerUser = 16384,
+	.MaxBytesPerUser = 128ull << 30,
 };
+
+/* Process exit, in the context of its last thread, before its address space goes. */
+static void KpwProcessNotify(HANDLE ParentId, HANDLE ProcessId, BOOLEAN Create)
+{
+	PEPROCESS P;
+
+	(void)ParentId;
+	if (Create || !NotifyLogic)
+		return;
+	/* Still in the table while its notify routines run; the logic attaches if need be. */
+	if (NT_SUCCESS(PsLookupProcessByProcessId(ProcessId, &P))) {
+		KpwProcessExit(NotifyLogic, P);
+		ObDereferenceObject(P);
+	}
+}
 
 /* Dispatch ------------------------------------------------------------------ */
 
@@ -326,7 +331,8 @@ static NTSTATUS KpwDispatchCreate(PDEVICE_OBJECT Device, PIRP Irp)
 	KPW_EXTENSION *x = Device->DeviceExtension;
 	PIO_STACK_LOCATION Sp = IoGetCurrentIrpStackLocation(Irp);
 	KPW_FILE *f;
-	NTSTATUS s = KpwCreate(x->Logic, &f);
+	/* The device has no namespace: a name after it is refused. */
+	NTSTATUS s = KpwCreate(x->Logic, Sp->FileObject->FileName.Length, &f);
 
 	if (NT_SUCCESS(s))
 		Sp->FileObject->FsContext = f;
@@ -362,7 +368,7 @@ static NTSTATUS KpwDispatchDeviceControl(PDEVICE_OBJECT Device, PIRP Irp)
 
 	/* Buffered only: the I/O manager copied the request once into SystemBuffer. */
 	if ((Code & 3) != METHOD_BUFFERED)
-		return Complete(Irp, STATUS_INVALID_DEVICE_REQUEST, 0);
+		return Complete(Irp, STATUS_NOT_SUPPORTED, 0);
 	s = KpwDeviceControl(
 	    x->Logic, Sp->FileObject->FsContext, Code, Irp->AssociatedIrp.SystemBuffer,
 	    Sp->Parameters.DeviceIoControl.InputBufferLength, Irp->AssociatedIrp.SystemBuffer,
@@ -433,6 +439,10 @@ static void KpwUnload(PDRIVER_OBJECT Driver)
 	if (!Device)
 		return;
 	x = Device->DeviceExtension;
+	/* Removal waits for routines in progress: none runs after this. */
+	if (x->NotifyRegistered)
+		PsSetCreateProcessNotifyRoutine(KpwProcessNotify, TRUE);
+	NotifyLogic = NULL;
 	KpwDeviceDestroy(x->Logic);
 	if (x->LockReady)
 		ExDeleteResourceLite(&x->Lock);
@@ -458,16 +468,21 @@ NTSTATUS DriverEntry(PDRIVER_OBJECT Driver, PUNICODE_STRING Registry)
 	if (!NT_SUCCESS(s))
 		goto err_device;
 	x->LockReady = TRUE;
-	ExInitializeFastMutex(&x->EvLock);
 	s = KpwDeviceCreate(&Limits, &Ops, x, &x->Logic);
 	if (!NT_SUCCESS(s))
 		goto err_lock;
 	s = Protect(Device);
 	if (!NT_SUCCESS(s))
 		goto err_logic;
-	s = IoCreateSymbolicLink(&Link, &Name);
+	/* Without it a process could exit with ranges secured: no driver then. */
+	NotifyLogic = x->Logic;
+	s = PsSetCreateProcessNotifyRoutine(KpwProcessNotify, FALSE);
 	if (!NT_SUCCESS(s))
 		goto err_logic;
+	x->NotifyRegistered = TRUE;
+	s = IoCreateSymbolicLink(&Link, &Name);
+	if (!NT_SUCCESS(s))
+		goto err_notify;
 	Driver->MajorFunction[IRP_MJ_CREATE] = KpwDispatchCreate;
 	Driver->MajorFunction[IRP_MJ_CLEANUP] = KpwDispatchCleanup;
 	Driver->MajorFunction[IRP_MJ_CLOSE] = KpwDispatchClose;
@@ -477,7 +492,10 @@ NTSTATUS DriverEntry(PDRIVER_OBJECT Driver, PUNICODE_STRING Registry)
 	Device->Flags &= ~DO_DEVICE_INITIALIZING;
 	return STATUS_SUCCESS;
 
+err_notify:
+	PsSetCreateProcessNotifyRoutine(KpwProcessNotify, TRUE);
 err_logic:
+	NotifyLogic = NULL;
 	KpwDeviceDestroy(x->Logic);
 err_lock:
 	ExDeleteResourceLite(&x->Lock);

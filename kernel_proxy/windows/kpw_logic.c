@@ -1,28 +1,61 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
- * The proxy driver's logic over KPW_OPS (see kpw.h): handles, the
- * contract's requests through the portable core, the event ring section
- * and the notify word.
+ * The proxy driver's logic over KPW_OPS (see kpw.h): handles, process and
+ * user records, and the contract's requests through the portable core.
+ *
+ * The core calls the platform's secure and unsecure under its table lock,
+ * which here is the device lock.  No memory-manager call may run under
+ * that lock, so the platform's callbacks only move bookkeeping: the logic
+ * secures a range before the core's dispatch (under the process's mutex
+ * only) and hands it over in PfSecure; PfUnsecure queues a released range
+ * on its process, and the thread that holds that process's mutex
+ * unsecures the queue after the core returns, in the process's context.
  */
 #include <string.h>
 
 #include "kpw.h"
 
+typedef struct _KPW_USER KPW_USER;
+typedef struct _KPW_PROC KPW_PROC;
+
+struct _KPW_USER {
+	KPW_USER *Next;
+	KPW_USER_ID Id;
+	uint32_t Refs; /* process records */
+	uint32_t Files;
+	uint32_t Ranges;
+	uint64_t Bytes;
+};
+
+/* A secured range: the core's cookie. */
+typedef struct _KPW_RANGE {
+	struct _KPW_RANGE *Next;
+	KPW_PROC *Proc;
+	void *Handle; /* MmSecureVirtualMemory's */
+	uint64_t Addr;
+	uint64_t Len;
+} KPW_RANGE;
+
+struct _KPW_PROC {
+	KPW_PROC *Next;
+	void *Process; /* the process object, referenced: never reused while we hold it */
+	KPW_USER *User;
+	void *Mutex;
+	/* under the device lock */
+	uint32_t Refs;	/* files not yet closed, and callers at work */
+	uint32_t Files; /* files not yet cleaned up */
+	uint32_t Ranges;
+	uint64_t Bytes;
+	bool Exited; /* set with Mutex held too: then nothing of it is secured */
+	/* under Mutex */
+	KPW_RANGE *Pending;	/* secured for the request in progress */
+	uint32_t PendingStatus; /* or why not */
+	KPW_RANGE *Deferred;	/* released by the core, to unsecure */
+};
+
 struct _KPW_FILE {
-	KPW_FILE *Next;
-	uint64_t Owner;	    /* the core's owner id: one per handle */
-	uint64_t ProcessId; /* who opened it: only its threads may secure through it */
-	void *Process;	    /* referenced, for cleanup from another context */
-	bool CleanedUp;
-	/* the event ring: a section of the driver's, viewed by the process */
-	void *Section;
-	struct kpw_ring *Ring; /* the driver's system mapping */
-	uint64_t RingUserVa;
-	uint32_t RingSize;
-	bool Lost; /* a KP_EVENT_LOST is waiting in the ring */
-	/* the notify word, locked */
-	void *NotifyMdl;
-	volatile uint64_t *Notify; /* its system mapping */
+	KPW_PROC *Proc;
+	bool CleanedUp; /* under the device lock */
 };
 
 struct _KPW_DEVICE {
@@ -31,10 +64,16 @@ struct _KPW_DEVICE {
 	void *Ctx;
 	struct kp_core *Core;
 	struct kp_platform Platform;
-	KPW_FILE *Files;
-	uint32_t NFiles;
-	uint64_t NextOwner;
+	KPW_PROC *Procs;
+	KPW_USER *Users;
+	uint32_t Files;
 };
+
+/* The core's owner id of a process record: its address, unique while it lives. */
+static uint64_t OwnerOf(KPW_PROC *p)
+{
+	return (uint64_t)(uintptr_t)p;
+}
 
 /* The core's platform: the driver's services. */
 
@@ -52,45 +91,68 @@ static void PfFree(void *Ctx, void *P)
 	d->Ops->Free(d->Ctx, P);
 }
 
-/* The core calls out under the lock KpwDeviceControl already holds. */
+static void PfLock(void *Ctx)
+{
+	KPW_DEVICE *d = Ctx;
+
+	d->Ops->Lock(d->Ctx);
+}
+
+static void PfUnlock(void *Ctx)
+{
+	KPW_DEVICE *d = Ctx;
+
+	d->Ops->Unlock(d->Ctx);
+}
+
+/*
+ * Nothing posts to the core's event ring on Windows (the driver has no
+ * event to report), and the core touches it only under its table lock.
+ */
 static void PfNoLock(void *Ctx)
 {
 	(void)Ctx;
 }
 
-static void PfEvLock(void *Ctx)
-{
-	KPW_DEVICE *d = Ctx;
-
-	d->Ops->EvLock(d->Ctx);
-}
-
-static void PfEvUnlock(void *Ctx)
-{
-	KPW_DEVICE *d = Ctx;
-
-	d->Ops->EvUnlock(d->Ctx);
-}
-
+/* Under the device lock: hand over the range secured before the dispatch. */
 static uint32_t PfSecure(void *Ctx, uint64_t Owner, uint64_t Addr, uint64_t Len, uint32_t Access,
 			 void **Cookie)
 {
 	KPW_DEVICE *d = Ctx;
-	KPW_STATUS s;
+	KPW_PROC *p = (KPW_PROC *)(uintptr_t)Owner;
+	KPW_USER *u = p->User;
+	KPW_RANGE *r = p->Pending;
 
-	(void)Owner;
-	s = d->Ops->Secure(d->Ctx, Addr, Len, (Access & KP_ACCESS_WRITE) != 0, Cookie);
-	if (!KPW_FAILED(s))
-		return KP_OK;
-	return s == KPW_INSUFFICIENT_RESOURCES ? KP_E_NO_MEMORY : KP_E_FAULT;
+	(void)Access;
+	if (!r || r->Addr != Addr || r->Len != Len)
+		return p->PendingStatus ? p->PendingStatus : KP_E_FAULT;
+	/* The user's allowance, exact here: all its processes count under this lock. */
+	if (u->Ranges >= d->Limits.MaxRangesPerUser)
+		return KP_E_QUOTA_RANGES;
+	if (Len > d->Limits.MaxBytesPerUser - u->Bytes)
+		return KP_E_QUOTA_BYTES;
+	p->Pending = NULL;
+	p->Ranges++;
+	p->Bytes += Len;
+	u->Ranges++;
+	u->Bytes += Len;
+	*Cookie = r;
+	return KP_OK;
 }
 
+/* Under the device lock: queue the range for its process's mutex holder. */
 static void PfUnsecure(void *Ctx, uint64_t Owner, uint64_t Addr, uint64_t Len, void *Cookie)
 {
-	KPW_DEVICE *d = Ctx;
+	KPW_RANGE *r = Cookie;
+	KPW_PROC *p = r->Proc;
 
-	(void)Owner, (void)Addr, (void)Len;
-	d->Ops->Unsecure(d->Ctx, Cookie);
+	(void)Ctx, (void)Owner, (void)Addr, (void)Len;
+	p->Ranges--;
+	p->Bytes -= r->Len;
+	p->User->Ranges--;
+	p->User->Bytes -= r->Len;
+	r->Next = p->Deferred;
+	p->Deferred = r;
 }
 
 KPW_STATUS KpwDeviceCreate(const KPW_LIMITS *Limits, const KPW_OPS *Ops, void *Ctx,
@@ -100,8 +162,8 @@ KPW_STATUS KpwDeviceCreate(const KPW_LIMITS *Limits, const KPW_OPS *Ops, void *C
 
 	*Device = NULL;
 	if (!Limits || !Ops || !Limits->MaxFiles || !Limits->MaxFilesPerProcess ||
-	    Limits->RingEntries < 2 || (Limits->RingEntries & (Limits->RingEntries - 1)) ||
-	    Limits->RingEntries > (1u << 20))
+	    !Limits->MaxFilesPerUser || !Limits->MaxRangesPerUser || !Limits->MaxBytesPerUser ||
+	    !Limits->Core.page_size || (Limits->Core.page_size & (Limits->Core.page_size - 1)))
 		return KPW_INVALID_PARAMETER;
 	d = Ops->Alloc(Ctx, sizeof(*d));
 	if (!d)
@@ -109,13 +171,12 @@ KPW_STATUS KpwDeviceCreate(const KPW_LIMITS *Limits, const KPW_OPS *Ops, void *C
 	d->Limits = *Limits;
 	d->Ops = Ops;
 	d->Ctx = Ctx;
-	d->NextOwner = 1;
 	d->Platform = (struct kp_platform){ .alloc = PfAlloc,
 					    .free = PfFree,
-					    .lock = PfNoLock,
-					    .unlock = PfNoLock,
-					    .ev_lock = PfEvLock,
-					    .ev_unlock = PfEvUnlock,
+					    .lock = PfLock,
+					    .unlock = PfUnlock,
+					    .ev_lock = PfNoLock,
+					    .ev_unlock = PfNoLock,
 					    .secure = PfSecure,
 					    .unsecure = PfUnsecure };
 	d->Core = kp_core_create(&Limits->Core, &d->Platform, d);
@@ -131,125 +192,261 @@ void KpwDeviceDestroy(KPW_DEVICE *d)
 {
 	if (!d)
 		return;
-	/* The I/O manager cleans up and closes every handle before Unload. */
+	/*
+	 * The I/O manager cleaned up and closed every handle before Unload,
+	 * and each process's last cleanup released its ranges: the core has
+	 * nothing left to unsecure, and no record is left.
+	 */
 	kp_core_destroy(d->Core);
 	d->Ops->Free(d->Ctx, d);
 }
 
-KPW_STATUS KpwCreate(KPW_DEVICE *d, KPW_FILE **File)
+/* Lookups, under the device lock. */
+
+static KPW_PROC *FindProc(KPW_DEVICE *d, void *Process)
 {
-	uint64_t Pid = d->Ops->CurrentProcessId(d->Ctx);
-	uint32_t Same = 0;
-	KPW_FILE *f;
-	KPW_STATUS s = KPW_SUCCESS;
+	for (KPW_PROC *p = d->Procs; p; p = p->Next)
+		if (p->Process == Process && !p->Exited)
+			return p;
+	return NULL;
+}
+
+static KPW_USER *FindUser(KPW_DEVICE *d, const KPW_USER_ID *Id)
+{
+	for (KPW_USER *u = d->Users; u; u = u->Next)
+		if (u->Id.Length == Id->Length && !memcmp(u->Id.Sid, Id->Sid, Id->Length))
+			return u;
+	return NULL;
+}
+
+/* Drop a reference on a record; the last frees it (its ranges are released by then). */
+static void ProcPut(KPW_DEVICE *d, KPW_PROC *p)
+{
+	KPW_USER *u = p->User, **uu;
+	KPW_PROC **pp;
+	bool Last, LastUser = false;
+
+	d->Ops->Lock(d->Ctx);
+	Last = --p->Refs == 0;
+	if (Last) {
+		for (pp = &d->Procs; *pp != p; pp = &(*pp)->Next)
+			;
+		*pp = p->Next;
+		LastUser = --u->Refs == 0;
+		if (LastUser) {
+			for (uu = &d->Users; *uu != u; uu = &(*uu)->Next)
+				;
+			*uu = u->Next;
+		}
+	}
+	d->Ops->Unlock(d->Ctx);
+	if (!Last)
+		return;
+	d->Ops->MutexDestroy(d->Ctx, p->Mutex);
+	d->Ops->ProcessPut(d->Ctx, p->Process);
+	d->Ops->Free(d->Ctx, p);
+	if (LastUser)
+		d->Ops->Free(d->Ctx, u);
+}
+
+KPW_STATUS KpwCreate(KPW_DEVICE *d, uint32_t NameLength, KPW_FILE **File)
+{
+	void *Process, *Mutex = NULL;
+	KPW_PROC *p, *NewP = NULL;
+	KPW_USER *u, *NewU = NULL;
+	KPW_FILE *f = NULL;
+	KPW_USER_ID Id;
+	KPW_STATUS s;
 
 	*File = NULL;
-	d->Ops->Lock(d->Ctx);
-	for (f = d->Files; f; f = f->Next)
-		Same += f->ProcessId == Pid && !f->CleanedUp;
-	if (d->NFiles >= d->Limits.MaxFiles || Same >= d->Limits.MaxFilesPerProcess) {
-		s = KPW_QUOTA_EXCEEDED;
-		goto out;
-	}
+	/* The device has no namespace: \\.\SanProvProxy\anything is not it. */
+	if (NameLength)
+		return KPW_OBJECT_NAME_INVALID;
+	memset(&Id, 0, sizeof(Id));
+	s = d->Ops->CurrentUser(d->Ctx, &Id);
+	if (KPW_FAILED(s))
+		return s;
+	if (!Id.Length || Id.Length > KPW_MAX_SID)
+		return KPW_ACCESS_DENIED;
+	Process = d->Ops->ProcessGet(d->Ctx);
+	if (!Process)
+		return KPW_ACCESS_DENIED;
+	/* Allocated before the lock, which guards lists only; what is not used goes again. */
 	f = d->Ops->Alloc(d->Ctx, sizeof(*f));
-	if (!f) {
+	NewP = d->Ops->Alloc(d->Ctx, sizeof(*NewP));
+	NewU = d->Ops->Alloc(d->Ctx, sizeof(*NewU));
+	Mutex = f && NewP && NewU ? d->Ops->MutexCreate(d->Ctx) : NULL;
+	if (!Mutex) {
 		s = KPW_INSUFFICIENT_RESOURCES;
 		goto out;
 	}
-	f->Process = d->Ops->ProcessGet(d->Ctx);
-	f->ProcessId = Pid;
-	f->Owner = d->NextOwner++;
-	f->Next = d->Files;
-	d->Files = f;
-	d->NFiles++;
+	s = KPW_SUCCESS;
+	d->Ops->Lock(d->Ctx);
+	p = FindProc(d, Process);
+	u = p ? p->User : FindUser(d, &Id);
+	if (d->Files >= d->Limits.MaxFiles || (u && u->Files >= d->Limits.MaxFilesPerUser) ||
+	    (p && p->Files >= d->Limits.MaxFilesPerProcess)) {
+		d->Ops->Unlock(d->Ctx);
+		s = KPW_QUOTA_EXCEEDED;
+		goto out;
+	}
+	if (!u) {
+		u = NewU;
+		NewU = NULL;
+		u->Id = Id;
+		u->Next = d->Users;
+		d->Users = u;
+	}
+	if (!p) {
+		p = NewP;
+		NewP = NULL;
+		p->Process = Process; /* the record keeps this reference */
+		Process = NULL;
+		p->User = u;
+		u->Refs++;
+		p->Mutex = Mutex;
+		Mutex = NULL;
+		p->Next = d->Procs;
+		d->Procs = p;
+	}
+	p->Refs++;
+	p->Files++;
+	u->Files++;
+	d->Files++;
+	f->Proc = p;
 	*File = f;
-out:
+	f = NULL;
 	d->Ops->Unlock(d->Ctx);
+out:
+	if (Process)
+		d->Ops->ProcessPut(d->Ctx, Process);
+	if (Mutex)
+		d->Ops->MutexDestroy(d->Ctx, Mutex);
+	if (NewU)
+		d->Ops->Free(d->Ctx, NewU);
+	if (NewP)
+		d->Ops->Free(d->Ctx, NewP);
+	if (f)
+		d->Ops->Free(d->Ctx, f);
 	return s;
 }
 
-/* Take the file's ring and notify word down (lock held). */
-static void ReleaseEvents(KPW_DEVICE *d, KPW_FILE *f)
+/* Whether the calling thread belongs to p's process. */
+static bool InProcess(KPW_DEVICE *d, KPW_PROC *p)
 {
-	void *Mdl, *Section, *Ring;
-	uint64_t UserVa;
+	void *Cur = d->Ops->ProcessGet(d->Ctx);
+	bool Same = Cur == p->Process;
 
-	/* Out of KpwPostEvent's reach first, then released. */
-	d->Ops->EvLock(d->Ctx);
-	Mdl = f->Notify ? f->NotifyMdl : NULL;
-	Section = f->Section;
-	Ring = f->Ring;
-	UserVa = f->RingUserVa;
-	f->Notify = NULL;
-	f->NotifyMdl = NULL;
-	f->Section = NULL;
-	f->Ring = NULL;
-	f->RingUserVa = 0;
-	d->Ops->EvUnlock(d->Ctx);
-	if (Mdl)
-		d->Ops->UnlockUser(d->Ctx, Mdl);
-	if (UserVa)
-		d->Ops->SectionUnmapUser(d->Ctx, UserVa);
-	if (Section)
-		d->Ops->SectionDestroy(d->Ctx, Section, Ring);
+	if (Cur)
+		d->Ops->ProcessPut(d->Ctx, Cur);
+	return Same;
+}
+
+/*
+ * Unsecure a list of p's ranges (p's mutex held), in p's address space:
+ * attached when the caller runs in another one.  Process objects are
+ * compared, never ids: an id follows the thread, not the address space.
+ */
+static void UnsecureList(KPW_DEVICE *d, KPW_PROC *p, KPW_RANGE *List)
+{
+	KPW_ATTACH_STATE State;
+	bool Attached = false;
+	KPW_RANGE *r;
+
+	if (!List)
+		return;
+	if (!InProcess(d, p)) {
+		d->Ops->Attach(d->Ctx, p->Process, &State);
+		Attached = true;
+	}
+	while (List) {
+		r = List;
+		List = r->Next;
+		d->Ops->Unsecure(d->Ctx, r->Handle);
+		d->Ops->Free(d->Ctx, r);
+	}
+	if (Attached)
+		d->Ops->Detach(d->Ctx, &State);
+}
+
+/* Release everything p secured (p's mutex held, p not exited). */
+static void ReleaseOwner(KPW_DEVICE *d, KPW_PROC *p)
+{
+	KPW_RANGE *List;
+
+	kp_core_release_owner(d->Core, OwnerOf(p));
+	List = p->Deferred;
+	p->Deferred = NULL;
+	UnsecureList(d, p, List);
 }
 
 void KpwCleanup(KPW_DEVICE *d, KPW_FILE *f)
 {
-	unsigned char State[64];
-	bool Attached = false;
+	KPW_PROC *p;
+	bool Last;
 
 	if (!f)
 		return;
+	p = f->Proc;
 	d->Ops->Lock(d->Ctx);
 	if (f->CleanedUp) {
 		d->Ops->Unlock(d->Ctx);
 		return;
 	}
 	f->CleanedUp = true;
-	/*
-	 * The ranges and the view live in the opener's address space: the
-	 * last handle may be closed by another process it was duplicated to.
-	 */
-	if (d->Ops->CurrentProcessId(d->Ctx) != f->ProcessId) {
-		d->Ops->Attach(d->Ctx, f->Process, State);
-		Attached = true;
-	}
-	kp_core_release_owner(d->Core, f->Owner);
-	ReleaseEvents(d, f);
-	if (Attached)
-		d->Ops->Detach(d->Ctx, State);
+	p->Files--;
+	p->User->Files--;
+	d->Files--;
+	Last = !p->Files && !p->Exited;
 	d->Ops->Unlock(d->Ctx);
+	if (!Last)
+		return;
+	/*
+	 * The process's last handle: its ranges go, in its context.  This may
+	 * be another process closing a duplicated handle; the process's exit
+	 * waits on the mutex, so its address space is there while attached.
+	 */
+	d->Ops->MutexAcquire(d->Ctx, p->Mutex);
+	d->Ops->Lock(d->Ctx);
+	Last = !p->Files && !p->Exited; /* a new handle of the process keeps them */
+	d->Ops->Unlock(d->Ctx);
+	if (Last)
+		ReleaseOwner(d, p);
+	d->Ops->MutexRelease(d->Ctx, p->Mutex);
 }
 
 void KpwClose(KPW_DEVICE *d, KPW_FILE *f)
 {
-	KPW_FILE **pp;
-
 	if (!f)
 		return;
 	KpwCleanup(d, f); /* never skipped, whatever the I/O manager did */
-	d->Ops->Lock(d->Ctx);
-	for (pp = &d->Files; *pp && *pp != f; pp = &(*pp)->Next)
-		;
-	if (*pp) {
-		*pp = f->Next;
-		d->NFiles--;
-	}
-	d->Ops->Unlock(d->Ctx);
-	d->Ops->ProcessPut(d->Ctx, f->Process);
+	ProcPut(d, f->Proc);
 	d->Ops->Free(d->Ctx, f);
 }
 
-/* Check a driver request's header: the size of its structure, our version, its code. */
-static bool HeaderOk(const void *In, uint32_t InLen, uint32_t Size, uint16_t Code)
+void KpwProcessExit(KPW_DEVICE *d, void *Process)
 {
-	struct kp_req_hdr h;
+	KPW_PROC *p;
 
-	if (InLen != Size)
-		return false;
-	memcpy(&h, In, sizeof(h));
-	return h.size == Size && h.version == KP_PROTO_VERSION && h.code == Code;
+	d->Ops->Lock(d->Ctx);
+	p = FindProc(d, Process);
+	if (p)
+		p->Refs++;
+	d->Ops->Unlock(d->Ctx);
+	if (!p)
+		return;
+	/*
+	 * Its handles may live on in other processes (inherited, duplicated)
+	 * and never be cleaned up before its address space goes: release
+	 * now, in its context, and let nothing attach to it again.
+	 */
+	d->Ops->MutexAcquire(d->Ctx, p->Mutex);
+	ReleaseOwner(d, p);
+	d->Ops->Lock(d->Ctx);
+	p->Exited = true;
+	d->Ops->Unlock(d->Ctx);
+	d->Ops->MutexRelease(d->Ctx, p->Mutex);
+	ProcPut(d, p);
 }
 
 static void Answer(struct kp_rsp_hdr *h, uint32_t Size, uint16_t Code, uint32_t Status)
@@ -259,183 +456,136 @@ static void Answer(struct kp_rsp_hdr *h, uint32_t Size, uint16_t Code, uint32_t 
 	};
 }
 
-static KPW_STATUS MapRing(KPW_DEVICE *d, KPW_FILE *f, const void *In, uint32_t InLen, void *Out,
-			  uint32_t OutCap, uint32_t *Info)
+/*
+ * A KP_SECURE the core will accept gets its range secured now, under p's
+ * mutex only; PfSecure hands it to the core.  The checks are the core's,
+ * on the same copy of the request the core then reads.
+ */
+static void PreSecure(KPW_DEVICE *d, KPW_PROC *p, const void *Req, uint32_t Len)
 {
-	struct kpw_map_req Req;
-	struct kpw_map_rsp Rsp;
-	struct kpw_ring *Ring;
-	void *Section;
-	uint64_t UserVa;
-	uint32_t Size = (uint32_t)sizeof(struct kpw_ring) +
-			d->Limits.RingEntries * (uint32_t)sizeof(struct kp_event);
+	const struct kp_core_limits *l = &d->Limits.Core;
+	struct kp_secure_req r;
+	KPW_RANGE *R;
+	void *Handle = NULL;
+	uint32_t Over = KP_OK;
 	KPW_STATUS s;
 
-	if (OutCap < sizeof(Rsp))
-		return KPW_BUFFER_TOO_SMALL;
-	if (!HeaderOk(In, InLen, sizeof(Req), KPW_MAP_RING))
-		return KPW_INVALID_PARAMETER;
-	memcpy(&Req, In, sizeof(Req));
-	if (Req.flags || Req.reserved)
-		return KPW_INVALID_PARAMETER;
-	if (f->Section)
-		return KPW_ALREADY_REGISTERED;
-	s = d->Ops->SectionCreate(d->Ctx, Size, &Section, (void **)&Ring);
-	if (KPW_FAILED(s))
-		return s;
-	/* Written through the driver's own mapping, which the process cannot take away. */
-	memset(Ring, 0, Size);
-	Ring->magic = KPW_RING_MAGIC;
-	Ring->version = KPW_RING_VERSION;
-	Ring->entries = d->Limits.RingEntries;
-	Ring->head = Ring->tail = 1;
-	s = d->Ops->SectionMapUser(d->Ctx, Section, Size, &UserVa);
-	if (KPW_FAILED(s)) {
-		d->Ops->SectionDestroy(d->Ctx, Section, Ring);
-		return s;
+	if (Len != sizeof(r))
+		return;
+	memcpy(&r, Req, sizeof(r));
+	if (r.hdr.size != sizeof(r) || r.hdr.version != KP_PROTO_VERSION || r.hdr.code != KP_SECURE)
+		return;
+	if (!r.len || r.addr + r.len < r.addr || r.addr + r.len > l->user_addr_max ||
+	    ((r.addr | r.len) & (l->page_size - 1)) || !r.access ||
+	    (r.access & ~(uint32_t)(KP_ACCESS_READ | KP_ACCESS_WRITE)) || r.flags)
+		return;
+	/* Over its quota, a process makes no memory-manager call at all. */
+	d->Ops->Lock(d->Ctx);
+	if (p->Ranges >= l->max_ranges_per_owner || p->User->Ranges >= d->Limits.MaxRangesPerUser)
+		Over = KP_E_QUOTA_RANGES;
+	else if (r.len > l->max_bytes_per_owner - p->Bytes ||
+		 r.len > d->Limits.MaxBytesPerUser - p->User->Bytes)
+		Over = KP_E_QUOTA_BYTES;
+	d->Ops->Unlock(d->Ctx);
+	if (Over) {
+		p->PendingStatus = Over;
+		return;
 	}
-	d->Ops->EvLock(d->Ctx);
-	f->Section = Section;
-	f->Ring = Ring;
-	f->RingUserVa = UserVa;
-	f->RingSize = Size;
-	d->Ops->EvUnlock(d->Ctx);
-	memset(&Rsp, 0, sizeof(Rsp));
-	Answer(&Rsp.hdr, sizeof(Rsp), KPW_MAP_RING, KP_OK);
-	Rsp.user_va = f->RingUserVa;
-	Rsp.size = Size;
-	Rsp.entries = d->Limits.RingEntries;
-	memcpy(Out, &Rsp, sizeof(Rsp));
-	*Info = sizeof(Rsp);
-	return KPW_SUCCESS;
-}
-
-static KPW_STATUS SetNotify(KPW_DEVICE *d, KPW_FILE *f, const void *In, uint32_t InLen, void *Out,
-			    uint32_t OutCap, uint32_t *Info)
-{
-	struct kpw_notify_req Req;
-	struct kp_rsp_hdr Rsp;
-	void *Mdl = NULL, *Va = NULL;
-	KPW_STATUS s;
-
-	if (OutCap < sizeof(Rsp))
-		return KPW_BUFFER_TOO_SMALL;
-	if (!HeaderOk(In, InLen, sizeof(Req), KPW_SET_NOTIFY))
-		return KPW_INVALID_PARAMETER;
-	memcpy(&Req, In, sizeof(Req));
-	if (!Req.addr || Req.addr % 8 || Req.addr > d->Limits.Core.user_addr_max - 8)
-		return KPW_INVALID_USER_BUFFER;
-	if (f->Notify)
-		return KPW_ALREADY_REGISTERED;
-	s = d->Ops->LockUser(d->Ctx, Req.addr, 8, true, &Mdl, &Va);
-	if (KPW_FAILED(s))
-		return s;
-	d->Ops->EvLock(d->Ctx);
-	f->NotifyMdl = Mdl;
-	f->Notify = Va;
-	d->Ops->EvUnlock(d->Ctx);
-	Answer(&Rsp, sizeof(Rsp), KPW_SET_NOTIFY, KP_OK);
-	memcpy(Out, &Rsp, sizeof(Rsp));
-	*Info = sizeof(Rsp);
-	return KPW_SUCCESS;
+	R = d->Ops->Alloc(d->Ctx, sizeof(*R));
+	if (!R) {
+		p->PendingStatus = KP_E_NO_MEMORY;
+		return;
+	}
+	s = d->Ops->Secure(d->Ctx, r.addr, r.len, (r.access & KP_ACCESS_WRITE) != 0, &Handle);
+	if (KPW_FAILED(s) || !Handle) {
+		/* Raised, or returned NULL: not valid memory of that protection. */
+		d->Ops->Free(d->Ctx, R);
+		p->PendingStatus = s == KPW_INSUFFICIENT_RESOURCES ? KP_E_NO_MEMORY : KP_E_FAULT;
+		return;
+	}
+	R->Proc = p;
+	R->Handle = Handle;
+	R->Addr = r.addr;
+	R->Len = r.len;
+	p->Pending = R;
 }
 
 KPW_STATUS KpwDeviceControl(KPW_DEVICE *d, KPW_FILE *f, uint32_t Code, const void *In,
 			    uint32_t InLen, void *Out, uint32_t OutCap, uint32_t *Info)
 {
-	KPW_STATUS s;
+	union {
+		struct kp_req_hdr Hdr;
+		unsigned char Bytes[64];
+	} Req;
+	const void *Src = In;
+	KPW_RANGE *List;
+	KPW_PROC *p;
+	KPW_STATUS s = KPW_SUCCESS;
+	bool Dead;
 	size_t n = 0;
+	uint32_t St;
 
 	*Info = 0;
 	if (!f)
 		return KPW_INVALID_HANDLE;
+	/* Buffered only: the other methods hand the driver user addresses. */
+	if (KPW_CTL_METHOD(Code) != 0)
+		return KPW_NOT_SUPPORTED;
+	if (Code != KPW_IOCTL_REQUEST)
+		return KPW_INVALID_DEVICE_REQUEST;
 	if (!In || !Out || InLen < sizeof(struct kp_req_hdr))
 		return KPW_INVALID_PARAMETER;
+	p = f->Proc;
+	/* Ranges belong to the opener's address space, and only there. */
+	if (!InProcess(d, p))
+		return KPW_ACCESS_DENIED;
+	/* One copy, which the checks here and the core's both read. */
+	if (InLen <= sizeof(Req)) {
+		memcpy(Req.Bytes, In, InLen);
+		Src = Req.Bytes;
+	}
+
+	d->Ops->MutexAcquire(d->Ctx, p->Mutex);
 	d->Ops->Lock(d->Ctx);
-	if (f->CleanedUp) {
+	Dead = f->CleanedUp || p->Exited;
+	d->Ops->Unlock(d->Ctx);
+	if (Dead) {
 		s = KPW_INVALID_HANDLE;
 		goto out;
 	}
-	/* Ranges and views belong to the opener's address space, and only there. */
-	if (d->Ops->CurrentProcessId(d->Ctx) != f->ProcessId) {
-		s = KPW_ACCESS_DENIED;
-		goto out;
+	if (Src != In)
+		PreSecure(d, p, Src, InLen);
+	/*
+	 * The core validates the contract's request and answers it; a status
+	 * of the contract is a completed request, not an error.  A request
+	 * refused before it had a response (its header) still gets one: a
+	 * bare header with the status.
+	 */
+	St = kp_core_dispatch(d->Core, OwnerOf(p), Src, InLen, Out, OutCap, &n);
+	/* A range the core did not take, and those it released, go now. */
+	if (p->Pending) {
+		p->Pending->Next = p->Deferred;
+		p->Deferred = p->Pending;
 	}
-	switch (Code) {
-	case KPW_IOCTL_REQUEST: {
-		/*
-		 * The core validates the contract's request and answers it; a
-		 * status of the contract is a completed request, not an error.
-		 * A request refused before it had a response (its header) still
-		 * gets one: a bare header with the status.
-		 */
-		uint32_t St = kp_core_dispatch(d->Core, f->Owner, In, InLen, Out, OutCap, &n);
-		if (!n) {
-			struct kp_req_hdr h;
-			if (OutCap < sizeof(struct kp_rsp_hdr)) {
-				s = KPW_BUFFER_TOO_SMALL;
-				break;
-			}
-			memcpy(&h, In, sizeof(h));
-			Answer(Out, sizeof(struct kp_rsp_hdr), h.code, St);
-			n = sizeof(struct kp_rsp_hdr);
+	p->Pending = NULL;
+	p->PendingStatus = KP_OK;
+	List = p->Deferred;
+	p->Deferred = NULL;
+	UnsecureList(d, p, List);
+	if (!n) {
+		struct kp_req_hdr h;
+		if (OutCap < sizeof(struct kp_rsp_hdr)) {
+			s = KPW_BUFFER_TOO_SMALL;
+			goto out;
 		}
-		*Info = (uint32_t)n;
-		s = KPW_SUCCESS;
-		break;
+		memcpy(&h, Src, sizeof(h));
+		Answer(Out, sizeof(struct kp_rsp_hdr), h.code, St);
+		n = sizeof(struct kp_rsp_hdr);
 	}
-	case KPW_IOCTL_MAP_RING:
-		s = MapRing(d, f, In, InLen, Out, OutCap, Info);
-		break;
-	case KPW_IOCTL_SET_NOTIFY:
-		s = SetNotify(d, f, In, InLen, Out, OutCap, Info);
-		break;
-	default:
-		s = KPW_INVALID_DEVICE_REQUEST;
-	}
+	*Info = (uint32_t)n;
 out:
-	d->Ops->Unlock(d->Ctx);
+	d->Ops->MutexRelease(d->Ctx, p->Mutex);
 	return s;
-}
-
-/* Write one event at head (ev lock held). */
-static void RingPut(KPW_FILE *f, uint32_t Kind, uint64_t Addr, uint64_t Len)
-{
-	struct kpw_ring *r = f->Ring;
-	uint64_t Head = r->head;
-
-	r->ev[Head & (r->entries - 1)] =
-	    (struct kp_event){ .seq = Head, .addr = Addr, .len = Len, .kind = Kind };
-	__atomic_store_n(&r->head, Head + 1, __ATOMIC_RELEASE);
-}
-
-void KpwPostEvent(KPW_DEVICE *d, KPW_FILE *f, uint32_t Kind, uint64_t Addr, uint64_t Len)
-{
-	uint64_t Tail, Head;
-
-	/* The core's own ring (KP_EVENTS readers) takes the event lock itself. */
-	kp_core_post_event(d->Core, f->Owner, Kind, Addr, Len);
-	d->Ops->EvLock(d->Ctx);
-	if (f->Ring) {
-		Head = f->Ring->head;
-		/* The provider writes tail: believe it only within what was written. */
-		if (KPW_FAILED(d->Ops->ReadUser64(d->Ctx, &f->Ring->tail, &Tail)) || Tail > Head ||
-		    Head - Tail > f->Ring->entries)
-			Tail = Head - f->Ring->entries; /* treat as full */
-		if (Head - Tail >= f->Ring->entries - 1) {
-			/* Full: one LOST entry says that everything may have changed. */
-			if (!f->Lost && Head - Tail < f->Ring->entries) {
-				RingPut(f, KP_EVENT_LOST, 0, 0);
-				f->Lost = true;
-			}
-		} else {
-			f->Lost = false;
-			RingPut(f, Kind, Addr, Len);
-		}
-		if (f->Notify)
-			__atomic_store_n(f->Notify, f->Ring->head, __ATOMIC_RELEASE);
-	}
-	d->Ops->EvUnlock(d->Ctx);
 }
 
 void KpwCounts(KPW_DEVICE *d, KPW_COUNTS *c)
@@ -444,12 +594,12 @@ void KpwCounts(KPW_DEVICE *d, KPW_COUNTS *c)
 
 	memset(c, 0, sizeof(*c));
 	d->Ops->Lock(d->Ctx);
-	for (KPW_FILE *f = d->Files; f; f = f->Next) {
-		c->Files++;
-		c->Mapped += f->RingUserVa != 0;
-		c->Locked += f->Notify != NULL;
-	}
-	kp_core_counts(d->Core, &cc);
-	c->Secured = cc.ranges;
+	c->Files = d->Files;
+	for (KPW_PROC *p = d->Procs; p; p = p->Next)
+		c->Processes++;
+	for (KPW_USER *u = d->Users; u; u = u->Next)
+		c->Users++;
 	d->Ops->Unlock(d->Ctx);
+	kp_core_counts(d->Core, &cc); /* takes the device lock itself */
+	c->Secured = cc.ranges;
 }

@@ -10,6 +10,11 @@
  * the Winsock parameters, which is how the switch finds SAN providers.
  * Both steps are idempotent; uninstall undoes both.  Needs administrator
  * rights on Windows.
+ *
+ * The catalog names the DLL every process that opens a socket will load:
+ * it must not be a file a user can replace.  Installing copies the DLL into
+ * the system directory (writable by administrators only) and registers
+ * that copy, never the path it was found at; uninstall deletes the copy.
  */
 /* winsock2.h must come before windows.h. */
 #include <winsock2.h>
@@ -41,10 +46,11 @@ static void Usage(FILE *f)
 		 L"       sanprov-install [--dry-run] uninstall\n"
 		 L"       sanprov-install status\n"
 		 L"\n"
-		 L"  install    register DLL (default: sanprov.dll beside this program) as the\n"
-		 L"             SAN provider for TCP/IP, hidden, and list it under\n"
+		 L"  install    copy DLL (default: sanprov.dll beside this program) to the\n"
+		 L"             system directory, register that copy as the SAN provider\n"
+		 L"             for TCP/IP, hidden, and list it under\n"
 		 L"             HKLM\\%ls\\%ls\n"
-		 L"  uninstall  take it out of the catalog and of that list\n"
+		 L"  uninstall  take it out of the catalog and of that list, delete the copy\n"
 		 L"  status     say whether it is in the catalog and in the list\n"
 		 L"  --dry-run  say what would change, change nothing\n"
 		 L"\n"
@@ -162,17 +168,50 @@ static BOOL DllPath(const WCHAR *Given, WCHAR *Path, DWORD Size)
 	return TRUE;
 }
 
+/* Where the registered copy lives: the system directory's sanprov.dll. */
+static BOOL SystemCopyPath(WCHAR *Path, DWORD Size)
+{
+	UINT n = GetSystemDirectoryW(Path, Size);
+
+	if (!n || n + 13 >= Size)
+		return FALSE;
+	wcscpy(Path + n, L"\\sanprov.dll");
+	return TRUE;
+}
+
+/* Copy the DLL at From to the system directory (replacing an older copy). */
+static BOOL CopyToSystem(const WCHAR *From, const WCHAR *To)
+{
+	if (!_wcsicmp(From, To))
+		return TRUE; /* installed from the system directory itself */
+	if (DryRun) {
+		wprintf(L"copy: would copy %ls to %ls\n", From, To);
+		return TRUE;
+	}
+	if (!CopyFileW(From, To, FALSE)) {
+		fwprintf(stderr, L"sanprov-install: cannot copy %ls to %ls (error %lu)\n", From, To,
+			 (unsigned long)GetLastError());
+		return FALSE;
+	}
+	wprintf(L"copy: %ls\n", To);
+	return TRUE;
+}
+
 static int Install(const WCHAR *Given)
 {
-	WCHAR Path[MAX_PATH];
+	WCHAR Source[MAX_PATH], Path[MAX_PATH];
 	BYTE List[4096];
 	DWORD Length = sizeof(List);
 	WSAPROTOCOL_INFOW Entry, *Info;
 	int Count, Error = 0;
 	BOOL Found = FALSE;
 
-	if (!DllPath(Given, Path, MAX_PATH))
+	if (!DllPath(Given, Source, MAX_PATH))
 		return 1;
+	if (!SystemCopyPath(Path, MAX_PATH)) {
+		fwprintf(stderr, L"sanprov-install: no system directory\n");
+		return 1;
+	}
 	Info = EnumCatalog(&Count);
 	for (int i = 0; Info && i < Count && !Found; i++) {
 		if (Info[i].iAddressFamily == AF_INET && Info[i].iSocketType == SOCK_STREAM &&
@@ -196,6 +235,9 @@ static int Install(const WCHAR *Given)
 	wcsncpy(Entry.szProtocol, ProtocolName, WSAPROTOCOL_LEN);
 	Entry.szProtocol[WSAPROTOCOL_LEN] = 0;
 
+	/* The copy first: a catalog entry must never name a missing file. */
+	if (!CopyToSystem(Source, Path))
+		return 1;
 	if (InCatalog()) {
 		wprintf(L"catalog: already installed\n");
 	} else if (DryRun) {
@@ -236,6 +278,7 @@ static int Install(const WCHAR *Given)
 
 static int Uninstall(void)
 {
+	WCHAR Path[MAX_PATH];
 	BYTE List[4096];
 	DWORD Length = sizeof(List);
 	int Index, Error = 0;
@@ -249,6 +292,18 @@ static int Uninstall(void)
 		return 1;
 	} else {
 		wprintf(L"catalog: removed\n");
+	}
+	/* The copy after the entry: nothing names it any more. */
+	if (SystemCopyPath(Path, MAX_PATH) && GetFileAttributesW(Path) != INVALID_FILE_ATTRIBUTES) {
+		if (DryRun) {
+			wprintf(L"copy: would delete %ls\n", Path);
+		} else if (!DeleteFileW(Path)) {
+			fwprintf(stderr, L"sanprov-install: cannot delete %ls (error %lu)\n", Path,
+				 (unsigned long)GetLastError());
+			return 1;
+		} else {
+			wprintf(L"copy: deleted %ls\n", Path);
+		}
 	}
 	if (!ReadSanList(List, &Length))
 		return 1;

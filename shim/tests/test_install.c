@@ -118,6 +118,18 @@ static BOOL InCatalog(void)
 	return FALSE;
 }
 
+/* The system directory's sanprov.dll, and its size (-1: absent). */
+static char SystemCopy[MAX_PATH];
+
+static LONGLONG FileSize(const char *Path)
+{
+	WIN32_FILE_ATTRIBUTE_DATA a;
+
+	if (!GetFileAttributesExA(Path, GetFileExInfoStandard, &a))
+		return -1;
+	return (LONGLONG)a.nFileSizeHigh << 32 | a.nFileSizeLow;
+}
+
 static BOOL UnderWine(void)
 {
 	HMODULE Ntdll = GetModuleHandleW(L"ntdll.dll");
@@ -139,7 +151,14 @@ int main(int argc, char **argv)
 	if (!GetModuleFileNameW(NULL, SomeFile, MAX_PATH))
 		return 1;
 	WSAStartup(MAKEWORD(2, 2), &Data);
-	tap_plan(13);
+	UINT n = GetSystemDirectoryA(SystemCopy, MAX_PATH);
+	if (!n || n + 13 >= MAX_PATH)
+		return 1;
+	strcpy(SystemCopy + n, "\\sanprov.dll");
+	char Self[MAX_PATH];
+	if (!GetModuleFileNameA(NULL, Self, MAX_PATH))
+		return 1;
+	tap_plan(17);
 	/* A clean start: nothing of an earlier run. */
 	Run(L"uninstall");
 
@@ -153,11 +172,34 @@ int main(int argc, char **argv)
 	   "missing DLL: exit 1, says so");
 
 	swprintf(Args, sizeof(Args) / sizeof(Args[0]), L"--dry-run install \"%ls\"", SomeFile);
-	Ok(Run(Args) == 0 && strstr(Output, "would add") && Listed() == 0,
+	Ok(Run(Args) == 0 && strstr(Output, "would add") && Listed() == 0 &&
+	       FileSize(SystemCopy) < 0,
 	   "--dry-run install: says what it would do, changes nothing");
 
 	swprintf(Args, sizeof(Args) / sizeof(Args[0]), L"install \"%ls\"", SomeFile);
 	Ok(Run(Args) == 0 && Listed() == 1, "install: listed under TCP on SAN");
+	/* What the catalog names is the system directory's copy, never the file given. */
+	Ok(FileSize(SystemCopy) >= 0 && FileSize(SystemCopy) == FileSize(Self),
+	   "install: the DLL copied to the system directory");
+	Ok(strstr(Output, "catalog: installed") && strstr(Output, SystemCopy) &&
+	       !strstr(strstr(Output, "catalog: installed"), "test_install"),
+	   "install: the copy is what it registers");
+	{
+		WCHAR Registered[MAX_PATH], Expanded[MAX_PATH], Want[MAX_PATH];
+		int Len = MAX_PATH, Error = 0;
+
+		swprintf(Want, MAX_PATH, L"%hs", SystemCopy);
+		if (InCatalog() &&
+		    WSCGetProviderPath((GUID *)&ProviderGuid, Registered, &Len, &Error) == 0 &&
+		    ExpandEnvironmentStringsW(Registered, Expanded, MAX_PATH))
+			Ok(!_wcsicmp(Expanded, Want),
+			   "install: the catalog's path is the system directory's");
+		else if (UnderWine())
+			tap_skip("install: the catalog's path is the system directory's",
+				 "Wine's WSCInstallProvider is a stub: nothing was installed");
+		else
+			Ok(FALSE, "install: the catalog's path is the system directory's");
+	}
 	if (InCatalog())
 		Ok(TRUE, "install: in the Winsock catalog");
 	else if (UnderWine())
@@ -170,6 +212,7 @@ int main(int argc, char **argv)
 	   "install again: idempotent, listed once");
 	Ok(Run(L"status") == 0 && strstr(Output, "TCP on SAN: listed"), "status: listed");
 	Ok(Run(L"uninstall") == 0 && Listed() == 0, "uninstall: no longer listed");
+	Ok(FileSize(SystemCopy) < 0, "uninstall: the system directory's copy is gone");
 	Ok(Run(L"status") == 0 && strstr(Output, "TCP on SAN: not listed"),
 	   "status after uninstall: not listed");
 	WSACleanup();

@@ -32,6 +32,7 @@ void *sp_register_memory(sp_socket s, void *buf, uint32_t len, uint32_t flags, i
 {
 	struct sp_sock *so = sp_sock_get(s, err);
 	struct sp_memh *h;
+	uintptr_t fault;
 	int ret;
 
 	if (!so)
@@ -71,6 +72,15 @@ void *sp_register_memory(sp_socket s, void *buf, uint32_t len, uint32_t flags, i
 		/* EFAULT: not all valid memory; ENOBUFS: a limit; others: the NIC. */
 		ret = ret == EINVAL ? SP_WSAEFAULT : sp_wsa_error(ret);
 		goto err_free;
+	}
+	/*
+	 * A cache hit does not see a protection changed since its region was
+	 * made (no event reports mprotect): every page must still allow what
+	 * the flags ask.
+	 */
+	if (vb_mem_probe(buf, len, flags & SP_MEM_WRITE, &fault)) {
+		ret = SP_WSAEFAULT;
+		goto err_put;
 	}
 	h->lkey = sp_watched_mr(h->region)->lkey;
 	if (sp_htab_add(&sp_prov.mem, h, &h->handle)) {

@@ -669,6 +669,15 @@ Test(spi_faults, a_source_made_prot_none_fails_the_write_not_the_process, .init 
 	cr_assert_eq(mprotect(src + 4096, 4096, PROT_NONE), 0);
 	cr_assert_null(sw.register_memory(c, src + 4096, 4096, SP_MEM_READ, &err));
 	cr_assert_eq(err, SP_WSAEFAULT, "register PROT_NONE: %d", err);
+	/* And when it was cached before (no event tells the cache of a protection change). */
+	cr_assert_eq(mprotect(src + 4096, 4096, PROT_READ | PROT_WRITE), 0);
+	void *hc = sw.register_memory(c, src + 4096, 4096, SP_MEM_READ, &err);
+	cr_assert_not_null(hc);
+	cr_assert_eq(sw.deregister_memory(c, hc, &err), 0);
+	cr_assert_eq(mprotect(src + 4096, 4096, PROT_NONE), 0);
+	cr_assert_null(sw.register_memory(c, src + 4096, 4096, SP_MEM_READ, &err),
+		       "a cached range made PROT_NONE was registered");
+	cr_assert_eq(err, SP_WSAEFAULT, "register cached PROT_NONE: %d", err);
 	/* A NIC that pinned the pages may still read them; softnic must fail, not crash. */
 	if (!tdev_is_softnic()) {
 		cr_assert_eq(sw.p.close_socket(l, &err), 0);

@@ -19,6 +19,7 @@
 #ifndef SANPROV_VB_H
 #define SANPROV_VB_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -346,6 +347,17 @@ const char *vb_wr_opcode_str(enum vb_wr_opcode opcode);
  * passes.  *count is the number returned (0 only with ETIMEDOUT).
  */
 int vb_cq_wait(struct vb_cq *cq, int max, struct vb_wc *wc, int *count, int timeout_ms);
+
+/*
+ * Process memory touched without a signal: a copy, and a probe of one byte
+ * of every page of [addr, addr + len) for reading (and, with write, an
+ * atomic add of zero).  0, or EFAULT with the faulting address in *fault
+ * where the CPU would have raised SIGSEGV or SIGBUS (made PROT_NONE or
+ * unmapped after a check, a truncated file), as a NIC completes with an
+ * error.  Any other fault goes to the handler that was there before.
+ */
+int vb_mem_copy(void *dst, const void *src, size_t len, uintptr_t *fault);
+int vb_mem_probe(const void *addr, size_t len, bool write, uintptr_t *fault);
 
 /*
  * Wait up to timeout_ms (< 0: forever) for a connect request on lst: 0 when

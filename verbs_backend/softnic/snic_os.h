@@ -116,14 +116,6 @@ int snic_os_peer_map_segment(const struct snic_peer *peer, int32_t remote, uint6
 			     size_t *len);
 void snic_os_unmap(void *base, size_t len);
 
-/*
- * memcpy that survives a fault: 0, or EFAULT with the faulting address in
- * *fault when either side is not accessible (made PROT_NONE or unmapped
- * after it was registered, a truncated file), as a NIC completes with an
- * error where a CPU gets a signal.
- */
-int snic_os_copy(void *dst, const void *src, size_t len, uintptr_t *fault);
-
 /* Does [addr, addr + len) hold memory a NIC could pin (writable if write)? 0 or EFAULT. */
 int snic_os_check_memory(void *addr, size_t length, bool write);
 

@@ -101,12 +101,12 @@ static enum vb_wc_status cma(struct snic_peer *peer, enum snic_xfer_dir dir,
  */
 static int copy_last_byte_last(char *dst, const char *src, uint64_t len, uintptr_t *fault)
 {
-	int ret = snic_os_copy(dst, src, len - 1, fault);
+	int ret = vb_mem_copy(dst, src, len - 1, fault);
 
 	if (ret)
 		return ret;
 	atomic_thread_fence(memory_order_release);
-	return snic_os_copy(dst + len - 1, src + len - 1, 1, fault);
+	return vb_mem_copy(dst + len - 1, src + len - 1, 1, fault);
 }
 
 /* A faulting copy: the local buffer's fault is ours, any other the peer's. */
@@ -159,9 +159,9 @@ enum vb_wc_status snic_xfer(struct snic_peer *peer, enum snic_xfer_dir dir,
 				int ret;
 
 				if (dir == SNIC_XFER_FROM_PEER)
-					ret = snic_os_copy(lp, rp, chunk, &fault);
+					ret = vb_mem_copy(lp, rp, chunk, &fault);
 				else if (ri + 1 < nremote || roff + chunk < remote[ri].len)
-					ret = snic_os_copy(rp, lp, chunk, &fault);
+					ret = vb_mem_copy(rp, lp, chunk, &fault);
 				else
 					ret = copy_last_byte_last(rp, lp, chunk, &fault);
 				if (ret)

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /* Windows: a CQ's or a listener's waitable object is a HANDLE. */
 #include <errno.h>
+#include <string.h>
 
 #include "../vb_internal.h"
 
@@ -14,4 +15,32 @@ int vb_os_wait(vb_waitable h, int timeout_ms)
 	default:
 		return -EIO;
 	}
+}
+
+int vb_mem_copy(void *dst, const void *src, size_t len, uintptr_t *fault)
+{
+	/* Not guarded yet here: a fault is still an exception. */
+	(void)fault;
+	memcpy(dst, src, len);
+	return 0;
+}
+
+int vb_mem_probe(const void *addr, size_t len, bool write, uintptr_t *fault)
+{
+	const DWORD writable =
+	    PAGE_READWRITE | PAGE_WRITECOPY | PAGE_EXECUTE_READWRITE | PAGE_EXECUTE_WRITECOPY;
+	const char *p = addr, *end = p + len;
+	MEMORY_BASIC_INFORMATION m;
+
+	/* One query a region of like pages, no touch. */
+	while (p < end) {
+		if (!VirtualQuery(p, &m, sizeof(m)) || m.State != MEM_COMMIT || !m.Protect ||
+		    m.Protect & (PAGE_NOACCESS | PAGE_GUARD) ||
+		    (write && !(m.Protect & writable))) {
+			*fault = (uintptr_t)p;
+			return EFAULT;
+		}
+		p = (const char *)m.BaseAddress + m.RegionSize;
+	}
+	return 0;
 }

@@ -6,11 +6,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <pthread.h>
-#include <setjmp.h>
-#include <signal.h>
 #include <stdalign.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -482,65 +478,5 @@ int snic_os_conn_peer(snic_handle conn, pid_t *pid, bool *self, snic_handle *pro
 	*pid = cred.pid;
 	*self = cred.pid == getpid();
 	*proc = *self ? -1 : pidfd_open(cred.pid, 0);
-	return 0;
-}
-
-/*
- * Guarded copies.  A fault inside one jumps back to its start: the handler,
- * installed on the first copy, runs the previous SIGSEGV/SIGBUS action for
- * any fault that is not a guarded copy's.  SA_NODEFER leaves the signal
- * unblocked, so the jump needs no saved signal mask (no system call a copy).
- */
-/* volatile: the compiler knows memcpy does not read it, the signal handler does. */
-static _Thread_local sigjmp_buf *volatile copy_env;
-static _Thread_local uintptr_t copy_fault;
-static struct sigaction old_segv, old_bus;
-static pthread_once_t copy_once = PTHREAD_ONCE_INIT;
-
-static void copy_fault_handler(int sig, siginfo_t *si, void *uc)
-{
-	sigjmp_buf *env = copy_env;
-	struct sigaction *old = sig == SIGBUS ? &old_bus : &old_segv;
-
-	if (env) {
-		copy_env = NULL;
-		copy_fault = (uintptr_t)si->si_addr;
-		siglongjmp(*env, 1);
-	}
-	/* Not ours: as if we were not here. */
-	if (old->sa_flags & SA_SIGINFO) {
-		old->sa_sigaction(sig, si, uc);
-	} else if (old->sa_handler == SIG_DFL || old->sa_handler == SIG_IGN) {
-		/* The faulting instruction runs again and takes the default action. */
-		sigaction(sig, old, NULL);
-	} else {
-		old->sa_handler(sig);
-	}
-}
-
-static void copy_install(void)
-{
-	struct sigaction sa = { .sa_sigaction = copy_fault_handler,
-				.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK };
-
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGSEGV, &sa, &old_segv);
-	sigaction(SIGBUS, &sa, &old_bus);
-}
-
-int snic_os_copy(void *dst, const void *src, size_t len, uintptr_t *fault)
-{
-	sigjmp_buf env;
-
-	pthread_once(&copy_once, copy_install);
-	if (sigsetjmp(env, 0)) {
-		*fault = copy_fault;
-		return EFAULT;
-	}
-	copy_env = &env;
-	atomic_signal_fence(memory_order_seq_cst);
-	memcpy(dst, src, len);
-	atomic_signal_fence(memory_order_seq_cst);
-	copy_env = NULL;
 	return 0;
 }

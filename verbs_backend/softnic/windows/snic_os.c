@@ -612,11 +612,3 @@ int snic_os_peer_map_segment(const struct snic_peer *peer, int32_t remote, uint6
 	(void)peer, (void)remote, (void)id, (void)base, (void)len;
 	return ENOSYS;
 }
-
-int snic_os_copy(void *dst, const void *src, size_t len, uintptr_t *fault)
-{
-	/* Peers are in this process only here; a fault is still an exception (not yet guarded). */
-	(void)fault;
-	memcpy(dst, src, len);
-	return 0;
-}

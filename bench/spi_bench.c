@@ -5,7 +5,11 @@
  * go through the backend directly (vb_post_send, vb_poll_cq) and through
  * the provider as the switch calls it (WSPRdmaWrite, then
  * WSPGetOverlappedResult polled, or the completion up-call), between two
- * sockets of this process.  Medians of --runs runs, in microseconds.
+ * sockets of this process.  And the registration of a buffer: the
+ * backend's registration and deregistration (no cache) against
+ * WSPRegisterMemory + WSPDeregisterMemory of a buffer the provider's cache
+ * holds (a hit, with the probe of its pages).  Medians of --runs runs, in
+ * microseconds.
  *
  *   spi_bench [-r RUNS] [-n ITERS]
  */
@@ -23,6 +27,9 @@
 static const uint32_t sizes[] = { 64, 4096, 65536 };
 #define NSIZES (sizeof(sizes) / sizeof(sizes[0]))
 #define MAXLEN 65536
+static const uint32_t reg_sizes[] = { 4096, 65536, 1u << 20 };
+#define NREG (sizeof(reg_sizes) / sizeof(reg_sizes[0]))
+#define REGLEN (1u << 20)
 
 struct raw {
 	struct vb_device *dev;
@@ -200,11 +207,39 @@ fail:
 	return -1;
 }
 
+/* The backend's registration and deregistration of size bytes: microseconds per pair. */
+static double raw_reg_round(struct raw *r, char *buf, uint32_t size, uint32_t n)
+{
+	uint64_t t0 = perf_now_ns();
+
+	for (uint32_t i = 0; i < n; i++) {
+		struct vb_mr *mr = vb_reg_mr(r->pd, buf, size, 0);
+		if (!mr || vb_dereg_mr(mr))
+			return -1;
+	}
+	return (double)(perf_now_ns() - t0) / 1000.0 / n;
+}
+
+/* WSPRegisterMemory + WSPDeregisterMemory of a buffer the cache holds. */
+static double spi_reg_round(struct spi *s, char *buf, uint32_t size, uint32_t n)
+{
+	uint64_t t0 = perf_now_ns();
+	int err;
+
+	for (uint32_t i = 0; i < n; i++) {
+		void *h = s->sw.register_memory(s->c, buf, size, SP_MEM_READ, &err);
+		if (!h || s->sw.deregister_memory(s->c, h, &err))
+			return -1;
+	}
+	return (double)(perf_now_ns() - t0) / 1000.0 / n;
+}
+
 int main(int argc, char **argv)
 {
 	uint32_t n = 20000;
 	int runs = 5, opt;
-	double raw[NSIZES][16], pol[NSIZES][16], up[NSIZES][16];
+	double raw[NSIZES][16], pol[NSIZES][16], up[NSIZES][16], rreg[NREG][16], sreg[NREG][16];
+	char *regbuf = aligned_alloc(4096, REGLEN);
 	struct raw r;
 	struct spi s;
 
@@ -225,6 +260,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "spi_bench: runs 1..16, iterations >= 1\n");
 		return 2;
 	}
+	if (!regbuf)
+		return 1;
+	memset(regbuf, 1, REGLEN);
 	if (raw_open(&r) || spi_open(&s)) {
 		fprintf(stderr, "spi_bench: cannot set up the connections: %s\n", strerror(errno));
 		return 1;
@@ -240,6 +278,15 @@ int main(int argc, char **argv)
 				return 1;
 			}
 		}
+		for (size_t i = 0; i < NREG; i++) {
+			uint32_t m = n / 10 ? n / 10 : 1;
+			rreg[i][k] = raw_reg_round(&r, regbuf, reg_sizes[i], m);
+			sreg[i][k] = spi_reg_round(&s, regbuf, reg_sizes[i], m);
+			if (rreg[i][k] < 0 || sreg[i][k] < 0) {
+				fprintf(stderr, "spi_bench: a registration failed\n");
+				return 1;
+			}
+		}
 	}
 	printf("RDMA write, one at a time, %s: the backend alone vs through the SAN SPI\n"
 	       "(median of %d runs, usec per write; x = SPI / backend)\n",
@@ -251,7 +298,17 @@ int main(int argc, char **argv)
 		       c = perf_median(up[i], runs);
 		printf("%8u %10.2f %14.2f %8.2f %14.2f %8.2f\n", sizes[i], a, b, b / a, c, c / a);
 	}
+	printf("\nRegistering a buffer: the backend's registration + deregistration (no cache)\n"
+	       "vs WSPRegisterMemory + WSPDeregisterMemory of a buffer the cache holds\n"
+	       "(median of %d runs, usec per pair; x = SPI / backend)\n",
+	       runs);
+	printf("%8s %10s %14s %8s\n", "bytes", "backend", "SPI cached", "x");
+	for (size_t i = 0; i < NREG; i++) {
+		double a = perf_median(rreg[i], runs), b = perf_median(sreg[i], runs);
+		printf("%8u %10.2f %14.2f %8.2f\n", reg_sizes[i], a, b, b / a);
+	}
 	spi_close(&s);
 	raw_close(&r);
+	free(regbuf);
 	return 0;
 }

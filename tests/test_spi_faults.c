@@ -120,7 +120,14 @@ static void send_one(sp_socket c, sp_socket a, char *sbuf, char *rbuf, size_t le
 #define MANY 64
 
 /* Each connection has a registration cache; the proxy once served 16 and the 17th hung. */
-Test(spi_faults, sixty_four_connections_each_moving_data, .init = load, .timeout = 120)
+/* A shallow queue: 128 connections fit a CQ of any NIC here (rxe's holds 32,767 entries). */
+static void load_shallow(void)
+{
+	setenv("SANPROV_SPI_QUEUE_DEPTH", "32", 1);
+	load();
+}
+
+Test(spi_faults, sixty_four_connections_each_moving_data, .init = load_shallow, .timeout = 120)
 {
 	static sp_socket c[MANY], a[MANY];
 	struct sockaddr_in sin;

@@ -87,6 +87,17 @@ static int WSPAPI UpComplete(SOCKET s, LPWSAOVERLAPPED Ov, DWORD Error, DWORD By
 	return 0;
 }
 
+/* A second switch's up-calls: never to be used once the first one's are in place. */
+static LONG BadCalls;
+
+static SOCKET WSPAPI BadCreate(DWORD CatalogId, DWORD_PTR Context, LPINT Err)
+{
+	(void)CatalogId, (void)Context;
+	InterlockedIncrement(&BadCalls);
+	*Err = WSAENOBUFS;
+	return INVALID_SOCKET;
+}
+
 /* An absolute Linux path as Wine sees it. */
 static void WinPath(const char *In, WCHAR *Out, size_t Size)
 {
@@ -166,7 +177,7 @@ int main(int argc, char **argv)
 		printf("1..0 # SKIP usage: test_dll.exe PATH-OF-sanprov.dll\n");
 		return 0;
 	}
-	tap_plan(17);
+	tap_plan(20);
 	WinPath(argv[1], Path, MAX_PATH);
 	Dll = LoadLibraryW(Path);
 	tap_result(Dll != NULL, "LoadLibrary sanprov.dll");
@@ -182,6 +193,11 @@ int main(int argc, char **argv)
 	Up.lpWPUCompleteOverlappedRequest = UpComplete;
 	memset(&Info, 0, sizeof(Info));
 	Info.dwCatalogEntryId = 1001;
+	/* A table without an up-call the provider makes: refused, not used later. */
+	WSPUPCALLTABLEEX Partial = Up;
+	Partial.lpWPUCompleteOverlappedRequest = NULL;
+	tap_result(Startup && Startup(MAKEWORD(2, 2), &Data, &Info, &Partial, &Procs) == WSAEFAULT,
+		   "WSPStartupEx without WPUCompleteOverlappedRequest: WSAEFAULT");
 	tap_result(Startup && !Startup(MAKEWORD(2, 2), &Data, &Info, &Up, &Procs) &&
 		       Data.wVersion == MAKEWORD(2, 2) && Procs.lpWSPSocket && Procs.lpWSPIoctl,
 		   "WSPStartupEx 2.2 fills WSPDATA and the proc table");
@@ -202,6 +218,15 @@ int main(int argc, char **argv)
 	GUID Unknown = { 0x12345678, 1, 2, { 3, 4, 5, 6, 7, 8, 9, 10 } };
 	tap_result(!Extension(Unknown, &Err) && Err == WSAEOPNOTSUPP,
 		   "an unknown GUID: WSAEOPNOTSUPP");
+	/* A refused startup (version 1.1) leaves the first switch's up-calls in place. */
+	WSPUPCALLTABLEEX Other = Up;
+	WSPPROC_TABLE OtherProcs;
+	Other.lpWPUCreateSocketHandle = BadCreate;
+	int Refused = Startup(MAKEWORD(1, 1), &Data, &Info, &Other, &OtherProcs);
+	SOCKET Probe = Procs.lpWSPSocket(AF_INET, SOCK_STREAM, IPPROTO_TCP, &Info, 0, 0, &Err);
+	tap_result(Refused == WSAVERNOTSUPPORTED && Probe != INVALID_SOCKET && BadCalls == 0 &&
+		       !Procs.lpWSPCloseSocket(Probe, &Err),
+		   "a refused WSPStartupEx changes no up-call");
 	LPFN_WSPREGISTERMEMORY RegisterMemory = (LPFN_WSPREGISTERMEMORY)(void (*)(void))Fns[0];
 	LPFN_WSPDEREGISTERMEMORY DeregisterMemory =
 	    (LPFN_WSPDEREGISTERMEMORY)(void (*)(void))Fns[1];
@@ -291,6 +316,8 @@ int main(int argc, char **argv)
 		   "WSPCloseSocket");
 	tap_result(!Procs.lpWSPCleanup(&Err) && Open == 0,
 		   "WSPCleanup; every socket handle closed");
+	tap_result(Procs.lpWSPCleanup(&Err) == SOCKET_ERROR && Err == WSANOTINITIALISED,
+		   "one WSPCleanup too many: WSANOTINITIALISED");
 	CloseHandle(Polled);
 	VirtualFree(Src, 0, MEM_RELEASE);
 	VirtualFree(Dst, 0, MEM_RELEASE);

@@ -17,14 +17,6 @@ int vb_os_wait(vb_waitable h, int timeout_ms)
 	}
 }
 
-int vb_mem_copy(void *dst, const void *src, size_t len, uintptr_t *fault)
-{
-	/* Not guarded yet here: a fault is still an exception. */
-	(void)fault;
-	memcpy(dst, src, len);
-	return 0;
-}
-
 int vb_mem_probe(const void *addr, size_t len, bool write, uintptr_t *fault)
 {
 	const DWORD writable =
@@ -42,5 +34,18 @@ int vb_mem_probe(const void *addr, size_t len, bool write, uintptr_t *fault)
 		}
 		p = (const char *)m.BaseAddress + m.RegionSize;
 	}
+	return 0;
+}
+
+int vb_mem_copy(void *dst, const void *src, size_t len, uintptr_t *fault)
+{
+	/*
+	 * Both sides checked first: memory made inaccessible before the copy is
+	 * an error, not an exception.  (A change racing the copy itself still
+	 * raises: not guarded by an exception handler yet.)
+	 */
+	if (vb_mem_probe(src, len, false, fault) || vb_mem_probe(dst, len, true, fault))
+		return EFAULT;
+	memcpy(dst, src, len);
 	return 0;
 }

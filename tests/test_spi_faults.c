@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -703,4 +704,90 @@ Test(spi_faults, a_source_made_prot_none_fails_the_write_not_the_process, .init 
 	unload();
 	munmap(src, 2 * 4096);
 	free(dst);
+}
+
+/* The rows of docs/spi-errors.md that no other case shows. */
+static void load_depth4(void)
+{
+	setenv("SANPROV_SPI_QUEUE_DEPTH", "4", 1);
+	load();
+}
+
+Test(spi_faults, the_error_table_rows, .init = load_depth4, .timeout = 60)
+{
+	sp_socket c, a, s;
+	struct sockaddr_in sin, local;
+	sp_socket l = sw_listen(&sw, &sin);
+	char *buf = aligned_alloc(4096, 8192);
+	struct sp_rdma_desc d;
+	uint32_t dlen = sizeof(d), flags = 0, v;
+	struct sw_ov o[5];
+	struct acc x;
+	int err = 0;
+
+	cr_assert(buf && l != SP_INVALID_SOCKET);
+	/* listen on a socket never bound: WSAEINVAL. */
+	s = sw.p.socket(AF_INET, SOCK_STREAM, 0, 1, 0, &err);
+	cr_assert_eq(sw.p.listen(s, 1, &err), SP_SOCKET_ERROR);
+	cr_assert_eq(err, SP_WSAEINVAL);
+	/* Connect on a listening socket: WSAEINVAL. */
+	cr_assert_eq(sw.p.connect(l, (struct sockaddr *)&sin, sizeof(sin), &err), SP_SOCKET_ERROR);
+	cr_assert_eq(err, SP_WSAEINVAL);
+	/* Send on a socket not connected: WSAENOTCONN. */
+	struct sp_wsabufex b = { 8, buf, NULL };
+	sw_ov_init(&o[0], true);
+	cr_assert_eq(sw.p.send(s, &b, 1, NULL, 0, &o[0].ov, NULL, NULL, &err), SP_SOCKET_ERROR);
+	cr_assert_eq(err, SP_WSAENOTCONN);
+	sw_ov_fini(&o[0]);
+	cr_assert_eq(sw.p.close_socket(s, &err), 0);
+
+	cr_assert_eq(try_pair(l, &sin, &c, &a, &x), 0);
+	void *h = sw.register_memory(a, buf, 4096, SP_MEM_WRITE, &err);
+	void *hs = sw.register_memory(c, buf + 4096, 4096, SP_MEM_READ, &err);
+	cr_assert(h && hs);
+	/* A receive queue of 4: the fifth receive is WSAENOBUFS. */
+	for (int i = 0; i < 5; i++) {
+		struct sp_wsabufex rb = { 64, buf + 64 * i, h };
+		sw_ov_init(&o[i], true);
+		int r = sw.p.recv(a, &rb, 1, NULL, &flags, &o[i].ov, NULL, NULL, &err);
+		cr_assert_eq(r, SP_SOCKET_ERROR);
+		cr_assert_eq(err, i < 4 ? SP_WSA_IO_PENDING : SP_WSAENOBUFS, "receive %d: %d", i,
+			     err);
+	}
+	/* More than SO_MAX_RDMA_SIZE in one RDMA: WSAEMSGSIZE, before the NIC sees it. */
+	cr_assert_eq(sw.register_rdma_memory(a, buf, 8192, SP_MEM_WRITE, &d, &dlen, &err), 0);
+	v = 4096;
+	cr_assert_eq(
+	    sw.p.set_sock_opt(c, SP_SOL_SOCKET, SP_SO_MAX_RDMA_SIZE, (char *)&v, sizeof(v), &err),
+	    0);
+	struct sp_wsabufex wb[2] = { { 4096, buf + 4096, hs }, { 1, buf + 4096, hs } };
+	struct sw_ov wo;
+	uint32_t bytes;
+	sw_ov_init(&wo, true);
+	cr_assert_eq(sw.rdma_write(c, wb, 2, &d, sizeof(d), 0, &bytes, 0, &wo.ov, NULL, NULL, &err),
+		     SP_SOCKET_ERROR);
+	cr_assert_eq(err, SP_WSAEMSGSIZE);
+	sw_ov_fini(&wo);
+	/* Connect again on a connected socket: WSAEISCONN. */
+	cr_assert_eq(sw.p.connect(c, (struct sockaddr *)&sin, sizeof(sin), &err), SP_SOCKET_ERROR);
+	cr_assert_eq(err, SP_WSAEISCONN);
+	/* A second connect while a non-blocking one is under way: WSAEALREADY. */
+	int ev = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	s = sw.p.socket(AF_INET, SOCK_STREAM, 0, 1, 0, &err);
+	tdev_sockaddr(&local, 40001);
+	cr_assert_eq(sw.p.bind(s, (struct sockaddr *)&local, sizeof(local), &err), 0);
+	cr_assert_eq(sw.p.event_select(s, SP_EVENT_FD(ev), SP_FD_CONNECT, &err), 0);
+	acc_start(&x, l);
+	cr_assert_eq(sw.p.connect(s, (struct sockaddr *)&sin, sizeof(sin), &err), SP_SOCKET_ERROR);
+	cr_assert_eq(err, SP_WSAEWOULDBLOCK);
+	int r2 = sw.p.connect(s, (struct sockaddr *)&sin, sizeof(sin), &err);
+	cr_assert(r2 == SP_SOCKET_ERROR && (err == SP_WSAEALREADY || err == SP_WSAEISCONN),
+		  "connect while connecting: %d", err);
+	pthread_join(x.t, NULL);
+	close(ev);
+	cr_assert_eq(sw.p.close_socket(l, &err), 0);
+	unload();
+	for (int i = 0; i < 5; i++)
+		sw_ov_fini(&o[i]);
+	free(buf);
 }

@@ -24,11 +24,6 @@ struct sp_op *sp_op_new(struct sp_sock *so, enum sp_op_kind kind, struct sp_over
 	op->kind = kind;
 	op->ov = ov;
 	op->cr = cr;
-	if (sp_htab_add(&sp_prov.ops, op, &op->handle)) {
-		free(op);
-		*err = SP_WSAENOBUFS;
-		return NULL;
-	}
 	sp_sock_hold(so);
 	/* Oldest first: a closing socket aborts them in the order posted. */
 	op->prev = so->ops_tail;
@@ -75,6 +70,8 @@ int sp_op_begin(struct sp_sock *so, enum sp_op_kind kind, struct sp_overlapped *
 
 	*op = NULL;
 	pthread_mutex_lock(&so->lock);
+	if (so->closing)
+		return SP_WSAENOTSOCK;
 	if (so->state != SP_SOCK_CONNECTED)
 		return so->state == SP_SOCK_FAILED ? so->error : SP_WSAENOTCONN;
 	if (!(kind == SP_OP_RECV ? so->rq_free : so->sq_free))
@@ -85,6 +82,13 @@ int sp_op_begin(struct sp_sock *so, enum sp_op_kind kind, struct sp_overlapped *
 	ret = sp_mem_resolve(so, bufs, nbufs, nic_reads ? SP_MEM_READ : SP_MEM_WRITE, sge, *op,
 			     &total);
 	(*op)->bytes = total;
+	/*
+	 * Published last: the table's lock orders everything written above
+	 * before the completer's removal, whichever thread (or, through a
+	 * peer's shared memory, process) made the completion visible.
+	 */
+	if (!ret && sp_htab_add(&sp_prov.ops, *op, &(*op)->handle))
+		ret = SP_WSAENOBUFS;
 	return ret;
 }
 
@@ -105,7 +109,8 @@ void sp_op_cancel(struct sp_op *op)
 {
 	struct sp_sock *so = op->sock;
 
-	sp_htab_remove(&sp_prov.ops, op->handle);
+	if (op->handle)
+		sp_htab_remove(&sp_prov.ops, op->handle);
 	unlink_op(op);
 	sp_mem_release_op(op);
 	/* Nothing was posted: the overlapped structure is the caller's again. */
@@ -138,9 +143,12 @@ void sp_op_complete(struct sp_op *op, int wsa_error, uint32_t bytes)
 		pthread_mutex_unlock(&sp_prov.lock);
 	}
 	/* With bit 0 of the event set the switch polls: no up-call then. */
-	if (upcall)
+	if (upcall) {
+		sp_progress_upcall_enter();
 		sp_prov.up.complete_overlapped_request(so->handle, ov, (uint32_t)wsa_error, bytes,
 						       &err);
+		sp_progress_upcall_leave();
+	}
 	/*
 	 * Unlinked last: closesocket waits for the list to empty, so once it
 	 * returns no completion touches the switch's overlapped structures.
@@ -155,17 +163,21 @@ void sp_op_complete(struct sp_op *op, int wsa_error, uint32_t bytes)
 
 void sp_op_abort_all(struct sp_sock *so)
 {
-	/* Owning the CQ, nobody else is delivering an operation of so meanwhile. */
-	bool locked = sp_progress_lock();
 	struct sp_op *op;
+	bool owned;
 
-	/* What its QP completed before the close waits in the queue: first. */
-	sp_progress_flush_socket(so);
+	pthread_mutex_lock(&so->lock);
+	op = so->ops;
+	pthread_mutex_unlock(&so->lock);
+	if (!op)
+		return; /* nothing outstanding: nothing in the CQ either */
+	/* Its QP is gone: what it completed goes out first, with its result. */
+	owned = sp_progress_own(so);
 	pthread_mutex_lock(&so->lock);
 	for (op = so->ops; op;) {
 		/*
-		 * Not in the table: this very thread delivers it (the close came
-		 * from its up-call) and unlinks it when the up-call returns.
+		 * Not in the table: delivered by this very thread (the close came
+		 * from its up-call), which unlinks it when the up-call returns.
 		 */
 		if (sp_htab_remove(&sp_prov.ops, op->handle) != op) {
 			op = op->next;
@@ -177,5 +189,5 @@ void sp_op_abort_all(struct sp_sock *so)
 		op = so->ops;
 	}
 	pthread_mutex_unlock(&so->lock);
-	sp_progress_unlock(locked);
+	sp_progress_release(so, owned);
 }

@@ -17,11 +17,18 @@ void sp_os_aligned_free(void *p);
 int sp_os_event_set(sp_event ev);
 int sp_os_event_reset(sp_event ev);
 
-/* A wake-up object for a thread that sleeps on a CQ: 0 or errno. */
-int sp_os_wake_open(vb_waitable *w);
+/*
+ * A wake-up object for threads that sleep on a CQ or a listener: 0 or
+ * errno.  A sticky one stays woken (a close: every waiter must see it); a
+ * plain one is reset by the wait that sees it.
+ */
+int sp_os_wake_open(vb_waitable *w, bool sticky);
 void sp_os_wake_close(vb_waitable w);
 void sp_os_wake(vb_waitable w);
-/* Sleep until fd is ready (1), w is woken (2, and reset) or timeout_ms passes (0); or -errno. */
-int sp_os_wait2(vb_waitable fd, vb_waitable w, int timeout_ms);
+/*
+ * Sleep until fd is ready (1), w is woken (2; reset with reset, for a plain
+ * one) or timeout_ms passes (0); or -errno.
+ */
+int sp_os_wait2(vb_waitable fd, vb_waitable w, int timeout_ms, bool reset);
 
 #endif

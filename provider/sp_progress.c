@@ -2,15 +2,19 @@
 /*
  * Completions of every connection's QP, from one CQ.
  *
- * One thread at a time owns the CQ (sp_prov.cq_lock) and delivers what it
- * polls in the order polled: a QP completes each of its queues in the
- * order posted, so a socket's sends, receives and RDMA complete in that
- * order too.  Up-calls run on the progress thread (and on a closing
- * thread, for its socket's aborted operations).  A WSPGetOverlappedResult
- * caller that polls the CQ completes polled operations (bit 0 of the
- * event) itself; anything else it finds, and anything of a socket that
- * already has completions waiting, goes to the queue, in order, and the
- * progress thread is woken to deliver it.
+ * Polling and delivering are apart.  Whoever polls (the progress thread,
+ * a WSPGetOverlappedResult caller, a closing socket) holds cq_lock only
+ * while it moves what it polled into each socket's FIFO, in the order
+ * polled: a QP completes each of its queues in the order posted, so a
+ * socket's FIFO is in posted order too.  No up-call runs under cq_lock.
+ *
+ * One thread at a time delivers a socket's FIFO, oldest first (the
+ * socket's delivering flag); an up-call may re-enter the provider, and
+ * the same thread may then deliver more of the same socket.  The progress
+ * thread delivers everything; a polling caller delivers only operations
+ * that need no up-call (bit 0 of the event) at the head of its socket's
+ * FIFO, and leaves the rest, in order, to the progress thread; a closing
+ * socket delivers its whole FIFO before it aborts what never completed.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -22,84 +26,75 @@
 #define SP_PROGRESS_BATCH 32
 #define SP_PROGRESS_TICK_MS 100 /* how soon the thread sees stop */
 
-/* This thread owns the CQ (its deliveries may close sockets, which must not lock again). */
-static _Thread_local bool cq_owner;
+/* Up-calls the calling thread is inside of (sp_op_complete counts them). */
+static _Thread_local unsigned int upcall_depth;
 
-bool sp_progress_lock(void)
+bool sp_progress_in_upcall(void)
 {
-	if (cq_owner)
-		return false;
-	pthread_mutex_lock(&sp_prov.cq_lock);
-	cq_owner = true;
-	return true;
+	return upcall_depth > 0;
 }
 
-void sp_progress_unlock(bool locked)
+void sp_progress_upcall_enter(void)
 {
-	if (!locked)
-		return;
-	cq_owner = false;
-	pthread_mutex_unlock(&sp_prov.cq_lock);
+	upcall_depth++;
 }
 
-static void enqueue(struct sp_op *op, int err, uint32_t bytes)
+void sp_progress_upcall_leave(void)
 {
-	op->queued_error = err;
-	op->queued_bytes = bytes;
-	op->queue_next = NULL;
-	if (sp_prov.queue_tail)
-		sp_prov.queue_tail->queue_next = op;
-	else
-		sp_prov.queue_head = op;
-	sp_prov.queue_tail = op;
-	op->sock->queued++;
+	upcall_depth--;
 }
 
-/* Deliver op's result now, or queue it behind its socket's earlier ones (CQ owned). */
-static bool deliver(struct sp_op *op, int err, uint32_t bytes, bool may_upcall)
+bool sp_progress_is_self(void)
 {
-	if (op->sock->queued || (!may_upcall && !SP_OV_NO_UPCALL(op->ov))) {
-		enqueue(op, err, bytes);
-		return true;
+	return sp_prov.progress_running && pthread_equal(pthread_self(), sp_prov.progress);
+}
+
+/* Put so on the ready list for the progress thread (once); true when it was added. */
+static bool make_ready(struct sp_sock *so)
+{
+	bool added = false;
+
+	pthread_mutex_lock(&sp_prov.ready_lock);
+	if (!so->ready) {
+		so->ready = true;
+		so->ready_next = NULL;
+		sp_sock_hold(so);
+		if (sp_prov.ready_tail)
+			sp_prov.ready_tail->ready_next = so;
+		else
+			sp_prov.ready_head = so;
+		sp_prov.ready_tail = so;
+		added = true;
 	}
-	sp_op_complete(op, err, bytes);
-	return false;
+	pthread_mutex_unlock(&sp_prov.ready_lock);
+	return added;
 }
 
-/* Deliver the queue's operations, oldest first (CQ owned). */
-static void drain_queue(void)
+static struct sp_sock *take_ready(void)
 {
-	struct sp_op *op;
+	struct sp_sock *so;
 
-	while ((op = sp_prov.queue_head)) {
-		sp_prov.queue_head = op->queue_next;
-		if (!sp_prov.queue_head)
-			sp_prov.queue_tail = NULL;
-		op->sock->queued--;
-		sp_op_complete(op, op->queued_error, op->queued_bytes);
+	pthread_mutex_lock(&sp_prov.ready_lock);
+	so = sp_prov.ready_head;
+	if (so) {
+		sp_prov.ready_head = so->ready_next;
+		if (!sp_prov.ready_head)
+			sp_prov.ready_tail = NULL;
+		so->ready = false;
 	}
+	pthread_mutex_unlock(&sp_prov.ready_lock);
+	return so;
 }
 
-void sp_progress_flush_socket(struct sp_sock *so)
+/* Wake the progress thread for the ready list, unless it is the caller. */
+static void kick(void)
 {
-	struct sp_op **pp = &sp_prov.queue_head, *prev = NULL, *op;
-
-	while (so->queued && (op = *pp)) {
-		if (op->sock != so) {
-			prev = op;
-			pp = &op->queue_next;
-			continue;
-		}
-		*pp = op->queue_next;
-		if (sp_prov.queue_tail == op)
-			sp_prov.queue_tail = prev;
-		so->queued--;
-		sp_op_complete(op, op->queued_error, op->queued_bytes);
-	}
+	if (!sp_progress_is_self())
+		sp_os_wake(sp_prov.wake);
 }
 
-/* One work completion (CQ owned); true when it was queued for the progress thread. */
-static bool handle_wc(const struct vb_wc *wc, bool may_upcall)
+/* One work completion into its socket's FIFO (cq_lock held). */
+static void handle_wc(const struct vb_wc *wc)
 {
 	struct sp_op *op = sp_htab_remove(&sp_prov.ops, wc->wr_id);
 	struct sp_sock *so;
@@ -107,25 +102,37 @@ static bool handle_wc(const struct vb_wc *wc, bool may_upcall)
 	int err = 0;
 
 	if (!op)
-		return false; /* the socket closed and completed it already */
+		return; /* the socket closed and aborted it already */
 	so = op->sock;
 	bytes = op->kind == SP_OP_RECV ? wc->byte_len : op->bytes;
+	pthread_mutex_lock(&so->lock);
 	if (wc->status != VB_WC_SUCCESS) {
-		pthread_mutex_lock(&so->lock);
 		err = sp_wsa_wc_error(wc->status, so->state == SP_SOCK_CLOSED);
-		pthread_mutex_unlock(&so->lock);
-		/* Any failed WR leaves the QP in the error state: the connection is gone. */
-		sp_sock_broken(so,
-			       err == SP_WSAEMSGSIZE || err == SP_WSAEFAULT || err == SP_WSAEACCES
-				   ? SP_WSAECONNABORTED
-				   : err);
 		bytes = 0;
+		/* Any failed WR leaves the QP in the error state: the connection is gone. */
+		if (so->state == SP_SOCK_CONNECTED) {
+			so->state = SP_SOCK_FAILED;
+			so->error =
+			    err == SP_WSAEMSGSIZE || err == SP_WSAEFAULT || err == SP_WSAEACCES
+				? SP_WSAECONNABORTED
+				: err;
+			sp_sock_signal(so, SP_FD_CLOSE, SP_FD_CLOSE_BIT, so->error);
+		}
 	}
-	return deliver(op, err, bytes, may_upcall);
+	op->done_error = err;
+	op->done_bytes = bytes;
+	op->done_next = NULL;
+	if (so->done_tail)
+		so->done_tail->done_next = op;
+	else
+		so->done_head = op;
+	so->done_tail = op;
+	pthread_mutex_unlock(&so->lock);
+	make_ready(so);
 }
 
-/* Poll and deliver one batch (CQ owned): the number of completions, or -errno. */
-static int poll_batch(bool may_upcall, bool *queued)
+/* Poll one batch into the FIFOs (cq_lock held): how many, or -errno. */
+static int poll_batch(void)
 {
 	struct vb_wc wc[SP_PROGRESS_BATCH];
 	int n = 0, ret;
@@ -134,39 +141,115 @@ static int poll_batch(bool may_upcall, bool *queued)
 	if (ret)
 		return -ret;
 	for (int i = 0; i < n; i++)
-		*queued |= handle_wc(&wc[i], may_upcall);
+		handle_wc(&wc[i]);
 	return n;
 }
 
-void sp_progress_poll(void)
+/*
+ * Deliver so's FIFO, oldest first, while its head may be delivered here;
+ * one deliverer at a time, the same thread again from an up-call.  What is
+ * left (an up-call this thread may not make, or another thread delivering)
+ * goes back on the ready list.
+ */
+static void deliver(struct sp_sock *so, bool may_upcall)
 {
-	bool queued = false;
+	bool mine = false;
+	struct sp_op *op;
 
-	if (cq_owner || pthread_mutex_trylock(&sp_prov.cq_lock))
-		return; /* the owner delivers it */
-	cq_owner = true;
-	poll_batch(false, &queued);
-	cq_owner = false;
+	pthread_mutex_lock(&so->lock);
+	if (so->delivering && !pthread_equal(so->deliverer, pthread_self())) {
+		/* Its deliverer looks at the FIFO again when it lets go. */
+		pthread_mutex_unlock(&so->lock);
+		return;
+	}
+	if (!so->delivering) {
+		so->delivering = true;
+		so->deliverer = pthread_self();
+		mine = true;
+	} else {
+		may_upcall = true; /* re-entered from its own up-call: the same thread goes on */
+	}
+	while ((op = so->done_head) && (may_upcall || SP_OV_NO_UPCALL(op->ov))) {
+		so->done_head = op->done_next;
+		if (!so->done_head)
+			so->done_tail = NULL;
+		pthread_mutex_unlock(&so->lock);
+		sp_op_complete(op, op->done_error, op->done_bytes);
+		pthread_mutex_lock(&so->lock);
+	}
+	if (mine) {
+		so->delivering = false;
+		pthread_cond_broadcast(&so->cond);
+	}
+	op = so->done_head;
+	pthread_mutex_unlock(&so->lock);
+	if (op && mine && make_ready(so))
+		kick();
+}
+
+void sp_progress_poll(struct sp_sock *so)
+{
+	bool self = sp_progress_is_self();
+	int n;
+
+	if (!pthread_mutex_trylock(&sp_prov.cq_lock)) {
+		n = poll_batch();
+		pthread_mutex_unlock(&sp_prov.cq_lock);
+		if (n > 0 && !self)
+			kick();
+	}
+	if (so)
+		deliver(so, self);
+}
+
+bool sp_progress_own(struct sp_sock *so)
+{
+	bool owned = false;
+
+	/* What its QP completed is in the CQ: all of it into the FIFOs. */
+	pthread_mutex_lock(&sp_prov.cq_lock);
+	while (poll_batch() > 0)
+		;
 	pthread_mutex_unlock(&sp_prov.cq_lock);
-	if (queued)
-		sp_os_wake(sp_prov.wake);
+	kick();
+	pthread_mutex_lock(&so->lock);
+	if (!so->delivering || !pthread_equal(so->deliverer, pthread_self())) {
+		while (so->delivering)
+			pthread_cond_wait(&so->cond, &so->lock);
+		so->delivering = true;
+		so->deliverer = pthread_self();
+		owned = true;
+	}
+	pthread_mutex_unlock(&so->lock);
+	/* Owned (or re-entered): the FIFO goes out here, up-calls included. */
+	deliver(so, true);
+	return owned;
+}
+
+void sp_progress_release(struct sp_sock *so, bool owned)
+{
+	if (!owned)
+		return;
+	pthread_mutex_lock(&so->lock);
+	so->delivering = false;
+	pthread_cond_broadcast(&so->cond);
+	pthread_mutex_unlock(&so->lock);
 }
 
 static void *progress_main(void *arg)
 {
-	bool queued = false;
+	struct sp_sock *so;
 	int n, ret = 0;
 
 	(void)arg;
 	while (!atomic_load(&sp_prov.stop)) {
-		sp_progress_lock();
-		drain_queue();
-		n = poll_batch(true, &queued);
+		pthread_mutex_lock(&sp_prov.cq_lock);
+		n = poll_batch();
 		/* Armed, then polled again: a completion that came before the arm raised no event.
 		 */
 		if (!n && !(ret = vb_req_notify_cq(sp_prov.cq)))
-			n = poll_batch(true, &queued);
-		sp_progress_unlock(true);
+			n = poll_batch();
+		pthread_mutex_unlock(&sp_prov.cq_lock);
 		if (n < 0 || (!n && ret)) {
 			/*
 			 * Credits keep the CQ from overrunning; an error here means
@@ -176,21 +259,27 @@ static void *progress_main(void *arg)
 				strerror(n < 0 ? -n : ret));
 			break;
 		}
+		while ((so = take_ready())) {
+			deliver(so, true);
+			sp_sock_put(so);
+			n++;
+		}
 		if (n)
 			continue;
-		ret = sp_os_wait2(sp_prov.cq->fd, sp_prov.wake, SP_PROGRESS_TICK_MS);
+		ret = sp_os_wait2(sp_prov.cq->fd, sp_prov.wake, SP_PROGRESS_TICK_MS, true);
 		if (ret == 1) {
 			ret = vb_get_cq_event(sp_prov.cq);
 			if (ret && ret != EAGAIN)
 				fprintf(stderr, "sanprov: completion event: %s\n", strerror(ret));
 		}
+		ret = 0;
 	}
 	return NULL;
 }
 
 int sp_progress_start(void)
 {
-	int ret = sp_os_wake_open(&sp_prov.wake);
+	int ret = sp_os_wake_open(&sp_prov.wake, false);
 
 	if (ret)
 		return ret;
@@ -203,6 +292,8 @@ int sp_progress_start(void)
 
 void sp_progress_stop(void)
 {
+	struct sp_sock *so;
+
 	if (!sp_prov.progress_running)
 		return;
 	atomic_store(&sp_prov.stop, true);
@@ -210,4 +301,7 @@ void sp_progress_stop(void)
 	pthread_join(sp_prov.progress, NULL);
 	sp_os_wake_close(sp_prov.wake);
 	sp_prov.progress_running = false;
+	/* Every socket closed before: nothing is left to deliver, only references. */
+	while ((so = take_ready()))
+		sp_sock_put(so);
 }

@@ -13,6 +13,8 @@ struct sp_prov sp_prov = {
 	.done = PTHREAD_COND_INITIALIZER,
 	.life = PTHREAD_RWLOCK_INITIALIZER,
 	.cq_lock = PTHREAD_MUTEX_INITIALIZER,
+	.ready_lock = PTHREAD_MUTEX_INITIALIZER,
+	.idle = PTHREAD_COND_INITIALIZER,
 };
 
 /* One CQ serves every QP; each QP is promised room for all it can post. */
@@ -160,6 +162,9 @@ int sp_wsp_startup_ex(uint16_t version, struct sp_wsp_data *data, const struct s
 	if ((version & 0xff) < 2 || ((version & 0xff) == 2 && (version >> 8) < 2))
 		return SP_WSAVERNOTSUPPORTED;
 	pthread_mutex_lock(&p->lock);
+	/* Another user's last cleanup runs: start afresh once it is done. */
+	while (atomic_load(&p->tearing_down))
+		pthread_cond_wait(&p->idle, &p->lock);
 	if (!p->startups) {
 		p->up = *upcalls;
 		ret = prov_setup();
@@ -208,9 +213,14 @@ int sp_cleanup(int *err)
 	struct collect c = { 0 };
 
 	pthread_mutex_lock(&p->lock);
-	if (!p->startups) {
+	if (!p->startups || atomic_load(&p->tearing_down)) {
 		pthread_mutex_unlock(&p->lock);
 		return sp_fail(err, SP_WSANOTINITIALISED);
+	}
+	/* A completion up-call runs on a thread the teardown would have to stop. */
+	if (sp_progress_in_upcall()) {
+		pthread_mutex_unlock(&p->lock);
+		return sp_fail(err, SP_WSAEINPROGRESS);
 	}
 	/* A fork child releases nothing: it would release the parent's resources. */
 	if (sp_forked()) {
@@ -222,6 +232,8 @@ int sp_cleanup(int *err)
 		pthread_mutex_unlock(&p->lock);
 		return 0;
 	}
+	/* The last one: a startup from now on waits for the teardown, then starts afresh. */
+	atomic_store(&p->tearing_down, true);
 	pthread_mutex_unlock(&p->lock);
 	/* The last cleanup closes what the switch left open. */
 	do {
@@ -234,12 +246,13 @@ int sp_cleanup(int *err)
 	} while (c.n);
 	free(c.so);
 	pthread_mutex_lock(&p->lock);
-	if (!--p->startups) {
-		/* A cache callback in progress walks the tables torn down here. */
-		pthread_rwlock_wrlock(&p->life);
-		prov_teardown();
-		pthread_rwlock_unlock(&p->life);
-	}
+	p->startups = 0;
+	/* A cache callback in progress walks the tables torn down here. */
+	pthread_rwlock_wrlock(&p->life);
+	prov_teardown();
+	pthread_rwlock_unlock(&p->life);
+	atomic_store(&p->tearing_down, false);
+	pthread_cond_broadcast(&p->idle);
 	pthread_mutex_unlock(&p->lock);
 	return 0;
 }

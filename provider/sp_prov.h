@@ -46,16 +46,18 @@ struct sp_prov {
 	/* Held by the cache callback, taken for writing by the last cleanup's teardown. */
 	pthread_rwlock_t life;
 	/*
-	 * The CQ's owner: whoever holds cq_lock polls it and delivers what it
-	 * finds in the order found, so a socket's operations complete in the
-	 * order its queues completed them.  Completions that must be
-	 * up-called and were found by a thread that may not up-call wait in
-	 * queue, in order, for the progress thread.
+	 * Completions go from the CQ to their socket's FIFO under cq_lock,
+	 * which is held for polling only, never across an up-call.  Sockets
+	 * with completions to deliver wait on the ready list (ready_lock) for
+	 * the progress thread.
 	 */
 	pthread_mutex_t cq_lock;
-	struct sp_op *queue_head, *queue_tail; /* under cq_lock */
-	vb_waitable wake;		       /* the progress thread sleeps on it and the CQ */
-	struct sp_watched_hub *hub;	       /* the proxy's events, to every socket's cache */
+	pthread_mutex_t ready_lock;
+	struct sp_sock *ready_head, *ready_tail;
+	atomic_bool tearing_down;   /* the last cleanup runs: startups wait (changed under lock) */
+	pthread_cond_t idle;	    /* broadcast when a teardown ends */
+	vb_waitable wake;	    /* the progress thread sleeps on it and the CQ */
+	struct sp_watched_hub *hub; /* the proxy's events, to every socket's cache */
 	struct sp_upcalls up;
 	struct sp_prov_config cfg;
 	struct vb_device *dev;
@@ -94,8 +96,17 @@ struct sp_sock {
 	sp_socket handle; /* the switch's socket, for up-calls */
 	uint32_t catalog_id;
 	pthread_mutex_t lock;
-	uint32_t queued;    /* its completions in sp_prov's queue (under cq_lock) */
 	uint32_t accepters; /* WSPAccept calls using the listener */
+	/*
+	 * Completed operations, in the order the CQ gave them, not yet
+	 * delivered (under lock).  One thread at a time delivers them
+	 * (delivering, deliverer); it may re-enter from an up-call.
+	 */
+	struct sp_op *done_head, *done_tail;
+	bool delivering;
+	pthread_t deliverer;
+	bool ready; /* on sp_prov's ready list (under ready_lock) */
+	struct sp_sock *ready_next;
 	pthread_cond_t cond;
 	enum sp_sock_state state;
 	int error; /* WSA error of a failed connect or a broken connection */
@@ -104,7 +115,10 @@ struct sp_sock {
 	struct vb_pd *pd;
 	struct sp_watched *cache;
 	struct vb_listener *listener;
-	struct vb_conn_req *deferred; /* a request the condition function deferred */
+	vb_waitable closed; /* listening: woken (sticky) when the socket closes */
+	/* Requests the condition function deferred, oldest first (at most the backlog). */
+	struct vb_conn_req **deferred;
+	uint32_t n_deferred, max_deferred;
 	struct vb_qp *qp;
 	uint32_t sq_free; /* send queue slots not in use */
 	uint32_t rq_free; /* receive queue slots not in use */
@@ -157,9 +171,9 @@ struct sp_op {
 	struct sp_overlapped *ov;
 	sp_completion_fn cr;
 	uint32_t bytes;
-	int queued_error; /* the result, while it waits in sp_prov's queue */
-	uint32_t queued_bytes;
-	struct sp_op *queue_next;
+	int done_error; /* the result, while it waits in its socket's FIFO */
+	uint32_t done_bytes;
+	struct sp_op *done_next;
 	uint32_t n_memh;
 	struct sp_memh *memh[SP_OP_MAX_SGE]; /* busy while the op runs */
 };
@@ -182,8 +196,9 @@ int sp_op_begin(struct sp_sock *so, enum sp_op_kind kind, struct sp_overlapped *
 int sp_op_end(struct sp_sock *so, struct sp_op *op, int ret, uint32_t *bytes, int *err);
 
 /*
- * A new operation of so, linked into the socket and the table of
- * operations (socket lock held); NULL with *err set.
+ * A new operation of so, linked into the socket (socket lock held; the
+ * caller puts it in the table of operations once it is complete); NULL
+ * with *err set.
  */
 struct sp_op *sp_op_new(struct sp_sock *so, enum sp_op_kind kind, struct sp_overlapped *ov,
 			sp_completion_fn cr, int *err);
@@ -205,16 +220,26 @@ void sp_op_abort_all(struct sp_sock *so);
 int sp_progress_start(void);
 void sp_progress_stop(void);
 /*
- * Deliver what the CQ holds now from the calling thread, unless another
- * thread owns the CQ (never blocks).  Up-calls are left to the progress
- * thread: only polled operations (bit 0 of the event) complete here.
+ * Poll the CQ (unless another thread is polling it: never blocks) and
+ * deliver so's completions that need no up-call, in order, from the
+ * calling thread; up-calls are left to the progress thread, unless the
+ * caller is the progress thread (in an up-call) or so is NULL.
  */
-void sp_progress_poll(void);
-/* Own the CQ (recursive in the owner's thread); false when the caller already did. */
-bool sp_progress_lock(void);
-void sp_progress_unlock(bool locked);
-/* Take so's queued completions out of the queue and deliver them here (CQ owned). */
-void sp_progress_flush_socket(struct sp_sock *so);
+void sp_progress_poll(struct sp_sock *so);
+/*
+ * Poll the CQ dry (so's QP is gone: whatever it completed is now in its
+ * FIFO), then deliver so's FIFO in the calling thread, up-calls included.
+ * Returns owning so's delivery (false when the calling thread already
+ * delivers it, from an up-call); sp_progress_release() gives it back.
+ */
+bool sp_progress_own(struct sp_sock *so);
+void sp_progress_release(struct sp_sock *so, bool owned);
+/* The calling thread runs a completion up-call (it must not tear the provider down). */
+bool sp_progress_in_upcall(void);
+void sp_progress_upcall_enter(void);
+void sp_progress_upcall_leave(void);
+/* The progress thread is the calling thread. */
+bool sp_progress_is_self(void);
 
 /* sp_mem.c */
 struct sp_memh {

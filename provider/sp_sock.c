@@ -20,6 +20,10 @@
 #include "sp_wire.h"
 
 #define SP_LISTEN_TICK_MS 100
+#define SP_MAX_DEFERRED 64 /* deferred requests a listening socket keeps */
+
+/* The listening socket whose condition function this thread is running. */
+static _Thread_local struct sp_sock *in_condition;
 
 /* Objects ------------------------------------------------------------------ */
 
@@ -54,7 +58,7 @@ static struct sp_sock *sock_alloc(uint32_t catalog_id)
 
 static bool started(void)
 {
-	return atomic_load(&sp_prov.startups) > 0;
+	return atomic_load(&sp_prov.startups) > 0 && !atomic_load(&sp_prov.tearing_down);
 }
 
 struct sp_sock *sp_sock_get(sp_socket s, int *err)
@@ -328,9 +332,9 @@ static void *listen_main(void *arg)
 			continue;
 		}
 		pthread_mutex_unlock(&so->lock);
-		int r = vb_listener_wait(so->listener, SP_LISTEN_TICK_MS);
+		int r = sp_os_wait2(so->listener->fd, so->closed, SP_LISTEN_TICK_MS, false);
 		pthread_mutex_lock(&so->lock);
-		if (!r && !so->worker_stop && !so->accept_ready) {
+		if (r == 1 && !so->worker_stop && !so->accept_ready) {
 			so->accept_ready = true;
 			sp_sock_signal(so, SP_FD_ACCEPT, SP_FD_ACCEPT_BIT, 0);
 		}
@@ -354,11 +358,22 @@ int sp_listen(sp_socket s, int backlog, int *err)
 		ret = so->state == SP_SOCK_NEW ? SP_WSAEINVAL : SP_WSAEISCONN;
 		goto out;
 	}
+	if (sp_os_wake_open(&so->closed, true)) {
+		ret = SP_WSAENOBUFS;
+		goto out;
+	}
+	/* Deferred requests: as many as the backlog, which bounds what waits anyway. */
+	so->max_deferred = backlog < 1 ? 1 : backlog > SP_MAX_DEFERRED ? SP_MAX_DEFERRED : backlog;
+	so->deferred = calloc(so->max_deferred, sizeof(*so->deferred));
+	if (!so->deferred) {
+		ret = SP_WSAENOBUFS;
+		goto err_deferred;
+	}
 	l = vb_create_listener(sp_prov.dev, (struct sockaddr *)&so->local, sockaddr_len(&so->local),
 			       backlog > 0 ? backlog : 1);
 	if (!l) {
 		ret = sp_wsa_error(errno);
-		goto out;
+		goto err_deferred;
 	}
 	so->listener = l;
 	memcpy(&so->local, &l->addr, sizeof(so->local));
@@ -369,9 +384,15 @@ int sp_listen(sp_socket s, int backlog, int *err)
 		so->listener = NULL;
 		so->state = SP_SOCK_BOUND;
 		ret = SP_WSAENOBUFS;
-		goto out;
+		goto err_deferred;
 	}
 	so->worker_running = true;
+	goto out;
+
+err_deferred:
+	free(so->deferred);
+	so->deferred = NULL;
+	sp_os_wake_close(so->closed);
 out:
 	pthread_mutex_unlock(&so->lock);
 	sp_sock_put(so);
@@ -406,15 +427,18 @@ static struct vb_conn_req *accept_next(struct sp_sock *so, int *ret)
 	struct vb_conn_req *req;
 	int r;
 
-	if ((req = so->deferred)) {
-		so->deferred = NULL;
+	if (so->n_deferred) {
+		req = so->deferred[0];
+		memmove(so->deferred, so->deferred + 1, --so->n_deferred * sizeof(*so->deferred));
 		return req;
 	}
 	for (;;) {
 		int tick = so->event_mask ? 0 : SP_LISTEN_TICK_MS;
 
 		pthread_mutex_unlock(&so->lock);
-		r = vb_listener_wait(so->listener, tick);
+		/* A close wakes every waiter at once (the closed object stays woken). */
+		r = sp_os_wait2(so->listener->fd, so->closed, tick, false);
+		r = r == 1 ? 0 : r == 0 ? ETIMEDOUT : r == 2 ? EINTR : -r;
 		req = r ? NULL : vb_get_request(so->listener, 0);
 		if (!r && !req)
 			r = errno;
@@ -456,14 +480,16 @@ sp_socket sp_accept(sp_socket s, struct sockaddr *addr, int *addrlen, sp_conditi
 
 	if (!so)
 		return SP_INVALID_SOCKET;
-	if (addr && (!addrlen || *addrlen < (int)sizeof(struct sockaddr_in))) {
-		ret = SP_WSAEFAULT;
-		goto out;
-	}
 	pthread_mutex_lock(&so->lock);
 	if (so->state != SP_SOCK_LISTENING) {
+		ret = so->closing ? SP_WSAENOTSOCK : SP_WSAEINVAL;
 		pthread_mutex_unlock(&so->lock);
-		ret = SP_WSAEINVAL;
+		goto out;
+	}
+	/* Room for a peer of the listener's family (an IPv6 address is 28 bytes). */
+	if (addr && (!addrlen || *addrlen < (int)sockaddr_len(&so->local))) {
+		pthread_mutex_unlock(&so->lock);
+		ret = SP_WSAEFAULT;
 		goto out;
 	}
 	/* The listener stays until the last accepter leaves (closesocket waits). */
@@ -485,19 +511,36 @@ sp_socket sp_accept(sp_socket s, struct sockaddr *addr, int *addrlen, sp_conditi
 	if (!req)
 		goto out_accepter;
 
-	/* Asked before anything is made for it: a refusal costs nothing. */
-	verdict = cond ? cond((struct sockaddr *)&peer, (int)sockaddr_len(&peer), callback_data)
-		       : SP_CF_ACCEPT;
-	if (verdict == SP_CF_DEFER) {
-		pthread_mutex_lock(&so->lock);
-		if (so->state == SP_SOCK_LISTENING && !so->deferred) {
-			so->deferred = req;
-			req = NULL;
-		}
+	/*
+	 * Asked before anything is made for it: a refusal costs nothing.  It
+	 * may close the listening socket meanwhile (the close does not wait for
+	 * this accept, which then ends with WSAEINTR).
+	 */
+	if (cond) {
+		in_condition = so;
+		verdict = cond((struct sockaddr *)&peer, (int)sockaddr_len(&peer), callback_data);
+		in_condition = NULL;
+	} else {
+		verdict = SP_CF_ACCEPT;
+	}
+	pthread_mutex_lock(&so->lock);
+	if (so->state != SP_SOCK_LISTENING) {
 		pthread_mutex_unlock(&so->lock);
-		if (req)
-			vb_reject_request(req); /* closing, or another call deferred one already */
+		vb_reject_request(req);
+		ret = SP_WSAEINTR;
+		goto out_accepter;
+	}
+	if (verdict == SP_CF_DEFER && so->n_deferred < so->max_deferred) {
+		so->deferred[so->n_deferred++] = req;
+		pthread_mutex_unlock(&so->lock);
 		ret = SP_WSATRY_AGAIN;
+		goto out_accepter;
+	}
+	pthread_mutex_unlock(&so->lock);
+	if (verdict == SP_CF_DEFER) {
+		/* No room to keep it: refused, and the caller is told it was not deferred. */
+		vb_reject_request(req);
+		ret = SP_WSAENOBUFS;
 		goto out_accepter;
 	}
 	if (verdict != SP_CF_ACCEPT) {
@@ -784,8 +827,10 @@ int sp_set_sock_opt(sp_socket s, int level, int optname, const char *optval, int
 
 int sp_sock_close(struct sp_sock *so)
 {
-	struct vb_conn_req *deferred;
+	struct vb_conn_req **deferred;
 	struct vb_listener *listener;
+	uint32_t n_deferred;
+	bool was_listening;
 	int err;
 
 	/* Only one closer: the first takes the socket out of the table. */
@@ -795,10 +840,14 @@ int sp_sock_close(struct sp_sock *so)
 		return SP_WSAENOTSOCK;
 	}
 	so->closing = true;
+	was_listening = so->state == SP_SOCK_LISTENING;
 	so->state = SP_SOCK_CLOSED;
 	so->worker_stop = true;
 	pthread_cond_broadcast(&so->cond);
 	pthread_mutex_unlock(&so->lock);
+	/* Its watcher and blocked accepts wake now, not at their next tick. */
+	if (was_listening)
+		sp_os_wake(so->closed);
 	/* From now on the switch's calls on it find no socket. */
 	sp_htab_remove(&sp_prov.sockets, so->ctx);
 	pthread_mutex_lock(&so->lock);
@@ -806,7 +855,7 @@ int sp_sock_close(struct sp_sock *so)
 	 * A blocking connect in another thread uses the QP: it ends within its
 	 * timeout.  Blocked accepts see the state within a listener tick.
 	 */
-	while (so->connect_busy || so->accepters)
+	while (so->connect_busy || so->accepters > (in_condition == so ? 1u : 0u))
 		pthread_cond_wait(&so->cond, &so->lock);
 	pthread_mutex_unlock(&so->lock);
 	/* A connect in progress ends within the connect timeout. */
@@ -817,12 +866,17 @@ int sp_sock_close(struct sp_sock *so)
 	listener = so->listener;
 	so->listener = NULL;
 	deferred = so->deferred;
+	n_deferred = so->n_deferred;
 	so->deferred = NULL;
+	so->n_deferred = 0;
 	pthread_mutex_unlock(&so->lock);
-	if (deferred)
-		vb_reject_request(deferred);
+	for (uint32_t i = 0; i < n_deferred; i++)
+		vb_reject_request(deferred[i]);
+	free(deferred);
 	if (listener)
 		teardown_failed("destroying a listener", vb_destroy_listener(listener));
+	if (was_listening)
+		sp_os_wake_close(so->closed);
 	conn_release(so);
 	sp_prov.up.close_socket_handle(so->handle, &err);
 	sp_sock_put(so); /* the table's reference */

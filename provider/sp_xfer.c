@@ -5,6 +5,7 @@
  * a send is one SEND work request, a receive one posted receive.
  */
 #include <errno.h>
+#include <sched.h>
 
 #include "sp_prov.h"
 #include "sp_spi_procs.h"
@@ -71,17 +72,29 @@ int sp_get_overlapped_result(sp_socket s, struct sp_overlapped *ov, uint32_t *by
 
 	if (!so)
 		return SP_SOCKET_ERROR;
-	sp_sock_put(so);
-	if (!ov || !bytes || !flags)
+	if (!ov || !bytes || !flags) {
+		sp_sock_put(so);
 		return sp_fail(err, SP_WSAEFAULT);
+	}
 	st = __atomic_load_n(&ov->internal, __ATOMIC_ACQUIRE);
 	if (st == SP_OV_PENDING) {
-		sp_progress_poll();
+		sp_progress_poll(so);
 		st = __atomic_load_n(&ov->internal, __ATOMIC_ACQUIRE);
 	}
-	if (st == SP_OV_PENDING) {
-		if (!wait)
-			return sp_fail(err, SP_WSA_IO_INCOMPLETE);
+	if (st == SP_OV_PENDING && !wait) {
+		sp_sock_put(so);
+		return sp_fail(err, SP_WSA_IO_INCOMPLETE);
+	}
+	if (st == SP_OV_PENDING && sp_progress_is_self()) {
+		/*
+		 * Called from an up-call: nobody else delivers while this thread
+		 * is away, so it polls and delivers until the operation is done.
+		 */
+		while ((st = __atomic_load_n(&ov->internal, __ATOMIC_ACQUIRE)) == SP_OV_PENDING) {
+			sp_progress_poll(so);
+			sched_yield();
+		}
+	} else if (st == SP_OV_PENDING) {
 		pthread_mutex_lock(&sp_prov.lock);
 		atomic_fetch_add(&sp_prov.waiters, 1);
 		while ((st = __atomic_load_n(&ov->internal, __ATOMIC_SEQ_CST)) == SP_OV_PENDING)
@@ -89,6 +102,7 @@ int sp_get_overlapped_result(sp_socket s, struct sp_overlapped *ov, uint32_t *by
 		atomic_fetch_sub(&sp_prov.waiters, 1);
 		pthread_mutex_unlock(&sp_prov.lock);
 	}
+	sp_sock_put(so);
 	*bytes = (uint32_t)ov->internal_high;
 	*flags = 0;
 	return st ? sp_fail(err, (int)st) : 0;

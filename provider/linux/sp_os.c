@@ -49,8 +49,9 @@ void sp_os_aligned_free(void *p)
 	free(p);
 }
 
-int sp_os_wake_open(vb_waitable *w)
+int sp_os_wake_open(vb_waitable *w, bool sticky)
 {
+	(void)sticky; /* an eventfd stays readable until read: the wait decides */
 	int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 
 	if (fd < 0)
@@ -73,7 +74,7 @@ void sp_os_wake(vb_waitable w)
 		return;
 }
 
-int sp_os_wait2(vb_waitable fd, vb_waitable w, int timeout_ms)
+int sp_os_wait2(vb_waitable fd, vb_waitable w, int timeout_ms, bool reset)
 {
 	struct pollfd p[2] = { { .fd = fd, .events = POLLIN }, { .fd = w, .events = POLLIN } };
 	uint64_t v;
@@ -82,7 +83,7 @@ int sp_os_wait2(vb_waitable fd, vb_waitable w, int timeout_ms)
 	if (n < 0)
 		return errno == EINTR ? 0 : -errno;
 	if (p[1].revents & POLLIN) {
-		if (read(w, &v, sizeof(v)) != sizeof(v))
+		if (reset && read(w, &v, sizeof(v)) != sizeof(v))
 			v = 0; /* another reader drained it: nothing lost, it was woken */
 		return 2;
 	}

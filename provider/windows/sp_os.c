@@ -30,9 +30,9 @@ void sp_os_aligned_free(void *p)
 	_aligned_free(p);
 }
 
-int sp_os_wake_open(vb_waitable *w)
+int sp_os_wake_open(vb_waitable *w, bool sticky)
 {
-	HANDLE h = CreateEventW(NULL, FALSE, FALSE, NULL);
+	HANDLE h = CreateEventW(NULL, sticky, FALSE, NULL);
 
 	if (!h)
 		return ENOMEM;
@@ -50,8 +50,9 @@ void sp_os_wake(vb_waitable w)
 	SetEvent(w);
 }
 
-int sp_os_wait2(vb_waitable fd, vb_waitable w, int timeout_ms)
+int sp_os_wait2(vb_waitable fd, vb_waitable w, int timeout_ms, bool reset)
 {
+	(void)reset; /* the event's kind decides: auto-reset, or manual (sticky) */
 	HANDLE h[2] = { fd, w };
 	DWORD r =
 	    WaitForMultipleObjects(2, h, FALSE, timeout_ms < 0 ? INFINITE : (DWORD)timeout_ms);

@@ -41,12 +41,24 @@ struct snic_conn_msg {
 
 struct snic_listener {
 	struct vb_listener vl;
+	struct snic_pending pending; /* connections that have not spoken yet */
 };
 
 static int send_msg(snic_handle sock, const struct snic_conn_msg *m, const snic_handle *fds,
 		    int nfds)
 {
 	return snic_os_send(sock, m, sizeof(*m), fds, nfds);
+}
+
+/* A connection refused before its request is read (snic_pending_take()). */
+static void send_rej(snic_handle sock, int status)
+{
+	struct snic_conn_msg rej = { .magic = SNIC_CONN_MAGIC,
+				     .version = SNIC_CONN_VERSION,
+				     .type = SNIC_CONN_REJ,
+				     .status = status };
+
+	send_msg(sock, &rej, NULL, 0);
 }
 
 /* Receive one message; fds[] gets exactly SNIC_CONN_NFDS handles or none. */
@@ -103,6 +115,8 @@ void snic_peer_unmap(struct snic_peer *peer)
 	snic_os_close(peer->cq_evfd);
 	snic_os_close(peer->doorbell_fd);
 	snic_os_close(peer->pidfd);
+	snic_peer_dismiss(peer);
+	peer->broken = false;
 	peer->cq_evfd = peer->doorbell_fd = peer->pidfd = SNIC_NO_HANDLE;
 	peer->dev_seg = NULL;
 	peer->qp_seg = NULL;
@@ -128,18 +142,20 @@ static int map_peer(struct snic_qp *qp, snic_handle sock, const struct snic_conn
 	    m->rq_max_sge > SNIC_MAX_SGE || m->cq_size < 1 || m->cq_size > SNIC_MAX_CQE ||
 	    (m->cq_size & (m->cq_size - 1)) || m->priv_len > VB_MAX_PRIVATE_DATA)
 		goto err;
-	ret = snic_os_conn_peer(sock, &peer->pid, &peer->self, &peer->pidfd);
+	ret = snic_peer_admit(peer, sock);
 	if (ret)
 		goto err;
-	ret = snic_os_shm_map(&peer->dev_shm, fds[0], snic_dev_seg_size(m->max_mr));
+	/* The MR table is only read here: a stray or hostile write cannot change a region. */
+	ret = snic_os_shm_map(&peer->dev_shm, fds[0], snic_dev_seg_size(m->max_mr), false);
 	if (ret)
 		goto err;
 	fds[0] = SNIC_NO_HANDLE;
-	ret = snic_os_shm_map(&peer->qp_shm, fds[1], snic_qp_seg_size(m->rq_size, m->rq_max_sge));
+	ret = snic_os_shm_map(&peer->qp_shm, fds[1], snic_qp_seg_size(m->rq_size, m->rq_max_sge),
+			      true);
 	if (ret)
 		goto err;
 	fds[1] = SNIC_NO_HANDLE;
-	ret = snic_os_shm_map(&peer->cq_shm, fds[2], snic_cq_seg_size(m->cq_size));
+	ret = snic_os_shm_map(&peer->cq_shm, fds[2], snic_cq_seg_size(m->cq_size), true);
 	if (ret)
 		goto err;
 	fds[2] = SNIC_NO_HANDLE;
@@ -220,6 +236,10 @@ int snic_connect(struct vb_qp *vqp, const struct sockaddr *addr, socklen_t addrl
 	ret = snic_os_connect(port, &sock);
 	if (ret)
 		goto out;
+	/* Before it can get our tables: who it is, and the right to reach us. */
+	ret = snic_peer_admit(&qp->peer, sock);
+	if (ret)
+		goto err_state;
 	/* Ready to receive before the peer learns of us, as RTR before the REQ. */
 	qp->state = VB_QPS_RTR;
 	atomic_store(&qp->seg->state, VB_QPS_RTR);
@@ -249,6 +269,7 @@ int snic_connect(struct vb_qp *vqp, const struct sockaddr *addr, socklen_t addrl
 err_state:
 	qp->state = VB_QPS_INIT;
 	atomic_store(&qp->seg->state, VB_QPS_INIT);
+	snic_peer_unmap(&qp->peer);
 	snic_os_close(sock);
 out:
 	pthread_mutex_unlock(&qp->lock);
@@ -272,19 +293,12 @@ int snic_accept(struct vb_listener *vl, struct vb_qp *vqp, const struct vb_conn_
 		ret = qp->connected ? EISCONN : EINVAL;
 		goto out;
 	}
-	ret = vb_os_wait(vl->fd, param_timeout(param));
-	if (ret <= 0) {
-		ret = ret ? -ret : ETIMEDOUT;
+	/* The first connection that has spoken: a silent one holds back nobody. */
+	ret = snic_pending_take(&vb_container_of(vl, struct snic_listener, vl)->pending, vl->fd,
+				param_timeout(param), send_rej, &sock);
+	if (ret)
 		goto out;
-	}
-	ret = snic_os_accept(vl->fd, &sock);
-	if (ret) {
-		ret = ret == EAGAIN ? ETIMEDOUT : ret;
-		goto out;
-	}
-	/* A client that connects and says nothing must not hold us for ever. */
-	ret = recv_msg(sock, &m, fds, &nfds,
-		       param && param->timeout_ms >= 0 ? param->timeout_ms : 10000);
+	ret = recv_msg(sock, &m, fds, &nfds, 0);
 	if (!ret && m.type != SNIC_CONN_REQ) {
 		while (nfds)
 			snic_os_close(fds[--nfds]);
@@ -336,9 +350,12 @@ struct vb_listener *snic_create_listener(struct vb_device *vdev, const struct so
 		ret = ENOMEM;
 		goto err;
 	}
-	ret = snic_os_listen(&port, backlog, &fd);
+	ret = snic_pending_init(&l->pending);
 	if (ret)
 		goto err_free;
+	ret = snic_os_listen(&port, backlog, &fd);
+	if (ret)
+		goto err_pending;
 	memcpy(&l->vl.addr, addr,
 	       addr->sa_family == AF_INET ? sizeof(struct sockaddr_in)
 					  : sizeof(struct sockaddr_in6));
@@ -353,6 +370,8 @@ struct vb_listener *snic_create_listener(struct vb_device *vdev, const struct so
 	pthread_mutex_unlock(&dev->lock);
 	return &l->vl;
 
+err_pending:
+	snic_pending_fini(&l->pending);
 err_free:
 	free(l);
 err:
@@ -368,6 +387,7 @@ int snic_destroy_listener(struct vb_listener *vl)
 	dev->n_lst--;
 	pthread_mutex_unlock(&dev->lock);
 	snic_os_close(vl->fd);
+	snic_pending_fini(&vb_container_of(vl, struct snic_listener, vl)->pending);
 	free(vb_container_of(vl, struct snic_listener, vl));
 	return 0;
 }

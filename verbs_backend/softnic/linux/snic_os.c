@@ -284,11 +284,28 @@ static enum ptracer_mode ptracer_mode(void)
 	return PTRACER_PEER;
 }
 
+/* Yama's exception belongs to the process that set it: a fork child has none. */
+static void trust_forget(void)
+{
+	pthread_mutex_init(&trust_lock, NULL);
+	trust_pid = 0;
+	trust_refs = 0;
+	trust_any = false;
+}
+
+static pthread_once_t trust_once = PTHREAD_ONCE_INIT;
+
+static void trust_init(void)
+{
+	pthread_atfork(NULL, NULL, trust_forget);
+}
+
 int snic_os_peer_trust(pid_t pid)
 {
 	enum ptracer_mode mode = ptracer_mode();
 	int ret = 0;
 
+	pthread_once(&trust_once, trust_init);
 	pthread_mutex_lock(&trust_lock);
 	if (trust_scope < 0)
 		trust_scope = yama_scope();

@@ -55,11 +55,11 @@ test)
 	TSAN_OPTIONS=halt_on_error=1 meson test -C build-tsan --no-rebuild --print-errorlogs \
 		--suite stress || status=1
 	# The fuzz targets (the proxy core, the provider's wire decoders, the Windows
-	# driver's dispatch): clang, libFuzzer,
+	# driver's dispatch, what a softnic peer controls): clang, libFuzzer,
 	# ASan and UBSan, for a bounded time.
 	CC=clang setup build-fuzz -Dtests=enabled -Db_sanitize=address,undefined -Db_lundef=false \
 		-Dbenchmarks=disabled
-	meson compile -C build-fuzz fuzz_kp_core fuzz_sp_wire fuzz_kpw_dispatch >/dev/null
+	meson compile -C build-fuzz fuzz_kp_core fuzz_sp_wire fuzz_kpw_dispatch fuzz_snic_peer >/dev/null
 	meson test -C build-fuzz --no-rebuild --print-errorlogs --suite fuzz || status=1
 	# The Windows parts: cross-built with clang, lld and mingw-w64, tested under Wine.
 	# A machine that cannot install Wine says so in the summary (a skip, not a pass).

@@ -45,12 +45,15 @@
 #define SNIC_MAX_CQE (1u << 18)
 #define SNIC_MAX_MSG_SZ (1u << 31)
 #define SNIC_MAX_IMPORTS 16
-#define SNIC_KEY_IDX_BITS 24
-#define SNIC_KEY_IDX_MASK ((1u << SNIC_KEY_IDX_BITS) - 1)
-#define SNIC_MAX_MR_LIMIT (1u << SNIC_KEY_IDX_BITS)
+/* A key's low bits are its slot (as many as max_mr needs), the rest a tag. */
+#define SNIC_MAX_MR_LIMIT (1u << 24)
+/* Pending connections a listener holds while they have not spoken. */
+#define SNIC_MAX_PENDING 16
+/* How long a connection may take to send its request. */
+#define SNIC_HANDSHAKE_MS 10000
 
 #define SNIC_DEV_MAGIC 0x3256454443494e53ull /* "SNICDEV2" */
-#define SNIC_QP_MAGIC 0x3150514349494e53ull  /* "SNICQP1" */
+#define SNIC_QP_MAGIC 0x3250514349494e53ull  /* "SNICQP2" */
 #define SNIC_CQ_MAGIC 0x3151434349494e53ull  /* "SNICCQ1" */
 
 /* A shared segment (its handle: a memfd on Linux) and its mapping here. */
@@ -60,10 +63,14 @@ struct snic_shm {
 	size_t len;
 };
 
-/* Shared: one MR table entry (64 bytes). */
+/*
+ * Shared: one MR table entry (64 bytes).  Peers map the table read-only:
+ * their accesses in flight are announced in their own QP segments
+ * (snic_qp_seg.held), which deregistration looks at.
+ */
 struct snic_mr_entry {
 	_Atomic uint32_t key;  /* the valid key; 0 while free or changing */
-	_Atomic uint32_t busy; /* accesses in flight, local or remote */
+	_Atomic uint32_t busy; /* local accesses in flight */
 	uint32_t access;
 	uint32_t pd;
 	uint64_t addr; /* the owner's address of the first byte */
@@ -129,6 +136,8 @@ struct snic_qp_seg {
 	_Atomic uint32_t rnr_wait;   /* owner's send waits for the peer's receive */
 	uint32_t reserved;
 	pthread_mutex_t rq_lock; /* robust, process-shared: RQ consumers */
+	/* The owner's accesses in flight to its peer's MRs, by key (0: none). */
+	_Atomic uint32_t held[SNIC_MAX_SGE];
 	alignas(64) _Atomic uint32_t rq_head;
 	alignas(64) _Atomic uint32_t rq_tail;
 	alignas(64) unsigned char rq[];
@@ -146,7 +155,9 @@ struct snic_peer {
 	pid_t pid;
 	snic_handle pidfd; /* the peer process (pidfd on Linux), SNIC_NO_HANDLE: self */
 	bool self;
+	bool admitted; /* snic_peer_admit() succeeded: pid is known and trusted */
 	bool gone;
+	_Atomic bool broken; /* a lock of its segments was kept or corrupted: no more requests */
 	struct snic_shm dev_shm;
 	struct snic_dev_seg *dev_seg;
 	uint32_t max_mr;
@@ -185,7 +196,8 @@ struct snic_dev {
 	uint32_t max_cq;
 	uint32_t *mr_free; /* FIFO of free slots: a slot is reused as late as possible */
 	uint32_t mr_free_head, mr_free_count;
-	uint8_t *mr_gen;
+	uint32_t *mr_gen;	/* per slot: registrations so far, from a random start */
+	uint32_t key_secret[4]; /* the key tags' permutation (snic_mr.c) */
 	uint32_t n_pd, n_mr, n_cq, n_qp, n_lst;
 	uint32_t n_req; /* connect requests taken, not yet answered */
 	uint32_t next_pd;
@@ -223,6 +235,7 @@ struct snic_cq {
 	uint32_t size;
 	pthread_mutex_t cons_lock; /* local consumers */
 	_Atomic uint32_t refs;	   /* QPs */
+	_Atomic bool dead;	   /* a peer kept or corrupted the producers' lock */
 };
 
 /* Private: one send WQE; sge[] then inline data follow. */
@@ -255,6 +268,7 @@ struct snic_qp {
 	uint32_t sq_head; /* executed */
 	/* receive queue (shared segment) */
 	uint32_t rq_size, rq_mask;
+	uint32_t rq_tail; /* posted: the shared copy is the peer's to read, not ours */
 	size_t rwqe_size;
 	/* connection */
 	snic_handle sock;
@@ -322,14 +336,28 @@ int snic_buf_free(struct vb_device *vdev, void *buf, size_t length);
 int snic_mr_table_init(struct snic_dev *dev);
 void snic_mr_table_fini(struct snic_dev *dev);
 
+/* The slot a key names in a table of max_mr entries (>= max_mr: none). */
+static inline uint32_t snic_key_slot(uint32_t key, uint32_t max_mr)
+{
+	uint32_t p = 1;
+
+	while (p < max_mr)
+		p <<= 1;
+	return key & (p - 1);
+}
+
 /*
  * Take a reference on the entry of seg that key names, if [addr, addr+len)
  * (addresses of work requests: the region's iova space) lies inside it, it
  * belongs to pd and grants every right in access.  Returns the entry
- * (release it with snic_mr_put()) or NULL.
+ * (release it with snic_mr_put()) or NULL.  A local access (hold NULL)
+ * counts in the entry; a peer's table is read-only here, so an access to
+ * it is announced in hold, a word of this process's QP segment that the
+ * table's owner reads before it lets a region go.
  */
-struct snic_mr_entry *snic_mr_get(struct snic_dev_seg *seg, uint32_t max_mr, uint32_t key,
-				  uint32_t pd, uint64_t addr, uint64_t len, unsigned int access);
+const struct snic_mr_entry *snic_mr_get(const struct snic_dev_seg *seg, uint32_t max_mr,
+					uint32_t key, uint32_t pd, uint64_t addr, uint64_t len,
+					unsigned int access, _Atomic uint32_t *hold);
 
 /* The owner's address of the byte at iova in a region taken with snic_mr_get(). */
 static inline uint64_t snic_mr_va(const struct snic_mr_entry *e, uint64_t iova)
@@ -337,9 +365,13 @@ static inline uint64_t snic_mr_va(const struct snic_mr_entry *e, uint64_t iova)
 	return e->addr + (iova - e->iova);
 }
 
-static inline void snic_mr_put(struct snic_mr_entry *e)
+static inline void snic_mr_put(const struct snic_mr_entry *e, _Atomic uint32_t *hold)
 {
-	atomic_fetch_sub_explicit(&e->busy, 1, memory_order_release);
+	if (hold)
+		atomic_store_explicit(hold, 0, memory_order_release);
+	else
+		atomic_fetch_sub_explicit(&((struct snic_mr_entry *)e)->busy, 1,
+					  memory_order_release);
 }
 
 /* snic_cq.c */
@@ -348,9 +380,13 @@ int snic_destroy_cq(struct vb_cq *vcq);
 int snic_req_notify_cq(struct vb_cq *vcq);
 int snic_get_cq_event(struct vb_cq *vcq);
 int snic_poll_cq(struct vb_cq *vcq, int max, struct vb_wc *wc, int *count);
-/* Add one completion to a ring (local or a peer's); EOVERFLOW when full. */
+/*
+ * Add one completion to a ring (local or a peer's); EOVERFLOW when full,
+ * EIO when the ring's lock was kept or corrupted (then *dead is set and
+ * later pushes fail at once).
+ */
 int snic_cq_push(struct snic_cq_seg *seg, uint32_t size, snic_handle evfd,
-		 const struct snic_cqe *cqe);
+		 const struct snic_cqe *cqe, _Atomic bool *dead);
 
 /* snic_qp.c */
 struct vb_qp *snic_create_qp(struct vb_pd *vpd, const struct vb_qp_init_attr *attr);
@@ -392,6 +428,40 @@ int snic_accept_request(struct vb_conn_req *req, struct vb_qp *vqp,
 			const struct vb_conn_param *param);
 int snic_reject_request(struct vb_conn_req *req);
 void snic_peer_unmap(struct snic_peer *peer);
+
+/* snic_trust.c: what a peer must be before anything is shared with it */
+/*
+ * Learn who is at the other end of sock (refusing another user: EACCES),
+ * and let it reach this process's memory (EBUSY when the OS cannot).
+ * Undone by snic_peer_unmap().
+ */
+int snic_peer_admit(struct snic_peer *peer, snic_handle sock);
+void snic_peer_dismiss(struct snic_peer *peer);
+/* A listener's connections that have not sent their request yet. */
+struct snic_pending {
+	pthread_mutex_t lock; /* one accept at a time takes from them */
+	/*
+	 * The listener's waitable: its socket and these connections, so that
+	 * one of them speaking wakes a vb_listener_wait() too.
+	 */
+	struct snic_os_watch *ready;
+	int n;
+	snic_handle sock[SNIC_MAX_PENDING];
+	uint64_t deadline[SNIC_MAX_PENDING];
+};
+int snic_pending_init(struct snic_pending *p, struct snic_os_watch *ready);
+void snic_pending_fini(struct snic_pending *p); /* closes them */
+/*
+ * Wait up to timeout_ms (-1: for ever) for a connection on lst that has
+ * sent something, or closed.  Meanwhile every waiting connection is taken,
+ * so that a silent one holds back nobody; one of a peer snic_os_conn_check()
+ * refuses is handed to refuse() and closed, one silent for
+ * SNIC_HANDSHAKE_MS is closed.  0 with *sock, ETIMEDOUT, or errno.
+ */
+int snic_pending_take(struct snic_pending *p, snic_handle lst, int timeout_ms,
+		      void (*refuse)(snic_handle sock, int status), snic_handle *sock);
+/* The key for slot, whose registrations so far are *gen (counted on). */
+uint32_t snic_key_make(const uint32_t secret[4], uint32_t max_mr, uint32_t slot, uint32_t *gen);
 
 /* snic_dev.c */
 struct vb_device *snic_open_device(const struct vb_ops *ops, const char *name);

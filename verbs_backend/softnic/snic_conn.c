@@ -41,13 +41,27 @@ struct snic_conn_msg {
 };
 
 struct snic_listener {
-	struct vb_listener vl;
+	struct vb_listener vl;	     /* vl.fd: ready's waitable */
+	snic_handle sock;	     /* the listening socket */
+	struct snic_os_watch *ready; /* sock and the pending connections */
+	struct snic_pending pending; /* connections that have not spoken yet */
 };
 
 static int send_msg(snic_handle sock, const struct snic_conn_msg *m, const snic_handle *fds,
 		    int nfds)
 {
 	return snic_os_send(sock, m, sizeof(*m), fds, nfds);
+}
+
+/* A connection refused before its request is read (snic_pending_take()). */
+static void send_rej(snic_handle sock, int status)
+{
+	struct snic_conn_msg rej = { .magic = SNIC_CONN_MAGIC,
+				     .version = SNIC_CONN_VERSION,
+				     .type = SNIC_CONN_REJ,
+				     .status = status };
+
+	send_msg(sock, &rej, NULL, 0);
 }
 
 /* Receive one message; fds[] gets exactly SNIC_CONN_NFDS handles or none. */
@@ -104,6 +118,8 @@ void snic_peer_unmap(struct snic_peer *peer)
 	snic_os_close(peer->cq_evfd);
 	snic_os_close(peer->doorbell_fd);
 	snic_os_close(peer->pidfd);
+	snic_peer_dismiss(peer);
+	peer->broken = false;
 	peer->cq_evfd = peer->doorbell_fd = peer->pidfd = SNIC_NO_HANDLE;
 	peer->dev_seg = NULL;
 	peer->qp_seg = NULL;
@@ -129,18 +145,20 @@ static int map_peer(struct snic_qp *qp, snic_handle sock, const struct snic_conn
 	    m->rq_max_sge > SNIC_MAX_SGE || m->cq_size < 1 || m->cq_size > SNIC_MAX_CQE ||
 	    (m->cq_size & (m->cq_size - 1)) || m->priv_len > VB_MAX_PRIVATE_DATA)
 		goto err;
-	ret = snic_os_conn_peer(sock, &peer->pid, &peer->self, &peer->pidfd);
+	ret = snic_peer_admit(peer, sock);
 	if (ret)
 		goto err;
-	ret = snic_os_shm_map(&peer->dev_shm, fds[0], snic_dev_seg_size(m->max_mr));
+	/* The MR table is only read here: a stray or hostile write cannot change a region. */
+	ret = snic_os_shm_map(&peer->dev_shm, fds[0], snic_dev_seg_size(m->max_mr), false);
 	if (ret)
 		goto err;
 	fds[0] = SNIC_NO_HANDLE;
-	ret = snic_os_shm_map(&peer->qp_shm, fds[1], snic_qp_seg_size(m->rq_size, m->rq_max_sge));
+	ret = snic_os_shm_map(&peer->qp_shm, fds[1], snic_qp_seg_size(m->rq_size, m->rq_max_sge),
+			      true);
 	if (ret)
 		goto err;
 	fds[1] = SNIC_NO_HANDLE;
-	ret = snic_os_shm_map(&peer->cq_shm, fds[2], snic_cq_seg_size(m->cq_size));
+	ret = snic_os_shm_map(&peer->cq_shm, fds[2], snic_cq_seg_size(m->cq_size), true);
 	if (ret)
 		goto err;
 	fds[2] = SNIC_NO_HANDLE;
@@ -223,6 +241,10 @@ int snic_connect(struct vb_qp *vqp, const struct sockaddr *addr, socklen_t addrl
 		ret = EHOSTUNREACH; /* nobody listens there: no peer refused anything */
 	if (ret)
 		goto out;
+	/* Before it can get our tables: who it is, and the right to reach us. */
+	ret = snic_peer_admit(&qp->peer, sock);
+	if (ret)
+		goto err_state;
 	/* Ready to receive before the peer learns of us, as RTR before the REQ. */
 	qp->state = VB_QPS_RTR;
 	atomic_store(&qp->seg->state, VB_QPS_RTR);
@@ -253,6 +275,7 @@ int snic_connect(struct vb_qp *vqp, const struct sockaddr *addr, socklen_t addrl
 err_state:
 	qp->state = VB_QPS_INIT;
 	atomic_store(&qp->seg->state, VB_QPS_INIT);
+	snic_peer_unmap(&qp->peer);
 	snic_os_close(sock);
 out:
 	pthread_mutex_unlock(&qp->lock);
@@ -272,38 +295,10 @@ struct snic_conn_req {
 	snic_handle fds[SNIC_CONN_NFDS];
 };
 
-/* How long a connection may take to send its request when the caller waits for ever. */
-#define SNIC_REQ_WAIT_MS 10000
-/* And at least, when the caller waits less (its request follows its connect at once). */
-#define SNIC_REQ_WAIT_MIN_MS 100
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int time_left(int64_t deadline)
-{
-	int64_t left;
-
-	if (deadline < 0)
-		return -1;
-	left = deadline - now_ms();
-	return left < 0 ? 0 : left > INT32_MAX ? INT32_MAX : (int)left;
-}
-
 /* Refuse a connection whose request is not (or no longer) taken; closes sock. */
 static void refuse(snic_handle sock, int status)
 {
-	struct snic_conn_msg rej = { .magic = SNIC_CONN_MAGIC,
-				     .version = SNIC_CONN_VERSION,
-				     .type = SNIC_CONN_REJ,
-				     .status = status };
-
-	send_msg(sock, &rej, NULL, 0);
+	send_rej(sock, status);
 	snic_os_close(sock);
 }
 
@@ -322,10 +317,9 @@ static void req_free(struct snic_conn_req *req)
 struct vb_conn_req *snic_get_request(struct vb_listener *vl, int timeout_ms)
 {
 	struct snic_dev *dev = snic_dev_of(vl->dev);
-	int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
 	struct snic_conn_req *req;
 	snic_handle sock;
-	int nfds, wait, ret;
+	int nfds, ret;
 
 	req = calloc(1, sizeof(*req));
 	if (!req) {
@@ -334,26 +328,17 @@ struct vb_conn_req *snic_get_request(struct vb_listener *vl, int timeout_ms)
 	}
 	for (int i = 0; i < SNIC_CONN_NFDS; i++)
 		req->fds[i] = SNIC_NO_HANDLE;
-	/* Another thread may take the connection that woke us: then wait again. */
-	do {
-		ret = vb_os_wait(vl->fd, time_left(deadline));
-		if (ret <= 0) {
-			ret = ret ? -ret : ETIMEDOUT;
-			goto err_free;
-		}
-		ret = snic_os_accept(vl->fd, &sock);
-		if (ret == EAGAIN && !time_left(deadline))
-			ret = ETIMEDOUT;
-	} while (ret == EAGAIN);
+	/*
+	 * The first connection that has spoken: a silent one holds back nobody
+	 * (it stays with the listener until its own deadline), another user's
+	 * is refused before it gets anything.
+	 */
+	ret = snic_pending_take(&vb_container_of(vl, struct snic_listener, vl)->pending,
+				vb_container_of(vl, struct snic_listener, vl)->sock, timeout_ms,
+				send_rej, &sock);
 	if (ret)
 		goto err_free;
-	/* A client that connects and says nothing must not hold us for ever. */
-	wait = time_left(deadline);
-	if (wait < 0)
-		wait = SNIC_REQ_WAIT_MS;
-	else if (wait < SNIC_REQ_WAIT_MIN_MS)
-		wait = SNIC_REQ_WAIT_MIN_MS;
-	ret = recv_msg(sock, &req->m, req->fds, &nfds, wait);
+	ret = recv_msg(sock, &req->m, req->fds, &nfds, 0);
 	if (!ret && (req->m.type != SNIC_CONN_REQ || req->m.priv_len > VB_MAX_PRIVATE_DATA)) {
 		while (nfds)
 			snic_os_close(req->fds[--nfds]);
@@ -459,9 +444,20 @@ struct vb_listener *snic_create_listener(struct vb_device *vdev, const struct so
 		ret = ENOMEM;
 		goto err;
 	}
+	l->ready = snic_os_watch_create();
+	if (!l->ready) {
+		ret = errno;
+		goto err_free;
+	}
+	ret = snic_pending_init(&l->pending, l->ready);
+	if (ret)
+		goto err_watch;
 	ret = snic_os_listen(&port, backlog, &fd);
 	if (ret)
-		goto err_free;
+		goto err_pending;
+	ret = snic_os_watch_event(l->ready, fd, 0);
+	if (ret)
+		goto err_sock;
 	memcpy(&l->vl.addr, addr,
 	       addr->sa_family == AF_INET ? sizeof(struct sockaddr_in)
 					  : sizeof(struct sockaddr_in6));
@@ -470,12 +466,20 @@ struct vb_listener *snic_create_listener(struct vb_device *vdev, const struct so
 	else
 		((struct sockaddr_in6 *)&l->vl.addr)->sin6_port = htons(port);
 	l->vl.dev = vdev;
-	l->vl.fd = fd;
+	l->sock = fd;
+	/* Ready when a connection waits, or one taken before has spoken since. */
+	l->vl.fd = snic_os_watch_waitable(l->ready, fd);
 	pthread_mutex_lock(&dev->lock);
 	dev->n_lst++;
 	pthread_mutex_unlock(&dev->lock);
 	return &l->vl;
 
+err_sock:
+	snic_os_close(fd);
+err_pending:
+	snic_pending_fini(&l->pending);
+err_watch:
+	snic_os_watch_destroy(l->ready);
 err_free:
 	free(l);
 err:
@@ -490,7 +494,11 @@ int snic_destroy_listener(struct vb_listener *vl)
 	pthread_mutex_lock(&dev->lock);
 	dev->n_lst--;
 	pthread_mutex_unlock(&dev->lock);
-	snic_os_close(vl->fd);
-	free(vb_container_of(vl, struct snic_listener, vl));
+	struct snic_listener *l = vb_container_of(vl, struct snic_listener, vl);
+
+	snic_pending_fini(&l->pending);
+	snic_os_watch_destroy(l->ready);
+	snic_os_close(l->sock);
+	free(l);
 	return 0;
 }

@@ -28,7 +28,7 @@ struct vb_cq *snic_create_cq(struct vb_device *vdev, int cqe)
 		errno = ENOMEM;
 		return NULL;
 	}
-	ret = snic_os_shm_create(&cq->shm, "sanprov-cq", snic_cq_seg_size(size));
+	ret = snic_os_shm_create(&cq->shm, "sanprov-cq", snic_cq_seg_size(size), false);
 	if (ret)
 		goto err_free;
 	cq->seg = cq->shm.addr;
@@ -86,11 +86,17 @@ int snic_destroy_cq(struct vb_cq *vcq)
 }
 
 int snic_cq_push(struct snic_cq_seg *seg, uint32_t size, snic_handle evfd,
-		 const struct snic_cqe *cqe)
+		 const struct snic_cqe *cqe, _Atomic bool *dead)
 {
 	uint32_t t, h;
 
-	snic_os_shared_lock(&seg->prod_lock);
+	/* A peer that keeps the lock costs one timeout, not one per completion. */
+	if (atomic_load_explicit(dead, memory_order_relaxed))
+		return EIO;
+	if (snic_os_shared_lock(&seg->prod_lock)) {
+		atomic_store(dead, true);
+		return EIO;
+	}
 	t = atomic_load_explicit(&seg->tail, memory_order_relaxed);
 	h = atomic_load_explicit(&seg->head, memory_order_acquire);
 	if (t - h >= size || atomic_load_explicit(&seg->overflow, memory_order_relaxed)) {
@@ -151,8 +157,12 @@ int snic_poll_cq(struct vb_cq *vcq, int max, struct vb_wc *wc, int *count)
 		return EINVAL;
 	/* Empty check without a lock: the common busy-poll case. */
 	if (atomic_load_explicit(&seg->tail, memory_order_acquire) ==
-	    atomic_load_explicit(&seg->head, memory_order_relaxed))
-		return atomic_load_explicit(&seg->overflow, memory_order_relaxed) ? EOVERFLOW : 0;
+	    atomic_load_explicit(&seg->head, memory_order_relaxed)) {
+		/* Errors that stay, once what came before them is polled. */
+		if (atomic_load_explicit(&seg->overflow, memory_order_relaxed))
+			return EOVERFLOW;
+		return atomic_load_explicit(&cq->dead, memory_order_relaxed) ? EIO : 0;
+	}
 
 	pthread_mutex_lock(&cq->cons_lock);
 	h = atomic_load_explicit(&seg->head, memory_order_relaxed);

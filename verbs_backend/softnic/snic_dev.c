@@ -106,7 +106,9 @@ struct vb_device *snic_open_device(const struct vb_ops *ops, const char *name)
 	ret = pthread_mutex_init(&dev->lock, NULL);
 	if (ret)
 		goto err_free;
-	ret = snic_os_shm_create(&dev->seg_shm, "sanprov-dev", snic_dev_seg_size(dev->max_mr));
+	/* Peers only read the MR table: they map it read-only. */
+	ret =
+	    snic_os_shm_create(&dev->seg_shm, "sanprov-dev", snic_dev_seg_size(dev->max_mr), true);
 	if (ret)
 		goto err_lock;
 	dev->seg = dev->seg_shm.addr;
@@ -139,7 +141,6 @@ struct vb_device *snic_open_device(const struct vb_ops *ops, const char *name)
 	ret = pthread_create(&dev->progress, NULL, progress_main, dev);
 	if (ret)
 		goto err_fds;
-	snic_os_allow_peers();
 	return &dev->vdev;
 
 err_fds:

@@ -3,9 +3,13 @@
  * Memory regions: the shared MR table, key checks, and the buffers of
  * vb_buf_alloc() that peers can map directly.
  *
- * A key is slot | generation << 24.  Slots are reused first-in first-out
- * and the generation moves on at every reuse, so a stale rkey stays
- * invalid for as long as possible, as the key byte of a NIC's memory key.
+ * A key is slot | tag << log2(max_mr): the slot for the peer that looks
+ * it up, and a tag that a secret permutation of the slot's registration
+ * count gives (snic_key_make()), so that keys cannot be guessed from other
+ * keys.  Slots are reused first-in first-out and a slot's tag comes back
+ * only after 2^(32 - log2(max_mr)) of its registrations, so a stale rkey
+ * stays invalid for as long as possible, as the key byte of a NIC's
+ * memory key does for 256 registrations.
  */
 #include <errno.h>
 #include <sched.h>
@@ -19,18 +23,30 @@
 
 int snic_mr_table_init(struct snic_dev *dev)
 {
+	int ret;
+
 	dev->mr_free = malloc(sizeof(*dev->mr_free) * dev->max_mr);
-	dev->mr_gen = calloc(dev->max_mr, 1);
+	dev->mr_gen = malloc(sizeof(*dev->mr_gen) * dev->max_mr);
 	if (!dev->mr_free || !dev->mr_gen) {
-		free(dev->mr_free);
-		free(dev->mr_gen);
-		return ENOMEM;
+		ret = ENOMEM;
+		goto err;
 	}
+	/* Each slot's count starts anywhere: keys say nothing of their neighbours'. */
+	ret = snic_os_random(dev->mr_gen, sizeof(*dev->mr_gen) * dev->max_mr);
+	if (!ret)
+		ret = snic_os_random(dev->key_secret, sizeof(dev->key_secret));
+	if (ret)
+		goto err;
 	for (uint32_t i = 0; i < dev->max_mr; i++)
 		dev->mr_free[i] = i;
 	dev->mr_free_head = 0;
 	dev->mr_free_count = dev->max_mr;
 	return 0;
+
+err:
+	free(dev->mr_free);
+	free(dev->mr_gen);
+	return ret;
 }
 
 void snic_mr_table_fini(struct snic_dev *dev)
@@ -40,30 +56,38 @@ void snic_mr_table_fini(struct snic_dev *dev)
 	free(dev->bufs);
 }
 
-struct snic_mr_entry *snic_mr_get(struct snic_dev_seg *seg, uint32_t max_mr, uint32_t key,
-				  uint32_t pd, uint64_t addr, uint64_t len, unsigned int access)
+const struct snic_mr_entry *snic_mr_get(const struct snic_dev_seg *seg, uint32_t max_mr,
+					uint32_t key, uint32_t pd, uint64_t addr, uint64_t len,
+					unsigned int access, _Atomic uint32_t *hold)
 {
-	uint32_t slot = key & SNIC_KEY_IDX_MASK;
-	struct snic_mr_entry *e;
+	uint32_t slot = snic_key_slot(key, max_mr);
+	const struct snic_mr_entry *e;
+	uint64_t iova, length;
 
 	if (!key || slot >= max_mr)
 		return NULL;
 	e = &seg->mr[slot];
 	/*
-	 * busy first, key second; dereg stores key = 0 first and waits for
-	 * busy second.  Whichever comes last sees the other: either this
-	 * access fails or dereg waits for it to end.
+	 * busy (or the hold) first, key second; dereg stores key = 0 first
+	 * and looks at busy and the holds second.  Whichever comes last sees
+	 * the other: either this access fails or dereg waits for it to end.
 	 */
-	atomic_fetch_add(&e->busy, 1);
+	if (hold)
+		atomic_store(hold, key);
+	else
+		atomic_fetch_add(&((struct snic_mr_entry *)e)->busy, 1);
 	if (atomic_load(&e->key) != key)
 		goto fail;
+	/* Read once: the checks and the caller see the same values. */
+	iova = e->iova;
+	length = e->length;
 	if (e->pd != pd || (e->access & access) != access)
 		goto fail;
-	if (addr < e->iova || len > e->length || addr - e->iova > e->length - len)
+	if (addr < iova || len > length || addr - iova > length - len)
 		goto fail;
 	return e;
 fail:
-	snic_mr_put(e);
+	snic_mr_put(e, hold);
 	return NULL;
 }
 
@@ -84,7 +108,7 @@ struct vb_mr *snic_reg_mr(struct vb_pd *vpd, void *addr, size_t length, uint64_t
 	struct snic_mr *mr;
 	struct snic_mr_entry *e;
 	const struct snic_buf *buf;
-	uint32_t slot, gen;
+	uint32_t slot, key;
 	int ret;
 
 	ret = vb_check_mr_args(addr, length, iova, access);
@@ -109,7 +133,7 @@ struct vb_mr *snic_reg_mr(struct vb_pd *vpd, void *addr, size_t length, uint64_t
 	slot = dev->mr_free[dev->mr_free_head];
 	dev->mr_free_head = (dev->mr_free_head + 1) % dev->max_mr;
 	dev->mr_free_count--;
-	gen = dev->mr_gen[slot] = (uint8_t)(dev->mr_gen[slot] % 255 + 1);
+	key = snic_key_make(dev->key_secret, dev->max_mr, slot, &dev->mr_gen[slot]);
 	e = &dev->seg->mr[slot];
 	e->access = access;
 	e->pd = vpd->handle;
@@ -131,7 +155,7 @@ struct vb_mr *snic_reg_mr(struct vb_pd *vpd, void *addr, size_t length, uint64_t
 	mr->vmr.length = length;
 	mr->vmr.iova = iova;
 	mr->vmr.access = access;
-	mr->vmr.lkey = mr->vmr.rkey = slot | gen << SNIC_KEY_IDX_BITS;
+	mr->vmr.lkey = mr->vmr.rkey = key;
 	/* Publish last: the fields above are complete before the key is valid. */
 	atomic_store_explicit(&e->key, mr->vmr.lkey, memory_order_release);
 	return &mr->vmr;
@@ -151,6 +175,24 @@ static uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* Is a peer's access to key in flight?  Its QP announces it in its own segment. */
+static bool held_by_peer(struct snic_dev *dev, uint32_t key)
+{
+	bool held = false;
+
+	pthread_mutex_lock(&dev->lock);
+	for (struct snic_qp *qp = dev->qp_list; qp && !held; qp = qp->next) {
+		struct snic_qp_seg *ps;
+
+		if (!atomic_load(&qp->connected) || !(ps = qp->peer.qp_seg))
+			continue;
+		for (int i = 0; i < SNIC_MAX_SGE && !held; i++)
+			held = atomic_load(&ps->held[i]) == key;
+	}
+	pthread_mutex_unlock(&dev->lock);
+	return held;
+}
+
 int snic_dereg_mr(struct vb_mr *vmr)
 {
 	struct snic_mr *mr = snic_mr_of(vmr);
@@ -161,14 +203,14 @@ int snic_dereg_mr(struct vb_mr *vmr)
 
 	/* From here no new access starts; wait for those in flight. */
 	atomic_store(&e->key, 0);
-	while (atomic_load(&e->busy)) {
+	while (atomic_load(&e->busy) || held_by_peer(dev, vmr->lkey)) {
 		if (++spins < 1000) {
 			sched_yield();
 			continue;
 		}
 		/*
-		 * Only a peer killed in the middle of a copy leaves busy raised
-		 * for long; its copy died with it.
+		 * Only a peer killed in the middle of a copy leaves an access
+		 * announced for long (or one that lies): its copy died with it.
 		 */
 		if (now_ms() - start > dev->dereg_timeout_ms) {
 			fprintf(stderr,
@@ -206,7 +248,7 @@ void *snic_buf_alloc(struct vb_device *vdev, size_t length)
 		errno = EINVAL;
 		return NULL;
 	}
-	ret = snic_os_shm_create(&shm, "sanprov-buf", len);
+	ret = snic_os_shm_create(&shm, "sanprov-buf", len, false);
 	if (ret)
 		goto err;
 	ret = snic_os_shm_id(shm.fd, &id);

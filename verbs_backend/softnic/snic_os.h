@@ -35,9 +35,15 @@ void snic_os_close(snic_handle h);
  * Shared-memory segments: a new one of len bytes (zeroed, sparse where the
  * OS allows), or one a peer sent, which must hold at least min_len bytes.
  * *id names the underlying object (same object, same id).
+ *
+ * A segment never changes size once created (a peer that could shrink it
+ * would make every access here fault), and one created peer_readonly can
+ * be mapped for reading only by whoever gets its handle.  A received
+ * segment that does not carry these guarantees is refused with EPROTO;
+ * writable says how this process maps it.
  */
-int snic_os_shm_create(struct snic_shm *shm, const char *name, size_t len);
-int snic_os_shm_map(struct snic_shm *shm, snic_handle h, size_t min_len);
+int snic_os_shm_create(struct snic_shm *shm, const char *name, size_t len, bool peer_readonly);
+int snic_os_shm_map(struct snic_shm *shm, snic_handle h, size_t min_len, bool writable);
 void snic_os_shm_destroy(struct snic_shm *shm);
 int snic_os_shm_id(snic_handle h, uint64_t *id);
 
@@ -49,10 +55,14 @@ int snic_os_event_drain(snic_handle h);
 
 /*
  * A lock that lives in a shared segment, which a peer that dies holding it
- * hands over (a robust, process-shared mutex where the OS has one).
+ * hands over (a robust, process-shared mutex where the OS has one).  A peer
+ * can also keep it, or scribble over it: taking it gives up after
+ * SNIC_SHARED_LOCK_TIMEOUT_MS with ETIMEDOUT (EINVAL for a lock that is no
+ * longer one), and the caller stops trusting that segment.
  */
+#define SNIC_SHARED_LOCK_TIMEOUT_MS 1000
 int snic_os_shared_lock_init(pthread_mutex_t *m);
-void snic_os_shared_lock(pthread_mutex_t *m);
+int snic_os_shared_lock(pthread_mutex_t *m);
 
 /*
  * The progress thread's wait set: handles, each with a key.  An event
@@ -64,6 +74,11 @@ void snic_os_watch_destroy(struct snic_os_watch *w);
 int snic_os_watch_event(struct snic_os_watch *w, snic_handle event, uint32_t key);
 int snic_os_watch_conn(struct snic_os_watch *w, snic_handle conn, uint32_t key);
 void snic_os_watch_remove(struct snic_os_watch *w, snic_handle h);
+/*
+ * A waitable that is ready when any watched handle is (fallback where the
+ * OS cannot make one: then only fallback's readiness counts).
+ */
+snic_handle snic_os_watch_waitable(struct snic_os_watch *w, snic_handle fallback);
 /* Block until something is ready: how many keys were stored (>= 0), or -errno. */
 int snic_os_watch_wait(struct snic_os_watch *w, uint32_t *keys, int max);
 
@@ -79,8 +94,23 @@ int snic_os_watch_wait(struct snic_os_watch *w, uint32_t *keys, int max);
 int snic_os_listen(uint16_t *port, int backlog, snic_handle *lst);
 /* Take a waiting connection without blocking: 0, EAGAIN, or errno. */
 int snic_os_accept(snic_handle lst, snic_handle *conn);
-/* Connect to the listener of port: 0, ECONNREFUSED (nobody there), or errno. */
+/*
+ * Connect to the listener of port: 0, ECONNREFUSED (nobody there), EACCES
+ * (it belongs to a peer snic_os_conn_check() refuses: nothing was sent), or
+ * errno.
+ */
 int snic_os_connect(uint16_t port, snic_handle *conn);
+/*
+ * May this process deal with the other end of conn?  Only a process of the
+ * same user, unless SANPROV_SOFTNIC_ANY_USER=1: 0 or EACCES.
+ */
+int snic_os_conn_check(snic_handle conn);
+/*
+ * Wait until one of h[0..n) is ready: a listener with a connection
+ * waiting, a connection with a message or whose other end closed.  Its
+ * index, -ETIMEDOUT, or -errno.
+ */
+int snic_os_wait_any(const snic_handle *h, int n, int timeout_ms);
 int snic_os_send(snic_handle conn, const void *msg, size_t len, const snic_handle *h, int nh);
 /*
  * Receive one message of exactly len bytes and up to max handles (beyond
@@ -119,7 +149,21 @@ void snic_os_unmap(void *base, size_t len);
 /* Does [addr, addr + len) hold memory a NIC could pin (writable if write)? 0 or EFAULT. */
 int snic_os_check_memory(void *addr, size_t length, bool write);
 
-/* Let peers of the same user reach this process's memory, where the OS asks for it. */
-void snic_os_allow_peers(void);
+/*
+ * Let the connected peer pid reach this process's memory, where the OS
+ * asks for it (Yama's ptrace_scope 1 on Linux): counted per peer process,
+ * and withdrawn with the last connection of that peer.  EBUSY when the OS
+ * can name only one such process and another one holds it (see
+ * docs/softnic-security.md).
+ */
+int snic_os_peer_trust(pid_t pid);
+void snic_os_peer_untrust(pid_t pid);
+/* The process currently allowed by snic_os_peer_trust(): 0 none, -1 any (tests). */
+pid_t snic_os_peer_trusted(void);
+/* Tests: act as if Yama's ptrace_scope were scope (-1: read it again). */
+void snic_os_set_ptrace_scope(int scope);
+
+/* Unpredictable bytes from the OS: 0 or errno. */
+int snic_os_random(void *buf, size_t len);
 
 #endif

@@ -88,7 +88,7 @@ struct vb_qp *snic_create_qp(struct vb_pd *vpd, const struct vb_qp_init_attr *at
 	if (ret)
 		goto err_sq;
 	ret = snic_os_shm_create(&qp->shm, "sanprov-qp",
-				 snic_qp_seg_size(qp->rq_size, cap.max_recv_sge));
+				 snic_qp_seg_size(qp->rq_size, cap.max_recv_sge), false);
 	if (ret)
 		goto err_lock;
 	qp->seg = qp->shm.addr;
@@ -213,18 +213,24 @@ static void complete(struct snic_qp *qp, struct vb_cq *vcq, const struct snic_cq
 {
 	struct snic_cq *cq = snic_cq_of(vcq);
 
-	if (snic_cq_push(cq->seg, cq->size, vcq->fd, c) && qp->state != VB_QPS_ERR)
+	if (snic_cq_push(cq->seg, cq->size, vcq->fd, c, &cq->dead) && qp->state != VB_QPS_ERR)
 		set_state(qp, VB_QPS_ERR);
 }
 
 static void flush_rq(struct snic_qp *qp)
 {
 	struct snic_qp_seg *seg = qp->seg;
-	uint32_t h, t;
+	/* A peer that keeps the lock is not consuming honestly: flush without it. */
+	bool locked = !snic_os_shared_lock(&seg->rq_lock);
+	uint32_t h, t = qp->rq_tail;
 
-	snic_os_shared_lock(&seg->rq_lock);
+	/*
+	 * The head is the peer's to move and the peer may lie: whatever it
+	 * says, no more than a ring's worth is flushed.
+	 */
 	h = atomic_load(&seg->rq_head);
-	t = atomic_load(&seg->rq_tail);
+	if (t - h > qp->rq_size)
+		h = t - qp->rq_size;
 	for (; h != t; h++) {
 		struct snic_rwqe *rw = snic_rwqe_at(seg->rq, qp->rwqe_size, h & qp->rq_mask);
 		struct snic_cqe c = { .wr_id = rw->wr_id,
@@ -234,7 +240,8 @@ static void flush_rq(struct snic_qp *qp)
 		complete(qp, qp->vqp.recv_cq, &c);
 	}
 	atomic_store(&seg->rq_head, h);
-	pthread_mutex_unlock(&seg->rq_lock);
+	if (locked)
+		pthread_mutex_unlock(&seg->rq_lock);
 }
 
 static void flush_sq(struct snic_qp *qp)
@@ -266,14 +273,38 @@ static void fail_responder(struct snic_peer *peer)
 }
 
 struct held {
-	struct snic_mr_entry *e[2 * SNIC_MAX_SGE + 1];
-	unsigned int n;
+	const struct snic_mr_entry *e[2 * SNIC_MAX_SGE + 1];
+	_Atomic uint32_t *hold[2 * SNIC_MAX_SGE + 1]; /* NULL: a local entry */
+	unsigned int n, nremote;
 };
 
 static void held_put(struct held *h)
 {
-	while (h->n)
-		snic_mr_put(h->e[--h->n]);
+	while (h->n) {
+		h->n--;
+		snic_mr_put(h->e[h->n], h->hold[h->n]);
+	}
+	h->nremote = 0;
+}
+
+/* A peer's region, announced in our QP segment while we use it (snic_mr_get()). */
+static const struct snic_mr_entry *take_remote(struct snic_qp *qp, struct held *h, uint32_t key,
+					       uint64_t addr, uint64_t len, unsigned int access)
+{
+	struct snic_peer *peer = &qp->peer;
+	const struct snic_mr_entry *e;
+	_Atomic uint32_t *hold;
+
+	if (h->nremote == SNIC_MAX_SGE)
+		return NULL;
+	hold = &qp->seg->held[h->nremote];
+	e = snic_mr_get(peer->dev_seg, peer->max_mr, key, peer->pd, addr, len, access, hold);
+	if (e) {
+		h->e[h->n] = e;
+		h->hold[h->n++] = hold;
+		h->nremote++;
+	}
+	return e;
 }
 
 /* Check the local gather/scatter list; fills sge[] with what the copy uses. */
@@ -290,14 +321,15 @@ static enum vb_wc_status take_local(struct snic_qp *qp, struct snic_swqe *w, uns
 	}
 	*nsge = 0;
 	for (uint32_t i = 0; i < w->num_sge; i++) {
-		struct snic_mr_entry *e;
+		const struct snic_mr_entry *e;
 
 		if (!w->sge[i].length)
 			continue;
 		e = snic_mr_get(qp->dev->seg, qp->dev->max_mr, w->sge[i].lkey, qp->vqp.pd->handle,
-				w->sge[i].addr, w->sge[i].length, access);
+				w->sge[i].addr, w->sge[i].length, access, NULL);
 		if (!e)
 			return VB_WC_LOC_PROT_ERR;
+		h->hold[h->n] = NULL;
 		h->e[h->n++] = e;
 		sge[*nsge] = w->sge[i];
 		sge[(*nsge)++].addr = snic_mr_va(e, w->sge[i].addr);
@@ -310,20 +342,26 @@ static bool peer_ready(struct snic_peer *peer)
 {
 	uint32_t st;
 
-	if (peer->gone)
+	if (peer->gone || atomic_load(&peer->broken))
 		return false;
 	st = atomic_load(&peer->qp_seg->state);
 	return st == VB_QPS_RTR || st == VB_QPS_RTS;
 }
 
-/* Claim the peer's next receive (rq_lock held on success). */
+/*
+ * Claim the peer's next receive (rq_lock held on success).  NULL: none
+ * posted, or, with peer->broken set, a lock the peer kept.
+ */
 static struct snic_rwqe *claim_recv(struct snic_qp *qp)
 {
 	struct snic_peer *peer = &qp->peer;
 	struct snic_qp_seg *ps = peer->qp_seg;
 
 	for (int pass = 0; pass < 2; pass++) {
-		snic_os_shared_lock(&ps->rq_lock);
+		if (snic_os_shared_lock(&ps->rq_lock)) {
+			atomic_store(&peer->broken, true);
+			return NULL;
+		}
 		uint32_t h = atomic_load(&ps->rq_head);
 		if (h != atomic_load(&ps->rq_tail)) {
 			if (pass)
@@ -351,7 +389,7 @@ static void consume_recv(struct snic_peer *peer, const struct snic_cqe *c)
 	struct snic_qp_seg *ps = peer->qp_seg;
 
 	atomic_store(&ps->rq_head, atomic_load(&ps->rq_head) + 1);
-	if (snic_cq_push(peer->cq_seg, peer->cq_size, peer->cq_evfd, c))
+	if (snic_cq_push(peer->cq_seg, peer->cq_size, peer->cq_evfd, c, &peer->broken))
 		fail_responder(peer);
 }
 
@@ -375,17 +413,16 @@ static int exec_rdma(struct snic_qp *qp, struct snic_swqe *w, struct held *h, ui
 	if (imm) {
 		rw = claim_recv(qp);
 		if (!rw)
-			return SNIC_RNR;
+			return atomic_load(&peer->broken) ? VB_WC_RETRY_EXC_ERR : SNIC_RNR;
 	}
 	if (total) {
-		struct snic_mr_entry *re =
-		    snic_mr_get(peer->dev_seg, peer->max_mr, w->rkey, peer->pd, w->remote_addr,
-				total, read ? VB_ACCESS_REMOTE_READ : VB_ACCESS_REMOTE_WRITE);
+		const struct snic_mr_entry *re =
+		    take_remote(qp, h, w->rkey, w->remote_addr, total,
+				read ? VB_ACCESS_REMOTE_READ : VB_ACCESS_REMOTE_WRITE);
 		if (!re) {
 			st = VB_WC_REM_ACCESS_ERR;
 			goto out;
 		}
-		h->e[h->n++] = re;
 		rs = (struct snic_rseg){ .raddr = snic_mr_va(re, w->remote_addr), .len = total };
 		snic_xfer_resolve(peer, re, &rs);
 		st = snic_xfer(peer, read ? SNIC_XFER_FROM_PEER : SNIC_XFER_TO_PEER, sge, nsge, &rs,
@@ -428,7 +465,7 @@ static int exec_send(struct snic_qp *qp, struct snic_swqe *w, struct held *h, ui
 		return st;
 	rw = claim_recv(qp);
 	if (!rw)
-		return SNIC_RNR;
+		return atomic_load(&peer->broken) ? VB_WC_RETRY_EXC_ERR : SNIC_RNR;
 	c.wr_id = rw->wr_id;
 	nrecv = rw->num_sge;
 	if (nrecv > peer->rq_max_sge) {
@@ -447,20 +484,18 @@ static int exec_send(struct snic_qp *qp, struct snic_swqe *w, struct held *h, ui
 	left = total;
 	for (uint32_t i = 0; i < nrecv && left; i++) {
 		struct vb_sge r = rw->sge[i];
-		struct snic_mr_entry *re;
+		const struct snic_mr_entry *re;
 		uint64_t len;
 
 		if (!r.length)
 			continue;
 		len = r.length < left ? r.length : left;
-		re = snic_mr_get(peer->dev_seg, peer->max_mr, r.lkey, peer->pd, r.addr, r.length,
-				 VB_ACCESS_LOCAL_WRITE);
+		re = take_remote(qp, h, r.lkey, r.addr, r.length, VB_ACCESS_LOCAL_WRITE);
 		if (!re) {
 			c.status = VB_WC_LOC_PROT_ERR;
 			st = VB_WC_REM_OP_ERR;
 			goto out_consume;
 		}
-		h->e[h->n++] = re;
 		rs[nrs] = (struct snic_rseg){ .raddr = snic_mr_va(re, r.addr), .len = len };
 		snic_xfer_resolve(peer, re, &rs[nrs++]);
 		left -= len;
@@ -484,7 +519,7 @@ out_consume:
 static int execute(struct snic_qp *qp, struct snic_swqe *w, uint32_t *byte_len,
 		   uint32_t *vendor_err)
 {
-	struct held h = { .n = 0 };
+	struct held h = { .n = 0, .nremote = 0 };
 	int st;
 
 	*byte_len = 0;
@@ -547,7 +582,10 @@ int snic_post_send(struct vb_qp *vqp, struct vb_send_wr *wr, struct vb_send_wr *
 		ret = vb_check_send_wr(vqp, wr);
 		if (ret)
 			break;
-		if (qp->sq_tail - sq_reclaimed(qp) >= qp->sq_size) {
+		/* Credit comes from completions a peer could forge: the SQ's own count bounds it.
+		 */
+		if (qp->sq_tail - sq_reclaimed(qp) >= qp->sq_size ||
+		    qp->sq_tail - qp->sq_head >= qp->sq_size) {
 			ret = ENOMEM;
 			break;
 		}
@@ -593,7 +631,7 @@ int snic_post_recv(struct vb_qp *vqp, struct vb_recv_wr *wr, struct vb_recv_wr *
 		goto out;
 	}
 	for (; wr; wr = wr->next) {
-		uint32_t t = atomic_load_explicit(&seg->rq_tail, memory_order_relaxed);
+		uint32_t t = qp->rq_tail;
 		struct snic_rwqe *rw;
 
 		ret = vb_check_recv_wr(vqp, wr);
@@ -616,6 +654,7 @@ int snic_post_recv(struct vb_qp *vqp, struct vb_recv_wr *wr, struct vb_recv_wr *
 		rw->num_sge = (uint32_t)wr->num_sge;
 		if (wr->num_sge)
 			memcpy(rw->sge, wr->sg_list, sizeof(*rw->sge) * (size_t)wr->num_sge);
+		qp->rq_tail = t + 1;
 		atomic_store(&seg->rq_tail, t + 1);
 	}
 	/* A peer send waiting for this receive resumes in the peer's progress thread. */

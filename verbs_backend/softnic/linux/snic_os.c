@@ -4,6 +4,7 @@
  * mutexes, and the page checks a NIC's pinning makes.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdalign.h>
@@ -15,6 +16,7 @@
 #include <sys/mman.h>
 #include <sys/pidfd.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -28,6 +30,15 @@
 #define MADV_POPULATE_READ 22
 #define MADV_POPULATE_WRITE 23
 #endif
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77
+#endif
+#ifndef F_SEAL_FUTURE_WRITE
+#define F_SEAL_FUTURE_WRITE 0x0010
+#endif
+
+/* What every received segment must carry: its size can no longer change. */
+#define SNIC_SEALS_SIZE (F_SEAL_SHRINK | F_SEAL_GROW)
 
 void snic_os_close(snic_handle h)
 {
@@ -35,11 +46,18 @@ void snic_os_close(snic_handle h)
 		close(h);
 }
 
-int snic_os_shm_create(struct snic_shm *shm, const char *name, size_t len)
+int snic_os_shm_create(struct snic_shm *shm, const char *name, size_t len, bool peer_readonly)
 {
+	/*
+	 * Sealed against resizing, so that no holder of the descriptor can
+	 * truncate it under a mapping (SIGBUS in every process using it), and
+	 * against new seals.  Future write: this mapping stays writable, every
+	 * later one (a peer's, or one reopened through /proc) is read-only.
+	 */
+	int seals = SNIC_SEALS_SIZE | F_SEAL_SEAL | (peer_readonly ? F_SEAL_FUTURE_WRITE : 0);
 	int ret;
 
-	shm->fd = memfd_create(name, MFD_CLOEXEC);
+	shm->fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (shm->fd < 0)
 		return errno;
 	/* Sparse: only the pages a table or ring really touches cost memory. */
@@ -52,6 +70,11 @@ int snic_os_shm_create(struct snic_shm *shm, const char *name, size_t len)
 		ret = errno;
 		goto err_close;
 	}
+	if (fcntl(shm->fd, F_ADD_SEALS, seals)) {
+		ret = errno;
+		munmap(shm->addr, len);
+		goto err_close;
+	}
 	shm->len = len;
 	return 0;
 
@@ -62,15 +85,32 @@ err_close:
 	return ret;
 }
 
-int snic_os_shm_map(struct snic_shm *shm, snic_handle fd, size_t min_len)
+/* A memfd whose size is fixed for good: the only kind mapped from a peer. */
+static int check_sealed(int fd, struct stat *st)
+{
+	int seals;
+
+	if (fstat(fd, st))
+		return errno;
+	if (!S_ISREG(st->st_mode) || st->st_size <= 0)
+		return EPROTO;
+	seals = fcntl(fd, F_GET_SEALS);
+	if (seals < 0 || (seals & SNIC_SEALS_SIZE) != SNIC_SEALS_SIZE)
+		return EPROTO;
+	return 0;
+}
+
+int snic_os_shm_map(struct snic_shm *shm, snic_handle fd, size_t min_len, bool writable)
 {
 	struct stat st;
+	int ret;
 
-	if (fstat(fd, &st))
-		return errno;
-	if (!S_ISREG(st.st_mode) || st.st_size < 0 || (uint64_t)st.st_size < min_len || !min_len)
+	ret = check_sealed(fd, &st);
+	if (ret)
+		return ret;
+	if ((uint64_t)st.st_size < min_len || !min_len)
 		return EPROTO;
-	shm->addr = mmap(NULL, min_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	shm->addr = mmap(NULL, min_len, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, 0);
 	if (shm->addr == MAP_FAILED) {
 		shm->addr = NULL;
 		return errno;
@@ -141,12 +181,25 @@ int snic_os_shared_lock_init(pthread_mutex_t *m)
 /*
  * A peer that dies holding a ring lock must not stop this process: the
  * robust mutex hands the lock over.  What the dead peer was writing is in
- * a slot it had not yet published, so the ring itself is consistent.
+ * a slot it had not yet published, so the ring itself is consistent.  A
+ * live peer that keeps the lock only costs the timeout.
  */
-void snic_os_shared_lock(pthread_mutex_t *m)
+int snic_os_shared_lock(pthread_mutex_t *m)
 {
-	if (pthread_mutex_lock(m) == EOWNERDEAD)
-		pthread_mutex_consistent(m);
+	struct timespec ts;
+	int ret;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += SNIC_SHARED_LOCK_TIMEOUT_MS / 1000;
+	ts.tv_nsec += (long)(SNIC_SHARED_LOCK_TIMEOUT_MS % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	ret = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &ts);
+	if (ret == EOWNERDEAD)
+		ret = pthread_mutex_consistent(m);
+	return ret;
 }
 
 static bool populate_supported;
@@ -185,23 +238,143 @@ int snic_os_check_memory(void *addr, size_t length, bool write)
 }
 
 /*
- * Cross-memory attach needs the ptrace right on the peer.  Under Yama's
- * restricted mode (ptrace_scope 1) only ancestors have it, so a device
- * opened there lets any process of the same user attach, unless
- * SANPROV_SOFTNIC_PTRACER=0.
+ * Cross-memory attach and pidfd_getfd() need the ptrace right on the peer
+ * (PTRACE_MODE_ATTACH_REALCREDS).  Under Yama's restricted mode
+ * (ptrace_scope 1) only ancestors have it, and a process can name exactly
+ * one more tracer (and its descendants) with PR_SET_PTRACER.  So the
+ * connected peer is named while it is connected, and a second peer process
+ * is refused while the first one is: a connection that could not move
+ * data would be worse.  SANPROV_SOFTNIC_PTRACER=any lets every process of
+ * the user attach instead (several peer processes), =0 leaves it alone.
+ * Scope 0 needs nothing; scopes 2 and 3 cannot be helped from here.
  */
-void snic_os_allow_peers(void)
+enum ptracer_mode { PTRACER_OFF, PTRACER_PEER, PTRACER_ANY };
+
+static pthread_mutex_t trust_lock = PTHREAD_MUTEX_INITIALIZER;
+static int trust_scope = -1; /* -1: not read yet */
+static pid_t trust_pid;
+static unsigned int trust_refs;
+static bool trust_any;
+
+static int yama_scope(void)
 {
 	FILE *f = fopen("/proc/sys/kernel/yama/ptrace_scope", "r");
 	int scope = 0;
 
 	if (!f)
-		return;
+		return 0; /* no Yama: the same user may attach */
 	if (fscanf(f, "%d", &scope) != 1)
 		scope = 0;
 	fclose(f);
-	if (scope == 1 && snic_env_ulong("SANPROV_SOFTNIC_PTRACER", 1, 0, 1))
-		prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0);
+	return scope;
+}
+
+static enum ptracer_mode ptracer_mode(void)
+{
+	const char *s = getenv("SANPROV_SOFTNIC_PTRACER");
+
+	if (!s || !*s || !strcmp(s, "1") || !strcmp(s, "peer"))
+		return PTRACER_PEER;
+	if (!strcmp(s, "0") || !strcmp(s, "off"))
+		return PTRACER_OFF;
+	if (!strcmp(s, "any"))
+		return PTRACER_ANY;
+	fprintf(stderr, "sanprov: ignoring SANPROV_SOFTNIC_PTRACER=%s (expected peer, any or 0)\n",
+		s);
+	return PTRACER_PEER;
+}
+
+/* Yama's exception belongs to the process that set it: a fork child has none. */
+static void trust_forget(void)
+{
+	pthread_mutex_init(&trust_lock, NULL);
+	trust_pid = 0;
+	trust_refs = 0;
+	trust_any = false;
+}
+
+static pthread_once_t trust_once = PTHREAD_ONCE_INIT;
+
+static void trust_init(void)
+{
+	pthread_atfork(NULL, NULL, trust_forget);
+}
+
+int snic_os_peer_trust(pid_t pid)
+{
+	enum ptracer_mode mode = ptracer_mode();
+	int ret = 0;
+
+	pthread_once(&trust_once, trust_init);
+	pthread_mutex_lock(&trust_lock);
+	if (trust_scope < 0)
+		trust_scope = yama_scope();
+	if (trust_scope != 1 || mode == PTRACER_OFF)
+		goto out;
+	if (mode == PTRACER_ANY || trust_any) {
+		if (!trust_any)
+			prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0);
+		trust_any = true;
+		goto out;
+	}
+	if (trust_refs && trust_pid != pid) {
+		fprintf(stderr,
+			"sanprov softnic: refusing peer process %d: Yama ptrace_scope 1 lets "
+			"only one peer process (%d) in at a time; SANPROV_SOFTNIC_PTRACER=any "
+			"lets every process of the user attach\n",
+			(int)pid, (int)trust_pid);
+		ret = EBUSY;
+		goto out;
+	}
+	if (!trust_refs++) {
+		trust_pid = pid;
+		prctl(PR_SET_PTRACER, (unsigned long)pid, 0, 0, 0);
+	}
+out:
+	pthread_mutex_unlock(&trust_lock);
+	return ret;
+}
+
+void snic_os_peer_untrust(pid_t pid)
+{
+	pthread_mutex_lock(&trust_lock);
+	if (trust_refs && trust_pid == pid && !--trust_refs) {
+		trust_pid = 0;
+		if (!trust_any)
+			prctl(PR_SET_PTRACER, 0, 0, 0, 0);
+	}
+	pthread_mutex_unlock(&trust_lock);
+}
+
+pid_t snic_os_peer_trusted(void)
+{
+	pid_t pid;
+
+	pthread_mutex_lock(&trust_lock);
+	pid = trust_any ? -1 : trust_refs ? trust_pid : 0;
+	pthread_mutex_unlock(&trust_lock);
+	return pid;
+}
+
+void snic_os_set_ptrace_scope(int scope)
+{
+	pthread_mutex_lock(&trust_lock);
+	trust_scope = scope;
+	pthread_mutex_unlock(&trust_lock);
+}
+
+int snic_os_random(void *buf, size_t len)
+{
+	for (size_t done = 0; done < len;) {
+		ssize_t n = getrandom((char *)buf + done, len - done, 0);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno;
+		}
+		done += (size_t)n;
+	}
+	return 0;
 }
 
 struct snic_os_watch {
@@ -254,6 +427,12 @@ void snic_os_watch_remove(struct snic_os_watch *w, snic_handle h)
 	epoll_ctl(w->epfd, EPOLL_CTL_DEL, h, NULL);
 }
 
+snic_handle snic_os_watch_waitable(struct snic_os_watch *w, snic_handle fallback)
+{
+	(void)fallback; /* an epoll set is itself readable when a member is */
+	return w->epfd;
+}
+
 int snic_os_watch_wait(struct snic_os_watch *w, uint32_t *keys, int max)
 {
 	struct epoll_event ev[32];
@@ -301,9 +480,11 @@ int snic_os_peer_map_segment(const struct snic_peer *peer, int32_t remote, uint6
 	fd = pidfd_getfd(peer->pidfd, remote, 0);
 	if (fd < 0)
 		return errno;
-	/* The number may have been reused for another file since the MR was made. */
-	if (fstat(fd, &st) || (uint64_t)st.st_ino != id || !S_ISREG(st.st_mode) ||
-	    st.st_size <= 0) {
+	/*
+	 * The number may have been reused for another file since the MR was
+	 * made; and a segment the peer could still shrink would fault here.
+	 */
+	if (check_sealed(fd, &st) || (uint64_t)st.st_ino != id) {
 		close(fd);
 		return ESTALE;
 	}
@@ -387,8 +568,46 @@ int snic_os_connect(uint16_t port, snic_handle *conn)
 		close(fd);
 		return ret;
 	}
+	/* Anyone may bind the name: check who did before sending anything. */
+	ret = snic_os_conn_check(fd);
+	if (ret) {
+		close(fd);
+		return ret;
+	}
 	*conn = fd;
 	return 0;
+}
+
+int snic_os_conn_check(snic_handle conn)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &len))
+		return errno;
+	if (cred.uid == geteuid() || snic_env_ulong("SANPROV_SOFTNIC_ANY_USER", 0, 0, 1))
+		return 0;
+	return EACCES;
+}
+
+int snic_os_wait_any(const snic_handle *h, int n, int timeout_ms)
+{
+	struct pollfd p[64];
+	int r;
+
+	if (n < 1 || n > 64)
+		return -EINVAL;
+	for (int i = 0; i < n; i++)
+		p[i] = (struct pollfd){ .fd = h[i], .events = POLLIN | POLLRDHUP };
+	do
+		r = poll(p, (nfds_t)n, timeout_ms);
+	while (r < 0 && errno == EINTR);
+	if (r < 0)
+		return -errno;
+	for (int i = 0; i < n; i++)
+		if (p[i].revents)
+			return i;
+	return -ETIMEDOUT;
 }
 
 int snic_os_send(snic_handle conn, const void *msg, size_t len, const snic_handle *h, int nh)
@@ -473,10 +692,20 @@ int snic_os_conn_peer(snic_handle conn, pid_t *pid, bool *self, snic_handle *pro
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
 
+	int fd = -1;
+
 	if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &len))
 		return errno;
+	if (cred.uid != geteuid() && !snic_env_ulong("SANPROV_SOFTNIC_ANY_USER", 0, 0, 1))
+		return EACCES;
 	*pid = cred.pid;
 	*self = cred.pid == getpid();
-	*proc = *self ? -1 : pidfd_open(cred.pid, 0);
+	if (!*self) {
+		/* The socket's own reference (Linux 6.5) cannot name a recycled pid. */
+		len = sizeof(fd);
+		if (getsockopt(conn, SOL_SOCKET, SO_PEERPIDFD, &fd, &len))
+			fd = pidfd_open(cred.pid, 0);
+	}
+	*proc = fd;
 	return 0;
 }

@@ -12,6 +12,7 @@
  * both are waitable objects as vb_os.h promises.  The objects behind them
  * are found in a small table.
  */
+#define _CRT_RAND_S /* rand_s() */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,9 +33,14 @@ void snic_os_close(snic_handle h)
 
 /* Segments ------------------------------------------------------------------ */
 
-int snic_os_shm_create(struct snic_shm *shm, const char *name, size_t len)
+/*
+ * A pagefile-backed section keeps the size it was created with (only
+ * SEC_RESERVE sections grow, and none shrinks): no seal is needed.  Peers
+ * are in this process, so a read-only view is all peer_readonly can give.
+ */
+int snic_os_shm_create(struct snic_shm *shm, const char *name, size_t len, bool peer_readonly)
 {
-	(void)name;
+	(void)name, (void)peer_readonly;
 	shm->fd = CreateFileMappingW(INVALID_HANDLE_VALUE, NULL, PAGE_READWRITE,
 				     (DWORD)((uint64_t)len >> 32), (DWORD)len, NULL);
 	if (!shm->fd)
@@ -49,12 +55,12 @@ int snic_os_shm_create(struct snic_shm *shm, const char *name, size_t len)
 	return 0;
 }
 
-int snic_os_shm_map(struct snic_shm *shm, snic_handle h, size_t min_len)
+int snic_os_shm_map(struct snic_shm *shm, snic_handle h, size_t min_len, bool writable)
 {
 	if (!min_len)
 		return EPROTO;
 	/* A view larger than the section fails: that is the size check. */
-	shm->addr = MapViewOfFile(h, FILE_MAP_ALL_ACCESS, 0, 0, min_len);
+	shm->addr = MapViewOfFile(h, writable ? FILE_MAP_ALL_ACCESS : FILE_MAP_READ, 0, 0, min_len);
 	if (!shm->addr)
 		return EPROTO;
 	shm->fd = h;
@@ -111,9 +117,9 @@ int snic_os_shared_lock_init(pthread_mutex_t *m)
 	return pthread_mutex_init(m, NULL);
 }
 
-void snic_os_shared_lock(pthread_mutex_t *m)
+int snic_os_shared_lock(pthread_mutex_t *m)
 {
-	pthread_mutex_lock(m);
+	return pthread_mutex_lock(m);
 }
 
 int snic_os_check_memory(void *addr, size_t length, bool write)
@@ -137,8 +143,40 @@ int snic_os_check_memory(void *addr, size_t length, bool write)
 	return 0;
 }
 
-void snic_os_allow_peers(void)
+/* Peers are in this process: there is nobody else to let in. */
+int snic_os_peer_trust(pid_t pid)
 {
+	(void)pid;
+	return 0;
+}
+
+void snic_os_peer_untrust(pid_t pid)
+{
+	(void)pid;
+}
+
+pid_t snic_os_peer_trusted(void)
+{
+	return 0;
+}
+
+void snic_os_set_ptrace_scope(int scope)
+{
+	(void)scope;
+}
+
+int snic_os_random(void *buf, size_t len)
+{
+	for (size_t done = 0; done < len;) {
+		unsigned int v;
+		size_t n = len - done < sizeof(v) ? len - done : sizeof(v);
+
+		if (rand_s(&v))
+			return EIO;
+		memcpy((char *)buf + done, &v, n);
+		done += n;
+	}
+	return 0;
 }
 
 /* The progress thread's wait set ----------------------------------------------------- */
@@ -198,6 +236,13 @@ static int watch_add(struct snic_os_watch *w, snic_handle h, uint32_t key)
 int snic_os_watch_event(struct snic_os_watch *w, snic_handle event, uint32_t key)
 {
 	return watch_add(w, event, key);
+}
+
+snic_handle snic_os_watch_waitable(struct snic_os_watch *w, snic_handle fallback)
+{
+	/* No handle waits for a set here: the listener's own (peers are in this process). */
+	(void)w;
+	return fallback;
 }
 
 int snic_os_watch_conn(struct snic_os_watch *w, snic_handle conn, uint32_t key)
@@ -557,6 +602,48 @@ int snic_os_recv(snic_handle conn, void *msg, size_t len, snic_handle *h, int *n
 			CloseHandle(m.h[i]);
 	}
 	return ret;
+}
+
+/* Both ends are in this process, so of the same user. */
+int snic_os_conn_check(snic_handle conn)
+{
+	(void)conn;
+	return 0;
+}
+
+int snic_os_wait_any(const snic_handle *h, int n, int timeout_ms)
+{
+	HANDLE w[MAXIMUM_WAIT_OBJECTS];
+	int idx[MAXIMUM_WAIT_OBJECTS], nw = 0;
+	DWORD r;
+
+	if (n < 1 || 2 * n > MAXIMUM_WAIT_OBJECTS)
+		return -EINVAL;
+	/* A listener is ready when its event is; a channel end when a message came or the other end
+	 * left. */
+	pthread_mutex_lock(&reg_lock);
+	for (int i = 0; i < n; i++) {
+		struct object *o = find(h[i]);
+
+		if (!o) {
+			pthread_mutex_unlock(&reg_lock);
+			return -EBADF;
+		}
+		if (o->chan) {
+			idx[nw] = i;
+			w[nw++] = o->chan->arrived[o->end];
+		}
+		idx[nw] = i;
+		w[nw++] = h[i];
+	}
+	pthread_mutex_unlock(&reg_lock);
+	r = WaitForMultipleObjects((DWORD)nw, w, FALSE,
+				   timeout_ms < 0 ? INFINITE : (DWORD)timeout_ms);
+	if (r == WAIT_TIMEOUT)
+		return -ETIMEDOUT;
+	if (r >= WAIT_OBJECT_0 + (DWORD)nw)
+		return -EIO;
+	return idx[r - WAIT_OBJECT_0];
 }
 
 int snic_os_conn_peer(snic_handle conn, pid_t *pid, bool *self, snic_handle *proc)

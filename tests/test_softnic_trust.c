@@ -1,0 +1,785 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * softnic's trust boundary (docs/softnic-security.md): a process of another
+ * user, and a peer of the same user that speaks the protocol and then does
+ * with the shared segments what a hostile or broken peer would.  The peer
+ * here is hand-written (the connection message as softnic sends it, and
+ * segments of its own) so that nothing of softnic's own checks helps it.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "softnic/snic.h"
+#include "tpair.h"
+
+#define NOBODY 65534
+
+/* The connection message, as snic_conn.c lays it out. */
+struct wire_msg {
+	uint32_t magic;
+	uint16_t version;
+	uint16_t type;
+	int32_t status;
+	uint32_t qpn, pd, max_mr, rq_size, rq_max_sge, cq_size;
+	uint8_t priv_len;
+	uint8_t priv[VB_MAX_PRIVATE_DATA];
+	uint8_t reserved[7];
+};
+_Static_assert(sizeof(struct wire_msg) == 96, "the connection message is 96 bytes");
+
+enum { MSG_REQ = 1, MSG_REP = 2, MSG_REJ = 3 };
+
+/* A peer that speaks softnic's protocol by hand. */
+struct evil {
+	int sock;
+	int mine[5];   /* what we send: dev, qp, cq segments, cq event, doorbell */
+	int theirs[5]; /* what the server sent */
+	int ntheirs;
+	struct wire_msg answer;
+};
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static socklen_t wire_name(struct sockaddr_un *un, uint16_t port)
+{
+	int n;
+
+	memset(un, 0, sizeof(*un));
+	un->sun_family = AF_UNIX;
+	n = snprintf(un->sun_path + 1, sizeof(un->sun_path) - 1, "sanprov-softnic:%u", port);
+	return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
+}
+
+static int wire_send(int sock, const struct wire_msg *m, const int *fds, int nfds)
+{
+	union {
+		char b[CMSG_SPACE(sizeof(int) * 5)];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = { (void *)m, sizeof(*m) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+
+	if (nfds) {
+		memset(&u, 0, sizeof(u));
+		mh.msg_control = u.b;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+		memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+	}
+	return sendmsg(sock, &mh, MSG_NOSIGNAL) == (ssize_t)sizeof(*m) ? 0 : -1;
+}
+
+/* One message and its descriptors: bytes received, 0 closed, -1 timeout or error. */
+static int wire_recv(int sock, struct wire_msg *m, int *fds, int *nfds, int timeout_ms)
+{
+	union {
+		char b[CMSG_SPACE(sizeof(int) * 8)];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = { m, sizeof(*m) };
+	struct msghdr mh = {
+		.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b, .msg_controllen = sizeof(u.b)
+	};
+	struct pollfd p = { .fd = sock, .events = POLLIN };
+	ssize_t n;
+
+	*nfds = 0;
+	if (poll(&p, 1, timeout_ms) != 1)
+		return -1;
+	n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+			int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+			for (int i = 0; i < k; i++) {
+				int fd;
+				memcpy(&fd, CMSG_DATA(c) + sizeof(int) * (size_t)i, sizeof(fd));
+				if (*nfds < 5)
+					fds[(*nfds)++] = fd;
+				else
+					close(fd);
+			}
+		}
+	return (int)n;
+}
+
+/* A segment as a peer could make it: sealed as softnic's are, or a plain memfd. */
+static int evil_segment(size_t len, bool sealed, void **addr)
+{
+	struct snic_shm shm;
+
+	if (sealed) {
+		if (snic_os_shm_create(&shm, "evil", len, false))
+			return -1;
+		*addr = shm.addr;
+		return shm.fd;
+	}
+	int fd = memfd_create("evil", MFD_CLOEXEC);
+	if (fd < 0 || ftruncate(fd, (off_t)len))
+		return -1;
+	*addr = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	return *addr == MAP_FAILED ? -1 : fd;
+}
+
+/*
+ * Connect to port and send a well-formed request.  0 when the server
+ * answered (evil->answer, evil->theirs), -1 when it could not be sent or
+ * nothing came back.  Usable in a child without Criterion.
+ */
+static int evil_connect(struct evil *ev, uint16_t port, bool sealed, int timeout_ms)
+{
+	struct sockaddr_un un;
+	socklen_t len = wire_name(&un, port);
+	struct wire_msg m = { .magic = 0x534e4343u,
+			      .version = 1,
+			      .type = MSG_REQ,
+			      .qpn = 7,
+			      .pd = 1,
+			      .max_mr = 16,
+			      .rq_size = 4,
+			      .rq_max_sge = 1,
+			      .cq_size = 8 };
+	struct snic_dev_seg *dev;
+	struct snic_qp_seg *qp;
+	struct snic_cq_seg *cq;
+	void *p;
+
+	memset(ev, 0, sizeof(*ev));
+	ev->mine[0] = evil_segment(snic_dev_seg_size(16), sealed, &p);
+	dev = p;
+	ev->mine[1] = evil_segment(snic_qp_seg_size(4, 1), sealed, &p);
+	qp = p;
+	ev->mine[2] = evil_segment(snic_cq_seg_size(8), sealed, &p);
+	cq = p;
+	if (ev->mine[0] < 0 || ev->mine[1] < 0 || ev->mine[2] < 0)
+		return -1;
+	dev->magic = SNIC_DEV_MAGIC;
+	dev->max_mr = 16;
+	qp->magic = SNIC_QP_MAGIC;
+	qp->qpn = 7;
+	qp->pd = 1;
+	qp->rq_size = 4;
+	qp->rq_max_sge = 1;
+	atomic_store(&qp->state, VB_QPS_RTS);
+	snic_os_shared_lock_init(&qp->rq_lock);
+	cq->magic = SNIC_CQ_MAGIC;
+	cq->size = 8;
+	snic_os_shared_lock_init(&cq->prod_lock);
+	if (snic_os_event_create(&ev->mine[3]) || snic_os_event_create(&ev->mine[4]))
+		return -1;
+	ev->sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (ev->sock < 0 || connect(ev->sock, (struct sockaddr *)&un, len))
+		return -1;
+	/* A server that refuses may close before the request is out: its answer is still there. */
+	(void)wire_send(ev->sock, &m, ev->mine, 5);
+	return wire_recv(ev->sock, &ev->answer, ev->theirs, &ev->ntheirs, timeout_ms) > 0 ? 0 : -1;
+}
+
+static void evil_close(struct evil *ev)
+{
+	for (int i = 0; i < 5; i++)
+		close(ev->mine[i]);
+	for (int i = 0; i < ev->ntheirs; i++)
+		close(ev->theirs[i]);
+	close(ev->sock);
+}
+
+/* The server: a device, a QP waiting in accept, its listener's port. */
+struct server {
+	struct vb_device *dev;
+	struct vb_pd *pd;
+	struct vb_cq *cq;
+	struct vb_qp *qp;
+	struct vb_listener *l;
+	uint16_t port;
+	int accepted;
+	int timeout_ms;
+	pthread_t t;
+};
+
+static void server_open(struct server *s)
+{
+	struct vb_qp_init_attr attr = { .cap = { .max_send_wr = 4, .max_recv_wr = 4 } };
+
+	if (!tdev_is_softnic())
+		cr_skip_test("softnic's trust boundary; %s has its own", tdev_backend());
+	s->dev = tdev_open();
+	cr_assert_not_null(s->dev);
+	s->pd = vb_alloc_pd(s->dev);
+	s->cq = vb_create_cq(s->dev, 64);
+	cr_assert(s->pd && s->cq);
+	attr.send_cq = attr.recv_cq = s->cq;
+	s->qp = vb_create_qp(s->pd, &attr);
+	cr_assert_not_null(s->qp);
+	s->l = tlisten(s->dev);
+	s->port = ntohs(((struct sockaddr_in *)&s->l->addr)->sin_port);
+	s->accepted = -1;
+}
+
+static void *server_accept_main(void *p)
+{
+	struct server *s = p;
+	struct vb_conn_param param = { .timeout_ms = s->timeout_ms };
+
+	s->accepted = vb_accept(s->l, s->qp, &param);
+	return NULL;
+}
+
+static void server_accept_async(struct server *s, int timeout_ms)
+{
+	s->timeout_ms = timeout_ms;
+	cr_assert_eq(pthread_create(&s->t, NULL, server_accept_main, s), 0);
+}
+
+static int server_accept_wait(struct server *s)
+{
+	pthread_join(s->t, NULL);
+	return s->accepted;
+}
+
+static void server_close(struct server *s)
+{
+	cr_assert_eq(vb_destroy_listener(s->l), 0);
+	cr_assert_eq(vb_destroy_qp(s->qp), 0);
+	cr_assert_eq(vb_destroy_cq(s->cq), 0);
+	cr_assert_eq(vb_dealloc_pd(s->pd), 0);
+	cr_assert_eq(vb_close_device(s->dev), 0);
+}
+
+/* In a child: become an unprivileged user, or exit 77 (the parent skips). */
+static void become_nobody(void)
+{
+	if (setresgid(NOBODY, NOBODY, NOBODY) || setresuid(NOBODY, NOBODY, NOBODY))
+		_exit(77);
+}
+
+static int child_status(pid_t pid)
+{
+	int st;
+
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFEXITED(st), "child status %#x", st);
+	if (WEXITSTATUS(st) == 77)
+		cr_skip_test("cannot switch to uid %d here (not root?)", NOBODY);
+	return WEXITSTATUS(st);
+}
+
+/* A process of another user connects: refused, and given nothing. */
+Test(trust, other_user_is_refused_by_the_server, .timeout = 30)
+{
+	struct server s;
+	enum vb_qp_state st;
+	pid_t pid;
+
+	server_open(&s);
+	server_accept_async(&s, 2000);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (!pid) {
+		struct evil ev;
+
+		become_nobody();
+		/*
+		 * A refusal, or a reset when the server closed with our request
+		 * unread (the kernel then reports the reset first).
+		 */
+		int rc = evil_connect(&ev, s.port, true, 5000);
+		if (ev.ntheirs)
+			_exit(2); /* the server's tables */
+		if (!rc && (ev.answer.type != MSG_REJ || ev.answer.status != EACCES))
+			_exit(3);
+		_exit(0);
+	}
+	int code = child_status(pid);
+	cr_assert_eq(code, 0, "the other user's process got more than a refusal (%d)", code);
+	/* The refusal did not end the accept: it goes on waiting for a real peer. */
+	cr_assert_eq(server_accept_wait(&s), ETIMEDOUT);
+	cr_assert_eq(vb_query_qp(s.qp, &st), 0);
+	cr_assert_eq(st, VB_QPS_INIT);
+	server_close(&s);
+}
+
+/*
+ * A process of another user listens on the port: the client refuses it
+ * before its request (and its tables) leave.  With
+ * SANPROV_SOFTNIC_ANY_USER=1 the request goes out.
+ */
+static void other_user_server(bool any_user)
+{
+	struct vb_qp_init_attr attr = { .cap = { .max_send_wr = 4, .max_recv_wr = 4 } };
+	struct vb_conn_param param = { .timeout_ms = 1000 };
+	struct sockaddr_in sin;
+	struct vb_device *dev;
+	struct vb_pd *pd;
+	struct vb_cq *cq;
+	struct vb_qp *qp;
+	int ready[2], nfds;
+	uint16_t port;
+	pid_t pid;
+
+	if (!tdev_is_softnic())
+		cr_skip_test("softnic's trust boundary; %s has its own", tdev_backend());
+	cr_assert_eq(pipe(ready), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (!pid) {
+		struct sockaddr_un un;
+		struct wire_msg m;
+		int fds[5], l, c;
+
+		become_nobody();
+		l = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+		for (port = 40000; port < 41000; port++)
+			if (!bind(l, (struct sockaddr *)&un, wire_name(&un, port)))
+				break;
+		if (listen(l, 4) || write(ready[1], &port, sizeof(port)) != sizeof(port))
+			_exit(1);
+		struct pollfd p = { .fd = l, .events = POLLIN };
+		if (poll(&p, 1, 5000) != 1 || (c = accept(l, NULL, NULL)) < 0)
+			_exit(0); /* nobody came */
+		wire_recv(c, &m, fds, &nfds, 2000);
+		_exit(10 + nfds); /* what the client handed over */
+	}
+	close(ready[1]);
+	cr_assert_eq(read(ready[0], &port, sizeof(port)), (ssize_t)sizeof(port));
+	close(ready[0]);
+
+	if (any_user)
+		setenv("SANPROV_SOFTNIC_ANY_USER", "1", 1);
+	dev = tdev_open();
+	cr_assert_not_null(dev);
+	pd = vb_alloc_pd(dev);
+	cq = vb_create_cq(dev, 8);
+	cr_assert(pd && cq);
+	attr.send_cq = attr.recv_cq = cq;
+	qp = vb_create_qp(pd, &attr);
+	cr_assert_not_null(qp);
+	tdev_sockaddr(&sin, port);
+	int ret = vb_connect(qp, (struct sockaddr *)&sin, sizeof(sin), &param);
+	int handed = child_status(pid);
+	if (any_user) {
+		cr_assert_eq(handed, 15, "the request carries 5 descriptors (%d)", handed);
+		cr_assert_neq(ret, EACCES);
+	} else {
+		cr_assert_eq(ret, EACCES, "connect: %s", strerror(ret));
+		cr_assert(handed == 0 || handed == 10, "the other user got %d descriptors",
+			  handed - 10);
+	}
+	cr_assert_eq(vb_destroy_qp(qp), 0);
+	cr_assert_eq(vb_destroy_cq(cq), 0);
+	cr_assert_eq(vb_dealloc_pd(pd), 0);
+	cr_assert_eq(vb_close_device(dev), 0);
+}
+
+Test(trust, other_user_server_is_refused_by_the_client, .timeout = 30)
+{
+	other_user_server(false);
+}
+
+Test(trust, any_user_knob_lets_other_users_in, .timeout = 30)
+{
+	other_user_server(true);
+}
+
+/* Segments that their sender could still resize are refused. */
+Test(trust, unsealed_segments_are_refused, .timeout = 30)
+{
+	struct server s;
+	struct evil ev;
+
+	server_open(&s);
+	server_accept_async(&s, 5000);
+	cr_assert_eq(evil_connect(&ev, s.port, false, 5000), 0);
+	cr_assert_eq(ev.answer.type, MSG_REJ);
+	cr_assert_eq(ev.ntheirs, 0);
+	cr_assert_eq(server_accept_wait(&s), EPROTO);
+	evil_close(&ev);
+	server_close(&s);
+}
+
+/*
+ * What the server hands over cannot be resized (SIGBUS in the server), and
+ * its MR table cannot be written, however the descriptor is opened again.
+ */
+Test(trust, segments_are_sealed_and_the_mr_table_read_only, .timeout = 30)
+{
+	struct server s;
+	struct evil ev;
+	char path[64];
+	uint64_t rbuf;
+	void *p;
+	int fd;
+
+	server_open(&s);
+	struct vb_mr *mr = vb_reg_mr(s.pd, &rbuf, sizeof(rbuf), VB_ACCESS_LOCAL_WRITE);
+	cr_assert_not_null(mr);
+	cr_assert_eq(post_recv1(s.qp, 1, &rbuf, sizeof(rbuf), mr->lkey), 0);
+	server_accept_async(&s, 5000);
+	cr_assert_eq(evil_connect(&ev, s.port, true, 5000), 0);
+	cr_assert_eq(server_accept_wait(&s), 0);
+	cr_assert_eq(ev.answer.type, MSG_REP);
+	cr_assert_eq(ev.ntheirs, 5);
+
+	for (int i = 0; i < 3; i++) {
+		cr_assert_neq(ftruncate(ev.theirs[i], 0), 0, "segment %d could be truncated", i);
+		cr_assert_neq(ftruncate(ev.theirs[i], 1 << 30), 0, "segment %d could grow", i);
+	}
+	p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, ev.theirs[0], 0);
+	cr_assert_eq(p, MAP_FAILED, "the MR table could be mapped writable");
+	cr_assert_eq(pwrite(ev.theirs[0], "x", 1, 0), -1, "the MR table could be written");
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", ev.theirs[0]);
+	fd = open(path, O_RDWR);
+	if (fd >= 0) {
+		p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		cr_assert_eq(p, MAP_FAILED, "the MR table, opened again, could be mapped writable");
+		close(fd);
+	}
+	p = mmap(NULL, 4096, PROT_READ, MAP_SHARED, ev.theirs[0], 0);
+	cr_assert_neq(p, MAP_FAILED, "reading the MR table is what a peer does");
+	cr_assert_eq(mprotect(p, 4096, PROT_READ | PROT_WRITE), -1);
+	munmap(p, 4096);
+
+	/* The server's CQ is still whole: the disconnect's flush lands in it. */
+	evil_close(&ev);
+	struct vb_wc wc = tpair_wait(s.cq);
+	cr_assert_eq(wc.status, VB_WC_WR_FLUSH_ERR);
+	cr_assert_eq(wc.wr_id, 1);
+	cr_assert_eq(vb_dereg_mr(mr), 0);
+	server_close(&s);
+}
+
+/*
+ * The peer moves the head of the server's receive queue past its tail
+ * (the index wraps): the flush at disconnect stays bounded by the ring.
+ */
+Test(trust, wrapped_receive_index_is_bounded, .timeout = 20)
+{
+	struct server s;
+	struct evil ev;
+	struct vb_wc wc[64];
+	uint64_t rbuf[2];
+	int n, total = 0;
+
+	server_open(&s);
+	struct vb_mr *mr = vb_reg_mr(s.pd, rbuf, sizeof(rbuf), VB_ACCESS_LOCAL_WRITE);
+	cr_assert_not_null(mr);
+	for (int i = 0; i < 2; i++)
+		cr_assert_eq(post_recv1(s.qp, (uint64_t)i, &rbuf[i], 8, mr->lkey), 0);
+	server_accept_async(&s, 5000);
+	cr_assert_eq(evil_connect(&ev, s.port, true, 5000), 0);
+	cr_assert_eq(server_accept_wait(&s), 0);
+	struct snic_qp_seg *seg =
+	    mmap(NULL, snic_qp_seg_size(4, 1), PROT_READ | PROT_WRITE, MAP_SHARED, ev.theirs[1], 0);
+	cr_assert_neq(seg, MAP_FAILED);
+	atomic_store(&seg->rq_head, atomic_load(&seg->rq_tail) + 1);
+	uint64_t start = now_ms();
+	evil_close(&ev);
+	/* The flush takes the QP's lock: once destroy has it, the flush is over. */
+	cr_assert_eq(tpair_wait_qp_state(s.qp, VB_QPS_ERR, 5000), VB_QPS_ERR);
+	do {
+		cr_assert_eq(vb_poll_cq(s.cq, 64, wc, &n), 0);
+		total += n;
+	} while (!total && now_ms() - start < 5000);
+	cr_assert_eq(vb_destroy_qp(s.qp), 0);
+	cr_assert_lt(now_ms() - start, 3000, "the flush took %llu ms",
+		     (unsigned long long)(now_ms() - start));
+	cr_assert_eq(vb_poll_cq(s.cq, 64, wc + total, &n), 0);
+	total += n;
+	cr_assert_leq(total, 4, "%d flushes for a ring of 4", total);
+	struct vb_qp_init_attr attr = { .cap = { .max_send_wr = 4, .max_recv_wr = 4 },
+					.send_cq = s.cq,
+					.recv_cq = s.cq };
+	s.qp = vb_create_qp(s.pd, &attr); /* for server_close */
+	munmap(seg, snic_qp_seg_size(4, 1));
+	cr_assert_eq(vb_dereg_mr(mr), 0);
+	server_close(&s);
+}
+
+/* Clients that connect and say nothing hold back nobody. */
+Test(trust, silent_clients_do_not_hold_back_others, .timeout = 30)
+{
+	struct vb_qp_init_attr attr = { .cap = { .max_send_wr = 4, .max_recv_wr = 4 } };
+	struct vb_conn_param param = { .timeout_ms = 8000 };
+	struct sockaddr_un un;
+	struct server s;
+	int silent[3], acc;
+
+	server_open(&s);
+	for (int i = 0; i < 3; i++) {
+		silent[i] = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+		cr_assert_eq(connect(silent[i], (struct sockaddr *)&un, wire_name(&un, s.port)), 0);
+	}
+	attr.send_cq = attr.recv_cq = s.cq;
+	struct vb_qp *cqp = vb_create_qp(s.pd, &attr);
+	cr_assert_not_null(cqp);
+	uint64_t start = now_ms();
+	cr_assert_eq(tconnect(s.l, s.qp, &param, cqp, &param, &acc), 0);
+	cr_assert_eq(acc, 0);
+	cr_assert_lt(now_ms() - start, 2000, "the honest client waited %llu ms",
+		     (unsigned long long)(now_ms() - start));
+	for (int i = 0; i < 3; i++)
+		close(silent[i]);
+	cr_assert_eq(vb_destroy_qp(cqp), 0);
+	server_close(&s);
+}
+
+/*
+ * A peer keeps the producers' lock of a CQ: whoever completes into it
+ * gives up after the lock's timeout instead of hanging, and connections on
+ * other CQs go on.
+ */
+Test(trust, a_kept_lock_stalls_no_one, .timeout = 30)
+{
+	struct server s;
+	struct evil ev;
+	struct tpair other;
+	uint64_t buf = 0;
+
+	server_open(&s);
+	server_accept_async(&s, 5000);
+	cr_assert_eq(evil_connect(&ev, s.port, true, 5000), 0);
+	cr_assert_eq(server_accept_wait(&s), 0);
+	struct snic_cq_seg *cq =
+	    mmap(NULL, snic_cq_seg_size(64), PROT_READ | PROT_WRITE, MAP_SHARED, ev.theirs[2], 0);
+	cr_assert_neq(cq, MAP_FAILED);
+	cr_assert_eq(pthread_mutex_lock(&cq->prod_lock), 0);
+
+	/* An honest pair whose receiver completes into the kept CQ. */
+	struct vb_qp_init_attr attr = { .cap = { .max_send_wr = 4, .max_recv_wr = 4 },
+					.send_cq = s.cq,
+					.recv_cq = s.cq };
+	struct vb_cq *ccq = vb_create_cq(s.dev, 8);
+	cr_assert_not_null(ccq);
+	struct vb_qp *sqp = vb_create_qp(s.pd, &attr);
+	attr.send_cq = attr.recv_cq = ccq;
+	struct vb_qp *cqp = vb_create_qp(s.pd, &attr);
+	struct vb_listener *l = tlisten(s.dev);
+	int acc;
+	cr_assert(sqp && cqp);
+	cr_assert_eq(tconnect(l, sqp, NULL, cqp, NULL, &acc), 0);
+	cr_assert_eq(acc, 0);
+	struct vb_mr *mr = vb_reg_mr(s.pd, &buf, sizeof(buf), VB_ACCESS_LOCAL_WRITE);
+	cr_assert_not_null(mr);
+	cr_assert_eq(post_recv1(sqp, 1, &buf, 8, mr->lkey), 0);
+	uint64_t start = now_ms();
+	cr_assert_eq(post_rdma(cqp, VB_WR_SEND, 2, &buf, 8, mr->lkey, 0, 0, VB_SEND_SIGNALED), 0);
+	cr_assert_lt(now_ms() - start, 3 * SNIC_SHARED_LOCK_TIMEOUT_MS, "the send hung %llu ms",
+		     (unsigned long long)(now_ms() - start));
+
+	/* A pair on CQs of its own still moves data. */
+	tpair_init(&other, s.dev, NULL);
+	uint64_t x = 42, y = 0;
+	struct vb_mr *xm = vb_reg_mr(other.a.pd, &x, 8, VB_ACCESS_LOCAL_WRITE);
+	struct vb_mr *ym = vb_reg_mr(other.b.pd, &y, 8, VB_ACCESS_LOCAL_WRITE);
+	cr_assert(xm && ym);
+	cr_assert_eq(post_recv1(other.b.qp, 3, &y, 8, ym->lkey), 0);
+	cr_assert_eq(post_rdma(other.a.qp, VB_WR_SEND, 4, &x, 8, xm->lkey, 0, 0, VB_SEND_SIGNALED),
+		     0);
+	cr_assert_eq(tpair_wait(other.b.rcq).status, VB_WC_SUCCESS);
+	cr_assert_eq(y, 42);
+	cr_assert_eq(tpair_wait(other.a.scq).status, VB_WC_SUCCESS);
+	cr_assert_eq(vb_dereg_mr(xm), 0);
+	cr_assert_eq(vb_dereg_mr(ym), 0);
+	tpair_fini(&other);
+
+	pthread_mutex_unlock(&cq->prod_lock);
+	munmap(cq, snic_cq_seg_size(64));
+	evil_close(&ev);
+	cr_assert_eq(vb_destroy_qp(cqp), 0);
+	cr_assert_eq(vb_destroy_qp(sqp), 0);
+	cr_assert_eq(vb_destroy_listener(l), 0);
+	cr_assert_eq(vb_dereg_mr(mr), 0);
+	cr_assert_eq(vb_destroy_cq(ccq), 0);
+	server_close(&s);
+}
+
+/* Keys say nothing of their neighbours, and a slot's key stays dead for long. */
+Test(trust, keys_are_unpredictable_and_stale_keys_stay_dead, .timeout = 60)
+{
+	struct vb_device *dev;
+	struct vb_pd *pd;
+	struct vb_mr *mr[8];
+	static char buf[4096];
+	uint32_t first;
+	int same_step = 0;
+
+	if (!tdev_is_softnic())
+		cr_skip_test("softnic's keys; %s has its own", tdev_backend());
+	setenv("SANPROV_SOFTNIC_MAX_MR", "16", 1);
+	dev = tdev_open();
+	cr_assert_not_null(dev);
+	pd = vb_alloc_pd(dev);
+	cr_assert_not_null(pd);
+	for (int i = 0; i < 8; i++) {
+		mr[i] = vb_reg_mr(pd, buf, sizeof(buf), VB_ACCESS_ALL);
+		cr_assert_not_null(mr[i]);
+		if (i >= 2 && mr[i]->rkey - mr[i - 1]->rkey == mr[i - 1]->rkey - mr[i - 2]->rkey)
+			same_step++;
+		if (i)
+			cr_assert_neq(mr[i]->rkey, mr[i - 1]->rkey + 1,
+				      "key %d is the last one + 1", i);
+	}
+	cr_assert_lt(same_step, 6, "keys come out in steps");
+	first = mr[0]->rkey;
+	for (int i = 0; i < 8; i++)
+		cr_assert_eq(vb_dereg_mr(mr[i]), 0);
+	/* 16 slots reused in turn: 600 reuses of the first key's slot. */
+	for (int i = 0; i < 16 * 600; i++) {
+		struct vb_mr *m = vb_reg_mr(pd, buf, sizeof(buf), VB_ACCESS_ALL);
+		cr_assert_not_null(m);
+		cr_assert_neq(m->rkey, first, "a stale key came back after %d registrations", i);
+		cr_assert_eq(vb_dereg_mr(m), 0);
+	}
+	cr_assert_eq(vb_dealloc_pd(pd), 0);
+	cr_assert_eq(vb_close_device(dev), 0);
+}
+
+/*
+ * Under Yama's ptrace_scope 1 only the connected peer process may attach,
+ * and a second peer process is refused while the first is connected.  The
+ * policy runs as if Yama were there (it is not everywhere); a real Yama is
+ * checked below.
+ */
+static pid_t peer_child(uint16_t port, int *done_pipe, int *result)
+{
+	int res[2], done[2];
+	pid_t pid;
+
+	cr_assert_eq(pipe(res), 0);
+	cr_assert_eq(pipe(done), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (!pid) {
+		struct vb_qp_init_attr attr = { .cap = { .max_send_wr = 4, .max_recv_wr = 4 } };
+		struct vb_conn_param param = { .timeout_ms = 5000 };
+		struct sockaddr_in sin;
+		struct vb_device *dev = tdev_open();
+		struct vb_pd *pd = dev ? vb_alloc_pd(dev) : NULL;
+		struct vb_cq *cq = dev ? vb_create_cq(dev, 8) : NULL;
+		char c;
+		int ret = EIO;
+
+		close(res[0]);
+		close(done[1]);
+
+		if (pd && cq) {
+			attr.send_cq = attr.recv_cq = cq;
+			struct vb_qp *qp = vb_create_qp(pd, &attr);
+			tdev_sockaddr(&sin, port);
+			if (qp)
+				ret = vb_connect(qp, (struct sockaddr *)&sin, sizeof(sin), &param);
+		}
+		(void)!write(res[1], &ret, sizeof(ret));
+		(void)!read(done[0], &c, 1);
+		_exit(0);
+	}
+	close(res[1]);
+	close(done[0]);
+	*done_pipe = done[1];
+	cr_assert_eq(read(res[0], result, sizeof(*result)), (ssize_t)sizeof(*result));
+	close(res[0]);
+	return pid;
+}
+
+Test(trust, only_the_connected_peer_may_attach, .timeout = 30)
+{
+	struct server s;
+	int done1, done2, r1, r2;
+	pid_t c1, c2;
+
+	unsetenv("SANPROV_SOFTNIC_PTRACER");
+	snic_os_set_ptrace_scope(1);
+	server_open(&s);
+	cr_assert_eq(snic_os_peer_trusted(), 0, "nobody before a connection");
+	server_accept_async(&s, 5000);
+	c1 = peer_child(s.port, &done1, &r1);
+	cr_assert_eq(r1, 0, "connect: %s", strerror(r1));
+	cr_assert_eq(server_accept_wait(&s), 0);
+	cr_assert_eq(snic_os_peer_trusted(), c1, "the peer, and only it");
+
+	/* A second peer process: Yama can name one tracer only. */
+	struct vb_qp_init_attr attr = { .cap = { .max_send_wr = 4, .max_recv_wr = 4 },
+					.send_cq = s.cq,
+					.recv_cq = s.cq };
+	struct vb_qp *qp2 = vb_create_qp(s.pd, &attr);
+	cr_assert_not_null(qp2);
+	struct vb_qp *keep = s.qp;
+	s.qp = qp2;
+	server_accept_async(&s, 5000);
+	c2 = peer_child(s.port, &done2, &r2);
+	int acc = server_accept_wait(&s);
+	cr_assert_eq(acc, EBUSY, "accept: %s", strerror(acc));
+	cr_assert_eq(r2, EBUSY, "the second peer learns why: %s", strerror(r2));
+	cr_assert_eq(snic_os_peer_trusted(), c1);
+	close(done2);
+	waitpid(c2, NULL, 0);
+
+	/* The first one leaves: nobody may attach any more. */
+	close(done1);
+	waitpid(c1, NULL, 0);
+	cr_assert_eq(tpair_wait_qp_state(keep, VB_QPS_ERR, 5000), VB_QPS_ERR);
+	cr_assert_eq(vb_destroy_qp(keep), 0);
+	cr_assert_eq(snic_os_peer_trusted(), 0, "still allowed after the disconnect");
+	server_close(&s);
+	snic_os_set_ptrace_scope(-1);
+}
+
+/* The same with the kernel's Yama, where there is one. */
+Test(trust, yama_lets_in_the_connected_peer_only, .timeout = 30)
+{
+	FILE *f = fopen("/proc/sys/kernel/yama/ptrace_scope", "r");
+	int scope = -1;
+
+	if (f) {
+		if (fscanf(f, "%d", &scope) != 1)
+			scope = -1;
+		fclose(f);
+	}
+	if (scope != 1)
+		cr_skip_test("needs Yama with ptrace_scope 1 (here: %s)",
+			     f ? "another scope" : "no Yama");
+	struct server s;
+	int done, r;
+	pid_t c;
+
+	server_open(&s);
+	server_accept_async(&s, 5000);
+	c = peer_child(s.port, &done, &r);
+	cr_assert_eq(r, 0);
+	cr_assert_eq(server_accept_wait(&s), 0);
+	/* The peer may attach (its transfers work); a third process of the user may not. */
+	pid_t third = fork();
+	if (!third) {
+		char b;
+		struct iovec l = { &b, 1 }, rv = { (void *)&s, 1 };
+		if (getppid() != 1 && process_vm_readv(getppid(), &l, 1, &rv, 1, 0) == 1)
+			_exit(1);
+		_exit(0);
+	}
+	cr_assert_eq(child_status(third), 0, "a process other than the peer could attach");
+	close(done);
+	waitpid(c, NULL, 0);
+	server_close(&s);
+}

@@ -54,6 +54,13 @@ static void unlink_op(struct sp_op *op)
 	else
 		so->ops_tail = op->prev;
 	op->next = op->prev = NULL;
+}
+
+/* Its queue slot is free again (socket lock held; once an operation). */
+static void free_slot(struct sp_op *op)
+{
+	struct sp_sock *so = op->sock;
+
 	if (op->kind == SP_OP_RECV)
 		so->rq_free++;
 	else
@@ -112,6 +119,7 @@ void sp_op_cancel(struct sp_op *op)
 	if (op->handle)
 		sp_htab_remove(&sp_prov.ops, op->handle);
 	unlink_op(op);
+	free_slot(op);
 	sp_mem_release_op(op);
 	/* Nothing was posted: the overlapped structure is the caller's again. */
 	op->ov->internal = 0;
@@ -129,6 +137,13 @@ void sp_op_complete(struct sp_op *op, int wsa_error, uint32_t bytes)
 	int err;
 
 	sp_mem_release_op(op);
+	/*
+	 * Its slot first: a switch that reposts a receive from the up-call (or
+	 * as soon as it sees the status) finds room for it.
+	 */
+	pthread_mutex_lock(&so->lock);
+	free_slot(op);
+	pthread_mutex_unlock(&so->lock);
 	ov->internal_high = bytes;
 	/*
 	 * The overlapped structure is the switch's memory, not an atomic

@@ -31,4 +31,7 @@ void sp_os_wake(vb_waitable w);
  */
 int sp_os_wait2(vb_waitable fd, vb_waitable w, int timeout_ms, bool reset);
 
+/* Sleep about us microseconds. */
+void sp_os_sleep_us(unsigned int us);
+
 #endif

@@ -93,8 +93,13 @@ static void kick(void)
 		sp_os_wake(sp_prov.wake);
 }
 
-/* One work completion into its socket's FIFO (cq_lock held). */
-static void handle_wc(const struct vb_wc *wc)
+/*
+ * One work completion into its socket's FIFO (cq_lock held).  The socket
+ * goes on the ready list, unless it is mine: the caller delivers mine next
+ * (and puts back on the list whatever it leaves).  True when another
+ * socket was put on the list.
+ */
+static bool handle_wc(const struct vb_wc *wc, struct sp_sock *mine)
 {
 	struct sp_op *op = sp_htab_remove(&sp_prov.ops, wc->wr_id);
 	struct sp_sock *so;
@@ -102,7 +107,7 @@ static void handle_wc(const struct vb_wc *wc)
 	int err = 0;
 
 	if (!op)
-		return; /* the socket closed and aborted it already */
+		return false; /* the socket closed and aborted it already */
 	so = op->sock;
 	bytes = op->kind == SP_OP_RECV ? wc->byte_len : op->bytes;
 	pthread_mutex_lock(&so->lock);
@@ -128,11 +133,14 @@ static void handle_wc(const struct vb_wc *wc)
 		so->done_head = op;
 	so->done_tail = op;
 	pthread_mutex_unlock(&so->lock);
-	make_ready(so);
+	return so != mine && make_ready(so);
 }
 
-/* Poll one batch into the FIFOs (cq_lock held): how many, or -errno. */
-static int poll_batch(void)
+/*
+ * Poll one batch into the FIFOs (cq_lock held): how many, or -errno;
+ * *others tells whether a socket other than mine went on the ready list.
+ */
+static int poll_batch(struct sp_sock *mine, bool *others)
 {
 	struct vb_wc wc[SP_PROGRESS_BATCH];
 	int n = 0, ret;
@@ -141,7 +149,7 @@ static int poll_batch(void)
 	if (ret)
 		return -ret;
 	for (int i = 0; i < n; i++)
-		handle_wc(&wc[i]);
+		*others |= handle_wc(&wc[i], mine);
 	return n;
 }
 
@@ -189,13 +197,13 @@ static void deliver(struct sp_sock *so, bool may_upcall)
 
 void sp_progress_poll(struct sp_sock *so)
 {
-	bool self = sp_progress_is_self();
-	int n;
+	bool self = sp_progress_is_self(), others = false;
 
 	if (!pthread_mutex_trylock(&sp_prov.cq_lock)) {
-		n = poll_batch();
+		poll_batch(so, &others);
 		pthread_mutex_unlock(&sp_prov.cq_lock);
-		if (n > 0 && !self)
+		/* Only for other sockets' completions: so's own go out right here. */
+		if (others)
 			kick();
 	}
 	if (so)
@@ -207,11 +215,14 @@ bool sp_progress_own(struct sp_sock *so)
 	bool owned = false;
 
 	/* What its QP completed is in the CQ: all of it into the FIFOs. */
+	bool others = false;
+
 	pthread_mutex_lock(&sp_prov.cq_lock);
-	while (poll_batch() > 0)
+	while (poll_batch(so, &others) > 0)
 		;
 	pthread_mutex_unlock(&sp_prov.cq_lock);
-	kick();
+	if (others)
+		kick();
 	pthread_mutex_lock(&so->lock);
 	if (!so->delivering || !pthread_equal(so->deliverer, pthread_self())) {
 		while (so->delivering)
@@ -238,17 +249,18 @@ void sp_progress_release(struct sp_sock *so, bool owned)
 
 static void *progress_main(void *arg)
 {
+	bool others = false; /* the ready list is read below anyway */
 	struct sp_sock *so;
 	int n, ret = 0;
 
 	(void)arg;
 	while (!atomic_load(&sp_prov.stop)) {
 		pthread_mutex_lock(&sp_prov.cq_lock);
-		n = poll_batch();
+		n = poll_batch(NULL, &others);
 		/* Armed, then polled again: a completion that came before the arm raised no event.
 		 */
 		if (!n && !(ret = vb_req_notify_cq(sp_prov.cq)))
-			n = poll_batch();
+			n = poll_batch(NULL, &others);
 		pthread_mutex_unlock(&sp_prov.cq_lock);
 		if (n < 0 || (!n && ret)) {
 			/*

@@ -217,8 +217,11 @@ int sp_cleanup(int *err)
 		pthread_mutex_unlock(&p->lock);
 		return sp_fail(err, SP_WSANOTINITIALISED);
 	}
-	/* A completion up-call runs on a thread the teardown would have to stop. */
-	if (sp_progress_in_upcall()) {
+	/*
+	 * A completion up-call runs on a thread the teardown would have to
+	 * stop; a condition function, inside an accept that still uses it.
+	 */
+	if (sp_progress_in_upcall() || sp_sock_in_condition()) {
 		pthread_mutex_unlock(&p->lock);
 		return sp_fail(err, SP_WSAEINPROGRESS);
 	}

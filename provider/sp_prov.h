@@ -157,6 +157,10 @@ void sp_sock_signal(struct sp_sock *so, int32_t events, int bit, int error);
 void sp_sock_broken(struct sp_sock *so, int error);
 /* Close so as closesocket does (the caller holds a reference). */
 int sp_sock_close(struct sp_sock *so);
+/* so is closing and its QP is gone already. */
+bool sp_sock_closed(struct sp_sock *so);
+/* The calling thread runs a condition function of WSPAccept. */
+bool sp_sock_in_condition(void);
 
 /* sp_op.c: overlapped operations */
 enum sp_op_kind { SP_OP_SEND, SP_OP_RECV, SP_OP_RDMA_WRITE, SP_OP_RDMA_READ };

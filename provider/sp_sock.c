@@ -22,8 +22,40 @@
 #define SP_LISTEN_TICK_MS 100
 #define SP_MAX_DEFERRED 64 /* deferred requests a listening socket keeps */
 
-/* The listening socket whose condition function this thread is running. */
-static _Thread_local struct sp_sock *in_condition;
+/*
+ * The condition functions this thread runs, innermost first (an accept
+ * may run from inside a condition function too).
+ */
+struct cond_frame {
+	struct sp_sock *so;
+	struct cond_frame *up;
+};
+static _Thread_local struct cond_frame *cond_top;
+
+bool sp_sock_in_condition(void)
+{
+	return cond_top != NULL;
+}
+
+/* How many of this thread's accepts of so are inside their condition function. */
+static uint32_t own_accepts(const struct sp_sock *so)
+{
+	uint32_t n = 0;
+
+	for (struct cond_frame *f = cond_top; f; f = f->up)
+		n += f->so == so;
+	return n;
+}
+
+bool sp_sock_closed(struct sp_sock *so)
+{
+	bool closed;
+
+	pthread_mutex_lock(&so->lock);
+	closed = so->closing && !so->qp;
+	pthread_mutex_unlock(&so->lock);
+	return closed;
+}
 
 /* Objects ------------------------------------------------------------------ */
 
@@ -517,9 +549,11 @@ sp_socket sp_accept(sp_socket s, struct sockaddr *addr, int *addrlen, sp_conditi
 	 * this accept, which then ends with WSAEINTR).
 	 */
 	if (cond) {
-		in_condition = so;
+		struct cond_frame frame = { .so = so, .up = cond_top };
+
+		cond_top = &frame;
 		verdict = cond((struct sockaddr *)&peer, (int)sockaddr_len(&peer), callback_data);
-		in_condition = NULL;
+		cond_top = frame.up;
 	} else {
 		verdict = SP_CF_ACCEPT;
 	}
@@ -855,7 +889,7 @@ int sp_sock_close(struct sp_sock *so)
 	 * A blocking connect in another thread uses the QP: it ends within its
 	 * timeout.  Blocked accepts see the state within a listener tick.
 	 */
-	while (so->connect_busy || so->accepters > (in_condition == so ? 1u : 0u))
+	while (so->connect_busy || so->accepters > own_accepts(so))
 		pthread_cond_wait(&so->cond, &so->lock);
 	pthread_mutex_unlock(&so->lock);
 	/* A connect in progress ends within the connect timeout. */

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <sched.h>
 
+#include "sp_os.h"
 #include "sp_prov.h"
 #include "sp_spi_procs.h"
 
@@ -90,9 +91,21 @@ int sp_get_overlapped_result(sp_socket s, struct sp_overlapped *ov, uint32_t *by
 		 * Called from an up-call: nobody else delivers while this thread
 		 * is away, so it polls and delivers until the operation is done.
 		 */
-		while ((st = __atomic_load_n(&ov->internal, __ATOMIC_ACQUIRE)) == SP_OV_PENDING) {
+		for (unsigned int spins = 0;
+		     (st = __atomic_load_n(&ov->internal, __ATOMIC_ACQUIRE)) == SP_OV_PENDING;
+		     spins++) {
 			sp_progress_poll(so);
-			sched_yield();
+			/*
+			 * Closed meanwhile by another thread, which waits for this
+			 * one (its deliverer) to let go: what is left is aborted
+			 * here, in the order posted.
+			 */
+			if (sp_sock_closed(so))
+				sp_op_abort_all(so);
+			if (spins < 1000)
+				sched_yield();
+			else
+				sp_os_sleep_us(100); /* a long wait must not take a core */
 		}
 	} else if (st == SP_OV_PENDING) {
 		pthread_mutex_lock(&sp_prov.lock);

@@ -89,3 +89,8 @@ int sp_os_wait2(vb_waitable fd, vb_waitable w, int timeout_ms, bool reset)
 	}
 	return n ? 1 : 0;
 }
+
+void sp_os_sleep_us(unsigned int us)
+{
+	usleep(us);
+}

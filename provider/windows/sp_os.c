@@ -63,3 +63,8 @@ int sp_os_wait2(vb_waitable fd, vb_waitable w, int timeout_ms, bool reset)
 		return 2; /* an auto-reset event: reset by the wait */
 	return r == WAIT_TIMEOUT ? 0 : -EIO;
 }
+
+void sp_os_sleep_us(unsigned int us)
+{
+	Sleep(us < 1000 ? 1 : us / 1000);
+}

@@ -651,6 +651,21 @@ Test(spi_faults, a_forged_descriptor_deregisters_nothing, .init = load, .timeout
 	free(buf);
 }
 
+struct conn2 {
+	pthread_t t;
+	struct sockaddr_in sin;
+	sp_socket c;
+	int err;
+};
+
+static void *conn2_main(void *arg)
+{
+	struct conn2 *k = arg;
+
+	k->c = sw_connect(&sw, &k->sin, &k->err);
+	return NULL;
+}
+
 /* A source made inaccessible after its registration: an error completion, never a signal. */
 Test(spi_faults, a_source_made_prot_none_fails_the_write_not_the_process, .init = load,
      .timeout = 60)
@@ -789,5 +804,112 @@ Test(spi_faults, the_error_table_rows, .init = load_depth4, .timeout = 60)
 	unload();
 	for (int i = 0; i < 5; i++)
 		sw_ov_fini(&o[i]);
+	free(buf);
+}
+
+static pthread_barrier_t defer_barrier;
+
+struct acc2 {
+	pthread_t t;
+	sp_socket l, a;
+	int err;
+};
+
+/* Both accepts hold a request in their condition function, then both defer. */
+static int defer_together(const struct sockaddr *caller, int len, uintptr_t data)
+{
+	(void)caller, (void)len, (void)data;
+	pthread_barrier_wait(&defer_barrier);
+	return SP_CF_DEFER;
+}
+
+static void *defer_accept_main(void *arg)
+{
+	struct acc2 *x = arg;
+
+	x->a = sw.p.accept(x->l, NULL, NULL, defer_together, 0, &x->err);
+	return NULL;
+}
+
+/* More rows: the handle table full, a deferral with no room left, an IPv6 address buffer. */
+Test(spi_faults, more_error_table_rows, .timeout = 60)
+{
+	struct sockaddr_in6 six = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+	struct sockaddr_storage peer;
+	sp_socket c, a, l6;
+	struct sockaddr_in sin;
+	char *buf;
+	void *h[17];
+	struct acc x;
+	int err = 0, len;
+
+	setenv("SANPROV_SPI_MAX_MEM_HANDLES", "16", 1);
+	load();
+	buf = aligned_alloc(4096, 17 * 4096);
+	cr_assert_not_null(buf);
+	/* An accept whose address buffer cannot hold the listener's family: WSAEFAULT at once. */
+	l6 = sw.p.socket(AF_INET6, SOCK_STREAM, 0, 1, 0, &err);
+	cr_assert_neq(l6, SP_INVALID_SOCKET);
+	cr_assert_eq(sw.p.bind(l6, (struct sockaddr *)&six, sizeof(six), &err), 0, "bind: %d", err);
+	if (sw.p.listen(l6, 1, &err)) {
+		cr_log_warn("no IPv6 listener on this device (%d): that row is not checked", err);
+	} else {
+		len = (int)sizeof(struct sockaddr_in);
+		cr_assert_eq(sw.p.accept(l6, (struct sockaddr *)&peer, &len, NULL, 0, &err),
+			     SP_INVALID_SOCKET);
+		cr_assert_eq(err, SP_WSAEFAULT, "accept into 16 bytes: %d", err);
+	}
+	cr_assert_eq(sw.p.close_socket(l6, &err), 0);
+
+	/* A backlog of 1 keeps one deferred request: a second deferral is WSAENOBUFS. */
+	sp_socket l = sw.p.socket(AF_INET, SOCK_STREAM, 0, 1, 0, &err);
+	len = sizeof(sin);
+	tdev_sockaddr(&sin, 0);
+	cr_assert(!sw.p.bind(l, (struct sockaddr *)&sin, sizeof(sin), &err) &&
+		  !sw.p.listen(l, 1, &err) &&
+		  !sw.p.get_sock_name(l, (struct sockaddr *)&sin, &len, &err));
+	struct conn2 k[2];
+	for (int i = 0; i < 2; i++) {
+		k[i].sin = sin;
+		cr_assert_eq(pthread_create(&k[i].t, NULL, conn2_main, &k[i]), 0);
+	}
+	/* Two accepts in their condition functions at once, one slot to defer into. */
+	struct acc2 d[2];
+	pthread_barrier_init(&defer_barrier, NULL, 2);
+	for (int i = 0; i < 2; i++) {
+		d[i] = (struct acc2){ .l = l };
+		cr_assert_eq(pthread_create(&d[i].t, NULL, defer_accept_main, &d[i]), 0);
+	}
+	int tries = 0, nobufs = 0;
+	for (int i = 0; i < 2; i++) {
+		pthread_join(d[i].t, NULL);
+		cr_assert_eq(d[i].a, SP_INVALID_SOCKET);
+		tries += d[i].err == SP_WSATRY_AGAIN;
+		nobufs += d[i].err == SP_WSAENOBUFS;
+	}
+	pthread_barrier_destroy(&defer_barrier);
+	cr_assert(tries == 1 && nobufs == 1, "one deferred, one with no room: %d, %d", d[0].err,
+		  d[1].err);
+	cr_assert_eq(sw.p.close_socket(l, &err), 0);
+	for (int i = 0; i < 2; i++) {
+		pthread_join(k[i].t, NULL);
+		cr_assert_eq(k[i].c, SP_INVALID_SOCKET);
+	}
+
+	/* 16 memory handles in all: the 17th registration is WSAENOBUFS. */
+	l = sw_listen(&sw, &sin);
+	cr_assert_eq(try_pair(l, &sin, &c, &a, &x), 0);
+	for (int i = 0; i < 17; i++) {
+		h[i] = sw.register_memory(c, buf + (size_t)i * 4096, 4096, SP_MEM_READ, &err);
+		if (i < 16)
+			cr_assert_not_null(h[i], "handle %d: %d", i, err);
+	}
+	cr_assert_null(h[16]);
+	cr_assert_eq(err, SP_WSAENOBUFS);
+	cr_assert_eq(sw.deregister_memory(c, h[0], &err), 0);
+	h[16] = sw.register_memory(c, buf + 16 * 4096, 4096, SP_MEM_READ, &err);
+	cr_assert_not_null(h[16], "room again after a deregistration: %d", err);
+	cr_assert_eq(sw.p.close_socket(l, &err), 0);
+	unload();
 	free(buf);
 }

@@ -30,6 +30,9 @@ static const uint32_t sizes[] = { 64, 4096, 65536 };
 static const uint32_t reg_sizes[] = { 4096, 65536, 1u << 20 };
 #define NREG (sizeof(reg_sizes) / sizeof(reg_sizes[0]))
 #define REGLEN (1u << 20)
+static const uint32_t live_counts[] = { 100, 100000 };
+#define NLIVE (sizeof(live_counts) / sizeof(live_counts[0]))
+#define LIVE_AREA ((100000u + 1) * 64)
 
 struct raw {
 	struct vb_device *dev;
@@ -220,6 +223,39 @@ static double raw_reg_round(struct raw *r, char *buf, uint32_t size, uint32_t n)
 	return (double)(perf_now_ns() - t0) / 1000.0 / n;
 }
 
+/*
+ * WSPRegisterMemory + WSPDeregisterMemory of one more buffer while live
+ * handles are held: 64-byte pieces of one cached range, so the handles,
+ * not the cache, are what grows.
+ */
+static double spi_handles_round(struct spi *s, char *area, uint32_t live, uint32_t n)
+{
+	void **held = calloc(live, sizeof(*held));
+	double t = -1;
+	uint64_t t0;
+	int err;
+
+	if (!held)
+		return -1;
+	for (uint32_t i = 0; i < live; i++)
+		if (!(held[i] = s->sw.register_memory(s->c, area + (size_t)i * 64, 64, SP_MEM_READ,
+						      &err)))
+			goto out;
+	t0 = perf_now_ns();
+	for (uint32_t i = 0; i < n; i++) {
+		void *h =
+		    s->sw.register_memory(s->c, area + (size_t)live * 64, 64, SP_MEM_READ, &err);
+		if (!h || s->sw.deregister_memory(s->c, h, &err))
+			goto out;
+	}
+	t = (double)(perf_now_ns() - t0) / 1000.0 / n;
+out:
+	for (uint32_t i = 0; i < live && held[i]; i++)
+		s->sw.deregister_memory(s->c, held[i], &err);
+	free(held);
+	return t;
+}
+
 /* WSPRegisterMemory + WSPDeregisterMemory of a buffer the cache holds. */
 static double spi_reg_round(struct spi *s, char *buf, uint32_t size, uint32_t n)
 {
@@ -238,8 +274,10 @@ int main(int argc, char **argv)
 {
 	uint32_t n = 20000;
 	int runs = 5, opt;
-	double raw[NSIZES][16], pol[NSIZES][16], up[NSIZES][16], rreg[NREG][16], sreg[NREG][16];
+	double raw[NSIZES][16], pol[NSIZES][16], up[NSIZES][16], rreg[NREG][16], sreg[NREG][16],
+	    live[NLIVE][16];
 	char *regbuf = aligned_alloc(4096, REGLEN);
+	char *area = aligned_alloc(4096, (LIVE_AREA + 4095) / 4096 * 4096);
 	struct raw r;
 	struct spi s;
 
@@ -260,9 +298,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "spi_bench: runs 1..16, iterations >= 1\n");
 		return 2;
 	}
-	if (!regbuf)
+	if (!regbuf || !area)
 		return 1;
 	memset(regbuf, 1, REGLEN);
+	memset(area, 1, LIVE_AREA);
+	/* Room for the most live handles measured (the default is 65,536). */
+	setenv("SANPROV_SPI_MAX_MEM_HANDLES", "262144", 0);
 	if (raw_open(&r) || spi_open(&s)) {
 		fprintf(stderr, "spi_bench: cannot set up the connections: %s\n", strerror(errno));
 		return 1;
@@ -287,6 +328,15 @@ int main(int argc, char **argv)
 				return 1;
 			}
 		}
+		for (size_t i = 0; i < NLIVE; i++) {
+			live[i][k] =
+			    spi_handles_round(&s, area, live_counts[i], n / 10 ? n / 10 : 1);
+			if (live[i][k] < 0) {
+				fprintf(stderr, "spi_bench: %u live handles: %s\n", live_counts[i],
+					"a registration failed");
+				return 1;
+			}
+		}
 	}
 	printf("RDMA write, one at a time, %s: the backend alone vs through the SAN SPI\n"
 	       "(median of %d runs, usec per write; x = SPI / backend)\n",
@@ -307,8 +357,17 @@ int main(int argc, char **argv)
 		double a = perf_median(rreg[i], runs), b = perf_median(sreg[i], runs);
 		printf("%8u %10.2f %14.2f %8.2f\n", reg_sizes[i], a, b, b / a);
 	}
+	printf("\nOne more WSPRegisterMemory + WSPDeregisterMemory with live handles held\n"
+	       "(median of %d runs, usec per pair; x = against %u live)\n",
+	       runs, live_counts[0]);
+	printf("%10s %10s %8s\n", "live", "usec", "x");
+	for (size_t i = 0; i < NLIVE; i++) {
+		double a = perf_median(live[0], runs), b = perf_median(live[i], runs);
+		printf("%10u %10.2f %8.2f\n", live_counts[i], b, b / a);
+	}
 	spi_close(&s);
 	raw_close(&r);
 	free(regbuf);
+	free(area);
 	return 0;
 }

@@ -28,6 +28,57 @@ int sp_mem_check_args(const void *buf, uint32_t len, uint32_t flags)
 	return 0;
 }
 
+#define SP_MEMH_FIRST_BUCKETS 16u
+
+static uint32_t memh_bucket(const struct sp_sock *so, const void *addr, uint32_t len,
+			    uint32_t flags)
+{
+	uint64_t k = (uintptr_t)addr ^ ((uint64_t)len << 20) ^ ((uint64_t)flags << 60);
+
+	/* Fibonacci hashing: page-aligned addresses spread over the top bits. */
+	return (uint32_t)((k * 0x9e3779b97f4a7c15ull) >> 32) & (so->memh_buckets - 1);
+}
+
+/* Double the buckets once there are more handles than buckets (socket lock held). */
+static int memh_hash_grow(struct sp_sock *so)
+{
+	uint32_t n = so->memh_buckets ? 2 * so->memh_buckets : SP_MEMH_FIRST_BUCKETS;
+	struct sp_memh **b = calloc(n, sizeof(*b)), **old = so->memh_hash;
+	uint32_t old_n = so->memh_buckets;
+
+	if (!b)
+		return ENOMEM;
+	so->memh_hash = b;
+	so->memh_buckets = n;
+	for (uint32_t i = 0; i < old_n; i++) {
+		struct sp_memh *h, *next;
+
+		for (h = old[i]; h; h = next) {
+			uint32_t j = memh_bucket(so, h->addr, h->len, h->flags);
+
+			next = h->hnext;
+			h->hnext = b[j];
+			b[j] = h;
+		}
+	}
+	free(old);
+	return 0;
+}
+
+/* The live handle of so for exactly this buffer and flags, or NULL (socket lock held). */
+static struct sp_memh *memh_lookup(struct sp_sock *so, const void *addr, uint32_t len,
+				   uint32_t flags)
+{
+	if (!so->memh_buckets)
+		return NULL;
+	for (struct sp_memh *h = so->memh_hash[memh_bucket(so, addr, len, flags)]; h; h = h->hnext)
+		/* A handle whose region was dropped stands for old memory: map the current one. */
+		if (h->addr == addr && h->len == len && h->flags == flags &&
+		    !sp_region_dropped(h->region))
+			return h;
+	return NULL;
+}
+
 void *sp_register_memory(sp_socket s, void *buf, uint32_t len, uint32_t flags, int *err)
 {
 	struct sp_sock *so = sp_sock_get(s, err);
@@ -42,20 +93,21 @@ void *sp_register_memory(sp_socket s, void *buf, uint32_t len, uint32_t flags, i
 		goto out;
 	pthread_mutex_lock(&so->lock);
 	if (so->state != SP_SOCK_CONNECTED) {
-		ret = SP_WSAENOTCONN;
+		ret = so->closing ? SP_WSAENOTSOCK : SP_WSAENOTCONN;
 		goto out_unlock;
 	}
-	for (h = so->memh; h; h = h->next) {
-		/* A handle whose region was dropped stands for old memory: map the current one. */
-		if (h->addr == buf && h->len == len && h->flags == flags &&
-		    !sp_region_dropped(h->region)) {
-			if (h->refs == UINT32_MAX) {
-				ret = SP_WSAENOBUFS;
-				goto out_unlock;
-			}
-			h->refs++;
+	h = memh_lookup(so, buf, len, flags);
+	if (h) {
+		if (h->refs == UINT32_MAX) {
+			ret = SP_WSAENOBUFS;
 			goto out_unlock;
 		}
+		h->refs++;
+		goto out_unlock;
+	}
+	if (so->memh_count >= so->memh_buckets && memh_hash_grow(so)) {
+		ret = SP_WSAENOBUFS;
+		goto out_unlock;
 	}
 	h = calloc(1, sizeof(*h));
 	if (!h) {
@@ -87,8 +139,15 @@ void *sp_register_memory(sp_socket s, void *buf, uint32_t len, uint32_t flags, i
 		ret = SP_WSAENOBUFS;
 		goto err_put;
 	}
+	h->prev = NULL;
 	h->next = so->memh;
+	if (so->memh)
+		so->memh->prev = h;
 	so->memh = h;
+	uint32_t b = memh_bucket(so, buf, len, flags);
+	h->hnext = so->memh_hash[b];
+	so->memh_hash[b] = h;
+	so->memh_count++;
 	goto out_unlock;
 
 err_put:
@@ -125,11 +184,19 @@ static struct sp_memh *memh_find(struct sp_sock *so, const void *handle)
 /* Unlink and release h (socket lock held, h no longer busy). */
 static void memh_free(struct sp_sock *so, struct sp_memh *h)
 {
-	struct sp_memh **pp;
+	struct sp_memh **pp = &so->memh_hash[memh_bucket(so, h->addr, h->len, h->flags)];
 
-	for (pp = &so->memh; *pp != h; pp = &(*pp)->next)
-		;
-	*pp = h->next;
+	/* A bucket holds about one handle: this walk is short. */
+	while (*pp != h)
+		pp = &(*pp)->hnext;
+	*pp = h->hnext;
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		so->memh = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	so->memh_count--;
 	sp_htab_remove(&sp_prov.mem, h->handle);
 	sp_rcache_put(sp_watched_cache(so->cache), h->region);
 	free(h);
@@ -205,6 +272,9 @@ void sp_mem_release_socket(struct sp_sock *so)
 	pthread_mutex_lock(&so->lock);
 	while (so->memh)
 		memh_free(so, so->memh);
+	free(so->memh_hash);
+	so->memh_hash = NULL;
+	so->memh_buckets = 0;
 	pthread_mutex_unlock(&so->lock);
 }
 

@@ -136,8 +136,14 @@ struct sp_sock {
 	uint32_t rdma_threshold;
 	uint32_t max_rdma;
 	struct sp_op *ops, *ops_tail; /* outstanding overlapped operations, oldest first */
-	struct sp_memh *memh;	      /* memory handles of this socket */
-	struct sp_rdma_reg *rdma;     /* RDMA registrations of this socket */
+	/*
+	 * Memory handles of this socket: a list, and a hash of (address,
+	 * length, flags) for re-registrations (under lock; grows by doubling).
+	 */
+	struct sp_memh *memh;
+	struct sp_memh **memh_hash;
+	uint32_t memh_buckets, memh_count;
+	struct sp_rdma_reg *rdma; /* RDMA registrations of this socket */
 };
 
 /* In a child of the process that started the provider: nothing of it is usable here. */
@@ -248,7 +254,8 @@ bool sp_progress_is_self(void);
 /* sp_mem.c */
 struct sp_memh {
 	uint64_t handle;
-	struct sp_memh *next; /* in the socket's list */
+	struct sp_memh *next, *prev; /* in the socket's list */
+	struct sp_memh *hnext;	     /* in its hash bucket */
 	struct sp_sock *sock;
 	char *addr;
 	uint32_t len;

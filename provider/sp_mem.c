@@ -103,6 +103,7 @@ void *sp_register_memory(sp_socket s, void *buf, uint32_t len, uint32_t flags, i
 			goto out_unlock;
 		}
 		h->refs++;
+		sp_stats_inc(&so->stats, SP_SC_MEM_REUSE);
 		goto out_unlock;
 	}
 	if (so->memh_count >= so->memh_buckets && memh_hash_grow(so)) {
@@ -158,6 +159,7 @@ err_free:
 out_unlock:
 	pthread_mutex_unlock(&so->lock);
 out:
+	sp_stats_inc(&so->stats, ret ? SP_SC_MEM_REG_ERR : SP_SC_MEM_REG);
 	sp_sock_put(so);
 	if (ret) {
 		*err = ret;
@@ -199,6 +201,7 @@ static void memh_free(struct sp_sock *so, struct sp_memh *h)
 	so->memh_count--;
 	sp_htab_remove(&sp_prov.mem, h->handle);
 	sp_rcache_put(sp_watched_cache(so->cache), h->region);
+	sp_stats_inc(&so->stats, SP_SC_MEMH_FREED);
 	free(h);
 }
 
@@ -219,6 +222,7 @@ int sp_deregister_memory(sp_socket s, void *handle, int *err)
 	else if (!--h->refs)
 		memh_free(so, h);
 	pthread_mutex_unlock(&so->lock);
+	sp_stats_inc(&so->stats, ret ? SP_SC_MEM_DEREG_ERR : SP_SC_MEM_DEREG);
 	sp_sock_put(so);
 	return ret ? sp_fail(err, ret) : 0;
 }
@@ -311,6 +315,7 @@ int sp_memory_registration_cache_callback(void *addr, size_t size, int *err)
 
 	if (!err)
 		return SP_SOCKET_ERROR;
+	sp_stats_count(SP_PC_CACHE_CALLBACKS);
 	/* The last cleanup's teardown waits for a callback in progress. */
 	pthread_rwlock_rdlock(&sp_prov.life);
 	if (!atomic_load(&sp_prov.startups))

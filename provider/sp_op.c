@@ -101,6 +101,7 @@ int sp_op_begin(struct sp_sock *so, enum sp_op_kind kind, struct sp_overlapped *
 
 int sp_op_end(struct sp_sock *so, struct sp_op *op, int ret, uint32_t *bytes, int *err)
 {
+	sp_stats_op_end(&so->stats, op ? (unsigned int)op->kind : 0, ret);
 	if (ret && op)
 		sp_op_cancel(op);
 	pthread_mutex_unlock(&so->lock);
@@ -136,6 +137,7 @@ void sp_op_complete(struct sp_op *op, int wsa_error, uint32_t bytes)
 	bool upcall = !SP_OV_NO_UPCALL(ov);
 	int err;
 
+	sp_stats_op_done(&so->stats, (unsigned int)op->kind, wsa_error, bytes, upcall);
 	sp_mem_release_op(op);
 	/*
 	 * Its slot first: a switch that reposts a receive from the up-call (or

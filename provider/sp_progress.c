@@ -255,6 +255,7 @@ static void *progress_main(void *arg)
 
 	(void)arg;
 	while (!atomic_load(&sp_prov.stop)) {
+		sp_stats_poll_dump();
 		pthread_mutex_lock(&sp_prov.cq_lock);
 		n = poll_batch(NULL, &others);
 		/* Armed, then polled again: a completion that came before the arm raised no event.

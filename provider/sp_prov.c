@@ -61,6 +61,8 @@ static void prov_teardown(void)
 {
 	struct sp_prov *p = &sp_prov;
 
+	if (p->progress_running)
+		sp_stats_stop();
 	sp_progress_stop();
 	teardown_status("the proxy's event hub", sp_watched_hub_destroy(p->hub));
 	p->hub = NULL;
@@ -142,6 +144,7 @@ static int prov_setup(void)
 	ret = sp_progress_start();
 	if (ret)
 		goto err;
+	sp_stats_start(p->wake);
 	return 0;
 err:
 	prov_teardown();

@@ -22,6 +22,7 @@
 #include "sp_htab.h"
 #include "sp_rcache.h"
 #include "sp_spi.h"
+#include "sp_stats.h"
 #include "sp_watched.h"
 #include "vb.h"
 
@@ -144,6 +145,7 @@ struct sp_sock {
 	struct sp_memh **memh_hash;
 	uint32_t memh_buckets, memh_count;
 	struct sp_rdma_reg *rdma; /* RDMA registrations of this socket */
+	struct sp_sock_stats stats;
 };
 
 /* In a child of the process that started the provider: nothing of it is usable here. */

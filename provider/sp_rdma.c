@@ -41,6 +41,7 @@ int sp_register_rdma_memory(sp_socket s, void *buf, uint32_t len, uint32_t flags
 	struct sp_sock *so = sp_sock_get(s, err);
 	struct sp_rdma_reg *r;
 	struct sp_rdma_desc d;
+	bool probe = false;
 	int ret = 0;
 
 	if (!so)
@@ -52,6 +53,7 @@ int sp_register_rdma_memory(sp_socket s, void *buf, uint32_t len, uint32_t flags
 	/* The switch's size probe: too small, here is what it takes. */
 	if (!desc || *desc_len < sizeof(d)) {
 		*desc_len = sizeof(d);
+		probe = true;
 		ret = SP_WSAEFAULT;
 		goto out;
 	}
@@ -86,6 +88,7 @@ int sp_register_rdma_memory(sp_socket s, void *buf, uint32_t len, uint32_t flags
 	sp_desc_fill(&d, flags, r->mr->rkey, len, (uint32_t)r->mr->iova, r->token);
 	memcpy(desc, &d, sizeof(d));
 	*desc_len = sizeof(d);
+	sp_stats_inc(&so->stats, SP_SC_RDMA_REG);
 	sp_sock_put(so);
 	return 0;
 
@@ -95,6 +98,7 @@ err_free:
 	pthread_mutex_unlock(&so->lock);
 	free(r);
 out:
+	sp_stats_inc(&so->stats, probe ? SP_SC_RDMA_PROBE : SP_SC_RDMA_REG_ERR);
 	sp_sock_put(so);
 	return sp_fail(err, ret);
 }
@@ -114,6 +118,7 @@ static void rdma_free(struct sp_sock *so, struct sp_rdma_reg *r)
 	*pp = r->next;
 	sp_htab_remove(&sp_prov.rdma, r->token);
 	vb_dereg_mr(r->mr);
+	sp_stats_inc(&so->stats, SP_SC_RDMA_FREED);
 	free(r);
 }
 
@@ -138,6 +143,7 @@ int sp_deregister_rdma_memory(sp_socket s, void *desc, uint32_t desc_len, int *e
 			rdma_free(so, r);
 	}
 	pthread_mutex_unlock(&so->lock);
+	sp_stats_inc(&so->stats, ret ? SP_SC_RDMA_DEREG_ERR : SP_SC_RDMA_DEREG);
 	sp_sock_put(so);
 	return ret ? sp_fail(err, ret) : 0;
 }

@@ -68,6 +68,7 @@ void sp_sock_put(struct sp_sock *so)
 {
 	if (atomic_fetch_sub(&so->refs, 1) != 1)
 		return;
+	sp_stats_sock_fini(&so->stats);
 	pthread_cond_destroy(&so->cond);
 	pthread_mutex_destroy(&so->lock);
 	free(so);
@@ -85,6 +86,7 @@ static struct sp_sock *sock_alloc(uint32_t catalog_id)
 	so->catalog_id = catalog_id;
 	so->rdma_threshold = sp_prov.cfg.rdma_threshold;
 	so->max_rdma = sp_prov.cfg.max_rdma;
+	sp_stats_sock_init(&so->stats);
 	return so;
 }
 
@@ -131,6 +133,7 @@ static int sock_publish(struct sp_sock *so)
 		sp_htab_remove(&sp_prov.sockets, so->ctx);
 		return err ? err : SP_WSAENOBUFS;
 	}
+	sp_stats_count(SP_PC_SOCKETS_OPENED);
 	return 0;
 }
 
@@ -200,6 +203,8 @@ static void conn_release(struct sp_sock *so)
 	sp_op_abort_all(so);
 	sp_rdma_release_socket(so);
 	sp_mem_release_socket(so);
+	/* A statistics query sees the cache in the socket or in the totals. */
+	sp_stats_lock();
 	pthread_mutex_lock(&so->lock);
 	cache = so->cache;
 	pd = so->pd;
@@ -208,6 +213,8 @@ static void conn_release(struct sp_sock *so)
 	so->pd = NULL;
 	so->cq_credits = 0;
 	pthread_mutex_unlock(&so->lock);
+	sp_stats_retire_cache(cache);
+	sp_stats_unlock();
 	conn_free(cache, pd, credits);
 }
 
@@ -533,6 +540,7 @@ sp_socket sp_accept(sp_socket s, struct sockaddr *addr, int *addrlen, sp_conditi
 		/* Not a sanprov peer: refused, and the next one is waited for. */
 		if (!sp_hello_take(req->private_data, req->private_data_len, &peer))
 			break;
+		sp_stats_count(SP_PC_ACCEPT_FOREIGN);
 		vb_reject_request(req);
 		if (so->event_mask) {
 			ret = SP_WSAEWOULDBLOCK;
@@ -567,6 +575,7 @@ sp_socket sp_accept(sp_socket s, struct sockaddr *addr, int *addrlen, sp_conditi
 	if (verdict == SP_CF_DEFER && so->n_deferred < so->max_deferred) {
 		so->deferred[so->n_deferred++] = req;
 		pthread_mutex_unlock(&so->lock);
+		sp_stats_count(SP_PC_ACCEPT_DEFERRED);
 		ret = SP_WSATRY_AGAIN;
 		goto out_accepter;
 	}
@@ -574,11 +583,13 @@ sp_socket sp_accept(sp_socket s, struct sockaddr *addr, int *addrlen, sp_conditi
 	if (verdict == SP_CF_DEFER) {
 		/* No room to keep it: refused, and the caller is told it was not deferred. */
 		vb_reject_request(req);
+		sp_stats_count(SP_PC_ACCEPT_ERRORS);
 		ret = SP_WSAENOBUFS;
 		goto out_accepter;
 	}
 	if (verdict != SP_CF_ACCEPT) {
 		vb_reject_request(req);
+		sp_stats_count(SP_PC_ACCEPT_REJECTED);
 		ret = SP_WSAECONNREFUSED;
 		goto out_accepter;
 	}
@@ -612,9 +623,11 @@ sp_socket sp_accept(sp_socket s, struct sockaddr *addr, int *addrlen, sp_conditi
 	}
 	accept_leave(so);
 	sp_sock_put(so);
+	sp_stats_count(SP_PC_ACCEPTS);
 	return child->handle;
 
 err_child:
+	sp_stats_count(SP_PC_ACCEPT_ERRORS);
 	if (child)
 		sock_discard(child);
 out_accepter:
@@ -637,6 +650,7 @@ static void connect_done(struct sp_sock *so, int ret)
 			so->state = SP_SOCK_FAILED;
 			so->error = SP_WSAETIMEDOUT; /* not a sanprov peer: let TCP have it */
 		}
+		sp_stats_count(so->error ? SP_PC_CONNECT_ERRORS : SP_PC_CONNECTS_OK);
 		sp_sock_signal(so, SP_FD_CONNECT, SP_FD_CONNECT_BIT, so->error);
 		if (so->state == SP_SOCK_CONNECTED)
 			sp_sock_signal(so, SP_FD_WRITE, SP_FD_WRITE_BIT, 0);
@@ -690,8 +704,12 @@ int sp_connect(sp_socket s, const struct sockaddr *name, int namelen, int *err)
 	}
 	if (!ret && name->sa_family != so->local.ss_family)
 		ret = SP_WSAEAFNOSUPPORT;
-	if (!ret && (ret = conn_resources(so)))
+	if (!ret)
+		sp_stats_count(SP_PC_CONNECTS);
+	if (!ret && (ret = conn_resources(so))) {
 		ret = sp_wsa_error(ret);
+		sp_stats_count(SP_PC_CONNECT_ERRORS);
+	}
 	if (ret) {
 		pthread_mutex_unlock(&so->lock);
 		sp_sock_put(so);
@@ -705,6 +723,7 @@ int sp_connect(sp_socket s, const struct sockaddr *name, int namelen, int *err)
 	if (nonblocking) {
 		so->worker_stop = false;
 		if (pthread_create(&so->worker, NULL, connect_main, so)) {
+			sp_stats_count(SP_PC_CONNECT_ERRORS);
 			so->state = SP_SOCK_FAILED;
 			pthread_mutex_unlock(&so->lock);
 			sp_sock_put(so);
@@ -874,6 +893,7 @@ int sp_sock_close(struct sp_sock *so)
 		return SP_WSAENOTSOCK;
 	}
 	so->closing = true;
+	sp_stats_count(SP_PC_SOCKETS_CLOSED);
 	was_listening = so->state == SP_SOCK_LISTENING;
 	so->state = SP_SOCK_CLOSED;
 	so->worker_stop = true;

@@ -206,6 +206,8 @@ extern const struct sp_guid sp_guid_deregister_rdma_memory;
 extern const struct sp_guid sp_guid_rdma_write;
 extern const struct sp_guid sp_guid_rdma_read;
 extern const struct sp_guid sp_guid_memory_registration_cache_callback;
+/* sanprov's own: sp_stats_query_fn. */
+extern const struct sp_guid sp_guid_stats_query;
 
 /* The SAN extension functions, as the GUID query returns them. */
 typedef void *(*sp_register_memory_fn)(sp_socket s, void *buf, uint32_t len, uint32_t flags,
@@ -219,6 +221,94 @@ typedef int (*sp_rdma_fn)(sp_socket s, struct sp_wsabufex *bufs, uint32_t nbufs,
 			  uint32_t flags, struct sp_overlapped *ov, sp_completion_fn cr,
 			  struct sp_thread_id *tid, int *err);
 typedef int (*sp_cache_callback_fn)(void *addr, size_t size, int *err);
+
+/*
+ * The provider's counters (docs/spi-stats.md says what increments each):
+ * counts since the provider started, summed over every socket, closed
+ * ones included, and over every socket's registration cache; the fields
+ * the document calls gauges are values now.  Every field after size is a
+ * uint64_t.  A later version only appends fields.
+ */
+#define SP_STATS_VERSION 1
+
+/* The kinds of overlapped operation, the index of the per-kind arrays. */
+enum { SP_STATS_SEND, SP_STATS_RECV, SP_STATS_RDMA_WRITE, SP_STATS_RDMA_READ, SP_STATS_KINDS };
+
+struct sp_stats {
+	uint32_t version; /* SP_STATS_VERSION */
+	uint32_t size;	  /* bytes filled in */
+
+	/* Sockets and connections. */
+	uint64_t sockets_opened;
+	uint64_t sockets_closed;
+	uint64_t connects;
+	uint64_t connects_ok;
+	uint64_t connect_errors;
+	uint64_t accepts;
+	uint64_t accept_rejected;
+	uint64_t accept_deferred;
+	uint64_t accept_foreign;
+	uint64_t accept_errors;
+	uint64_t cache_callbacks;
+	uint64_t progress_loops;
+	uint64_t dumps;
+
+	/* Operations, completions and registrations. */
+	uint64_t ops_posted[SP_STATS_KINDS];
+	uint64_t ops_completed[SP_STATS_KINDS];
+	uint64_t ops_failed[SP_STATS_KINDS];
+	uint64_t ops_aborted[SP_STATS_KINDS];
+	uint64_t bytes_completed[SP_STATS_KINDS];
+	uint64_t ops_refused;
+	uint64_t delivered_by_progress;
+	uint64_t delivered_by_caller;
+	uint64_t upcalls;
+	uint64_t mem_registrations;
+	uint64_t mem_reuses;
+	uint64_t mem_register_errors;
+	uint64_t mem_deregistrations;
+	uint64_t mem_deregister_errors;
+	uint64_t mem_handles_freed;
+	uint64_t rdma_registrations;
+	uint64_t rdma_size_probes;
+	uint64_t rdma_register_errors;
+	uint64_t rdma_deregistrations;
+	uint64_t rdma_deregister_errors;
+	uint64_t rdma_regions_freed;
+
+	/* Gauges. */
+	uint64_t sockets_open;
+	uint64_t ops_outstanding;
+	uint64_t mem_handles;
+	uint64_t rdma_regions;
+
+	/* The registration caches (struct sp_rcache_stats, summed). */
+	uint64_t rcache_hits;
+	uint64_t rcache_misses;
+	uint64_t rcache_merges;
+	uint64_t rcache_unmerged_retries;
+	uint64_t rcache_evictions;
+	uint64_t rcache_invalidations;
+	uint64_t rcache_invalidated;
+	uint64_t rcache_registrations;
+	uint64_t rcache_registration_errors;
+	uint64_t rcache_deregistrations;
+	uint64_t rcache_no_buffers;
+	uint64_t rcache_uncached;
+	uint64_t rcache_regions;	/* gauge */
+	uint64_t rcache_cached_regions; /* gauge */
+	uint64_t rcache_bytes_pinned;	/* gauge */
+};
+
+/*
+ * Fill *out and set *len to the bytes filled.  *len is the room at out:
+ * with less than sizeof(struct sp_stats) (or out NULL) the answer is
+ * WSAEFAULT and *len the size it takes, as WSPRegisterRdmaMemory's
+ * descriptor probe.  WSANOTINITIALISED without a started provider.  Takes
+ * no lock the data path takes, except each socket's and each cache's for
+ * a moment.
+ */
+typedef int (*sp_stats_query_fn)(struct sp_stats *out, uint32_t *len, int *err);
 
 /* The up-calls the switch gives the provider (WSPUPCALLTABLEEX, the part used). */
 struct sp_upcalls {

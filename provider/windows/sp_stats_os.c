@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /* Windows: no signals; the statistics are read by the query or dumped at cleanup. */
 #include <errno.h>
-#include <windows.h>
 
 #include "../sp_stats.h"
+#include "vb_os.h"
 
 int sp_os_stats_signal_install(int signo, void (*fn)(void))
 {

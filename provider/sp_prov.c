@@ -49,6 +49,12 @@ static void config_init(struct sp_prov_config *c)
 	c->max_rdma = env_u32("SANPROV_SPI_MAX_RDMA", 1u << 30, 4096, 1u << 30);
 	c->max_mem_handles = env_u32("SANPROV_SPI_MAX_MEM_HANDLES", 1u << 16, 16, 1u << 24);
 	c->connect_timeout_ms = (int)env_u32("SANPROV_SPI_CONNECT_TIMEOUT_MS", 10000, 10, 600000);
+	/*
+	 * A thread woken by the CQ's event costs tens of microseconds on a
+	 * busy host: after a completion, poll this long first.  Idle, nothing
+	 * spins.
+	 */
+	c->poll_us = env_u32("SANPROV_SPI_POLL_US", 100, 0, 1000000);
 }
 
 static void teardown_status(const char *what, int ret)

@@ -94,6 +94,15 @@ static int prov_setup(void)
 
 	config_init(&p->cfg);
 	sp_rcache_config_init(&p->cache_cfg);
+	/*
+	 * Every handle the SPI may give out holds a region: a cache limit
+	 * below the handle limit refused registrations the SPI promised (the
+	 * 16,385th buffer), with nothing idle to evict.  The cache's own
+	 * setting wins when it is given.
+	 */
+	if (!getenv("SANPROV_RCACHE_MAX_REGIONS") && p->cache_cfg.max_regions &&
+	    p->cache_cfg.max_regions < p->cfg.max_mem_handles)
+		p->cache_cfg.max_regions = p->cfg.max_mem_handles;
 	/* Every socket's queues full, in 64 bits: 2^20 sockets of depth 4096 is 2^33. */
 	max_ops = (uint64_t)p->cfg.max_sockets * 2 * p->cfg.queue_depth;
 	if (max_ops > SP_MAX_OPS)

@@ -287,6 +287,36 @@ int sw_ov_wait(struct sw *sw, sp_socket s, struct sw_ov *o, uint32_t *bytes, int
 	return err;
 }
 
+int sw_post_recv(struct sw *sw, sp_socket s, char *buf, uint32_t len, void *h, struct sw_ov *o,
+		 bool polled)
+{
+	struct sp_wsabufex b = { len, buf, h };
+	uint32_t flags = 0;
+	int err = 0;
+
+	sw_ov_init(o, polled);
+	if (!sw->p.recv(s, &b, 1, NULL, &flags, &o->ov, NULL, NULL, &err))
+		return 0;
+	return err == SP_WSA_IO_PENDING ? 0 : err;
+}
+
+int sw_send_wait(struct sw *sw, sp_socket s, char *buf, uint32_t len, void *h)
+{
+	struct sp_wsabufex b = { len, buf, h };
+	struct sw_ov o;
+	uint32_t n;
+	int err = 0, ret;
+
+	sw_ov_init(&o, true);
+	if (sw->p.send(s, &b, 1, NULL, 0, &o.ov, NULL, NULL, &err) && err != SP_WSA_IO_PENDING) {
+		sw_ov_fini(&o);
+		return err;
+	}
+	ret = sw_ov_wait(sw, s, &o, &n, 10000);
+	sw_ov_fini(&o);
+	return ret;
+}
+
 /* Connections ------------------------------------------------------------------ */
 
 sp_socket sw_listen(struct sw *sw, struct sockaddr_in *sin)

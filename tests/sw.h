@@ -53,6 +53,12 @@ void sw_ov_fini(struct sw_ov *o);
  */
 int sw_ov_wait(struct sw *sw, sp_socket s, struct sw_ov *o, uint32_t *bytes, int timeout_ms);
 
+/* Post a receive of len bytes of buf (handle h), polled or up-called: 0 or its WSA error. */
+int sw_post_recv(struct sw *sw, sp_socket s, char *buf, uint32_t len, void *h, struct sw_ov *o,
+		 bool polled);
+/* Send len bytes of buf (handle h), polled, and wait for it: 0 or the WSA error. */
+int sw_send_wait(struct sw *sw, sp_socket s, char *buf, uint32_t len, void *h);
+
 /* A listening socket on the test address and a free port; its address in *sin. */
 sp_socket sw_listen(struct sw *sw, struct sockaddr_in *sin);
 /* Connect a new socket to sin (blocking); SP_INVALID_SOCKET and *err on failure. */

@@ -112,6 +112,7 @@ struct swc_sess {
 	uint32_t reposted;     /* receives this end posted again */
 	uint32_t told;	       /* reposted, as last told to the peer */
 	uint64_t *credit_word; /* [0] the peer's count, [1] its complement (written by the peer) */
+	uint64_t last_word;    /* the count last read there */
 	uint64_t *credit_src;  /* what this end writes into the peer's word */
 	void *credit_src_h;
 	uint8_t credit_desc[SWC_DESC_MAX], peer_credit_desc[SWC_DESC_MAX];

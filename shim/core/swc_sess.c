@@ -155,8 +155,10 @@ static int read_credit_word(struct swc_sess *s)
 	uint64_t v = __atomic_load_n(&s->credit_word[0], __ATOMIC_ACQUIRE);
 	uint64_t nv = __atomic_load_n(&s->credit_word[1], __ATOMIC_ACQUIRE);
 
-	if (v != ~nv || (uint32_t)v == s->peer_posted || v >> 32)
+	/* Only a new value: an old one stays in the word while headers carry newer counts. */
+	if (v != ~nv || v == s->last_word || v >> 32)
 		return 0;
+	s->last_word = v;
 	return take_credits(s, (uint32_t)v);
 }
 

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "sp_spi.h"
+#include "swc.h"
 
 struct sw {
 	void *dl;
@@ -66,30 +67,9 @@ sp_socket sw_connect(struct sw *sw, const struct sockaddr_in *sin, int *err);
 /* A connected pair in this process: *c connects, *a is accepted. */
 void sw_pair(struct sw *sw, sp_socket *c, sp_socket *a);
 
-/* The session protocol (reference §5). */
-#define SW_RING 16
-#define SW_MSG 4096
-
-struct sw_sess {
-	struct sw *sw;
-	sp_socket s;
-	bool rdma_read; /* large transfers by RDMA read (else by write) */
-	uint32_t threshold;
-	char *tx, *rx; /* rings of SW_RING control messages */
-	void *tx_h, *rx_h;
-	struct sw_ov tx_ov[SW_RING], rx_ov[SW_RING];
-	bool tx_busy[SW_RING];
-	unsigned int tx_next, rx_next;
-	uint64_t small_msgs, large_msgs;
-};
-
-/* Register the rings and post the receives: 0 or a WSA error. */
-int sw_sess_init(struct sw_sess *ss, struct sw *sw, sp_socket s, bool rdma_read);
-/* Close the session's socket (its registrations go with it), free the rings. */
-void sw_sess_fini(struct sw_sess *ss);
-/* Send len bytes of buf as the switch does; 0 or a WSA error. */
-int sw_sess_send(struct sw_sess *ss, const char *buf, size_t len);
-/* Receive exactly len bytes into buf; 0 or a WSA error. */
-int sw_sess_recv(struct sw_sess *ss, char *buf, size_t len);
+/* The provider's entry points as the switch core (shim/core/swc.h) takes them. */
+void sw_spi(struct sw *sw, struct swc_spi *spi);
+/* Up-call completion for the switch core: eventfd events the up-calls signal. */
+extern const struct swc_events sw_events;
 
 #endif

@@ -114,7 +114,7 @@ static int finish(struct swc_sess *ss)
 
 	if (ret)
 		return ret;
-	if (swc_send(ss, &c, 1) != ESHUTDOWN)
+	if (swc_send(ss, &c, 1) != EPIPE)
 		return -101;
 	for (int i = 0; i < 2; i++) {
 		ret = swc_recv_some(ss, &c, 1, &got);

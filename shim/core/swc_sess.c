@@ -37,7 +37,7 @@ int swc_errno(int wsa)
 	case SP_WSAENOTCONN:
 		return ENOTCONN;
 	case SP_WSAESHUTDOWN:
-		return ESHUTDOWN;
+		return EPIPE; /* as a write after shutdown(SHUT_WR) */
 	case SP_WSAETIMEDOUT:
 		return ETIMEDOUT;
 	case SP_WSAEMSGSIZE:
@@ -603,7 +603,7 @@ int swc_send(struct swc_sess *s, const void *data, size_t len)
 	if (s->error)
 		return s->error;
 	if (s->shut)
-		return ESHUTDOWN;
+		return EPIPE; /* as a write after shutdown(SHUT_WR) */
 	while (len) {
 		uint64_t piece;
 

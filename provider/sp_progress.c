@@ -17,8 +17,10 @@
  * socket delivers its whole FIFO before it aborts what never completed.
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "sp_os.h"
 #include "sp_prov.h"
@@ -247,20 +249,33 @@ void sp_progress_release(struct sp_sock *so, bool owned)
 	pthread_mutex_unlock(&so->lock);
 }
 
+uint64_t sp_progress_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static void *progress_main(void *arg)
 {
+	const uint64_t spin_ns = (uint64_t)sp_prov.cfg.poll_us * 1000;
 	bool others = false; /* the ready list is read below anyway */
+	uint64_t last = 0;   /* the last completion or delivery */
 	struct sp_sock *so;
 	int n, ret = 0;
 
 	(void)arg;
 	while (!atomic_load(&sp_prov.stop)) {
+		/* Soon after activity: poll again rather than sleep (adaptive polling). */
+		bool spin = spin_ns && sp_progress_now_ns() - last < spin_ns;
+
 		sp_stats_poll_dump();
 		pthread_mutex_lock(&sp_prov.cq_lock);
 		n = poll_batch(NULL, &others);
 		/* Armed, then polled again: a completion that came before the arm raised no event.
 		 */
-		if (!n && !(ret = vb_req_notify_cq(sp_prov.cq)))
+		if (!n && !spin && !(ret = vb_req_notify_cq(sp_prov.cq)))
 			n = poll_batch(NULL, &others);
 		pthread_mutex_unlock(&sp_prov.cq_lock);
 		if (n < 0 || (!n && ret)) {
@@ -277,8 +292,14 @@ static void *progress_main(void *arg)
 			sp_sock_put(so);
 			n++;
 		}
-		if (n)
+		if (n) {
+			last = sp_progress_now_ns();
 			continue;
+		}
+		if (spin) {
+			sched_yield(); /* on a busy host, the peer may need this core */
+			continue;
+		}
 		ret = sp_os_wait2(sp_prov.cq->fd, sp_prov.wake, SP_PROGRESS_TICK_MS, true);
 		if (ret == 1) {
 			ret = vb_get_cq_event(sp_prov.cq);

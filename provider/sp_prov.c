@@ -49,6 +49,12 @@ static void config_init(struct sp_prov_config *c)
 	c->max_rdma = env_u32("SANPROV_SPI_MAX_RDMA", 1u << 30, 4096, 1u << 30);
 	c->max_mem_handles = env_u32("SANPROV_SPI_MAX_MEM_HANDLES", 1u << 16, 16, 1u << 24);
 	c->connect_timeout_ms = (int)env_u32("SANPROV_SPI_CONNECT_TIMEOUT_MS", 10000, 10, 600000);
+	/*
+	 * A thread woken by the CQ's event costs tens of microseconds on a
+	 * busy host: after a completion, poll this long first.  Idle, nothing
+	 * spins.
+	 */
+	c->poll_us = env_u32("SANPROV_SPI_POLL_US", 100, 0, 1000000);
 }
 
 static void teardown_status(const char *what, int ret)
@@ -90,6 +96,15 @@ static int prov_setup(void)
 
 	config_init(&p->cfg);
 	sp_rcache_config_init(&p->cache_cfg);
+	/*
+	 * Every handle the SPI may give out holds a region: a cache limit
+	 * below the handle limit refused registrations the SPI promised (the
+	 * 16,385th buffer), with nothing idle to evict.  The cache's own
+	 * setting wins when it is given.
+	 */
+	if (!getenv("SANPROV_RCACHE_MAX_REGIONS") && p->cache_cfg.max_regions &&
+	    p->cache_cfg.max_regions < p->cfg.max_mem_handles)
+		p->cache_cfg.max_regions = p->cfg.max_mem_handles;
 	/* Every socket's queues full, in 64 bits: 2^20 sockets of depth 4096 is 2^33. */
 	max_ops = (uint64_t)p->cfg.max_sockets * 2 * p->cfg.queue_depth;
 	if (max_ops > SP_MAX_OPS)

@@ -35,6 +35,7 @@ struct sp_prov_config {
 	uint32_t max_rdma;	 /* SO_MAX_RDMA_SIZE default and cap */
 	uint32_t max_mem_handles;
 	int connect_timeout_ms;
+	uint32_t poll_us; /* spin this long after activity before sleeping (0: never) */
 };
 
 struct sp_prov {
@@ -252,6 +253,8 @@ void sp_progress_upcall_enter(void);
 void sp_progress_upcall_leave(void);
 /* The progress thread is the calling thread. */
 bool sp_progress_is_self(void);
+/* CLOCK_MONOTONIC in nanoseconds. */
+uint64_t sp_progress_now_ns(void);
 
 /* sp_mem.c */
 struct sp_memh {

@@ -108,6 +108,16 @@ int sp_get_overlapped_result(sp_socket s, struct sp_overlapped *ov, uint32_t *by
 				sp_os_sleep_us(100); /* a long wait must not take a core */
 		}
 	} else if (st == SP_OV_PENDING) {
+		/* A completion due soon is polled for: a wake-up costs more than the wait. */
+		uint64_t until = sp_progress_now_ns() + (uint64_t)sp_prov.cfg.poll_us * 1000;
+
+		while ((st = __atomic_load_n(&ov->internal, __ATOMIC_ACQUIRE)) == SP_OV_PENDING &&
+		       sp_progress_now_ns() < until) {
+			sp_progress_poll(so);
+			sched_yield();
+		}
+	}
+	if (st == SP_OV_PENDING && !sp_progress_is_self()) {
 		pthread_mutex_lock(&sp_prov.lock);
 		atomic_fetch_add(&sp_prov.waiters, 1);
 		while ((st = __atomic_load_n(&ov->internal, __ATOMIC_SEQ_CST)) == SP_OV_PENDING)

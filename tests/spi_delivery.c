@@ -23,66 +23,14 @@
 #include <unistd.h>
 
 #include "sw.h"
-#include "tap.h"
+#include "tcase.h"
 #include "tdev.h"
 
 static struct sw sw;
-static const char *_Atomic stage = "start";
-
-static void *watchdog(void *arg)
-{
-	sleep((unsigned int)(uintptr_t)arg);
-	printf("HANG: at stage '%s'\n", stage);
-	fflush(stdout);
-	_exit(3);
-}
-
-static void watch(unsigned int secs)
-{
-	pthread_t t;
-
-	pthread_create(&t, NULL, watchdog, (void *)(uintptr_t)secs);
-	pthread_detach(t);
-}
-
-#define CHECK(c)                                                                                   \
-	do {                                                                                       \
-		if (!(c)) {                                                                        \
-			printf("FAIL: %s (line %d, stage %s)\n", #c, __LINE__, stage);             \
-			exit(1);                                                                   \
-		}                                                                                  \
-	} while (0)
 
 static uintptr_t ov_status(struct sp_overlapped *ov)
 {
 	return __atomic_load_n(&ov->internal, __ATOMIC_ACQUIRE);
-}
-
-static int post_recv(sp_socket s, char *buf, uint32_t len, void *h, struct sw_ov *o, bool polled)
-{
-	struct sp_wsabufex b = { len, buf, h };
-	uint32_t flags = 0;
-	int err = 0;
-
-	sw_ov_init(o, polled);
-	if (!sw.p.recv(s, &b, 1, NULL, &flags, &o->ov, NULL, NULL, &err))
-		return 0;
-	return err == SP_WSA_IO_PENDING ? 0 : err;
-}
-
-static int send_wait(sp_socket s, char *buf, uint32_t len, void *h)
-{
-	struct sp_wsabufex b = { len, buf, h };
-	struct sw_ov o;
-	uint32_t n;
-	int err = 0, ret;
-
-	sw_ov_init(&o, true);
-	if (sw.p.send(s, &b, 1, NULL, 0, &o.ov, NULL, NULL, &err) && err != SP_WSA_IO_PENDING)
-		return err;
-	ret = sw_ov_wait(&sw, s, &o, &n, 10000);
-	sw_ov_fini(&o);
-	return ret;
 }
 
 /* A. GetOverlappedResult(wait) in an up-call on the same socket, racing a close ---- */
@@ -120,16 +68,16 @@ static void case_gor_same_socket_vs_close(void)
 	void *hr = sw.register_memory(a, rbuf, 4096, SP_MEM_WRITE, &err);
 	void *hs = sw.register_memory(c, sbuf, 4096, SP_MEM_READ, &err);
 	CHECK(hr && hs);
-	CHECK(post_recv(a, rbuf, 64, hr, &a_r[0], false) == 0);
-	CHECK(post_recv(a, rbuf + 64, 64, hr, &a_r[1], true) == 0);
+	CHECK(sw_post_recv(&sw, a, rbuf, 64, hr, &a_r[0], false) == 0);
+	CHECK(sw_post_recv(&sw, a, rbuf + 64, 64, hr, &a_r[1], true) == 0);
 	sw_on_complete(a_hook);
-	CHECK(send_wait(c, sbuf, 8, hs) == 0);
+	CHECK(sw_send_wait(&sw, c, sbuf, 8, hs) == 0);
 	while (!atomic_load(&a_in_hook))
 		usleep(1000);
 	usleep(50000);
-	stage = "closesocket(a) from main while the up-call waits on a's other receive";
+	tcase_stage = "closesocket(a) from main while the up-call waits on a's other receive";
 	int r = sw.p.close_socket(a, &err);
-	stage = "after closesocket";
+	tcase_stage = "after closesocket";
 	for (int i = 0; i < 200 && atomic_load(&a_gor_ret) == 99; i++)
 		usleep(10000);
 	printf("# close %d; up-call's GetOverlappedResult(wait) %d error %d\n", r,
@@ -169,12 +117,12 @@ static int b_cond(const struct sockaddr *caller, int len, uintptr_t data)
 	(void)caller;
 	(void)len;
 	(void)data;
-	stage = "WSPCleanup inside the condition function";
+	tcase_stage = "WSPCleanup inside the condition function";
 	r = sw.p.cleanup(&err);
 	atomic_store(&b_cleanup_err, err);
 	atomic_store(&b_cleanup_ret, r);
 	printf("# cleanup in the condition function: %d, error %d\n", r, err);
-	stage = "condition function returns after WSPCleanup";
+	tcase_stage = "condition function returns after WSPCleanup";
 	return SP_CF_ACCEPT;
 }
 
@@ -220,14 +168,14 @@ static int c_cond(const struct sockaddr *caller, int len, uintptr_t data)
 	(void)data;
 	if (atomic_fetch_add(&c_calls, 1))
 		return SP_CF_REJECT;
-	stage = "nested accept inside the condition function";
+	tcase_stage = "nested accept inside the condition function";
 	sp_socket a = sw.p.accept(c_l, NULL, NULL, c_defer, 0, &err);
 	printf("# nested accept: %s, error %d\n", a == SP_INVALID_SOCKET ? "failed" : "socket",
 	       err);
-	stage = "closesocket(listener) from the condition function after a nested accept";
+	tcase_stage = "closesocket(listener) from the condition function after a nested accept";
 	r = sw.p.close_socket(c_l, &err);
 	printf("# close from the condition function: %d, error %d\n", r, err);
-	stage = "condition function returns";
+	tcase_stage = "condition function returns";
 	return SP_CF_REJECT;
 }
 
@@ -345,19 +293,20 @@ static void case_order_mixed(void)
 			d_polled[i] = rand() % 2;
 			atomic_store(&d_upcalls[i], 0);
 			atomic_store(&d_seen[i], 0);
-			CHECK(post_recv(a, rbuf + 64 * i, 64, hr, &d_r[i], d_polled[i]) == 0);
+			CHECK(sw_post_recv(&sw, a, rbuf + 64 * i, 64, hr, &d_r[i], d_polled[i]) ==
+			      0);
 		}
 		for (int k = 0; k < 2; k++) {
 			pl[k].id = k;
 			pl[k].s = a;
 			pthread_create(&pl[k].t, NULL, d_poll_main, &pl[k]);
 		}
-		stage = "sending";
+		tcase_stage = "sending";
 		for (int i = 0; i < DK; i++) {
 			memcpy(sbuf, &i, sizeof(i));
-			CHECK(send_wait(c, sbuf, sizeof(i), hs) == 0);
+			CHECK(sw_send_wait(&sw, c, sbuf, sizeof(i), hs) == 0);
 		}
-		stage = "waiting for every receive";
+		tcase_stage = "waiting for every receive";
 		for (int t = 0; t < 1000 && atomic_load(&d_done) < DK; t++)
 			usleep(1000);
 		atomic_store(&d_stop, true);
@@ -429,7 +378,7 @@ static void *e_send_main(void *arg)
 	struct e_sender *x = arg;
 
 	for (int i = 0; i < x->n; i++)
-		if (send_wait(x->c, x->buf, 8, x->h))
+		if (sw_send_wait(&sw, x->c, x->buf, 8, x->h))
 			break;
 	return NULL;
 }
@@ -471,13 +420,14 @@ static void case_close_racing_delivery(void)
 		for (int i = 0; i < EK; i++) {
 			atomic_store(&e_upcalls[i], 0);
 			/* even: polled, odd: up-call */
-			CHECK(post_recv(a, rbuf + 64 * i, 64, hr, &e_r[i], i % 2 == 0) == 0);
+			CHECK(sw_post_recv(&sw, a, rbuf + 64 * i, 64, hr, &e_r[i], i % 2 == 0) ==
+			      0);
 		}
 		snd = (struct e_sender){ .c = c, .buf = sbuf, .h = hs, .n = EK / 2 + rand() % EK };
 		pthread_create(&snd.t, NULL, e_send_main, &snd);
 		pthread_create(&pt, NULL, e_poll_main, &a);
 		usleep((useconds_t)(rand() % 3000));
-		stage = "closesocket racing the deliveries";
+		tcase_stage = "closesocket racing the deliveries";
 		CHECK(sw.p.close_socket(a, &err) == 0);
 		atomic_store(&e_closed_flag, 1);
 		int pending = 0, dup = 0;
@@ -570,12 +520,12 @@ static void case_accept_defer_close(void)
 		for (int i = 0; i < 2; i++)
 			pthread_create(&at[i], NULL, f_accept_main, NULL);
 		usleep((useconds_t)(rand() % 20000));
-		stage = "closing the listener while accepts defer";
+		tcase_stage = "closing the listener while accepts defer";
 		CHECK(sw.p.close_socket(f_l, &err) == 0);
-		stage = "joining the accepts";
+		tcase_stage = "joining the accepts";
 		for (int i = 0; i < 2; i++)
 			pthread_join(at[i], NULL);
-		stage = "joining the connects";
+		tcase_stage = "joining the connects";
 		for (int i = 0; i < 4; i++) {
 			pthread_join(con[i].t, NULL);
 			if (con[i].c != SP_INVALID_SOCKET)
@@ -605,7 +555,7 @@ static void g_hook(sp_socket s, struct sp_overlapped *ov, uint32_t error, uint32
 	if (ov == &g_x.ov) {
 		/* progress thread, delivering s1: wait on s2's receive z */
 		atomic_store(&g_step, 1);
-		stage = "progress thread: GetOverlappedResult(wait) on s2's receive";
+		tcase_stage = "progress thread: GetOverlappedResult(wait) on s2's receive";
 		sw.p.get_overlapped_result(g_s2, &g_z.ov, &n, 1, &fl, &err);
 	}
 }
@@ -623,18 +573,18 @@ static void case_gor_cycle(void)
 	void *h2 = sw.register_memory(g_s2, rbuf + 2048, 2048, SP_MEM_WRITE, &err);
 	void *hs = sw.register_memory(c1, sbuf, 4096, SP_MEM_READ, &err);
 	CHECK(h1 && h2 && hs);
-	CHECK(post_recv(g_s1, rbuf, 64, h1, &g_x, false) == 0);
-	CHECK(post_recv(g_s1, rbuf + 64, 64, h1, &g_y, false) == 0);
-	CHECK(post_recv(g_s2, rbuf + 2048, 64, h2, &g_z, false) == 0);
+	CHECK(sw_post_recv(&sw, g_s1, rbuf, 64, h1, &g_x, false) == 0);
+	CHECK(sw_post_recv(&sw, g_s1, rbuf + 64, 64, h1, &g_y, false) == 0);
+	CHECK(sw_post_recv(&sw, g_s2, rbuf + 2048, 64, h2, &g_z, false) == 0);
 	sw_on_complete(g_hook);
-	CHECK(send_wait(c1, sbuf, 8, hs) == 0);
-	CHECK(send_wait(c1, sbuf, 8, hs) == 0);
+	CHECK(sw_send_wait(&sw, c1, sbuf, 8, hs) == 0);
+	CHECK(sw_send_wait(&sw, c1, sbuf, 8, hs) == 0);
 	while (atomic_load(&g_step) < 1)
 		usleep(1000);
 	/* The progress thread waits for z; closing s2 here must abort z and free it. */
-	stage = "closesocket(s2) from main";
+	tcase_stage = "closesocket(s2) from main";
 	CHECK(sw.p.close_socket(g_s2, &err) == 0);
-	stage = "y (s1's second receive) delivered";
+	tcase_stage = "y (s1's second receive) delivered";
 	for (int i = 0; i < 500 && ov_status(&g_y.ov) == SP_OV_PENDING; i++)
 		usleep(10000);
 	CHECK(ov_status(&g_y.ov) == 0);
@@ -660,7 +610,7 @@ static void h_hook(sp_socket s, struct sp_overlapped *ov, uint32_t error, uint32
 	if (ov != &h_r[0].ov)
 		return;
 	/* The completed receive's slot is the switch's again: post the next one in it. */
-	atomic_store(&h_ret, post_recv(h_a, h_buf + 1024, 64, h_h, &h_new, false));
+	atomic_store(&h_ret, sw_post_recv(&sw, h_a, h_buf + 1024, 64, h_h, &h_new, false));
 }
 
 static void case_repost_in_upcall_full_queue(void)
@@ -679,9 +629,9 @@ static void case_repost_in_upcall_full_queue(void)
 	void *hs = sw.register_memory(c, sbuf, 4096, SP_MEM_READ, &err);
 	CHECK(h_h && hs);
 	for (int i = 0; i < 4; i++)
-		CHECK(post_recv(h_a, rbuf + 64 * i, 64, h_h, &h_r[i], false) == 0);
+		CHECK(sw_post_recv(&sw, h_a, rbuf + 64 * i, 64, h_h, &h_r[i], false) == 0);
 	sw_on_complete(h_hook);
-	CHECK(send_wait(c, sbuf, 8, hs) == 0);
+	CHECK(sw_send_wait(&sw, c, sbuf, 8, hs) == 0);
 	for (int i = 0; i < 500 && atomic_load(&h_ret) == 99; i++)
 		usleep(10000);
 	printf("# receive posted from the up-call of a completed one (queue of 4 full): %d\n",
@@ -695,13 +645,7 @@ static void case_repost_in_upcall_full_queue(void)
 	printf("ok\n");
 }
 
-struct rcase {
-	const char *name;
-	void (*run)(void);
-	bool unloads;
-};
-
-static const struct rcase cases[] = {
+static const struct tcase cases[] = {
 	{ "A gor_same_socket_vs_close", case_gor_same_socket_vs_close, false },
 	{ "B cleanup_in_condition", case_cleanup_in_condition, true },
 	{ "C nested_accept_then_close", case_nested_accept_then_close, false },
@@ -714,37 +658,9 @@ static const struct rcase cases[] = {
 
 int main(int argc, char **argv)
 {
-	const size_t n = sizeof(cases) / sizeof(cases[0]);
-	unsigned int secs =
-	    getenv("SPI_DELIVERY_WATCHDOG") ? (unsigned)atoi(getenv("SPI_DELIVERY_WATCHDOG")) : 60;
+	const char *secs = getenv("SPI_DELIVERY_WATCHDOG");
 
 	setenv("SANPROV_SPI_CONNECT_TIMEOUT_MS", "2000", 0);
-	tap_plan((int)n);
-	for (size_t i = 0; i < n; i++) {
-		int status;
-		pid_t pid;
-
-		if (argc > 1 && cases[i].name[0] != argv[1][0]) {
-			tap_skip(cases[i].name, "not selected");
-			continue;
-		}
-		fflush(NULL);
-		pid = fork();
-		if (pid == 0) {
-			dup2(2, 1);
-			setvbuf(stdout, NULL, _IONBF, 0);
-			CHECK(sw_load(&sw) == 0);
-			watch(secs);
-			cases[i].run();
-			if (!cases[i].unloads)
-				sw_unload(&sw);
-			/* exit, not _exit: the leak checker runs under ASan */
-			exit(0);
-		}
-		if (pid < 0 || waitpid(pid, &status, 0) != pid)
-			status = -1;
-		tap_result(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s (status %#x)",
-			   cases[i].name, status);
-	}
-	return tap_exit();
+	return tcase_main(&sw, cases, sizeof(cases) / sizeof(cases[0]), argc > 1 ? argv[1] : NULL,
+			  secs ? (unsigned int)atoi(secs) : 60);
 }

@@ -22,62 +22,10 @@
 #include <unistd.h>
 
 #include "sw.h"
-#include "tap.h"
+#include "tcase.h"
 #include "tdev.h"
 
 static struct sw sw;
-static const char *_Atomic stage = "start";
-
-static void *watchdog(void *arg)
-{
-	sleep((unsigned int)(uintptr_t)arg);
-	printf("HANG: at stage '%s'\n", stage);
-	fflush(stdout);
-	_exit(3);
-}
-
-static void watch(unsigned int secs)
-{
-	pthread_t t;
-
-	pthread_create(&t, NULL, watchdog, (void *)(uintptr_t)secs);
-	pthread_detach(t);
-}
-
-#define CHECK(c)                                                                                   \
-	do {                                                                                       \
-		if (!(c)) {                                                                        \
-			printf("FAIL: %s (line %d, stage %s)\n", #c, __LINE__, stage);             \
-			exit(1);                                                                   \
-		}                                                                                  \
-	} while (0)
-
-static int post_recv(sp_socket s, char *buf, uint32_t len, void *h, struct sw_ov *o, bool polled)
-{
-	struct sp_wsabufex b = { len, buf, h };
-	uint32_t flags = 0;
-	int err = 0;
-
-	sw_ov_init(o, polled);
-	if (!sw.p.recv(s, &b, 1, NULL, &flags, &o->ov, NULL, NULL, &err))
-		return 0;
-	return err == SP_WSA_IO_PENDING ? 0 : err;
-}
-
-static int send_wait(sp_socket s, char *buf, uint32_t len, void *h)
-{
-	struct sp_wsabufex b = { len, buf, h };
-	struct sw_ov o;
-	uint32_t n;
-	int err = 0, ret;
-
-	sw_ov_init(&o, true);
-	if (sw.p.send(s, &b, 1, NULL, 0, &o.ov, NULL, NULL, &err) && err != SP_WSA_IO_PENDING)
-		return err;
-	ret = sw_ov_wait(&sw, s, &o, &n, 10000);
-	sw_ov_fini(&o);
-	return ret;
-}
 
 /* 1. WSPGetOverlappedResult(wait=TRUE) from a completion up-call --------------- */
 
@@ -95,7 +43,7 @@ static void gor_hook(sp_socket s, struct sp_overlapped *ov, uint32_t error, uint
 	(void)bytes;
 	if (ov != &g_r[0].ov)
 		return;
-	stage = "GetOverlappedResult(wait=TRUE) inside the up-call";
+	tcase_stage = "GetOverlappedResult(wait=TRUE) inside the up-call";
 	r = sw.p.get_overlapped_result(g_a, &g_r[1].ov, &n, 1, &flags, &err);
 	atomic_store(&g_gor_ret, r);
 	atomic_store(&g_gor_err, err);
@@ -113,19 +61,19 @@ static void case_gor_wait_in_upcall(bool polled)
 	void *hr = sw.register_memory(a, rbuf, 4096, SP_MEM_WRITE, &err);
 	void *hs = sw.register_memory(c, sbuf, 4096, SP_MEM_READ, &err);
 	CHECK(hr && hs);
-	CHECK(post_recv(a, rbuf, 64, hr, &g_r[0], false) == 0);
-	CHECK(post_recv(a, rbuf + 64, 64, hr, &g_r[1], polled) == 0);
+	CHECK(sw_post_recv(&sw, a, rbuf, 64, hr, &g_r[0], false) == 0);
+	CHECK(sw_post_recv(&sw, a, rbuf + 64, 64, hr, &g_r[1], polled) == 0);
 	sw_on_complete(gor_hook);
-	stage = "first send";
-	CHECK(send_wait(c, sbuf, 8, hs) == 0);
+	tcase_stage = "first send";
+	CHECK(sw_send_wait(&sw, c, sbuf, 8, hs) == 0);
 	usleep(100000);
-	stage = "second send (completes the receive the up-call waits for)";
+	tcase_stage = "second send (completes the receive the up-call waits for)";
 	struct sw_ov so;
 	struct sp_wsabufex b = { 9, sbuf, hs };
 	sw_ov_init(&so, true);
 	CHECK(sw.p.send(c, &b, 1, NULL, 0, &so.ov, NULL, NULL, &err) && err == SP_WSA_IO_PENDING);
 	/* The watchdog reports a hang: the second receive completed in the QP long ago. */
-	stage = "the up-call's GetOverlappedResult(wait=TRUE) on the second receive, sent";
+	tcase_stage = "the up-call's GetOverlappedResult(wait=TRUE) on the second receive, sent";
 	while (atomic_load(&g_gor_ret) == -1)
 		usleep(10000);
 	CHECK(atomic_load(&g_gor_ret) == 0);
@@ -168,13 +116,13 @@ static void case_close_unrelated_under_app_lock(void)
 	void *hr = sw.register_memory(a, rbuf, 4096, SP_MEM_WRITE, &err);
 	void *hs = sw.register_memory(c, sbuf, 4096, SP_MEM_READ, &err);
 	CHECK(hr && hs);
-	CHECK(post_recv(a, rbuf, 64, hr, &r, false) == 0);
+	CHECK(sw_post_recv(&sw, a, rbuf, 64, hr, &r, false) == 0);
 	sw_on_complete(lock_hook);
 	pthread_mutex_lock(&app_lock);
-	CHECK(send_wait(c, sbuf, 8, hs) == 0);
+	CHECK(sw_send_wait(&sw, c, sbuf, 8, hs) == 0);
 	while (!atomic_load(&hook_entered))
 		usleep(1000);
-	stage = "closesocket(unrelated, never connected socket) with the app lock held";
+	tcase_stage = "closesocket(unrelated, never connected socket) with the app lock held";
 	CHECK(sw.p.close_socket(x, &err) == 0);
 	pthread_mutex_unlock(&app_lock);
 	/* The receive's overlapped structure is on this stack: its up-call ends first. */
@@ -227,9 +175,9 @@ static void case_close_in_upcall_aborts_completed(void)
 	void *hs = sw.register_memory(c, sbuf, 4096, SP_MEM_READ, &err);
 	CHECK(hr && hs);
 	for (int i = 0; i < NR; i++)
-		CHECK(post_recv(a, rbuf + 64 * i, 64, hr, &c3_r[i], false) == 0);
+		CHECK(sw_post_recv(&sw, a, rbuf + 64 * i, 64, hr, &c3_r[i], false) == 0);
 	sw_on_complete(close_hook);
-	CHECK(send_wait(c, sbuf, 10, hs) == 0);
+	CHECK(sw_send_wait(&sw, c, sbuf, 10, hs) == 0);
 	while (!atomic_load(&hook_entered))
 		usleep(1000);
 	/* The up-call of receive 0 runs: the others complete in the QP meanwhile. */
@@ -240,7 +188,7 @@ static void case_close_in_upcall_aborts_completed(void)
 		CHECK(sw.p.send(c, &b, 1, NULL, 0, &so[i].ov, NULL, NULL, &err) &&
 		      err == SP_WSA_IO_PENDING);
 	}
-	stage = "waiting for the up-calls";
+	tcase_stage = "waiting for the up-calls";
 	for (int i = 0; i < 500 && atomic_load(&c3_done) < NR; i++)
 		usleep(10000);
 	sw_on_complete(NULL);
@@ -338,7 +286,7 @@ static void case_two_accepts_defer(void)
 		CHECK(acc[i].a == SP_INVALID_SOCKET && acc[i].err == SP_WSATRY_AGAIN);
 	}
 	/* Both were deferred (WSATRY_AGAIN): both must be offered again. */
-	stage = "accepting the two deferred requests";
+	tcase_stage = "accepting the two deferred requests";
 	sp_socket a1 = sw.p.accept(c4_l, NULL, NULL, accept_cond, 0, &err);
 	sp_socket a2 = sw.p.accept(c4_l, NULL, NULL, accept_cond, 0, &err);
 	CHECK(a1 != SP_INVALID_SOCKET && a2 != SP_INVALID_SOCKET);
@@ -365,9 +313,9 @@ static int close_cond(const struct sockaddr *caller, int len, uintptr_t data)
 
 	(void)caller;
 	(void)len;
-	stage = "closesocket(listener) inside the condition function";
+	tcase_stage = "closesocket(listener) inside the condition function";
 	sw.p.close_socket((sp_socket)data, &err);
-	stage = "condition function returned";
+	tcase_stage = "condition function returned";
 	return SP_CF_REJECT;
 }
 
@@ -398,10 +346,10 @@ static void cleanup_hook(sp_socket s, struct sp_overlapped *ov, uint32_t error, 
 	(void)bytes;
 	if (ov != &g_r[0].ov || atomic_exchange(&c6_done, 1))
 		return;
-	stage = "WSPCleanup inside the up-call";
+	tcase_stage = "WSPCleanup inside the up-call";
 	r = sw.p.cleanup(&err);
 	printf("# cleanup in the up-call: %d, error %d\n", r, err);
-	stage = "after WSPCleanup in the up-call";
+	tcase_stage = "after WSPCleanup in the up-call";
 	atomic_store(&c6_done, 2);
 }
 
@@ -417,10 +365,10 @@ static void case_cleanup_in_upcall(void)
 	void *hs = sw.register_memory(c, sbuf, 4096, SP_MEM_READ, &err);
 	CHECK(hr && hs);
 	for (int i = 0; i < 4; i++)
-		CHECK(post_recv(a, rbuf + 64 * i, 64, hr, &g_r[i], false) == 0);
+		CHECK(sw_post_recv(&sw, a, rbuf + 64 * i, 64, hr, &g_r[i], false) == 0);
 	sw_on_complete(cleanup_hook);
 	for (int i = 0; i < 4; i++)
-		CHECK(send_wait(c, sbuf, 8, hs) == 0);
+		CHECK(sw_send_wait(&sw, c, sbuf, 8, hs) == 0);
 	for (int i = 0; i < 500 && atomic_load(&c6_done) != 2; i++)
 		usleep(10000);
 	CHECK(atomic_load(&c6_done) == 2);
@@ -431,7 +379,7 @@ static void case_cleanup_in_upcall(void)
 		return;
 	}
 	/* A new startup must work after that cleanup. */
-	stage = "startup again after the cleanup in the up-call";
+	tcase_stage = "startup again after the cleanup in the up-call";
 	struct sw sw2;
 	CHECK(sw_load(&sw2) == 0);
 	sp_socket c2, a2;
@@ -478,10 +426,10 @@ static void case_nested_flush(int rounds)
 		void *hs2 = sw.register_memory(c2, sbuf, 4096, SP_MEM_READ, &err);
 		void *hs3 = sw.register_memory(c3, sbuf, 4096, SP_MEM_READ, &err);
 		CHECK(h2 && h3 && hs2 && hs3);
-		CHECK(post_recv(a2, rbuf, 64, h2, &c7_x, false) == 0);
-		CHECK(post_recv(a2, rbuf + 64, 64, h2, &c7_b, false) == 0);
-		CHECK(post_recv(a2, rbuf + 128, 64, h2, &c7_c, false) == 0);
-		CHECK(post_recv(a3, rbuf + 192, 64, h3, &c7_a, false) == 0);
+		CHECK(sw_post_recv(&sw, a2, rbuf, 64, h2, &c7_x, false) == 0);
+		CHECK(sw_post_recv(&sw, a2, rbuf + 64, 64, h2, &c7_b, false) == 0);
+		CHECK(sw_post_recv(&sw, a2, rbuf + 128, 64, h2, &c7_c, false) == 0);
+		CHECK(sw_post_recv(&sw, a3, rbuf + 192, 64, h3, &c7_a, false) == 0);
 		sw_on_complete(nested_hook);
 		struct sp_wsabufex b2 = { 8, sbuf, hs2 }, b3 = { 8, sbuf, hs3 };
 		sw_ov_init(&sx, true);
@@ -547,7 +495,7 @@ static void case_cleanup_vs_startup(void)
 		sw_pair(&sw, &c, &a);
 	pthread_create(&t, NULL, c8_user_b, NULL);
 	atomic_store(&c8_go, 1);
-	stage = "the first user's cleanup";
+	tcase_stage = "the first user's cleanup";
 	CHECK(sw.p.cleanup(&err) == 0);
 	sw.p.cleanup = NULL;
 	pthread_join(t, NULL);
@@ -564,12 +512,6 @@ static void case_cleanup_vs_startup(void)
 	printf("ok\n");
 }
 
-struct spi_case {
-	const char *name;
-	void (*run)(void);
-	bool unloads; /* the case ends the provider itself */
-};
-
 static void case_gor_wait(void)
 {
 	case_gor_wait_in_upcall(false);
@@ -585,7 +527,7 @@ static void case_nested(void)
 	case_nested_flush(200);
 }
 
-static const struct spi_case cases[] = {
+static const struct tcase cases[] = {
 	{ "GetOverlappedResult(wait) from an up-call", case_gor_wait, false },
 	{ "GetOverlappedResult(wait) on a polled operation from an up-call", case_gor_wait_polled,
 	  false },
@@ -604,30 +546,5 @@ static const struct spi_case cases[] = {
 
 int main(void)
 {
-	const size_t n = sizeof(cases) / sizeof(cases[0]);
-
-	tap_plan((int)n);
-	for (size_t i = 0; i < n; i++) {
-		int status;
-		pid_t pid;
-
-		fflush(NULL);
-		pid = fork();
-		if (pid == 0) {
-			/* The case's own lines go to stderr: stdout is the TAP stream. */
-			dup2(2, 1);
-			setvbuf(stdout, NULL, _IONBF, 0);
-			CHECK(sw_load(&sw) == 0);
-			watch(30);
-			cases[i].run();
-			if (!cases[i].unloads)
-				sw_unload(&sw);
-			_exit(0);
-		}
-		if (pid < 0 || waitpid(pid, &status, 0) != pid)
-			status = -1;
-		tap_result(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s (status %#x)",
-			   cases[i].name, status);
-	}
-	return tap_exit();
+	return tcase_main(&sw, cases, sizeof(cases) / sizeof(cases[0]), NULL, 30);
 }

@@ -287,6 +287,36 @@ int sw_ov_wait(struct sw *sw, sp_socket s, struct sw_ov *o, uint32_t *bytes, int
 	return err;
 }
 
+int sw_post_recv(struct sw *sw, sp_socket s, char *buf, uint32_t len, void *h, struct sw_ov *o,
+		 bool polled)
+{
+	struct sp_wsabufex b = { len, buf, h };
+	uint32_t flags = 0;
+	int err = 0;
+
+	sw_ov_init(o, polled);
+	if (!sw->p.recv(s, &b, 1, NULL, &flags, &o->ov, NULL, NULL, &err))
+		return 0;
+	return err == SP_WSA_IO_PENDING ? 0 : err;
+}
+
+int sw_send_wait(struct sw *sw, sp_socket s, char *buf, uint32_t len, void *h)
+{
+	struct sp_wsabufex b = { len, buf, h };
+	struct sw_ov o;
+	uint32_t n;
+	int err = 0, ret;
+
+	sw_ov_init(&o, true);
+	if (sw->p.send(s, &b, 1, NULL, 0, &o.ov, NULL, NULL, &err) && err != SP_WSA_IO_PENDING) {
+		sw_ov_fini(&o);
+		return err;
+	}
+	ret = sw_ov_wait(sw, s, &o, &n, 10000);
+	sw_ov_fini(&o);
+	return ret;
+}
+
 /* Connections ------------------------------------------------------------------ */
 
 sp_socket sw_listen(struct sw *sw, struct sockaddr_in *sin)
@@ -356,323 +386,51 @@ void sw_pair(struct sw *sw, sp_socket *c, sp_socket *a)
 	sw->p.close_socket(x.l, &e);
 }
 
-/* The session protocol ---------------------------------------------------------- */
+/* The switch core's view ---------------------------------------------------------- */
 
-enum { MSG_SMALL = 1, MSG_LARGE_READ, MSG_LARGE_WRITE, MSG_WRITE_DESC, MSG_DONE };
+void sw_spi(struct sw *sw, struct swc_spi *spi)
+{
+	*spi = (struct swc_spi){ .p = &sw->p,
+				 .register_memory = sw->register_memory,
+				 .deregister_memory = sw->deregister_memory,
+				 .register_rdma_memory = sw->register_rdma_memory,
+				 .deregister_rdma_memory = sw->deregister_rdma_memory,
+				 .rdma_write = sw->rdma_write,
+				 .rdma_read = sw->rdma_read };
+}
 
-struct sw_hdr {
-	uint32_t type;
-	uint32_t len;	/* payload bytes in this message */
-	uint64_t total; /* MSG_LARGE_*: the whole piece, payload included */
-	uint32_t desc_len;
-	uint8_t desc[60];
+static int ev_create(void *ctx, sp_event *ev)
+{
+	int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+
+	(void)ctx;
+	if (fd < 0)
+		return errno;
+	*ev = SP_EVENT_FD(fd);
+	return 0;
+}
+
+static void ev_destroy(void *ctx, sp_event ev)
+{
+	(void)ctx;
+	close(SP_EVENT_TO_FD(ev));
+}
+
+static int ev_wait(void *ctx, sp_event ev, int timeout_ms)
+{
+	struct pollfd p = { .fd = SP_EVENT_TO_FD(ev), .events = POLLIN };
+	uint64_t v;
+
+	(void)ctx;
+	if (poll(&p, 1, timeout_ms) != 1)
+		return ETIMEDOUT;
+	if (read(p.fd, &v, sizeof(v)) != sizeof(v) && errno != EAGAIN)
+		return errno;
+	return 0;
+}
+
+const struct swc_events sw_events = {
+	.create = ev_create,
+	.destroy = ev_destroy,
+	.wait = ev_wait,
 };
-
-#define SW_PAYLOAD (SW_MSG - sizeof(struct sw_hdr))
-#define SW_TIMEOUT_MS 30000
-
-static char *tx_msg(struct sw_sess *ss, unsigned int i)
-{
-	return ss->tx + (size_t)i * SW_MSG;
-}
-
-static char *rx_msg(struct sw_sess *ss, unsigned int i)
-{
-	return ss->rx + (size_t)i * SW_MSG;
-}
-
-static int post_rx(struct sw_sess *ss, unsigned int i)
-{
-	struct sp_wsabufex b = { SW_MSG, rx_msg(ss, i), ss->rx_h };
-	uint32_t flags = 0;
-	int err = 0;
-
-	if (ss->sw->p.recv(ss->s, &b, 1, NULL, &flags, &ss->rx_ov[i].ov, NULL, NULL, &err) &&
-	    err != SP_WSA_IO_PENDING)
-		return err;
-	return 0;
-}
-
-int sw_sess_init(struct sw_sess *ss, struct sw *sw, sp_socket s, bool rdma_read)
-{
-	int err = 0, len = sizeof(int32_t), ret;
-	int32_t threshold;
-
-	memset(ss, 0, sizeof(*ss));
-	for (unsigned int i = 0; i < SW_RING; i++)
-		ss->tx_ov[i].fd = ss->rx_ov[i].fd = -1;
-	ss->sw = sw;
-	ss->s = s;
-	ss->rdma_read = rdma_read;
-	if (sw->p.get_sock_opt(s, SP_SOL_SOCKET, SP_SO_RDMA_THRESHOLD_SIZE, (char *)&threshold,
-			       &len, &err))
-		return err;
-	ss->threshold = (uint32_t)threshold;
-	ss->tx = aligned_alloc(4096, SW_RING * SW_MSG);
-	ss->rx = aligned_alloc(4096, SW_RING * SW_MSG);
-	if (!ss->tx || !ss->rx)
-		return SP_WSAENOBUFS;
-	/* Two VA-contiguous rings, each registered once. */
-	ss->tx_h = sw->register_memory(s, ss->tx, SW_RING * SW_MSG, SP_MEM_READ, &err);
-	if (!ss->tx_h)
-		return err;
-	ss->rx_h = sw->register_memory(s, ss->rx, SW_RING * SW_MSG, SP_MEM_WRITE, &err);
-	if (!ss->rx_h)
-		return err;
-	for (unsigned int i = 0; i < SW_RING; i++) {
-		sw_ov_init(&ss->tx_ov[i], false);
-		sw_ov_init(&ss->rx_ov[i], i % 2); /* both completion modes */
-		ret = post_rx(ss, i);
-		if (ret)
-			return ret;
-	}
-	return 0;
-}
-
-void sw_sess_fini(struct sw_sess *ss)
-{
-	int err;
-
-	/*
-	 * Sends still on the way are waited for, as a graceful close does
-	 * (closing would abort them and the peer would miss their messages).
-	 * Then close: the receives still posted complete aborted, through
-	 * the overlapped structures and events freed below.
-	 */
-	for (unsigned int i = 0; ss->sw && i < SW_RING; i++)
-		if (ss->tx_busy[i])
-			sw_ov_wait(ss->sw, ss->s, &ss->tx_ov[i], NULL, SW_TIMEOUT_MS);
-	if (ss->sw)
-		ss->sw->p.close_socket(ss->s, &err);
-	for (unsigned int i = 0; i < SW_RING; i++) {
-		sw_ov_fini(&ss->tx_ov[i]);
-		sw_ov_fini(&ss->rx_ov[i]);
-	}
-	free(ss->tx);
-	free(ss->rx);
-	memset(ss, 0, sizeof(*ss));
-}
-
-/* Send one control message: header, then len bytes of payload. */
-static int send_msg(struct sw_sess *ss, const struct sw_hdr *h, const char *payload)
-{
-	unsigned int i = ss->tx_next;
-	char *m = tx_msg(ss, i);
-	struct sp_wsabufex b;
-	int err = 0, ret;
-
-	ss->tx_next = (i + 1) % SW_RING;
-	if (ss->tx_busy[i]) {
-		ret = sw_ov_wait(ss->sw, ss->s, &ss->tx_ov[i], NULL, SW_TIMEOUT_MS);
-		if (ret)
-			return ret < 0 ? SP_WSAETIMEDOUT : ret;
-		ss->tx_busy[i] = false;
-	}
-	memcpy(m, h, sizeof(*h));
-	if (h->len)
-		memcpy(m + sizeof(*h), payload, h->len);
-	b = (struct sp_wsabufex){ (uint32_t)(sizeof(*h) + h->len), m, ss->tx_h };
-	if (ss->sw->p.send(ss->s, &b, 1, NULL, 0, &ss->tx_ov[i].ov, NULL, NULL, &err) &&
-	    err != SP_WSA_IO_PENDING)
-		return err;
-	ss->tx_busy[i] = true;
-	return 0;
-}
-
-/* The next control message (its ring slot is reposted by the caller). */
-static int next_msg(struct sw_sess *ss, struct sw_hdr *h, char **payload, unsigned int *slot)
-{
-	unsigned int i = ss->rx_next;
-	uint32_t n = 0;
-	int ret = sw_ov_wait(ss->sw, ss->s, &ss->rx_ov[i], &n, SW_TIMEOUT_MS);
-
-	if (ret)
-		return ret < 0 ? SP_WSAETIMEDOUT : ret;
-	ss->rx_next = (i + 1) % SW_RING;
-	if (n < sizeof(*h))
-		return SP_WSAEMSGSIZE;
-	memcpy(h, rx_msg(ss, i), sizeof(*h));
-	if (h->len > n - sizeof(*h) || h->desc_len > sizeof(h->desc))
-		return SP_WSAEMSGSIZE;
-	*payload = rx_msg(ss, i) + sizeof(*h);
-	*slot = i;
-	return 0;
-}
-
-static int expect(struct sw_sess *ss, uint32_t type, struct sw_hdr *h)
-{
-	char *payload;
-	unsigned int slot;
-	int ret = next_msg(ss, h, &payload, &slot);
-
-	if (ret)
-		return ret;
-	ret = post_rx(ss, slot);
-	if (ret)
-		return ret;
-	return h->type == type ? 0 : SP_WSAEINVAL;
-}
-
-static int rdma_wait(struct sw_sess *ss, sp_rdma_fn fn, char *buf, uint32_t len, void *h,
-		     const uint8_t *desc, uint32_t desc_len)
-{
-	struct sp_wsabufex b = { len, buf, h };
-	struct sw_ov o;
-	uint32_t bytes = 0;
-	int err = 0, ret;
-
-	sw_ov_init(&o, false);
-	if (fn(ss->s, &b, 1, (void *)desc, desc_len, 0, &bytes, 0, &o.ov, NULL, NULL, &err) &&
-	    err != SP_WSA_IO_PENDING) {
-		sw_ov_fini(&o);
-		return err;
-	}
-	ret = sw_ov_wait(ss->sw, ss->s, &o, &bytes, SW_TIMEOUT_MS);
-	sw_ov_fini(&o);
-	if (ret)
-		return ret < 0 ? SP_WSAETIMEDOUT : ret;
-	return bytes == len ? 0 : SP_WSAEMSGSIZE;
-}
-
-static int send_large(struct sw_sess *ss, const char *buf, size_t len, uint32_t max_rdma)
-{
-	struct sw_hdr h = { .len = SW_PAYLOAD };
-	uint32_t rest = len - SW_PAYLOAD > max_rdma ? max_rdma : (uint32_t)(len - SW_PAYLOAD);
-	char *r = (char *)buf + SW_PAYLOAD;
-	int err = 0, ret;
-
-	h.total = SW_PAYLOAD + rest;
-	if (ss->rdma_read) {
-		/* Probe the descriptor's size first, as the switch does. */
-		uint32_t dlen = 0;
-		if (!ss->sw->register_rdma_memory(ss->s, r, rest, SP_MEM_READ, NULL, &dlen, &err) ||
-		    err != SP_WSAEFAULT || !dlen || dlen > sizeof(h.desc))
-			return SP_WSAEINVAL;
-		if (ss->sw->register_rdma_memory(ss->s, r, rest, SP_MEM_READ, h.desc, &dlen, &err))
-			return err;
-		h.type = MSG_LARGE_READ;
-		h.desc_len = dlen;
-		ret = send_msg(ss, &h, buf);
-		if (!ret) {
-			struct sw_hdr d;
-			ret = expect(ss, MSG_DONE, &d);
-		}
-		if (ss->sw->deregister_rdma_memory(ss->s, h.desc, dlen, &err) && !ret)
-			ret = err;
-		return ret;
-	}
-	h.type = MSG_LARGE_WRITE;
-	ret = send_msg(ss, &h, buf);
-	if (ret)
-		return ret;
-	struct sw_hdr d;
-	ret = expect(ss, MSG_WRITE_DESC, &d);
-	if (ret)
-		return ret;
-	void *mh = ss->sw->register_memory(ss->s, r, rest, SP_MEM_READ, &err);
-	if (!mh)
-		return err;
-	ret = rdma_wait(ss, ss->sw->rdma_write, r, rest, mh, d.desc, d.desc_len);
-	if (ss->sw->deregister_memory(ss->s, mh, &err) && !ret)
-		ret = err;
-	if (!ret) {
-		struct sw_hdr done = { .type = MSG_DONE };
-		ret = send_msg(ss, &done, NULL);
-	}
-	return ret;
-}
-
-int sw_sess_send(struct sw_sess *ss, const char *buf, size_t len)
-{
-	int32_t max_rdma;
-	int err = 0, optlen = sizeof(max_rdma), ret;
-
-	if (ss->sw->p.get_sock_opt(ss->s, SP_SOL_SOCKET, SP_SO_MAX_RDMA_SIZE, (char *)&max_rdma,
-				   &optlen, &err))
-		return err;
-	while (len) {
-		size_t piece;
-
-		if (len > ss->threshold && len > SW_PAYLOAD) {
-			piece = len - SW_PAYLOAD > (uint32_t)max_rdma
-				    ? SW_PAYLOAD + (size_t)max_rdma
-				    : len;
-			ret = send_large(ss, buf, piece, (uint32_t)max_rdma);
-			ss->large_msgs++;
-		} else {
-			struct sw_hdr h = { .type = MSG_SMALL };
-			piece = len < SW_PAYLOAD ? len : SW_PAYLOAD;
-			h.len = (uint32_t)piece;
-			ret = send_msg(ss, &h, buf);
-			ss->small_msgs++;
-		}
-		if (ret)
-			return ret;
-		buf += piece;
-		len -= piece;
-	}
-	return 0;
-}
-
-int sw_sess_recv(struct sw_sess *ss, char *buf, size_t len)
-{
-	size_t got = 0;
-	int err = 0, ret;
-
-	while (got < len) {
-		struct sw_hdr h;
-		char *payload;
-		unsigned int slot;
-
-		ret = next_msg(ss, &h, &payload, &slot);
-		if (ret)
-			return ret;
-		if (h.len > len - got) {
-			post_rx(ss, slot);
-			return SP_WSAEMSGSIZE;
-		}
-		memcpy(buf + got, payload, h.len);
-		ret = post_rx(ss, slot);
-		if (ret)
-			return ret;
-		if (h.type == MSG_SMALL) {
-			got += h.len;
-			continue;
-		}
-		if ((h.type != MSG_LARGE_READ && h.type != MSG_LARGE_WRITE) || h.total < h.len ||
-		    h.total - h.len > len - got - h.len)
-			return SP_WSAEINVAL;
-		char *dst = buf + got + h.len;
-		uint32_t rest = (uint32_t)(h.total - h.len);
-		if (h.type == MSG_LARGE_READ) {
-			void *mh = ss->sw->register_memory(ss->s, dst, rest, SP_MEM_WRITE, &err);
-			if (!mh)
-				return err;
-			ret = rdma_wait(ss, ss->sw->rdma_read, dst, rest, mh, h.desc, h.desc_len);
-			if (ss->sw->deregister_memory(ss->s, mh, &err) && !ret)
-				ret = err;
-			if (!ret) {
-				struct sw_hdr done = { .type = MSG_DONE };
-				ret = send_msg(ss, &done, NULL);
-			}
-		} else {
-			struct sw_hdr d = { .type = MSG_WRITE_DESC };
-			uint32_t dlen = sizeof(d.desc);
-			if (ss->sw->register_rdma_memory(ss->s, dst, rest, SP_MEM_WRITE, d.desc,
-							 &dlen, &err))
-				return err;
-			d.desc_len = dlen;
-			ret = send_msg(ss, &d, NULL);
-			if (!ret) {
-				struct sw_hdr done;
-				ret = expect(ss, MSG_DONE, &done);
-			}
-			if (ss->sw->deregister_rdma_memory(ss->s, d.desc, dlen, &err) && !ret)
-				ret = err;
-		}
-		if (ret)
-			return ret;
-		got += h.total;
-	}
-	return 0;
-}

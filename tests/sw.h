@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "sp_spi.h"
+#include "swc.h"
 
 struct sw {
 	void *dl;
@@ -53,6 +54,12 @@ void sw_ov_fini(struct sw_ov *o);
  */
 int sw_ov_wait(struct sw *sw, sp_socket s, struct sw_ov *o, uint32_t *bytes, int timeout_ms);
 
+/* Post a receive of len bytes of buf (handle h), polled or up-called: 0 or its WSA error. */
+int sw_post_recv(struct sw *sw, sp_socket s, char *buf, uint32_t len, void *h, struct sw_ov *o,
+		 bool polled);
+/* Send len bytes of buf (handle h), polled, and wait for it: 0 or the WSA error. */
+int sw_send_wait(struct sw *sw, sp_socket s, char *buf, uint32_t len, void *h);
+
 /* A listening socket on the test address and a free port; its address in *sin. */
 sp_socket sw_listen(struct sw *sw, struct sockaddr_in *sin);
 /* Connect a new socket to sin (blocking); SP_INVALID_SOCKET and *err on failure. */
@@ -60,30 +67,9 @@ sp_socket sw_connect(struct sw *sw, const struct sockaddr_in *sin, int *err);
 /* A connected pair in this process: *c connects, *a is accepted. */
 void sw_pair(struct sw *sw, sp_socket *c, sp_socket *a);
 
-/* The session protocol (reference §5). */
-#define SW_RING 16
-#define SW_MSG 4096
-
-struct sw_sess {
-	struct sw *sw;
-	sp_socket s;
-	bool rdma_read; /* large transfers by RDMA read (else by write) */
-	uint32_t threshold;
-	char *tx, *rx; /* rings of SW_RING control messages */
-	void *tx_h, *rx_h;
-	struct sw_ov tx_ov[SW_RING], rx_ov[SW_RING];
-	bool tx_busy[SW_RING];
-	unsigned int tx_next, rx_next;
-	uint64_t small_msgs, large_msgs;
-};
-
-/* Register the rings and post the receives: 0 or a WSA error. */
-int sw_sess_init(struct sw_sess *ss, struct sw *sw, sp_socket s, bool rdma_read);
-/* Close the session's socket (its registrations go with it), free the rings. */
-void sw_sess_fini(struct sw_sess *ss);
-/* Send len bytes of buf as the switch does; 0 or a WSA error. */
-int sw_sess_send(struct sw_sess *ss, const char *buf, size_t len);
-/* Receive exactly len bytes into buf; 0 or a WSA error. */
-int sw_sess_recv(struct sw_sess *ss, char *buf, size_t len);
+/* The provider's entry points as the switch core (shim/core/swc.h) takes them. */
+void sw_spi(struct sw *sw, struct swc_spi *spi);
+/* Up-call completion for the switch core: eventfd events the up-calls signal. */
+extern const struct swc_events sw_events;
 
 #endif

@@ -568,22 +568,26 @@ Test(spi, socket_options_and_address_list)
 Test(spi, messages_in_order_in_both_completion_modes)
 {
 	sp_socket c, a;
-	struct sw_sess sc, sa;
+	struct swc_sess sc, sa;
+	struct swc_spi spi;
+	struct swc_opts up = { .events = &sw_events };
 	char *out = malloc(40000), *in = malloc(40000);
 
 	cr_assert(out && in);
 	pair(&c, &a);
-	cr_assert_eq(sw_sess_init(&sc, &sw, c, true), 0);
-	cr_assert_eq(sw_sess_init(&sa, &sw, a, true), 0);
+	sw_spi(&sw, &spi);
+	/* One end polls, the other waits for up-calls. */
+	cr_assert_eq(swc_sess_init(&sc, &spi, c, NULL), 0);
+	cr_assert_eq(swc_sess_init(&sa, &spi, a, &up), 0);
 	fill_pattern(out, 40000, 9);
 	/* Below the threshold: control messages only. */
-	cr_assert_eq(sw_sess_send(&sc, out, 40000), 0);
-	cr_assert_eq(sw_sess_recv(&sa, in, 40000), 0);
+	cr_assert_eq(swc_send(&sc, out, 40000), 0);
+	cr_assert_eq(swc_recv(&sa, in, 40000), 0);
 	cr_assert_eq(memcmp(in, out, 40000), 0);
-	cr_assert_eq(sc.large_msgs, 0);
-	cr_assert_geq(sc.small_msgs, 10);
-	sw_sess_fini(&sc);
-	sw_sess_fini(&sa);
+	cr_assert_eq(sc.st.large_msgs, 0);
+	cr_assert_geq(sc.st.small_msgs, 10);
+	swc_sess_fini(&sc);
+	swc_sess_fini(&sa);
 	teardown();
 	free(out);
 	free(in);

@@ -913,3 +913,64 @@ Test(spi_faults, more_error_table_rows, .timeout = 60)
 	unload();
 	free(buf);
 }
+
+/* The cache's limit once refused the 16,385th buffer while the SPI promised 65,536 handles. */
+Test(spi_faults, as_many_buffers_as_handles, .init = load, .timeout = 120)
+{
+	const uint32_t n = 16384 + 100;
+	sp_socket c, a;
+	struct sockaddr_in sin;
+	sp_socket l = sw_listen(&sw, &sin);
+	char *area = mmap(NULL, (size_t)n * 2 * 4096, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	void **h = calloc(n, sizeof(*h));
+	struct acc x;
+	int err = 0;
+
+	cr_assert(area != MAP_FAILED && h && l != SP_INVALID_SOCKET);
+	cr_assert_eq(try_pair(l, &sin, &c, &a, &x), 0);
+	/* One page in two: no two buffers share or touch a region. */
+	for (uint32_t i = 0; i < n; i++) {
+		h[i] = sw.register_memory(c, area + (size_t)i * 2 * 4096, 4096, SP_MEM_READ, &err);
+		cr_assert_not_null(h[i], "buffer %u: %d", i, err);
+	}
+	for (uint32_t i = 0; i < n; i++)
+		cr_assert_eq(sw.deregister_memory(c, h[i], &err), 0);
+	cr_assert_eq(sw.p.close_socket(l, &err), 0);
+	unload();
+	munmap(area, (size_t)n * 2 * 4096);
+	free(h);
+}
+
+static int slow_cond(const struct sockaddr *caller, int len, uintptr_t data)
+{
+	(void)caller, (void)len, (void)data;
+	usleep(600000); /* past the connecting side's timeout */
+	return SP_CF_ACCEPT;
+}
+
+/* The connecting side gave up while the condition function thought: WSAECONNABORTED. */
+Test(spi_faults, an_accept_whose_connector_gave_up, .timeout = 60)
+{
+	struct sockaddr_in sin;
+	struct conn2 k;
+	sp_socket l;
+	int err = 0;
+
+	/* A 200 ms connect timeout: too short for connection setup in the emulated rxe VM. */
+	if (!tdev_is_softnic())
+		cr_skip_test("needs a connection set up well within 200 ms (softnic)");
+	setenv("SANPROV_SPI_CONNECT_TIMEOUT_MS", "200", 1);
+	load();
+	l = sw_listen(&sw, &sin);
+	cr_assert_neq(l, SP_INVALID_SOCKET);
+	k.sin = sin;
+	cr_assert_eq(pthread_create(&k.t, NULL, conn2_main, &k), 0);
+	cr_assert_eq(sw.p.accept(l, NULL, NULL, slow_cond, 0, &err), SP_INVALID_SOCKET);
+	cr_assert_eq(err, SP_WSAECONNABORTED, "accept: %d", err);
+	pthread_join(k.t, NULL);
+	cr_assert_eq(k.c, SP_INVALID_SOCKET);
+	cr_assert_eq(k.err, SP_WSAETIMEDOUT, "connect: %d", k.err);
+	cr_assert_eq(sw.p.close_socket(l, &err), 0);
+	unload();
+}

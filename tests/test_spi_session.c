@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
- * The switch's session protocol between two processes: a stream of small
- * and large sends each way (large ones by RDMA read, or by RDMA write),
- * verified byte for byte, while a thread in each process keeps calling
- * the cache callback over the application's buffers.
+ * The switch core's session protocol (shim/core/swc.h) between two
+ * processes: a stream of small and large sends each way (large ones by
+ * RDMA read, or by RDMA write), received in other sizes than sent and
+ * verified byte for byte, while a thread in each process keeps calling the
+ * cache callback over the application's buffers; then the orderly
+ * shutdown, each end reading 0 after the data.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -77,8 +79,12 @@ static size_t total(void)
 	return t;
 }
 
+/* Receive sizes other than the sent ones: the stream has no message boundaries. */
+static const size_t rsizes[] = { 3, 4093, 1, 70000, 900000, 5000, 2u << 20, 12345 };
+#define N_RSIZES (sizeof(rsizes) / sizeof(rsizes[0]))
+
 /* Send every size from out, then receive them all back into in and compare. */
-static int stream(struct sw_sess *ss, bool first, char *out, char *in, size_t len)
+static int stream(struct swc_sess *ss, bool first, char *out, char *in, size_t len)
 {
 	int ret = 0;
 
@@ -86,10 +92,12 @@ static int stream(struct sw_sess *ss, bool first, char *out, char *in, size_t le
 		bool sending = (round == 0) == first;
 		size_t off = 0;
 
-		for (size_t i = 0; i < N_SIZES && !ret; i++) {
-			ret = sending ? sw_sess_send(ss, out + off, sizes[i])
-				      : sw_sess_recv(ss, in + off, sizes[i]);
-			off += sizes[i];
+		for (size_t i = 0; off < len && !ret; i++) {
+			size_t n = sending ? sizes[i] : rsizes[i % N_RSIZES];
+
+			n = n < len - off ? n : len - off;
+			ret = sending ? swc_send(ss, out + off, n) : swc_recv(ss, in + off, n);
+			off += n;
 		}
 		if (!ret && !sending && memcmp(in, out, len))
 			ret = -100; /* the data differs */
@@ -97,11 +105,34 @@ static int stream(struct sw_sess *ss, bool first, char *out, char *in, size_t le
 	return ret;
 }
 
+/* Shut down, then read 0 after the peer's shutdown (twice: it stays at the end). */
+static int finish(struct swc_sess *ss)
+{
+	char c;
+	size_t got = 1;
+	int ret = swc_shutdown(ss);
+
+	if (ret)
+		return ret;
+	if (swc_send(ss, &c, 1) != EPIPE)
+		return -101;
+	for (int i = 0; i < 2; i++) {
+		ret = swc_recv_some(ss, &c, 1, &got);
+		if (ret || got)
+			return ret ? ret : -102;
+	}
+	return swc_recv(ss, &c, 1) == EPIPE ? 0 : -103;
+}
+
 /* One side; returns 0 or a code for the exit status. */
 static int side(bool server, int port_rd, int port_wr, bool rdma_read)
 {
 	struct sw sw;
-	struct sw_sess ss;
+	struct swc_sess ss;
+	struct swc_spi spi;
+	/* The server waits by up-call, the client polls. */
+	struct swc_opts o = { .large = rdma_read ? SWC_LARGE_READ : SWC_LARGE_WRITE,
+			      .events = server ? &sw_events : NULL };
 	struct storm st = { 0 };
 	size_t len = total();
 	char *out = malloc(len), *in = calloc(1, len);
@@ -139,7 +170,8 @@ static int side(bool server, int port_rd, int port_wr, bool rdma_read)
 	if (sw.p.set_sock_opt(s, SP_SOL_SOCKET, SP_SO_MAX_RDMA_SIZE, (char *)&max, sizeof(max),
 			      &err))
 		return 6;
-	ret = sw_sess_init(&ss, &sw, s, rdma_read);
+	sw_spi(&sw, &spi);
+	ret = swc_sess_init(&ss, &spi, s, &o);
 	if (ret) {
 		fprintf(stderr, "session: %d\n", ret);
 		return 7;
@@ -151,6 +183,8 @@ static int side(bool server, int port_rd, int port_wr, bool rdma_read)
 	while (!atomic_load(&st.calls))
 		usleep(100);
 	ret = stream(&ss, !server, out, in, len);
+	if (!ret)
+		ret = finish(&ss);
 	atomic_store(&st.stop, true);
 	pthread_join(t, NULL);
 	if (ret) {
@@ -161,13 +195,17 @@ static int side(bool server, int port_rd, int port_wr, bool rdma_read)
 		fprintf(stderr, "cache callback answered %d\n", st.bad);
 		return 10;
 	}
-	if (!ss.large_msgs || !ss.small_msgs)
+	if (!ss.st.large_msgs || !ss.st.small_msgs || ss.st.bytes_received != len)
 		return 11;
 
-	fprintf(stderr, "%s: %lu small, %lu large messages; %lu cache callbacks, %lu dropped\n",
-		server ? "server" : "client", (unsigned long)ss.small_msgs,
-		(unsigned long)ss.large_msgs, atomic_load(&st.calls), st.dropped);
-	sw_sess_fini(&ss);
+	fprintf(stderr,
+		"%s: %lu small, %lu large, %lu control messages, %lu credit writes, %lu stalls; "
+		"%lu cache callbacks, %lu dropped\n",
+		server ? "server" : "client", (unsigned long)ss.st.small_msgs,
+		(unsigned long)ss.st.large_msgs, (unsigned long)ss.st.ctl_msgs,
+		(unsigned long)ss.st.credit_writes, (unsigned long)ss.st.credit_stalls,
+		atomic_load(&st.calls), st.dropped);
+	swc_sess_fini(&ss);
 	sw_unload(&sw);
 	free(out);
 	free(in);

@@ -20,7 +20,8 @@
 #include "sp_wire.h"
 
 #define SP_LISTEN_TICK_MS 100
-#define SP_MAX_DEFERRED 64 /* deferred requests a listening socket keeps */
+#define SP_MAX_DEFERRED 64     /* deferred requests a listening socket keeps */
+#define SP_ACCEPT_GRACE_MS 100 /* for a request behind its connection */
 
 /*
  * The condition functions this thread runs, innermost first (an accept
@@ -478,7 +479,12 @@ static struct vb_conn_req *accept_next(struct sp_sock *so, int *ret)
 		/* A close wakes every waiter at once (the closed object stays woken). */
 		r = sp_os_wait2(so->listener->fd, so->closed, tick, false);
 		r = r == 1 ? 0 : r == 0 ? ETIMEDOUT : r == 2 ? EINTR : -r;
-		req = r ? NULL : vb_get_request(so->listener, 0);
+		/*
+		 * Ready: a connection arrived, its request may still be on the
+		 * way (FD_ACCEPT comes with the connection): a short grace, so
+		 * that an accept after FD_ACCEPT does not answer WSAEWOULDBLOCK.
+		 */
+		req = r ? NULL : vb_get_request(so->listener, SP_ACCEPT_GRACE_MS);
 		if (!r && !req)
 			r = errno;
 		pthread_mutex_lock(&so->lock);

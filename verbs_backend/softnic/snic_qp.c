@@ -249,7 +249,7 @@ static bool report_status_ok(uint32_t st)
 void snic_qp_drain(struct snic_qp *qp)
 {
 	struct snic_cq *cq = snic_cq_of(qp->vqp.recv_cq);
-	uint32_t t = atomic_load_explicit(&qp->seg->inb_tail, memory_order_acquire);
+	uint32_t t = atomic_load(&qp->seg->inb_tail);
 
 	if (qp->inb_head == t)
 		return;
@@ -483,9 +483,9 @@ static void consume_recv(struct snic_peer *peer, const struct snic_cqe *c)
 				.imm_data = c->imm_data,
 				.wc_flags = c->wc_flags };
 	atomic_store(&ps->rq_head, h + 1);
-	atomic_store_explicit(&ps->inb_tail, t + 1, memory_order_release);
-	if (atomic_load_explicit(&ps->cq_notify, memory_order_relaxed) &&
-	    atomic_exchange(&ps->cq_notify, 0))
+	/* Sequentially consistent with the arming poller: one of us sees the other. */
+	atomic_store(&ps->inb_tail, t + 1);
+	if (atomic_load(&ps->cq_notify) && atomic_exchange(&ps->cq_notify, 0))
 		snic_os_event_signal(peer->cq_evfd);
 	/*
 	 * Reports that may not fit in the owner's CQ: its progress thread

@@ -546,9 +546,9 @@ Test(trust, silent_clients_do_not_hold_back_others, .timeout = 30)
 }
 
 /*
- * A peer keeps the producers' lock of a CQ: whoever completes into it
- * gives up after the lock's timeout instead of hanging, and connections on
- * other CQs go on.
+ * A peer cannot take a CQ's lock at all (it maps the CQ read-only), and one
+ * that keeps the lock of a receive queue it consumes holds back no one that
+ * completes into the same CQ, and no connection on other CQs.
  */
 Test(trust, a_kept_lock_stalls_no_one, .timeout = 30)
 {
@@ -561,10 +561,13 @@ Test(trust, a_kept_lock_stalls_no_one, .timeout = 30)
 	server_accept_async(&s, 5000);
 	cr_assert_eq(evil_connect(&ev, s.port, true, 5000), 0);
 	cr_assert_eq(server_accept_wait(&s), 0);
-	struct snic_cq_seg *cq =
+	void *cqw =
 	    mmap(NULL, snic_cq_seg_size(64), PROT_READ | PROT_WRITE, MAP_SHARED, ev.theirs[2], 0);
-	cr_assert_neq(cq, MAP_FAILED);
-	cr_assert_eq(pthread_mutex_lock(&cq->prod_lock), 0);
+	cr_assert_eq(cqw, MAP_FAILED, "a peer could map the CQ writable");
+	struct snic_qp_seg *qs =
+	    mmap(NULL, snic_qp_seg_size(4, 1), PROT_READ | PROT_WRITE, MAP_SHARED, ev.theirs[1], 0);
+	cr_assert_neq(qs, MAP_FAILED);
+	cr_assert_eq(pthread_mutex_lock(&qs->rq_lock), 0);
 
 	/* An honest pair whose receiver completes into the kept CQ. */
 	struct vb_qp_init_attr attr = { .cap = { .max_send_wr = 4, .max_recv_wr = 4 },
@@ -604,8 +607,8 @@ Test(trust, a_kept_lock_stalls_no_one, .timeout = 30)
 	cr_assert_eq(vb_dereg_mr(ym), 0);
 	tpair_fini(&other);
 
-	pthread_mutex_unlock(&cq->prod_lock);
-	munmap(cq, snic_cq_seg_size(64));
+	pthread_mutex_unlock(&qs->rq_lock);
+	munmap(qs, snic_qp_seg_size(4, 1));
 	evil_close(&ev);
 	cr_assert_eq(vb_destroy_qp(cqp), 0);
 	cr_assert_eq(vb_destroy_qp(sqp), 0);
@@ -613,6 +616,149 @@ Test(trust, a_kept_lock_stalls_no_one, .timeout = 30)
 	cr_assert_eq(vb_dereg_mr(mr), 0);
 	cr_assert_eq(vb_destroy_cq(ccq), 0);
 	server_close(&s);
+}
+
+enum forgery { FORGE_CQE, FORGE_INDEX, FORGE_LENGTH, FORGE_STATUS };
+
+/*
+ * The peer lies about the receives it consumed: a completion written into
+ * the server's CQ with a wr_id never posted, or a report of a receive out
+ * of order, longer than the receive holds, or with a status no responder
+ * gives.  No forged completion reaches the CQ; the QP goes to the error
+ * state and flushes its receives, in order, with the wr_ids posted; a
+ * connection completing into the same CQ goes on.
+ */
+static void forge(enum forgery kind)
+{
+	struct server s;
+	struct evil ev;
+	struct vb_wc wc[16];
+	uint64_t rbuf[2], buf = 7, got[8];
+	int n, total = 0, acc;
+
+	server_open(&s);
+	struct vb_mr *mr = vb_reg_mr(s.pd, rbuf, sizeof(rbuf), VB_ACCESS_LOCAL_WRITE);
+	cr_assert_not_null(mr);
+	for (int i = 0; i < 2; i++)
+		cr_assert_eq(post_recv1(s.qp, (uint64_t)i + 1, &rbuf[i], 8, mr->lkey), 0);
+	server_accept_async(&s, 5000);
+	cr_assert_eq(evil_connect(&ev, s.port, true, 5000), 0);
+	cr_assert_eq(server_accept_wait(&s), 0);
+
+	/* An honest pair whose receiver completes into the same CQ. */
+	struct vb_qp_init_attr attr = { .cap = { .max_send_wr = 4, .max_recv_wr = 4 },
+					.send_cq = s.cq,
+					.recv_cq = s.cq };
+	struct vb_cq *ccq = vb_create_cq(s.dev, 8);
+	cr_assert_not_null(ccq);
+	struct vb_qp *sqp = vb_create_qp(s.pd, &attr);
+	attr.send_cq = attr.recv_cq = ccq;
+	struct vb_qp *cqp = vb_create_qp(s.pd, &attr);
+	struct vb_listener *l = tlisten(s.dev);
+	cr_assert(sqp && cqp);
+	cr_assert_eq(tconnect(l, sqp, NULL, cqp, NULL, &acc), 0);
+	cr_assert_eq(acc, 0);
+	struct vb_mr *bm = vb_reg_mr(s.pd, &buf, sizeof(buf), VB_ACCESS_LOCAL_WRITE);
+	cr_assert_not_null(bm);
+
+	if (kind == FORGE_CQE) {
+		struct snic_cq_seg *cq = mmap(NULL, snic_cq_seg_size(64), PROT_READ | PROT_WRITE,
+					      MAP_SHARED, ev.theirs[2], 0);
+		if (cq != MAP_FAILED) {
+			/* What a peer could do when it completed into the CQ itself. */
+			uint32_t t = atomic_load(&cq->tail);
+			cq->ring[t & (cq->size - 1)] = (struct snic_cqe){ .wr_id = 0xbad,
+									  .opcode = VB_WC_RECV,
+									  .qp_num = s.qp->qp_num };
+			atomic_store(&cq->tail, t + 1);
+			atomic_store(&cq->overflow, 1);
+			munmap(cq, snic_cq_seg_size(64));
+		}
+		/* A lie the QP cannot see: the peer then goes away. */
+		evil_close(&ev);
+		ev.sock = -1;
+	} else {
+		struct snic_qp_seg *qs = mmap(NULL, snic_qp_seg_size(4, 1), PROT_READ | PROT_WRITE,
+					      MAP_SHARED, ev.theirs[1], 0);
+		cr_assert_neq(qs, MAP_FAILED);
+		struct snic_inb *r = snic_inb_at(qs->rq, 4, snic_rwqe_size(1), 0);
+		*r = (struct snic_inb){ .idx = kind == FORGE_INDEX ? 1 : 0,
+					.status = kind == FORGE_STATUS ? 0x77 : VB_WC_SUCCESS,
+					.opcode = VB_WC_RECV,
+					.byte_len = kind == FORGE_LENGTH ? 4096 : 8 };
+		atomic_store(&qs->rq_head, 1);
+		atomic_store(&qs->inb_tail, 1);
+		munmap(qs, snic_qp_seg_size(4, 1));
+		/* Polling takes the report in; the QP fails, with no completion of it. */
+		cr_assert_eq(vb_poll_cq(s.cq, 16, wc, &n), 0);
+		for (int i = 0; i < n; i++)
+			got[total++] = wc[i].wr_id;
+		cr_assert_eq(tpair_wait_qp_state(s.qp, VB_QPS_ERR, 5000), VB_QPS_ERR,
+			     "a wrong report left the QP up");
+	}
+
+	/* The honest connection on the same CQ still completes. */
+	cr_assert_eq(post_recv1(sqp, 3, &buf, 8, bm->lkey), 0);
+	cr_assert_eq(post_rdma(cqp, VB_WR_SEND, 4, &buf, 8, bm->lkey, 0, 0, VB_SEND_SIGNALED), 0);
+	cr_assert_eq(tpair_wait(ccq).status, VB_WC_SUCCESS);
+	cr_assert_eq(tpair_wait_qp_state(s.qp, VB_QPS_ERR, 5000), VB_QPS_ERR);
+	uint64_t start = now_ms();
+	bool honest = false;
+	while (now_ms() - start < 2000 && (total < 2 || !honest)) {
+		int ret = vb_poll_cq(s.cq, 16, wc, &n);
+
+		cr_assert_eq(ret, 0, "the CQ failed (%d)", ret);
+		for (int i = 0; i < n; i++) {
+			if (wc[i].qp_num == sqp->qp_num) {
+				cr_assert_eq(wc[i].wr_id, 3);
+				cr_assert_eq(wc[i].status, VB_WC_SUCCESS);
+				honest = true;
+				continue;
+			}
+			cr_assert_eq(wc[i].qp_num, s.qp->qp_num);
+			cr_assert_lt(total, 8);
+			got[total++] = wc[i].wr_id;
+			cr_assert_eq(wc[i].status, VB_WC_WR_FLUSH_ERR, "wr_id %#llx completed %d",
+				     (unsigned long long)wc[i].wr_id, wc[i].status);
+		}
+	}
+	cr_assert(honest, "the honest receive did not complete");
+	cr_assert_eq(total, 2, "%d completions of the lying peer's QP", total);
+	cr_assert_eq(got[0], 1);
+	cr_assert_eq(got[1], 2);
+	enum vb_qp_state st;
+	cr_assert_eq(vb_query_qp(sqp, &st), 0);
+	cr_assert_eq(st, VB_QPS_RTS, "the honest QP went down");
+
+	if (ev.sock >= 0)
+		evil_close(&ev);
+	cr_assert_eq(vb_destroy_qp(cqp), 0);
+	cr_assert_eq(vb_destroy_qp(sqp), 0);
+	cr_assert_eq(vb_destroy_listener(l), 0);
+	cr_assert_eq(vb_dereg_mr(bm), 0);
+	cr_assert_eq(vb_dereg_mr(mr), 0);
+	cr_assert_eq(vb_destroy_cq(ccq), 0);
+	server_close(&s);
+}
+
+Test(trust, a_forged_completion_never_reaches_the_cq, .timeout = 30)
+{
+	forge(FORGE_CQE);
+}
+
+Test(trust, a_report_out_of_order_fails_only_its_qp, .timeout = 30)
+{
+	forge(FORGE_INDEX);
+}
+
+Test(trust, a_report_longer_than_the_receive_fails_only_its_qp, .timeout = 30)
+{
+	forge(FORGE_LENGTH);
+}
+
+Test(trust, a_report_with_a_made_up_status_fails_only_its_qp, .timeout = 30)
+{
+	forge(FORGE_STATUS);
 }
 
 /* Keys say nothing of their neighbours, and a slot's key stays dead for long. */

@@ -376,8 +376,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (ntheirs == 5) {
 			sqp = mmap(NULL, snic_qp_seg_size(4, 2), PROT_READ | PROT_WRITE, MAP_SHARED,
 				   theirs[1], 0);
+			/* The server's CQ is its own to write: a peer only reads it. */
 			scq = mmap(NULL, snic_cq_seg_size(16), PROT_READ | PROT_WRITE, MAP_SHARED,
 				   theirs[2], 0);
+			if (scq != MAP_FAILED)
+				abort();
+			scq = mmap(NULL, snic_cq_seg_size(16), PROT_READ, MAP_SHARED, theirs[2], 0);
 			if (sqp == MAP_FAILED || scq == MAP_FAILED)
 				abort();
 		}
@@ -400,9 +404,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 					     offsetof(struct snic_qp_seg, rq_lock), off, v);
 				break;
 			case 1:
-				if (scq)
-					poke(scq, snic_cq_seg_size(16),
-					     offsetof(struct snic_cq_seg, prod_lock), off, v);
+				/* A report of a consumed receive, right or wrong. */
+				if (sqp) {
+					uint32_t t = atomic_load(&sqp->inb_tail);
+
+					*snic_inb_at(sqp->rq, 4, snic_rwqe_size(2), t) =
+					    (struct snic_inb){ .idx = off % 8,
+							       .status = v % 16,
+							       .opcode = VB_WC_RECV + (v >> 4) % 3,
+							       .byte_len = off >> 3,
+							       .imm_data = v,
+							       .wc_flags = (v >> 8) % 4 };
+					atomic_store(&sqp->inb_tail, t + 1);
+				}
 				break;
 			case 2:
 				poke(dev, dev_len, dev_len, off, v);

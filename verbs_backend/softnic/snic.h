@@ -6,10 +6,12 @@
  * (memfd) that it hands to its peers over the connection socket:
  *   - the device segment: the MR table, so a peer checks an rkey, its
  *     bounds, PD and rights exactly as a responder NIC would;
- *   - one segment per QP: its state and its receive queue, which the peer
- *     (the requester of sends) consumes;
- *   - one segment per CQ: a multi-producer completion ring, since a peer
- *     completes the receives it consumed.
+ *   - one segment per QP: its state, its receive queue, which the peer
+ *     (the requester of sends) consumes, and the peer's reports of the
+ *     receives it consumed, which this process checks against its own
+ *     record of what it posted before it completes them;
+ *   - one segment per CQ, which peers map read-only: only this process
+ *     writes completions.
  * The requester executes each work request itself, in the posting thread:
  * RDMA write/read and send are one-sided for the responder, as on a NIC.
  * A progress thread per device only finishes what must wait (a send that
@@ -125,6 +127,20 @@ struct snic_rwqe {
 	struct vb_sge sge[];
 };
 
+/*
+ * Shared: the peer's report that it consumed receive idx (posting order).
+ * The owner takes wr_id and the buffers from its own copy of the receive,
+ * and puts the QP in the error state on a report it did not expect.
+ */
+struct snic_inb {
+	uint32_t idx;
+	uint32_t status;
+	uint32_t opcode; /* VB_WC_RECV or VB_WC_RECV_RDMA_WITH_IMM */
+	uint32_t byte_len;
+	uint32_t imm_data;
+	uint32_t wc_flags;
+};
+
 struct snic_qp_seg {
 	uint64_t magic;
 	uint32_t qpn;
@@ -134,12 +150,15 @@ struct snic_qp_seg {
 	_Atomic uint32_t state;	     /* enum vb_qp_state, written by the owner */
 	_Atomic uint32_t remote_err; /* set by the peer: the responder side failed */
 	_Atomic uint32_t rnr_wait;   /* owner's send waits for the peer's receive */
-	uint32_t reserved;
-	pthread_mutex_t rq_lock; /* robust, process-shared: RQ consumers */
+	_Atomic uint32_t cq_notify;  /* owner's recv CQ is armed: the peer signals it */
+	pthread_mutex_t rq_lock;     /* robust, process-shared: RQ consumers */
 	/* The owner's accesses in flight to its peer's MRs, by key (0: none). */
 	_Atomic uint32_t held[SNIC_MAX_SGE];
 	alignas(64) _Atomic uint32_t rq_head;
 	alignas(64) _Atomic uint32_t rq_tail;
+	alignas(64) _Atomic uint32_t inb_tail; /* reports written by the peer */
+	_Atomic uint32_t inb_head;	       /* reports the owner took: a hint for the peer */
+	/* rq_size receive WQEs, then rq_size reports (snic_inb_at()) */
 	alignas(64) unsigned char rq[];
 };
 
@@ -233,7 +252,8 @@ struct snic_cq {
 	struct snic_shm shm;
 	struct snic_cq_seg *seg;
 	uint32_t size;
-	pthread_mutex_t cons_lock; /* local consumers */
+	pthread_mutex_t cons_lock; /* local consumers; the reports of rqps */
+	struct snic_qp *rqps;	   /* QPs whose receives complete here */
 	_Atomic uint32_t refs;	   /* QPs */
 	_Atomic bool dead;	   /* a peer kept or corrupted the producers' lock */
 };
@@ -251,10 +271,17 @@ struct snic_swqe {
 	struct vb_sge sge[];
 };
 
+/* Private: what was posted to a receive, the only source of its completion. */
+struct snic_rpriv {
+	uint64_t wr_id;
+	uint64_t len; /* room in its buffers */
+};
+
 struct snic_qp {
 	struct vb_qp vqp;
 	struct snic_dev *dev;
-	struct snic_qp *next; /* dev->qp_list */
+	struct snic_qp *next;	 /* dev->qp_list */
+	struct snic_qp *cq_next; /* its recv CQ's rqps, under that CQ's cons_lock */
 	pthread_mutex_t lock;
 	enum vb_qp_state state;
 	bool sq_sig_all;
@@ -268,7 +295,15 @@ struct snic_qp {
 	uint32_t sq_head; /* executed */
 	/* receive queue (shared segment) */
 	uint32_t rq_size, rq_mask;
-	uint32_t rq_tail; /* posted: the shared copy is the peer's to read, not ours */
+	uint32_t rq_tail;	    /* posted: the shared copy is the peer's to read, not ours */
+	_Atomic uint32_t rq_posted; /* rq_tail, for the recv CQ's poller */
+	/* Under the recv CQ's cons_lock: */
+	struct snic_rpriv *rpriv;
+	_Atomic uint32_t rq_done; /* receives completed (reported or flushed) */
+	uint32_t inb_head;	  /* reports taken */
+	bool rq_flushed;	  /* later reports are ignored */
+	/* A report was wrong or its completion overflowed: the progress thread fails the QP. */
+	_Atomic bool inb_err;
 	size_t rwqe_size;
 	/* connection */
 	snic_handle sock;
@@ -304,6 +339,12 @@ static inline struct snic_mr *snic_mr_of(struct vb_mr *m)
 static inline struct snic_rwqe *snic_rwqe_at(unsigned char *rq, size_t rwqe_size, uint32_t idx)
 {
 	return (struct snic_rwqe *)(rq + (size_t)idx * rwqe_size);
+}
+
+static inline struct snic_inb *snic_inb_at(unsigned char *rq, uint32_t rq_size, size_t rwqe_size,
+					   uint32_t idx)
+{
+	return (struct snic_inb *)(rq + (size_t)rq_size * rwqe_size) + (idx & (rq_size - 1));
 }
 
 static inline size_t snic_rwqe_size(uint32_t max_sge)
@@ -398,6 +439,12 @@ int snic_post_recv(struct vb_qp *vqp, struct vb_recv_wr *wr, struct vb_recv_wr *
 void snic_qp_progress(struct snic_qp *qp);
 /* With qp->lock held: move to the error state and flush both queues. */
 void snic_qp_set_error(struct snic_qp *qp);
+/*
+ * With the recv CQ's cons_lock held: complete the receives the peer
+ * reported.  A report that does not match the next posted receive sets
+ * qp->inb_err and rings the device (the QP goes to the error state there).
+ */
+void snic_qp_drain(struct snic_qp *qp);
 
 /* snic_xfer.c: the one-copy engine */
 enum snic_xfer_dir { SNIC_XFER_TO_PEER, SNIC_XFER_FROM_PEER };

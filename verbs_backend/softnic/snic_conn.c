@@ -158,7 +158,8 @@ static int map_peer(struct snic_qp *qp, snic_handle sock, const struct snic_conn
 	if (ret)
 		goto err;
 	fds[1] = SNIC_NO_HANDLE;
-	ret = snic_os_shm_map(&peer->cq_shm, fds[2], snic_cq_seg_size(m->cq_size), true);
+	/* Only read too: completions are the owner's to write, from its own records. */
+	ret = snic_os_shm_map(&peer->cq_shm, fds[2], snic_cq_seg_size(m->cq_size), false);
 	if (ret)
 		goto err;
 	fds[2] = SNIC_NO_HANDLE;

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
- * Completion queues: a ring in shared memory with many producers (this
- * process's requesters, and peers completing the receives they consumed)
- * and one consuming process.  A full ring is an overflow error that stays,
- * as on a NIC; nothing is dropped silently.
+ * Completion queues: a ring that only this process writes (its requesters,
+ * its flushes, and its pollers completing the receives peers reported
+ * consumed), in a segment that peers map read-only.  A full ring is an
+ * overflow error that stays, as on a NIC; nothing is dropped silently.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -28,7 +28,7 @@ struct vb_cq *snic_create_cq(struct vb_device *vdev, int cqe)
 		errno = ENOMEM;
 		return NULL;
 	}
-	ret = snic_os_shm_create(&cq->shm, "sanprov-cq", snic_cq_seg_size(size), false);
+	ret = snic_os_shm_create(&cq->shm, "sanprov-cq", snic_cq_seg_size(size), true);
 	if (ret)
 		goto err_free;
 	cq->seg = cq->shm.addr;
@@ -122,6 +122,11 @@ int snic_req_notify_cq(struct vb_cq *vcq)
 	struct snic_cq *cq = snic_cq_of(vcq);
 
 	atomic_store(&cq->seg->armed, 1);
+	/* A peer's report is no completion yet, but the poller it wakes makes it one. */
+	pthread_mutex_lock(&cq->cons_lock);
+	for (struct snic_qp *qp = cq->rqps; qp; qp = qp->cq_next)
+		atomic_store(&qp->seg->cq_notify, 1);
+	pthread_mutex_unlock(&cq->cons_lock);
 	return 0;
 }
 
@@ -155,16 +160,18 @@ int snic_poll_cq(struct vb_cq *vcq, int max, struct vb_wc *wc, int *count)
 	*count = 0;
 	if (max < 0)
 		return EINVAL;
-	/* Empty check without a lock: the common busy-poll case. */
+	pthread_mutex_lock(&cq->cons_lock);
+	/* What peers reported, checked against what was posted, becomes completions here. */
+	for (struct snic_qp *qp = cq->rqps; qp; qp = qp->cq_next)
+		snic_qp_drain(qp);
 	if (atomic_load_explicit(&seg->tail, memory_order_acquire) ==
 	    atomic_load_explicit(&seg->head, memory_order_relaxed)) {
+		pthread_mutex_unlock(&cq->cons_lock);
 		/* Errors that stay, once what came before them is polled. */
 		if (atomic_load_explicit(&seg->overflow, memory_order_relaxed))
 			return EOVERFLOW;
 		return atomic_load_explicit(&cq->dead, memory_order_relaxed) ? EIO : 0;
 	}
-
-	pthread_mutex_lock(&cq->cons_lock);
 	h = atomic_load_explicit(&seg->head, memory_order_relaxed);
 	t = atomic_load_explicit(&seg->tail, memory_order_acquire);
 	n = t - h;

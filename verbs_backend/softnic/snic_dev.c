@@ -33,8 +33,16 @@ static void service_qp(struct snic_qp *qp, bool disconnected)
 		qp->peer.gone = true;
 		snic_os_watch_remove(qp->dev->watch, qp->sock);
 	}
-	if (qp->state != VB_QPS_ERR &&
-	    (qp->peer.gone || atomic_exchange(&qp->seg->remote_err, 0))) {
+	if (qp->state != VB_QPS_ERR) {
+		struct snic_cq *rcq = snic_cq_of(qp->vqp.recv_cq);
+
+		/* Reports a peer rang for: an overflow is found now, not at the next poll. */
+		pthread_mutex_lock(&rcq->cons_lock);
+		snic_qp_drain(qp);
+		pthread_mutex_unlock(&rcq->cons_lock);
+	}
+	if (qp->state != VB_QPS_ERR && (qp->peer.gone || atomic_exchange(&qp->seg->remote_err, 0) ||
+					atomic_load(&qp->inb_err))) {
 		snic_qp_set_error(qp);
 	} else if (qp->state == VB_QPS_RTS && atomic_load(&qp->seg->rnr_wait)) {
 		atomic_store(&qp->seg->rnr_wait, 0);

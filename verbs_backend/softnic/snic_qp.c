@@ -80,9 +80,10 @@ struct vb_qp *snic_create_qp(struct vb_pd *vpd, const struct vb_qp_init_attr *at
 			~(size_t)7;
 	qp->rwqe_size = snic_rwqe_size(cap.max_recv_sge);
 	qp->sq = calloc(qp->sq_size, qp->swqe_size);
-	if (!qp->sq) {
+	qp->rpriv = calloc(qp->rq_size, sizeof(*qp->rpriv));
+	if (!qp->sq || !qp->rpriv) {
 		ret = ENOMEM;
-		goto err_free;
+		goto err_sq;
 	}
 	ret = pthread_mutex_init(&qp->lock, NULL);
 	if (ret)
@@ -133,6 +134,14 @@ struct vb_qp *snic_create_qp(struct vb_pd *vpd, const struct vb_qp_init_attr *at
 	qp->vqp.cap = cap;
 	qp->vqp.qp_num = qpn;
 	set_state(qp, VB_QPS_INIT);
+	{
+		struct snic_cq *rcq = snic_cq_of(attr->recv_cq);
+
+		pthread_mutex_lock(&rcq->cons_lock);
+		qp->cq_next = rcq->rqps;
+		rcq->rqps = qp;
+		pthread_mutex_unlock(&rcq->cons_lock);
+	}
 	return &qp->vqp;
 
 err_shm:
@@ -140,8 +149,8 @@ err_shm:
 err_lock:
 	pthread_mutex_destroy(&qp->lock);
 err_sq:
+	free(qp->rpriv);
 	free(qp->sq);
-err_free:
 	free(qp);
 err:
 	errno = ret;
@@ -165,6 +174,19 @@ int snic_destroy_qp(struct vb_qp *vqp)
 	atomic_store(&dev->sq_credit[vqp->qp_num & (dev->max_qp - 1)], 0);
 	dev->n_qp--;
 	pthread_mutex_unlock(&dev->lock);
+	{
+		struct snic_cq *rcq = snic_cq_of(vqp->recv_cq);
+
+		pthread_mutex_lock(&rcq->cons_lock);
+		/* What the peer reported before the QP went completes, as the NIC wrote it. */
+		snic_qp_drain(qp);
+		for (pp = &rcq->rqps; *pp; pp = &(*pp)->cq_next)
+			if (*pp == qp) {
+				*pp = qp->cq_next;
+				break;
+			}
+		pthread_mutex_unlock(&rcq->cons_lock);
+	}
 
 	pthread_mutex_lock(&qp->lock);
 	set_state(qp, VB_QPS_ERR);
@@ -177,6 +199,7 @@ int snic_destroy_qp(struct vb_qp *vqp)
 	atomic_fetch_sub(&snic_cq_of(vqp->recv_cq)->refs, 1);
 	snic_os_shm_destroy(&qp->shm);
 	pthread_mutex_destroy(&qp->lock);
+	free(qp->rpriv);
 	free(qp->sq);
 	free(qp);
 	return 0;
@@ -217,29 +240,91 @@ static void complete(struct snic_qp *qp, struct vb_cq *vcq, const struct snic_cq
 		set_state(qp, VB_QPS_ERR);
 }
 
+static bool report_status_ok(uint32_t st)
+{
+	return st == VB_WC_SUCCESS || st == VB_WC_LOC_LEN_ERR || st == VB_WC_LOC_PROT_ERR ||
+	       st == VB_WC_LOC_QP_OP_ERR;
+}
+
+void snic_qp_drain(struct snic_qp *qp)
+{
+	struct snic_cq *cq = snic_cq_of(qp->vqp.recv_cq);
+	uint32_t t = atomic_load(&qp->seg->inb_tail);
+
+	if (qp->inb_head == t)
+		return;
+	if (qp->rq_flushed || atomic_load(&qp->inb_err)) {
+		qp->inb_head = t; /* flushed already, or failed: nothing more is believed */
+		return;
+	}
+	if (t - qp->inb_head > qp->rq_size)
+		goto bad;
+	for (; qp->inb_head != t; qp->inb_head++) {
+		const volatile struct snic_inb *v =
+		    snic_inb_at(qp->seg->rq, qp->rq_size, qp->rwqe_size, qp->inb_head);
+		/* Each field read once: the peer may change them while we look. */
+		struct snic_inb r = { .idx = v->idx,
+				      .status = v->status,
+				      .opcode = v->opcode,
+				      .byte_len = v->byte_len,
+				      .imm_data = v->imm_data,
+				      .wc_flags = v->wc_flags };
+		uint32_t k = atomic_load(&qp->rq_done);
+		const struct snic_rpriv *rp = &qp->rpriv[k & qp->rq_mask];
+		bool imm = r.wc_flags & VB_WC_WITH_IMM;
+
+		/* Only the next posted receive, within what it can hold, as a NIC completes. */
+		if (r.idx != k || k == atomic_load_explicit(&qp->rq_posted, memory_order_acquire) ||
+		    !report_status_ok(r.status) || (r.wc_flags & ~(uint32_t)VB_WC_WITH_IMM))
+			goto bad;
+		if (r.opcode == VB_WC_RECV_RDMA_WITH_IMM
+			? !imm || r.byte_len > SNIC_MAX_MSG_SZ
+			: r.opcode != VB_WC_RECV || r.byte_len > rp->len)
+			goto bad;
+		struct snic_cqe c = { .wr_id = rp->wr_id,
+				      .status = r.status,
+				      .opcode = r.opcode,
+				      .byte_len = r.byte_len,
+				      .imm_data = imm ? r.imm_data : 0,
+				      .qp_num = qp->vqp.qp_num,
+				      .wc_flags = r.wc_flags };
+		atomic_store(&qp->rq_done, k + 1);
+		atomic_store_explicit(&qp->seg->inb_head, qp->inb_head + 1, memory_order_relaxed);
+		/* A full CQ: its overflow stays, and this QP goes to the error state. */
+		if (snic_cq_push(cq->seg, cq->size, cq->vcq.fd, &c, &cq->dead) &&
+		    !atomic_exchange(&qp->inb_err, true))
+			snic_dev_ring(qp->dev->doorbell_fd);
+	}
+	return;
+
+bad:
+	qp->inb_head = t;
+	if (!atomic_exchange(&qp->inb_err, true))
+		snic_dev_ring(qp->dev->doorbell_fd);
+}
+
 static void flush_rq(struct snic_qp *qp)
 {
+	struct snic_cq *cq = snic_cq_of(qp->vqp.recv_cq);
 	struct snic_qp_seg *seg = qp->seg;
 	/* A peer that keeps the lock is not consuming honestly: flush without it. */
 	bool locked = !snic_os_shared_lock(&seg->rq_lock);
 	uint32_t h, t = qp->rq_tail;
 
-	/*
-	 * The head is the peer's to move and the peer may lie: whatever it
-	 * says, no more than a ring's worth is flushed.
-	 */
-	h = atomic_load(&seg->rq_head);
-	if (t - h > qp->rq_size)
-		h = t - qp->rq_size;
-	for (; h != t; h++) {
-		struct snic_rwqe *rw = snic_rwqe_at(seg->rq, qp->rwqe_size, h & qp->rq_mask);
-		struct snic_cqe c = { .wr_id = rw->wr_id,
+	pthread_mutex_lock(&cq->cons_lock);
+	/* What the peer consumed and reported completes first, in order; later reports are void. */
+	snic_qp_drain(qp);
+	qp->rq_flushed = true;
+	for (h = atomic_load(&qp->rq_done); h != t; h++) {
+		struct snic_cqe c = { .wr_id = qp->rpriv[h & qp->rq_mask].wr_id,
 				      .status = VB_WC_WR_FLUSH_ERR,
 				      .opcode = VB_WC_RECV,
 				      .qp_num = qp->vqp.qp_num };
 		complete(qp, qp->vqp.recv_cq, &c);
 	}
-	atomic_store(&seg->rq_head, h);
+	atomic_store(&qp->rq_done, t);
+	pthread_mutex_unlock(&cq->cons_lock);
+	atomic_store(&seg->rq_head, t);
 	if (locked)
 		pthread_mutex_unlock(&seg->rq_lock);
 }
@@ -380,17 +465,38 @@ static struct snic_rwqe *claim_recv(struct snic_qp *qp)
 }
 
 /*
- * Retire the claimed receive with its completion.  A full responder CQ is
- * the responder's overflow error: its QP goes to the error state, as a
- * NIC's CQ error event takes the QPs of that CQ down.
+ * Retire the claimed receive and report it to the responder, which
+ * completes it from its own record (snic_qp_drain()).  rq_lock is held:
+ * one reporter at a time.
  */
 static void consume_recv(struct snic_peer *peer, const struct snic_cqe *c)
 {
 	struct snic_qp_seg *ps = peer->qp_seg;
+	uint32_t h = atomic_load(&ps->rq_head);
+	uint32_t t = atomic_load(&ps->inb_tail);
+	struct snic_inb *r = snic_inb_at(ps->rq, peer->rq_size, peer->rwqe_size, t);
 
-	atomic_store(&ps->rq_head, atomic_load(&ps->rq_head) + 1);
-	if (snic_cq_push(peer->cq_seg, peer->cq_size, peer->cq_evfd, c, &peer->broken))
-		fail_responder(peer);
+	*r = (struct snic_inb){ .idx = h,
+				.status = c->status,
+				.opcode = c->opcode,
+				.byte_len = c->byte_len,
+				.imm_data = c->imm_data,
+				.wc_flags = c->wc_flags };
+	atomic_store(&ps->rq_head, h + 1);
+	/* Sequentially consistent with the arming poller: one of us sees the other. */
+	atomic_store(&ps->inb_tail, t + 1);
+	if (atomic_load(&ps->cq_notify) && atomic_exchange(&ps->cq_notify, 0))
+		snic_os_event_signal(peer->cq_evfd);
+	/*
+	 * Reports that may not fit in the owner's CQ: its progress thread
+	 * completes them now, so that an overflow takes its QP down even if
+	 * nobody polls, as on a NIC.  The ring's counts are only a hint.
+	 */
+	if (atomic_load_explicit(&peer->cq_seg->tail, memory_order_relaxed) -
+		atomic_load_explicit(&peer->cq_seg->head, memory_order_relaxed) + t + 1 -
+		atomic_load_explicit(&ps->inb_head, memory_order_relaxed) >=
+	    peer->cq_size)
+		snic_dev_ring(peer->doorbell_fd);
 }
 
 /* RDMA write (with immediate) and RDMA read. */
@@ -645,7 +751,8 @@ int snic_post_recv(struct vb_qp *vqp, struct vb_recv_wr *wr, struct vb_recv_wr *
 			complete(qp, vqp->recv_cq, &c);
 			continue;
 		}
-		if (t - atomic_load(&seg->rq_head) >= qp->rq_size) {
+		/* A slot is free once its receive completed, whatever the peer says. */
+		if (t - atomic_load(&qp->rq_done) >= qp->rq_size) {
 			ret = ENOMEM;
 			break;
 		}
@@ -654,7 +761,12 @@ int snic_post_recv(struct vb_qp *vqp, struct vb_recv_wr *wr, struct vb_recv_wr *
 		rw->num_sge = (uint32_t)wr->num_sge;
 		if (wr->num_sge)
 			memcpy(rw->sge, wr->sg_list, sizeof(*rw->sge) * (size_t)wr->num_sge);
+		qp->rpriv[t & qp->rq_mask].wr_id = wr->wr_id;
+		qp->rpriv[t & qp->rq_mask].len = 0;
+		for (int i = 0; i < wr->num_sge; i++)
+			qp->rpriv[t & qp->rq_mask].len += wr->sg_list[i].length;
 		qp->rq_tail = t + 1;
+		atomic_store_explicit(&qp->rq_posted, t + 1, memory_order_release);
 		atomic_store(&seg->rq_tail, t + 1);
 	}
 	/* A peer send waiting for this receive resumes in the peer's progress thread. */

@@ -13,7 +13,8 @@ size_t snic_dev_seg_size(uint32_t max_mr)
 
 size_t snic_qp_seg_size(uint32_t rq_size, uint32_t max_sge)
 {
-	return sizeof(struct snic_qp_seg) + (size_t)rq_size * snic_rwqe_size(max_sge);
+	return sizeof(struct snic_qp_seg) +
+	       (size_t)rq_size * (snic_rwqe_size(max_sge) + sizeof(struct snic_inb));
 }
 
 size_t snic_cq_seg_size(uint32_t size)

@@ -77,9 +77,9 @@ static void *attacker(void *p)
 	int fds[5];
 
 	memset(msg, 0xa5, sizeof(msg));
-	/* A REQ header as softnic writes it: magic, version 1, type REQ. */
+	/* A REQ header as softnic writes it: magic, version 2, type REQ. */
 	uint32_t magic = 0x534e4343u;
-	uint16_t ver = 1, type = 1;
+	uint16_t ver = 2, type = 1;
 	memcpy(msg, &magic, 4);
 	memcpy(msg + 4, &ver, 2);
 	memcpy(msg + 6, &type, 2);

@@ -320,7 +320,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* Mostly a request softnic would take, so that the input reaches the tables. */
 	if (!(flags & 1)) {
 		m.magic = 0x534e4343u;
-		m.version = 1;
+		m.version = 2;
 		m.type = 1;
 	}
 	if (!(flags & 2)) {

@@ -55,7 +55,7 @@
 #define SNIC_HANDSHAKE_MS 10000
 
 #define SNIC_DEV_MAGIC 0x3256454443494e53ull /* "SNICDEV2" */
-#define SNIC_QP_MAGIC 0x3250514349494e53ull  /* "SNICQP2" */
+#define SNIC_QP_MAGIC 0x3350514349494e53ull  /* "SNIICQP3": the report ring */
 #define SNIC_CQ_MAGIC 0x3151434349494e53ull  /* "SNICCQ1" */
 
 /* A shared segment (its handle: a memfd on Linux) and its mapping here. */

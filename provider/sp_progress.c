@@ -29,7 +29,7 @@
 #define SP_PROGRESS_TICK_MS 100 /* how soon the thread sees stop */
 
 /* Up-calls the calling thread is inside of (sp_op_complete counts them). */
-static _Thread_local unsigned int upcall_depth;
+static VB_THREAD_LOCAL unsigned int upcall_depth;
 
 bool sp_progress_in_upcall(void)
 {

@@ -133,7 +133,7 @@ static int prov_setup(void)
 		ret = errno;
 		goto err;
 	}
-	p->cq_credits = (uint32_t)p->cq->cqe;
+	atomic_store(&p->cq_credits, (uint32_t)p->cq->cqe);
 	/*
 	 * Without the proxy nothing can tell the cache that memory changed:
 	 * registrations are then made per use and never cached.

@@ -64,7 +64,7 @@ struct sp_prov {
 	struct sp_prov_config cfg;
 	struct vb_device *dev;
 	struct vb_cq *cq;
-	uint32_t cq_credits; /* CQEs not promised to a QP */
+	_Atomic uint32_t cq_credits; /* CQEs not promised to a QP */
 	struct kp_client *proxy;
 	struct sp_rcache_config cache_cfg;
 	struct sp_htab sockets; /* socket contexts */

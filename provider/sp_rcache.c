@@ -24,7 +24,7 @@ static inline bool forked(const struct sp_rcache *c)
 	return atomic_load_explicit(&sp_fork_generation, memory_order_relaxed) != c->fork_gen;
 }
 
-static _Thread_local unsigned int thread_slot_plus1;
+static VB_THREAD_LOCAL unsigned int thread_slot_plus1;
 static _Atomic unsigned int next_thread_slot;
 
 static inline void count_fast_hit(struct sp_rcache *c)

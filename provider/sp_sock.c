@@ -31,7 +31,7 @@ struct cond_frame {
 	struct sp_sock *so;
 	struct cond_frame *up;
 };
-static _Thread_local struct cond_frame *cond_top;
+static VB_THREAD_LOCAL struct cond_frame *cond_top;
 
 bool sp_sock_in_condition(void)
 {
@@ -175,11 +175,8 @@ static void conn_free(struct sp_watched *cache, struct vb_pd *pd, uint32_t cq_cr
 		teardown_failed("destroying a registration cache", sp_watched_destroy(cache));
 	if (pd)
 		teardown_failed("freeing a protection domain", vb_dealloc_pd(pd));
-	if (cq_credits) {
-		pthread_mutex_lock(&sp_prov.lock);
-		sp_prov.cq_credits += cq_credits;
-		pthread_mutex_unlock(&sp_prov.lock);
-	}
+	if (cq_credits)
+		atomic_fetch_add(&sp_prov.cq_credits, cq_credits);
 }
 
 /*
@@ -239,14 +236,17 @@ static int conn_resources(struct sp_sock *so)
 	struct vb_qp *qp;
 	int ret;
 
-	/* The shared CQ holds a completion for every WR any QP can have posted. */
-	pthread_mutex_lock(&sp_prov.lock);
-	if (sp_prov.cq_credits < credits) {
-		pthread_mutex_unlock(&sp_prov.lock);
-		return ENOBUFS;
-	}
-	sp_prov.cq_credits -= credits;
-	pthread_mutex_unlock(&sp_prov.lock);
+	/*
+	 * The shared CQ holds a completion for every WR any QP can have
+	 * posted.  No lock: a caller may hold its socket's lock, and the
+	 * provider's lock is taken before sockets' elsewhere.
+	 */
+	uint32_t left = atomic_load(&sp_prov.cq_credits);
+
+	do {
+		if (left < credits)
+			return ENOBUFS;
+	} while (!atomic_compare_exchange_weak(&sp_prov.cq_credits, &left, left - credits));
 
 	pd = vb_alloc_pd(sp_prov.dev);
 	if (!pd)

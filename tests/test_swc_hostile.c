@@ -83,7 +83,8 @@ static void raw_hdr(struct raw *r, uint8_t type, uint32_t credits, uint32_t len,
 	};
 
 	memcpy(m, &h, sizeof(h));
-	memcpy(m + sizeof(h), desc, desc_len);
+	if (desc_len)
+		memcpy(m + sizeof(h), desc, desc_len);
 	if (payload)
 		memcpy(m + sizeof(h) + desc_len, payload, sent_len - sizeof(h) - desc_len);
 	raw_send(r, m, sent_len);

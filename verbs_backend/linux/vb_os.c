@@ -33,8 +33,8 @@ int vb_os_wait(vb_waitable fd, int timeout_ms)
  * signal mask (no system call an access).
  */
 /* volatile: the compiler knows memcpy does not read it; the handler does. */
-static _Thread_local sigjmp_buf *volatile guard_env;
-static _Thread_local uintptr_t guard_fault;
+static VB_THREAD_LOCAL sigjmp_buf *volatile guard_env;
+static VB_THREAD_LOCAL uintptr_t guard_fault;
 static struct sigaction old_segv, old_bus;
 static pthread_once_t guard_once = PTHREAD_ONCE_INIT;
 static atomic_bool guard_ready; /* skips pthread_once on the fast path */
@@ -110,10 +110,11 @@ int vb_mem_probe(const void *addr, size_t len, bool write, uintptr_t *fault)
 	guard_env = &env;
 	atomic_signal_fence(memory_order_seq_cst);
 	for (; p < end; p = (p & ~(page - 1)) + page) {
+		/* Atomic both ways: the application may use the buffer meanwhile. */
 		if (write)
-			__atomic_fetch_add((volatile char *)p, 0, __ATOMIC_RELAXED);
+			__atomic_fetch_add((char *)p, 0, __ATOMIC_RELAXED);
 		else
-			(void)*(volatile const char *)p;
+			(void)__atomic_load_n((const char *)p, __ATOMIC_RELAXED);
 	}
 	atomic_signal_fence(memory_order_seq_cst);
 	guard_env = NULL;

@@ -19,4 +19,7 @@
 typedef HANDLE vb_waitable;
 #define VB_NO_WAITABLE NULL
 
+/* Per-thread state (see the Linux header). */
+#define VB_THREAD_LOCAL _Thread_local
+
 #endif

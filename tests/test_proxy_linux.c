@@ -312,7 +312,8 @@ static void no_hang_after_close(int grow)
 	if (!pid)
 		_exit(close_then_unmap(grow));
 	cr_assert_gt(pid, 0);
-	for (int i = 0; i < 100 && !waitpid(pid, &status, WNOHANG); i++)
+	/* A hang is for ever: 20 s leaves room for a loaded host and the sanitizers. */
+	for (int i = 0; i < 400 && !waitpid(pid, &status, WNOHANG); i++)
 		usleep(50 * 1000);
 	if (!waitpid(pid, &status, WNOHANG)) {
 		kill(pid, SIGKILL);

@@ -906,13 +906,15 @@ void kp_client_close(struct kp_client *k)
 	 * A descriptor another process holds must not leave a registration whose
 	 * unmap would wait for a reader that is gone.
 	 */
-	kp_core_destroy(k->core);
+	kp_core_release_owner(k->core, (uint64_t)k->pid);
 	pthread_mutex_lock(&k->table_lock);
 	settle_moves(k);
 	sweep_registered(k);
 	pthread_mutex_unlock(&k->table_lock);
 	(void)!write(k->stop_fd, &(uint64_t){ 1 }, sizeof(uint64_t));
 	pthread_join(k->thread, NULL);
+	/* The event thread posts to the core up to its last batch: freed after it. */
+	kp_core_destroy(k->core);
 	close(k->uffd);
 	close(k->stop_fd);
 	if (k->maps_fd >= 0)

@@ -915,9 +915,14 @@ Test(spi_faults, more_error_table_rows, .timeout = 60)
 }
 
 /* The cache's limit once refused the 16,385th buffer while the SPI promised 65,536 handles. */
-Test(spi_faults, as_many_buffers_as_handles, .init = load, .timeout = 120)
+Test(spi_faults, as_many_buffers_as_handles, .timeout = 120)
 {
 	const uint32_t n = 16384 + 100;
+
+	/* The limit is the provider's; 16,484 registrations take minutes in the emulated VM. */
+	if (!tdev_is_softnic())
+		cr_skip_test("16,484 NIC registrations: minutes under the rxe VM's emulated CPU");
+	load();
 	sp_socket c, a;
 	struct sockaddr_in sin;
 	sp_socket l = sw_listen(&sw, &sin);

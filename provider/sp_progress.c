@@ -117,14 +117,10 @@ static bool handle_wc(const struct vb_wc *wc, struct sp_sock *mine)
 		err = sp_wsa_wc_error(wc->status, so->state == SP_SOCK_CLOSED);
 		bytes = 0;
 		/* Any failed WR leaves the QP in the error state: the connection is gone. */
-		if (so->state == SP_SOCK_CONNECTED) {
-			so->state = SP_SOCK_FAILED;
-			so->error =
-			    err == SP_WSAEMSGSIZE || err == SP_WSAEFAULT || err == SP_WSAEACCES
-				? SP_WSAECONNABORTED
-				: err;
-			sp_sock_signal(so, SP_FD_CLOSE, SP_FD_CLOSE_BIT, so->error);
-		}
+		sp_sock_broken(so,
+			       err == SP_WSAEMSGSIZE || err == SP_WSAEFAULT || err == SP_WSAEACCES
+				   ? SP_WSAECONNABORTED
+				   : err);
 	}
 	op->done_error = err;
 	op->done_bytes = bytes;

@@ -162,7 +162,7 @@ void sp_sock_put(struct sp_sock *so);
 void sp_sock_hold(void *obj);
 /* Record network events and signal the socket's event (lock held). */
 void sp_sock_signal(struct sp_sock *so, int32_t events, int bit, int error);
-/* The connection broke: record it and tell the switch (FD_CLOSE). */
+/* The connection broke: record it and tell the switch (FD_CLOSE; lock held). */
 void sp_sock_broken(struct sp_sock *so, int error);
 /* Close so as closesocket does (the caller holds a reference). */
 int sp_sock_close(struct sp_sock *so);

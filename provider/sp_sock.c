@@ -149,13 +149,11 @@ void sp_sock_signal(struct sp_sock *so, int32_t events, int bit, int error)
 
 void sp_sock_broken(struct sp_sock *so, int error)
 {
-	pthread_mutex_lock(&so->lock);
 	if (so->state == SP_SOCK_CONNECTED) {
 		so->state = SP_SOCK_FAILED;
 		so->error = error;
 		sp_sock_signal(so, SP_FD_CLOSE, SP_FD_CLOSE_BIT, error);
 	}
-	pthread_mutex_unlock(&so->lock);
 }
 
 /* Connection resources ------------------------------------------------------ */

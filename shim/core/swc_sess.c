@@ -715,8 +715,16 @@ int swc_recv_some(struct swc_sess *s, void *data, size_t len, size_t *got)
 	}
 	i = s->held[s->held_head];
 	ri = &s->rx_info[i];
-	if (ri->type == SWC_MSG_SHUTDOWN)
-		return 0; /* held for good: every later call reads 0 too */
+	if (ri->type == SWC_MSG_SHUTDOWN) {
+		/*
+		 * Held for good: every later call reads 0 too.  What arrived
+		 * behind it is looked at first, so that data after a shutdown is
+		 * the protocol error it is whether or not its completion came in
+		 * before this call.
+		 */
+		ret = progress(s, false);
+		return ret ? ret : s->error;
+	}
 	if (s->held_off < ri->len) {
 		size_t n = ri->len - s->held_off < len ? ri->len - s->held_off : len;
 

@@ -6,7 +6,7 @@
 #include "kp_client.h"
 #include "perf.h"
 #include "perf_reg.h"
-#include "sp_watched.h"
+#include "sp_watched_cache.h"
 
 #define PERF_REG_PAGE 4096u
 

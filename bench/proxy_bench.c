@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "perf.h"
-#include "sp_watched.h"
+#include "sp_watched_cache.h"
 
 #define PG 4096u
 

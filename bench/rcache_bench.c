@@ -26,7 +26,7 @@
 #include <unistd.h>
 
 #include "perf.h"
-#include "sp_rcache.h"
+#include "sp_watched_cache.h"
 #include "vb.h"
 
 #define PG 4096u

@@ -28,7 +28,7 @@
 #include <unistd.h>
 
 #include "sp_rcache_int.h"
-#include "sp_watched.h"
+#include "sp_watched_cache.h"
 #include "tap.h"
 #include "tconn.h"
 #include "tdev.h"

@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "sp_watched.h"
+#include "sp_watched_cache.h"
 #include "tpair.h"
 
 #define PG 4096u

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sp_rcache.h"
+#include "sp_watched_cache.h"
 #include "tpair.h"
 
 static struct vb_device *dev;

@@ -14,9 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sp_internal.h"
 #include "sp_os.h"
-#include "sp_prov.h"
-#include "sp_spi_procs.h"
 #include "sp_wire.h"
 
 #define SP_LISTEN_TICK_MS 100

@@ -4,8 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sp_prov.h"
-#include "sp_spi_procs.h"
+#include "sp_internal.h"
 
 void sp_spi_fill_procs(struct sp_proc_table *p)
 {

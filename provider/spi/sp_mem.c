@@ -11,7 +11,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "sp_prov.h"
+#include "sp_internal.h"
 
 static unsigned int mem_access(uint32_t flags)
 {

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sp_prov.h"
+#include "sp_internal.h"
 #include "sp_wire.h"
 
 struct sp_rdma_reg {

@@ -4,7 +4,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 
-#include "sp_watched.h"
+#include "sp_watched_cache.h"
 
 struct sp_watched {
 	struct sp_rcache *cache;

@@ -12,6 +12,9 @@
 #include "sp_rcache.h"
 #include "vb.h"
 
+/* Registration through the verbs_backend: ctx is a struct vb_pd *. */
+extern const struct sp_rcache_ops sp_rcache_vb_ops;
+
 struct sp_watched;
 struct sp_watched_hub;
 

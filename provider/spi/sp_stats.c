@@ -8,8 +8,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "sp_internal.h"
 #include "sp_os.h"
-#include "sp_prov.h"
 
 /* The socket counters are sp_stats' fields from ops_posted on, one for one. */
 #define SC_FIRST offsetof(struct sp_stats, ops_posted)

@@ -2,7 +2,7 @@
 /* Registration through the verbs_backend ops table: the cache's usual ops. */
 #include <errno.h>
 
-#include "sp_rcache.h"
+#include "sp_watched_cache.h"
 #include "vb.h"
 
 /* A tail call: a miss returns from the backend straight into the cache. */

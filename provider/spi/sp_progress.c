@@ -22,8 +22,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "sp_internal.h"
 #include "sp_os.h"
-#include "sp_prov.h"
 
 #define SP_PROGRESS_BATCH 32
 #define SP_PROGRESS_TICK_MS 100 /* how soon the thread sees stop */

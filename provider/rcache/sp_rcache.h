@@ -40,7 +40,7 @@ struct sp_region;
 uintptr_t sp_region_start(const struct sp_region *region);
 uintptr_t sp_region_end(const struct sp_region *region);
 unsigned int sp_region_access(const struct sp_region *region);
-/* What ops->reg returned: a struct vb_mr * for sp_rcache_vb_ops. */
+/* What ops->reg returned: a struct vb_mr * for sp_rcache_vb_ops (sp_watched_cache.h). */
 void *sp_region_handle(const struct sp_region *region);
 /*
  * The region no longer stands for its range's current memory: an
@@ -63,9 +63,6 @@ struct sp_rcache_ops {
 	void *(*reg)(void *ctx, void *addr, size_t len, unsigned int access, unsigned int *flags);
 	void (*dereg)(void *ctx, void *handle);
 };
-
-/* Registration through the verbs_backend: ctx is a struct vb_pd *. */
-extern const struct sp_rcache_ops sp_rcache_vb_ops;
 
 struct sp_rcache_config {
 	bool enable;		/* false: every get registers, the last put deregisters */

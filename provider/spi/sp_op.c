@@ -9,7 +9,7 @@
  */
 #include <stdlib.h>
 
-#include "sp_prov.h"
+#include "sp_internal.h"
 
 struct sp_op *sp_op_new(struct sp_sock *so, enum sp_op_kind kind, struct sp_overlapped *ov,
 			sp_completion_fn cr, int *err)

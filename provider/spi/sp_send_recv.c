@@ -7,9 +7,8 @@
 #include <errno.h>
 #include <sched.h>
 
+#include "sp_internal.h"
 #include "sp_os.h"
-#include "sp_prov.h"
-#include "sp_spi_procs.h"
 
 static int post(enum sp_op_kind kind, sp_socket s, struct sp_wsabufex *bufs, uint32_t nbufs,
 		uint32_t *bytes, uint32_t flags, struct sp_overlapped *ov, sp_completion_fn cr,

@@ -2,7 +2,7 @@
 /* errno to WSA error codes: the one place where the provider translates. */
 #include <errno.h>
 
-#include "sp_prov.h"
+#include "sp_internal.h"
 
 int sp_wsa_error(int errnum)
 {

@@ -5,8 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sp_prov.h"
-#include "sp_spi_procs.h"
+#include "sp_internal.h"
 
 struct sp_prov sp_prov = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,

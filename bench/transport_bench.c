@@ -41,6 +41,10 @@ static const char *const names[NX] = { "tcp", "session", "spi", "backend" };
 
 static int tcp_fd;
 static char *sbuf, *rbuf;
+/* -s and -t: the sizes and transports measured (profiling one path). */
+static size_t only_size;
+static bool is_server;
+static bool skip_x[NX];
 
 static int full_io(bool wr, void *p, size_t n)
 {
@@ -195,7 +199,9 @@ static int xsend(int x, size_t n, uint64_t seq)
 		return full_io(true, sbuf, n);
 	case 1:
 		return swc_send(&sess, sbuf, n)
-			   ? (fprintf(stderr, "session send: %s\n", strerror(sess.error)), -1)
+			   ? (fprintf(stderr, "session send (%s): %s\n",
+				      is_server ? "server" : "client", strerror(sess.error)),
+			      -1)
 			   : 0;
 	case 2:
 		return rsend(&spi.r, n, seq);
@@ -211,7 +217,9 @@ static int xrecv(int x, size_t n, uint64_t seq)
 		return full_io(false, rbuf, n);
 	case 1:
 		return swc_recv(&sess, rbuf, n)
-			   ? (fprintf(stderr, "session recv: %s\n", strerror(sess.error)), -1)
+			   ? (fprintf(stderr, "session recv (%s): %s\n",
+				      is_server ? "server" : "client", strerror(sess.error)),
+			      -1)
 			   : 0;
 	case 2:
 		wait_seq(spi.r.dst, n, seq);
@@ -374,6 +382,27 @@ static void teardown(void)
 	sw_unload(&g_sw);
 }
 
+/* The client failed: say how the server ended, if it did (a crash shows as a reset). */
+static void report_server(pid_t pid)
+{
+	int status;
+
+	for (int i = 0; i < 20; i++) {
+		if (waitpid(pid, &status, WNOHANG) == pid) {
+			if (WIFSIGNALED(status))
+				fprintf(stderr, "transport_bench: the server died of signal %d\n",
+					WTERMSIG(status));
+			else
+				fprintf(stderr, "transport_bench: the server exited with %d\n",
+					WEXITSTATUS(status));
+			return;
+		}
+		usleep(50 * 1000);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, &status, 0);
+}
+
 int main(int argc, char **argv)
 {
 	uint32_t iters = 2000, mib = 256;
@@ -385,8 +414,15 @@ int main(int argc, char **argv)
 	bool server;
 	pid_t pid;
 
-	while ((opt = getopt(argc, argv, "r:n:m:h")) != -1) {
+	while ((opt = getopt(argc, argv, "r:n:m:s:t:h")) != -1) {
 		switch (opt) {
+		case 's':
+			only_size = strtoul(optarg, NULL, 0);
+			break;
+		case 't':
+			for (int x = 1; x < NX; x++)
+				skip_x[x] = !strstr(optarg, names[x]);
+			break;
 		case 'r':
 			runs = atoi(optarg);
 			break;
@@ -398,8 +434,20 @@ int main(int argc, char **argv)
 			break;
 		default:
 			fprintf(stderr, "Usage: transport_bench [-r RUNS (1..16)] [-n PINGPONGS] "
-					"[-m MIB per bandwidth run]\n");
+					"[-m MIB per bandwidth run]\n"
+					"       [-s SIZE (one size only)] [-t session,spi,backend "
+					"(TCP always)]\n");
 			return opt == 'h' ? 0 : 2;
+		}
+	}
+	if (only_size) {
+		bool known = false;
+
+		for (size_t i = 0; i < NSIZES; i++)
+			known |= sizes[i] == only_size;
+		if (!known) {
+			fprintf(stderr, "transport_bench: -s takes 64, 4096, 65536 or 1048576\n");
+			return 2;
 		}
 	}
 	if (runs < 1 || runs > 16 || iters < 1 || mib < 1) {
@@ -421,6 +469,7 @@ int main(int argc, char **argv)
 	if (pid < 0)
 		return 1;
 	server = pid == 0;
+	is_server = server;
 	if (!server) {
 		close(lfd);
 		lfd = socket(AF_INET, SOCK_STREAM, 0);
@@ -441,12 +490,20 @@ int main(int argc, char **argv)
 			uint32_t count = (uint32_t)(((uint64_t)mib << 20) / sizes[i]);
 
 			count = count ? count : 1;
+			if (only_size && sizes[i] != only_size)
+				continue;
 			for (int x = 0; x < NX; x++) {
+				if (skip_x[x])
+					continue;
 				rt[x][i][k] = pingpong(x, server, sizes[i], n);
 				bw[x][i][k] = stream(x, server, sizes[i], count);
 				if (rt[x][i][k] < 0 || bw[x][i][k] < 0) {
-					fprintf(stderr, "transport_bench: %s failed at %zu bytes\n",
-						names[x], sizes[i]);
+					fprintf(stderr,
+						"transport_bench (%s): %s failed at %zu bytes\n",
+						is_server ? "server" : "client", names[x],
+						sizes[i]);
+					if (!server)
+						report_server(pid);
 					return 1;
 				}
 			}
@@ -469,12 +526,19 @@ int main(int argc, char **argv)
 		printf(" %10s %6s", names[x], "x");
 	printf("\n");
 	for (size_t i = 0; i < NSIZES; i++) {
+		if (only_size && sizes[i] != only_size)
+			continue;
 		for (int m = 0; m < 2; m++) {
 			double base = perf_median(m ? bw[0][i] : rt[0][i], runs);
 
 			printf("%8zu %-9s %10.2f", sizes[i], m ? "GB/s" : "rtt usec", base);
 			for (int x = 1; x < NX; x++) {
 				double v = perf_median(m ? bw[x][i] : rt[x][i], runs);
+
+				if (skip_x[x]) {
+					printf(" %10s %6s", "-", "-");
+					continue;
+				}
 				printf(" %10.2f %6.2f", v, v / base);
 			}
 			printf("\n");

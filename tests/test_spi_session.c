@@ -243,3 +243,102 @@ Test(spi_session, two_processes_large_sends_by_rdma_write, .timeout = 240)
 {
 	run(false);
 }
+
+/*
+ * A sender that closes right after its last send (no shutdown of its
+ * own, as an HTTP/1.0 server does): the reader gets every byte, then the
+ * end of the stream, never a reset.
+ */
+Test(spi_session, close_right_after_sending_is_graceful, .timeout = 60)
+{
+	static char out[200000], in[sizeof(out)];
+	struct swc_sess a, b;
+	struct swc_spi spi;
+	struct sw sw;
+	sp_socket c, s;
+	size_t got = 1;
+
+	for (size_t i = 0; i < sizeof(out); i++)
+		out[i] = (char)(i * 7 + 3);
+	cr_assert_eq(sw_load(&sw), 0);
+	sw_spi(&sw, &spi);
+	sw_pair(&sw, &c, &s);
+	cr_assert(c != SP_INVALID_SOCKET && s != SP_INVALID_SOCKET);
+	cr_assert_eq(swc_sess_init(&a, &spi, c, NULL), 0);
+	cr_assert_eq(swc_sess_init(&b, &spi, s, NULL), 0);
+	/* Small messages only (below the threshold): the sender need not wait for the reader. */
+	for (size_t off = 0; off < 8 * 1000; off += 1000)
+		cr_assert_eq(swc_send(&a, out + off, 1000), 0);
+	cr_assert_eq(swc_recv(&b, in, 1), 0); /* the hello is in */
+	swc_sess_fini(&a);
+	usleep(100 * 1000); /* the reader's receives behind the data complete */
+	cr_assert_eq(swc_recv(&b, in + 1, 8 * 1000 - 1), 0, "data lost at the sender's close");
+	cr_assert_eq(memcmp(in, out, 8 * 1000), 0);
+	int re = swc_recv_some(&b, in, 1, &got);
+	cr_assert_eq(re, 0, "the end of the stream is an error: %d wsa %d", re, b.wsa_error);
+	cr_assert_eq(got, 0);
+	swc_sess_fini(&b);
+	sw_unload(&sw);
+}
+
+struct closer {
+	struct swc_sess *ss;
+	char *buf;
+	size_t len;
+	int ret;
+};
+
+/* Read len bytes, answer 64, close at once (as the stream in transport_bench does). */
+static void *closer_main(void *arg)
+{
+	struct closer *c = arg;
+
+	c->ret = swc_recv(c->ss, c->buf, c->len);
+	if (!c->ret)
+		c->ret = swc_send(c->ss, c->buf, 64);
+	swc_sess_fini(c->ss);
+	return NULL;
+}
+
+/*
+ * The peer answers and closes while this end still waits in a large send
+ * (its credit write may meet the closed connection): the send completes
+ * and the answer is read, many times over.
+ */
+Test(spi_session, peer_closes_while_a_large_send_ends, .timeout = 120)
+{
+	const size_t len = 4u << 20, piece = 1u << 20;
+	char *out = malloc(len), *in = malloc(len), ans[64];
+	struct swc_spi spi;
+	struct sw sw;
+
+	cr_assert(out && in);
+	memset(out, 5, len);
+	cr_assert_eq(sw_load(&sw), 0);
+	sw_spi(&sw, &spi);
+	for (int round = 0; round < 100; round++) {
+		struct swc_sess a, b;
+		struct closer c = { &b, in, len, 0 };
+		sp_socket cs, ss;
+		pthread_t t;
+		int ret = 0;
+
+		sw_pair(&sw, &cs, &ss);
+		cr_assert(cs != SP_INVALID_SOCKET && ss != SP_INVALID_SOCKET);
+		cr_assert_eq(swc_sess_init(&a, &spi, cs, NULL), 0);
+		cr_assert_eq(swc_sess_init(&b, &spi, ss, NULL), 0);
+		cr_assert_eq(pthread_create(&t, NULL, closer_main, &c), 0);
+		for (size_t off = 0; off < len && !ret; off += piece)
+			ret = swc_send(&a, out + off, piece);
+		if (!ret)
+			ret = swc_recv(&a, ans, sizeof(ans));
+		pthread_join(t, NULL);
+		cr_assert_eq(c.ret, 0, "round %d: the reader failed: %d", round, c.ret);
+		cr_assert_eq(ret, 0, "round %d: the sender failed: %d (wsa %d)", round, ret,
+			     a.wsa_error);
+		swc_sess_fini(&a);
+	}
+	sw_unload(&sw);
+	free(out);
+	free(in);
+}

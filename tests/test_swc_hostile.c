@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "sw.h"
 #include "swc_wire.h"
@@ -263,6 +264,55 @@ Test(swc_hostile, peer_closes_mid_transfer)
 	cr_assert(ret != 0, "a closed peer's transfer succeeded");
 	/* The pair's other socket is closed already. */
 	raw.s = SP_INVALID_SOCKET;
+}
+
+/* Wait for the raw peer's sends, then close it as the test's end of the pair. */
+static void raw_close_after_sends(struct raw *r)
+{
+	uint32_t n, flags;
+	int err;
+
+	for (unsigned int i = 0; i < r->n_tx; i++)
+		cr_assert_eq(sw.p.get_overlapped_result(r->s, &r->tov[i], &n, 1, &flags, &err), 0);
+	raw_fini(r);
+	r->tx = r->rx = NULL;
+	r->word = NULL;
+	r->s = SP_INVALID_SOCKET;
+	usleep(100 * 1000); /* the session's receives behind the data complete flushed */
+}
+
+/* A peer that sends and then resets: the data is read first, then ECONNRESET. */
+Test(swc_hostile, data_before_a_reset_is_read)
+{
+	char buf[16] = { 0 };
+	size_t got = 0;
+
+	raw_hello(&raw);
+	raw_hdr(&raw, SWC_MSG_DATA, 0, 3, 0, NULL, 0, "abc", (uint32_t)sizeof(struct swc_hdr) + 3);
+	raw_hdr(&raw, SWC_MSG_DATA, 0, 3, 0, NULL, 0, "def", (uint32_t)sizeof(struct swc_hdr) + 3);
+	raw_close_after_sends(&raw);
+	int r6 = swc_recv(&ss, buf, 6);
+	cr_assert_eq(r6, 0, "the data before the reset is lost: %d wsa %d", r6, ss.wsa_error);
+	cr_assert_str_eq(buf, "abcdef");
+	cr_assert_eq(swc_recv_some(&ss, buf, sizeof(buf), &got), ECONNRESET);
+	cr_assert_eq(got, 0);
+	cr_assert_eq(swc_send(&ss, "x", 1), ECONNRESET);
+}
+
+/* Data, shutdown, close: the data, then the end of the stream (not an error). */
+Test(swc_hostile, data_shutdown_close_reads_the_end)
+{
+	char buf[16] = { 0 };
+	size_t got = 1;
+
+	raw_hello(&raw);
+	raw_hdr(&raw, SWC_MSG_DATA, 0, 3, 0, NULL, 0, "abc", (uint32_t)sizeof(struct swc_hdr) + 3);
+	raw_hdr(&raw, SWC_MSG_SHUTDOWN, 0, 0, 0, NULL, 0, NULL, (uint32_t)sizeof(struct swc_hdr));
+	raw_close_after_sends(&raw);
+	cr_assert_eq(swc_recv(&ss, buf, 3), 0, "the data before the close is lost");
+	cr_assert_str_eq(buf, "abc");
+	cr_assert_eq(swc_recv_some(&ss, buf, sizeof(buf), &got), 0);
+	cr_assert_eq(got, 0);
 }
 
 /*

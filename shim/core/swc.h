@@ -91,6 +91,11 @@ struct swc_sess {
 	uint32_t threshold, max_rdma;
 	int error;     /* sticky: once set every call returns it */
 	int wsa_error; /* the SPI's last WSA error code */
+	/*
+	 * The connection broke under the receives (the peer closed or reset):
+	 * what arrived before is still read, then every call returns it.
+	 */
+	int rx_error;
 
 	char *tx, *rx;
 	void *tx_h, *rx_h;
@@ -144,7 +149,11 @@ struct swc_sess {
  */
 int swc_sess_init(struct swc_sess *sess, const struct swc_spi *spi, sp_socket s,
 		  const struct swc_opts *opts);
-/* Wait (bounded) for this end's sends to leave, close the socket, free the rings. */
+/*
+ * Close gracefully: this end's shutdown (if not sent yet), then wait
+ * (bounded) for the sends to leave, close the socket, free the rings.
+ * The peer reads all the data, then the end of the stream.
+ */
 void swc_sess_fini(struct swc_sess *sess);
 
 /* Move exactly len bytes of buf into the stream. */

@@ -9,6 +9,7 @@
  * or a descriptor always finds one.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -118,14 +119,40 @@ static int post_rx(struct swc_sess *s, uint32_t i)
 	return 0;
 }
 
+/*
+ * The connection broke under the receives: the messages that arrived
+ * before are still read, in order, before rx_error is returned.
+ */
+static void rx_broken(struct swc_sess *s, int wsa)
+{
+	if (!s->rx_error) {
+		s->wsa_error = wsa;
+		s->rx_error = swc_errno(wsa);
+	}
+}
+
 /* Post slot i again after its message was used: one more credit for the peer. */
 static int repost(struct swc_sess *s, uint32_t i)
 {
-	int ret = post_rx(s, i);
+	struct sp_wsabufex b = { s->o.msg_size, rx_msg(s, i), s->rx_h };
+	uint32_t flags = 0;
+	int err = 0;
 
-	if (!ret)
-		s->reposted++;
-	return ret;
+	if (s->rx_error)
+		return 0;
+	if (s->spi.p->recv(s->s, &b, 1, NULL, &flags, &s->rx_ov[i], NULL, NULL, &err) &&
+	    err != SP_WSA_IO_PENDING) {
+		/*
+		 * No receive can be posted on a broken connection; those posted
+		 * before may still hold messages.
+		 */
+		rx_broken(s, err);
+		return 0;
+	}
+	s->posted[(s->post_head + s->post_n) % s->o.ring] = i;
+	s->post_n++;
+	s->reposted++;
+	return 0;
 }
 
 /* Credits this end may spend on the peer's ring. */
@@ -173,17 +200,20 @@ static int write_credits(struct swc_sess *s)
 		if (!ov_done(s, &s->credit_ov, &wsa, &bytes))
 			return 0; /* the next wait round writes the newer count */
 		s->credit_busy = false;
+		/* A peer that closed does not lose what it sent before: no failure yet. */
 		if (wsa && !s->eof)
-			return fail_wsa(s, wsa);
+			rx_broken(s, wsa);
 	}
-	if (s->told == s->reposted || !s->hello)
+	if (s->told == s->reposted || !s->hello || s->rx_error)
 		return 0;
 	s->credit_src[0] = s->reposted;
 	s->credit_src[1] = ~(uint64_t)s->reposted;
 	if (s->spi.rdma_write(s->s, &b, 1, s->peer_credit_desc, s->peer_credit_desc_len, 0, &bytes,
 			      0, &s->credit_ov, NULL, NULL, &err) &&
-	    err != SP_WSA_IO_PENDING)
-		return fail_wsa(s, err);
+	    err != SP_WSA_IO_PENDING) {
+		rx_broken(s, err);
+		return 0;
+	}
 	s->credit_busy = true;
 	s->told = s->reposted;
 	s->st.credit_writes++;
@@ -273,13 +303,15 @@ static int rx_one(struct swc_sess *s, bool *got)
 	s->post_head = (s->post_head + 1) % s->o.ring;
 	s->post_n--;
 	if (wsa) {
-		/* After the peer's shutdown its close is no failure. */
-		if (s->eof) {
-			*got = false;
-			s->post_n = 0;
-			return 0;
-		}
-		return fail_wsa(s, wsa);
+		/*
+		 * After the peer's shutdown its close is no failure; before it,
+		 * the messages already held are read first.
+		 */
+		*got = false;
+		s->post_n = 0; /* the later ones complete flushed too */
+		if (!s->eof)
+			rx_broken(s, wsa);
+		return 0;
 	}
 	m = rx_msg(s, i);
 	if (n < sizeof(h) || n > s->o.msg_size)
@@ -395,21 +427,31 @@ static int wait_ov(struct swc_sess *s, struct sp_overlapped *ov, uint32_t *bytes
 	return 0;
 }
 
+/*
+ * Nothing more can come: the connection broke and every receive posted
+ * before completed (with a message, or flushed).  The conditions below
+ * hold then too.
+ */
+static bool rx_over(const struct swc_sess *s)
+{
+	return s->rx_error && !s->post_n;
+}
+
 static bool credit_cond(struct swc_sess *s, void *arg)
 {
-	return credits(s) >= (uint32_t)(uintptr_t)arg;
+	return credits(s) >= (uint32_t)(uintptr_t)arg || rx_over(s);
 }
 
 static bool ctl_cond(struct swc_sess *s, void *arg)
 {
 	(void)arg;
-	return s->ctl_got;
+	return s->ctl_got || rx_over(s);
 }
 
 static bool held_cond(struct swc_sess *s, void *arg)
 {
 	(void)arg;
-	return s->held_n > 0;
+	return s->held_n > 0 || rx_over(s);
 }
 
 static struct sp_overlapped *rx_head_ov(struct swc_sess *s)
@@ -432,11 +474,15 @@ static int send_msg(struct swc_sess *s, struct swc_hdr *h, const void *desc, con
 	char *m = tx_msg(s, i);
 	int err = 0, ret;
 
+	if (s->rx_error)
+		return s->rx_error; /* as a write to a socket the peer reset */
 	if (credits(s) < need) {
 		s->st.credit_stalls++;
 		ret = wait_until(s, credit_cond, (void *)(uintptr_t)need, rx_head_ov(s));
 		if (ret)
 			return ret;
+		if (credits(s) < need)
+			return s->rx_error;
 	}
 	if (s->tx_busy[i]) {
 		ret = wait_ov(s, &s->tx_ov[i], NULL);
@@ -453,8 +499,11 @@ static int send_msg(struct swc_sess *s, struct swc_hdr *h, const void *desc, con
 		memcpy(m + sizeof(*h) + h->desc_len, payload, h->len);
 	b = (struct sp_wsabufex){ (uint32_t)(sizeof(*h) + h->desc_len + h->len), m, s->tx_h };
 	if (s->spi.p->send(s->s, &b, 1, NULL, 0, &s->tx_ov[i], NULL, NULL, &err) &&
-	    err != SP_WSA_IO_PENDING)
-		return fail_wsa(s, err);
+	    err != SP_WSA_IO_PENDING) {
+		/* Nothing more goes out; what came in is still read. */
+		rx_broken(s, err);
+		return s->rx_error;
+	}
 	s->tx_busy[i] = true;
 	s->sent++;
 	s->told = s->reposted;
@@ -477,6 +526,8 @@ static int expect_ctl(struct swc_sess *s, uint8_t what)
 
 	s->expect = what;
 	ret = wait_until(s, ctl_cond, NULL, NULL);
+	if (!ret && !s->ctl_got)
+		ret = s->rx_error;
 	s->expect = EXPECT_NONE;
 	s->ctl_got = false;
 	return ret;
@@ -712,6 +763,8 @@ int swc_recv_some(struct swc_sess *s, void *data, size_t len, size_t *got)
 		ret = wait_until(s, held_cond, NULL, rx_head_ov(s));
 		if (ret)
 			return ret;
+		if (!s->held_n)
+			return s->rx_error;
 	}
 	i = s->held[s->held_head];
 	ri = &s->rx_info[i];
@@ -957,9 +1010,12 @@ void swc_sess_fini(struct swc_sess *s)
 	if (!s->tx_ov)
 		return;
 	/*
-	 * Sends still on the way are waited for, as a graceful close does
-	 * (closing would abort them and the peer would miss their messages).
+	 * A close is graceful, as TCP's: the peer reads this end's shutdown
+	 * after the data (not a reset), and the sends still on the way are
+	 * waited for (closing would abort them and the peer would miss them).
 	 */
+	if (!s->error && !s->rx_error && !s->shut)
+		(void)swc_shutdown(s);
 	if (!s->error)
 		wait_until(s, sends_left_cond, NULL, NULL);
 	/* The receives still posted complete aborted, before their memory goes. */

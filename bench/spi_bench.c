@@ -270,12 +270,30 @@ static double spi_reg_round(struct spi *s, char *buf, uint32_t size, uint32_t n)
 	return (double)(perf_now_ns() - t0) / 1000.0 / n;
 }
 
+/* WSPRegisterRdmaMemory + WSPDeregisterRdmaMemory of a buffer, as the switch's large transfers do.
+ */
+static double spi_rdma_reg_round(struct spi *s, char *buf, uint32_t size, uint32_t n)
+{
+	uint64_t t0 = perf_now_ns();
+	uint8_t d[64];
+	int err;
+
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t len = sizeof(d);
+
+		if (s->sw.register_rdma_memory(s->a, buf, size, SP_MEM_WRITE, d, &len, &err) ||
+		    s->sw.deregister_rdma_memory(s->a, d, len, &err))
+			return -1;
+	}
+	return (double)(perf_now_ns() - t0) / 1000.0 / n;
+}
+
 int main(int argc, char **argv)
 {
 	uint32_t n = 20000;
 	int runs = 5, opt;
 	double raw[NSIZES][16], pol[NSIZES][16], up[NSIZES][16], rreg[NREG][16], sreg[NREG][16],
-	    live[NLIVE][16];
+	    dreg[NREG][16], live[NLIVE][16];
 	char *regbuf = aligned_alloc(4096, REGLEN);
 	char *area = aligned_alloc(4096, (LIVE_AREA + 4095) / 4096 * 4096);
 	struct raw r;
@@ -323,7 +341,8 @@ int main(int argc, char **argv)
 			uint32_t m = n / 10 ? n / 10 : 1;
 			rreg[i][k] = raw_reg_round(&r, regbuf, reg_sizes[i], m);
 			sreg[i][k] = spi_reg_round(&s, regbuf, reg_sizes[i], m);
-			if (rreg[i][k] < 0 || sreg[i][k] < 0) {
+			dreg[i][k] = spi_rdma_reg_round(&s, regbuf, reg_sizes[i], m);
+			if (rreg[i][k] < 0 || sreg[i][k] < 0 || dreg[i][k] < 0) {
 				fprintf(stderr, "spi_bench: a registration failed\n");
 				return 1;
 			}
@@ -349,13 +368,17 @@ int main(int argc, char **argv)
 		printf("%8u %10.2f %14.2f %8.2f %14.2f %8.2f\n", sizes[i], a, b, b / a, c, c / a);
 	}
 	printf("\nRegistering a buffer: the backend's registration + deregistration (no cache)\n"
-	       "vs WSPRegisterMemory + WSPDeregisterMemory of a buffer the cache holds\n"
+	       "vs WSPRegisterMemory + WSPDeregisterMemory of a buffer the cache holds,\n"
+	       "and WSPRegisterRdmaMemory + WSPDeregisterRdmaMemory of the same buffer\n"
 	       "(median of %d runs, usec per pair; x = SPI / backend)\n",
 	       runs);
-	printf("%8s %10s %14s %8s\n", "bytes", "backend", "SPI cached", "x");
+	printf("%8s %10s %14s %8s %14s %8s\n", "bytes", "backend", "SPI cached", "x", "SPI RDMA",
+	       "x");
 	for (size_t i = 0; i < NREG; i++) {
-		double a = perf_median(rreg[i], runs), b = perf_median(sreg[i], runs);
-		printf("%8u %10.2f %14.2f %8.2f\n", reg_sizes[i], a, b, b / a);
+		double a = perf_median(rreg[i], runs), b = perf_median(sreg[i], runs),
+		       c = perf_median(dreg[i], runs);
+		printf("%8u %10.2f %14.2f %8.2f %14.2f %8.2f\n", reg_sizes[i], a, b, b / a, c,
+		       c / a);
 	}
 	printf("\nOne more WSPRegisterMemory + WSPDeregisterMemory with live handles held\n"
 	       "(median of %d runs, usec per pair; x = against %u live)\n",

@@ -40,8 +40,12 @@ enum vb_access {
 	VB_ACCESS_LOCAL_WRITE = 1,
 	VB_ACCESS_REMOTE_WRITE = 2,
 	VB_ACCESS_REMOTE_READ = 4,
+	/* A region memory windows may be bound to (vb_bind_mw()). */
+	VB_ACCESS_MW_BIND = 16,
 };
 #define VB_ACCESS_ALL (VB_ACCESS_LOCAL_WRITE | VB_ACCESS_REMOTE_WRITE | VB_ACCESS_REMOTE_READ)
+/* Every flag a registration may carry. */
+#define VB_ACCESS_VALID (VB_ACCESS_ALL | VB_ACCESS_MW_BIND)
 
 enum vb_wr_opcode {
 	VB_WR_RDMA_WRITE = 0,
@@ -160,6 +164,16 @@ struct vb_mr {
 };
 
 /*
+ * A memory window of type 2: a remote key over part of a region, valid on
+ * one QP only.  Unbound when allocated; each vb_bind_mw() gives it a new
+ * rkey (the previous one dies), vb_dealloc_mw() kills the last.
+ */
+struct vb_mw {
+	struct vb_pd *pd;
+	uint32_t rkey;
+};
+
+/*
  * A CQ has its own completion channel: fd becomes readable after
  * vb_req_notify_cq() once a completion arrives; vb_get_cq_event() consumes
  * the event.
@@ -270,7 +284,10 @@ struct vb_ops {
 	const char *description;
 	int (*accept_request)(struct vb_conn_req *req, struct vb_qp *qp,
 			      const struct vb_conn_param *param);
+	struct vb_mw *(*alloc_mw)(struct vb_pd *pd);
 	struct vb_pd *(*alloc_pd)(struct vb_device *dev);
+	int (*bind_mw)(struct vb_qp *qp, struct vb_mw *mw, struct vb_mr *mr, void *addr,
+		       size_t length, unsigned int access);
 	void *(*buf_alloc)(struct vb_device *dev, size_t length);
 	int (*buf_free)(struct vb_device *dev, void *buf, size_t length);
 	int (*close_device)(struct vb_device *dev);
@@ -280,6 +297,7 @@ struct vb_ops {
 	struct vb_listener *(*create_listener)(struct vb_device *dev, const struct sockaddr *addr,
 					       socklen_t addrlen, int backlog);
 	struct vb_qp *(*create_qp)(struct vb_pd *pd, const struct vb_qp_init_attr *attr);
+	int (*dealloc_mw)(struct vb_mw *mw);
 	int (*dealloc_pd)(struct vb_pd *pd);
 	int (*dereg_mr)(struct vb_mr *mr);
 	int (*destroy_cq)(struct vb_cq *cq);
@@ -435,6 +453,33 @@ static inline struct vb_mr *vb_reg_mr_iova(struct vb_pd *pd, void *addr, size_t 
 static inline int vb_dereg_mr(struct vb_mr *mr)
 {
 	return mr->pd->dev->ops->dereg_mr(mr);
+}
+
+/* An unbound type 2 memory window of pd: NULL with errno (ENOMEM: the NIC has no room). */
+static inline struct vb_mw *vb_alloc_mw(struct vb_pd *pd)
+{
+	return pd->dev->ops->alloc_mw(pd);
+}
+
+/*
+ * Bind mw to qp over [addr, addr + length) of mr (which has
+ * VB_ACCESS_MW_BIND, and VB_ACCESS_LOCAL_WRITE for a remote write), with
+ * access (VB_ACCESS_REMOTE_READ and/or VB_ACCESS_REMOTE_WRITE): a new
+ * mw->rkey, zero-based (the peer addresses addr as 0), that only qp's peer
+ * can use, through qp.  The bind takes effect before any work request
+ * posted on qp after it (the descriptor that advertises the rkey included).
+ * 0, EINVAL (range, rights, a QP or region of another PD) or errno.
+ */
+static inline int vb_bind_mw(struct vb_qp *qp, struct vb_mw *mw, struct vb_mr *mr, void *addr,
+			     size_t length, unsigned int access)
+{
+	return qp->dev->ops->bind_mw(qp, mw, mr, addr, length, access);
+}
+
+/* Invalidate mw's rkey (accesses in flight end first, as for vb_dereg_mr()) and free it. */
+static inline int vb_dealloc_mw(struct vb_mw *mw)
+{
+	return mw->pd->dev->ops->dealloc_mw(mw);
 }
 
 static inline struct vb_cq *vb_create_cq(struct vb_device *dev, int cqe)

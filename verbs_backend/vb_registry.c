@@ -20,7 +20,9 @@ void vb_ops_complete(struct vb_ops *dst, const struct vb_ops *src)
 			dst->member = d->member;                                                   \
 	} while (0)
 	VB_FILL(accept_request);
+	VB_FILL(alloc_mw);
 	VB_FILL(alloc_pd);
+	VB_FILL(bind_mw);
 	VB_FILL(buf_alloc);
 	VB_FILL(buf_free);
 	VB_FILL(close_device);
@@ -28,6 +30,7 @@ void vb_ops_complete(struct vb_ops *dst, const struct vb_ops *src)
 	VB_FILL(create_cq);
 	VB_FILL(create_listener);
 	VB_FILL(create_qp);
+	VB_FILL(dealloc_mw);
 	VB_FILL(dealloc_pd);
 	VB_FILL(dereg_mr);
 	VB_FILL(destroy_cq);

@@ -16,6 +16,26 @@ static int unsup_accept_request(struct vb_conn_req *req, struct vb_qp *qp,
 	return EOPNOTSUPP;
 }
 
+static struct vb_mw *unsup_alloc_mw(struct vb_pd *pd)
+{
+	(void)pd;
+	errno = EOPNOTSUPP;
+	return NULL;
+}
+
+static int unsup_bind_mw(struct vb_qp *qp, struct vb_mw *mw, struct vb_mr *mr, void *addr,
+			 size_t length, unsigned int access)
+{
+	(void)qp, (void)mw, (void)mr, (void)addr, (void)length, (void)access;
+	return EOPNOTSUPP;
+}
+
+static int unsup_dealloc_mw(struct vb_mw *mw)
+{
+	(void)mw;
+	return EOPNOTSUPP;
+}
+
 static struct vb_pd *unsup_alloc_pd(struct vb_device *dev)
 {
 	(void)dev;
@@ -184,7 +204,9 @@ const struct vb_ops vb_unsupported_ops = {
 	.name = "unsupported",
 	.description = "every call answers EOPNOTSUPP",
 	.accept_request = unsup_accept_request,
+	.alloc_mw = unsup_alloc_mw,
 	.alloc_pd = unsup_alloc_pd,
+	.bind_mw = unsup_bind_mw,
 	.buf_alloc = unsup_buf_alloc,
 	.buf_free = unsup_buf_free,
 	.close_device = unsup_close_device,
@@ -192,6 +214,7 @@ const struct vb_ops vb_unsupported_ops = {
 	.create_cq = unsup_create_cq,
 	.create_listener = unsup_create_listener,
 	.create_qp = unsup_create_qp,
+	.dealloc_mw = unsup_dealloc_mw,
 	.dealloc_pd = unsup_dealloc_pd,
 	.dereg_mr = unsup_dereg_mr,
 	.destroy_cq = unsup_destroy_cq,

@@ -40,7 +40,7 @@ const char *vb_wc_status_str(enum vb_wc_status status)
 
 int vb_check_mr_args(const void *addr, size_t length, uint64_t iova, unsigned int access)
 {
-	if (access & ~(unsigned int)VB_ACCESS_ALL)
+	if (access & ~(unsigned int)VB_ACCESS_VALID)
 		return EINVAL;
 	/* As the IB spec: remote write needs local write. */
 	if ((access & VB_ACCESS_REMOTE_WRITE) && !(access & VB_ACCESS_LOCAL_WRITE))

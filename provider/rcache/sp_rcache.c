@@ -502,6 +502,29 @@ static inline int ensure_room(struct sp_rcache *c, size_t len, size_t free_regio
 	return make_room(c, len, free_regions, free_bytes, keep, nkeep, spare);
 }
 
+/* The NIC refused a registration for want of room, not for the memory. */
+static inline bool nic_full(int err)
+{
+	return err == ENOMEM || err == ENOBUFS;
+}
+
+/*
+ * Writer: the NIC is out of room (its own limit, below the cache's):
+ * evict the least recently used idle region, which deregisters it, so that
+ * a retry may fit.  False when every cached region is in use.
+ */
+static bool evict_for_nic(struct sp_rcache *c, const struct sp_region *const *keep, size_t nkeep)
+{
+	bool claimed;
+	struct sp_region *v = evict_one(c, keep, nkeep, false, &claimed);
+
+	if (!v)
+		return false;
+	unref_locked(c, v);
+	collect_garbage(c);
+	return true;
+}
+
 /* Writer: a region taken from the pool gets its range and a fresh state. */
 static SP_ALWAYS_INLINE void set_range(struct sp_region *r, uintptr_t start, uintptr_t end,
 				       unsigned int access)
@@ -608,6 +631,8 @@ static int get_uncached(struct sp_rcache *c, uintptr_t start, uintptr_t end, uns
 		return get_failed(c, r, ret);
 	set_range(r, start, end, access);
 	handle = do_register(c, r, &flags);
+	while (!handle && nic_full(errno) && evict_for_nic(c, NULL, 0))
+		handle = do_register(c, r, &flags);
 	if (!handle)
 		return get_failed(c, r, errno);
 	r->handle = handle;
@@ -755,6 +780,10 @@ static SP_ALWAYS_INLINE int get_slow(struct sp_rcache *c, uintptr_t start, uintp
 		stage(c, r, mstart, mend, macc, false);
 		handle = do_register(c, r, &flags);
 	}
+	/* ENOMEM/ENOBUFS from the NIC: idle regions make room before the get fails. */
+	while (sp_unlikely(!handle) && nic_full(errno) &&
+	       evict_for_nic(c, (const struct sp_region *const *)set, nset))
+		handle = do_register(c, r, &flags);
 	if (sp_unlikely(!handle)) {
 		ret = errno;
 		unstage(c, r, false);
@@ -799,7 +828,7 @@ int sp_rcache_get(struct sp_rcache *c, void *addr, size_t len, unsigned int acce
 	int ret;
 
 	if (sp_unlikely(!len || a + len < a || a + len > UINTPTR_MAX - SP_RCACHE_PAGE ||
-			(access & ~(unsigned int)VB_ACCESS_ALL)))
+			(access & ~(unsigned int)VB_ACCESS_VALID)))
 		return EINVAL;
 	if (sp_unlikely(forked(c)))
 		return EPERM;
@@ -920,6 +949,21 @@ void sp_rcache_events_begin(struct sp_rcache *c)
 void sp_rcache_events_end(struct sp_rcache *c)
 {
 	atomic_fetch_sub(&c->event_holds, 1);
+}
+
+size_t sp_rcache_evict_idle(struct sp_rcache *c, size_t n)
+{
+	size_t done = 0;
+
+	if (forked(c))
+		return 0;
+	sp_mutex_lock(&c->lock);
+	apply_pending(c);
+	while (done < n && evict_for_nic(c, NULL, 0))
+		done++;
+	sp_mutex_unlock(&c->lock);
+	collect_garbage(c);
+	return done;
 }
 
 void sp_rcache_collect(struct sp_rcache *c)

@@ -115,7 +115,8 @@ int sp_rcache_destroy(struct sp_rcache *c);
 /*
  * A region covering [addr, addr + len) registered with at least access.
  * EINVAL (empty or wrapping range, unknown access bits), ENOBUFS (a limit
- * is reached and every cached region is in use), or what ops->reg said.
+ * is reached and every cached region is in use), or what ops->reg said
+ * (ENOMEM or ENOBUFS only once no idle region is left to evict).
  */
 int sp_rcache_get(struct sp_rcache *c, void *addr, size_t len, unsigned int access,
 		  struct sp_region **region);
@@ -148,6 +149,13 @@ void sp_rcache_invalidate_deferred(struct sp_rcache *c, void *addr, size_t len);
  */
 void sp_rcache_events_begin(struct sp_rcache *c);
 void sp_rcache_events_end(struct sp_rcache *c);
+
+/*
+ * Evict up to n idle cached regions, least recently used first, and
+ * deregister them: room on the NIC for something else that its limit
+ * refused (a get retries this way by itself).  How many were evicted.
+ */
+size_t sp_rcache_evict_idle(struct sp_rcache *c, size_t n);
 
 /* Apply queued invalidations and deregister what waits on the garbage list. */
 void sp_rcache_collect(struct sp_rcache *c);

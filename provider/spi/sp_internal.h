@@ -3,11 +3,12 @@
  * The provider's state, shared by the files of the SPI (internal).
  *
  * One device for the process, one completion queue for every connection's
- * QP (a progress thread completes the overlapped operations), and per
- * socket a protection domain with its own registration cache: an rkey is
- * only good on the QP of its own PD, so a descriptor sent to one peer is
- * worth nothing to any other, and cached registrations go with their
- * connection.
+ * QP (a progress thread completes the overlapped operations), one
+ * protection domain and one registration cache shared by every socket:
+ * memory handles belong to their socket, the registrations behind them to
+ * the process.  An rkey is a memory window bound to one connection's QP
+ * (sp_rdma.c), so a descriptor sent to one peer is worth nothing to any
+ * other although every QP shares the PD (docs/spi-memory.md).
  */
 #ifndef SANPROV_SP_INTERNAL_H
 #define SANPROV_SP_INTERNAL_H
@@ -56,14 +57,15 @@ struct sp_prov {
 	pthread_mutex_t cq_lock;
 	pthread_mutex_t ready_lock;
 	struct sp_sock *ready_head, *ready_tail;
-	atomic_bool tearing_down;   /* the last cleanup runs: startups wait (changed under lock) */
-	pthread_cond_t idle;	    /* broadcast when a teardown ends */
-	vb_waitable wake;	    /* the progress thread sleeps on it and the CQ */
-	struct sp_watched_hub *hub; /* the proxy's events, to every socket's cache */
+	atomic_bool tearing_down; /* the last cleanup runs: startups wait (changed under lock) */
+	pthread_cond_t idle;	  /* broadcast when a teardown ends */
+	vb_waitable wake;	  /* the progress thread sleeps on it and the CQ */
 	struct sp_upcalls up;
 	struct sp_prov_config cfg;
 	struct vb_device *dev;
 	struct vb_cq *cq;
+	struct vb_pd *pd;	     /* every QP's and every registration's */
+	struct sp_watched *cache;    /* the registrations of every socket, watched by the proxy */
 	_Atomic uint32_t cq_credits; /* CQEs not promised to a QP */
 	struct kp_client *proxy;
 	struct sp_rcache_config cache_cfg;
@@ -114,8 +116,6 @@ struct sp_sock {
 	int error; /* WSA error of a failed connect or a broken connection */
 	struct sockaddr_storage local, peer;
 	bool bound;
-	struct vb_pd *pd;
-	struct sp_watched *cache;
 	struct vb_listener *listener;
 	vb_waitable closed; /* listening: woken (sticky) when the socket closes */
 	/* Requests the condition function deferred, oldest first (at most the backlog). */
@@ -281,6 +281,9 @@ int sp_mem_resolve(struct sp_sock *so, const struct sp_wsabufex *bufs, uint32_t 
 void sp_mem_release_op(struct sp_op *op);
 /* Drop every handle and RDMA registration of so (closing). */
 void sp_mem_release_socket(struct sp_sock *so);
+
+/* The rights a cached region needs for a buffer registered with SP_MEM_* flags. */
+unsigned int sp_mem_access(uint32_t flags);
 
 /* The SPI's checks of a buffer to register: 0, WSAEINVAL (flags) or WSAEFAULT (range). */
 int sp_mem_check_args(const void *buf, uint32_t len, uint32_t flags);

@@ -2,8 +2,10 @@
 /*
  * WSPRegisterMemory, WSPDeregisterMemory and the cache callback.
  *
- * A memory handle belongs to one socket and holds a region of that
- * socket's registration cache.  Registering the same buffer with the same
+ * A memory handle belongs to one socket and holds a region of the
+ * provider's registration cache, which every socket shares (the same
+ * buffer registered on two sockets is one registration).  Registering the
+ * same buffer with the same
  * flags on the same socket again returns the same handle with one more
  * reference; the last deregistration gives the region back to the cache,
  * which keeps it registered, pinned and watched for the next time.
@@ -13,10 +15,14 @@
 
 #include "sp_internal.h"
 
-static unsigned int mem_access(uint32_t flags)
+unsigned int sp_mem_access(uint32_t flags)
 {
-	/* MEM_READ: the NIC reads it (a source); MEM_WRITE: the NIC writes it. */
-	return flags & SP_MEM_WRITE ? VB_ACCESS_LOCAL_WRITE : 0;
+	/*
+	 * MEM_READ: the NIC reads it (a source); MEM_WRITE: the NIC writes it.
+	 * Windows may be bound to every region, so that an RDMA registration
+	 * of the same buffer shares it (sp_rdma.c).
+	 */
+	return VB_ACCESS_MW_BIND | (flags & SP_MEM_WRITE ? VB_ACCESS_LOCAL_WRITE : 0);
 }
 
 int sp_mem_check_args(const void *buf, uint32_t len, uint32_t flags)
@@ -120,7 +126,8 @@ void *sp_register_memory(sp_socket s, void *buf, uint32_t len, uint32_t flags, i
 	h->len = len;
 	h->flags = flags;
 	h->refs = 1;
-	ret = sp_rcache_get(sp_watched_cache(so->cache), buf, len, mem_access(flags), &h->region);
+	ret = sp_rcache_get(sp_watched_cache(sp_prov.cache), buf, len, sp_mem_access(flags),
+			    &h->region);
 	if (ret) {
 		/* EFAULT: not all valid memory; ENOBUFS: a limit; others: the NIC. */
 		ret = ret == EINVAL ? SP_WSAEFAULT : sp_wsa_error(ret);
@@ -152,7 +159,7 @@ void *sp_register_memory(sp_socket s, void *buf, uint32_t len, uint32_t flags, i
 	goto out_unlock;
 
 err_put:
-	sp_rcache_put(sp_watched_cache(so->cache), h->region);
+	sp_rcache_put(sp_watched_cache(sp_prov.cache), h->region);
 err_free:
 	free(h);
 	h = NULL;
@@ -200,7 +207,7 @@ static void memh_free(struct sp_sock *so, struct sp_memh *h)
 		h->next->prev = h->prev;
 	so->memh_count--;
 	sp_htab_remove(&sp_prov.mem, h->handle);
-	sp_rcache_put(sp_watched_cache(so->cache), h->region);
+	sp_rcache_put(sp_watched_cache(sp_prov.cache), h->region);
 	sp_stats_inc(&so->stats, SP_SC_MEMH_FREED);
 	free(h);
 }
@@ -282,36 +289,10 @@ void sp_mem_release_socket(struct sp_sock *so)
 	pthread_mutex_unlock(&so->lock);
 }
 
-struct cb_walk {
-	void *addr;
-	size_t size;
-	size_t removed;
-	int error;
-};
-
-/* Under the table's lock: the socket stays in it (and alive) meanwhile. */
-static void cb_one(void *obj, void *arg)
-{
-	struct sp_sock *so = obj;
-	struct cb_walk *w = arg;
-	size_t removed = 0;
-	int ret;
-
-	/* A closing socket detaches its cache under its lock before destroying it. */
-	pthread_mutex_lock(&so->lock);
-	if (so->cache) {
-		ret = sp_rcache_invalidate(sp_watched_cache(so->cache), w->addr, w->size, &removed);
-		if (ret)
-			w->error = ret;
-		w->removed += removed;
-	}
-	pthread_mutex_unlock(&so->lock);
-}
-
 int sp_memory_registration_cache_callback(void *addr, size_t size, int *err)
 {
-	struct cb_walk w = { .addr = addr, .size = size };
-	int ret = 0;
+	size_t removed = 0;
+	int ret = 0, error = 0;
 
 	if (!err)
 		return SP_SOCKET_ERROR;
@@ -325,14 +306,15 @@ int sp_memory_registration_cache_callback(void *addr, size_t size, int *err)
 	else if (!addr || !size || (uintptr_t)addr + size < (uintptr_t)addr)
 		ret = SP_WSAEINVAL;
 	else
-		sp_htab_for_each(&sp_prov.sockets, cb_one, &w);
+		/* One cache for every socket: no walk over them. */
+		error = sp_rcache_invalidate(sp_watched_cache(sp_prov.cache), addr, size, &removed);
 	pthread_rwlock_unlock(&sp_prov.life);
 	if (ret)
 		return sp_fail(err, ret);
-	if (w.error)
+	if (error)
 		return sp_fail(err, SP_WSAEFAULT);
 	/* Nothing was cached there: the switch is told so. */
-	if (!w.removed)
+	if (!removed)
 		return sp_fail(err, SP_WSAEINVAL);
 	return 0;
 }

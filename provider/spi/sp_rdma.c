@@ -2,12 +2,15 @@
 /*
  * WSPRegisterRdmaMemory, WSPDeregisterRdmaMemory, WSPRdmaWrite, WSPRdmaRead.
  *
- * An RDMA registration is a region of its own, zero-based (the peer
- * addresses it from its offset within the first page, which every NIC
- * keeps: the descriptor carries no address of this process), in the
- * socket's protection domain (only that connection's QP can reach it).  Deregistering it
- * deregisters the region: from then on the peer's rkey fails, whether or not the memory stays
- * cached locally.
+ * An RDMA registration holds a region of the shared registration cache
+ * (the buffer stays registered, pinned and watched after it, for the next
+ * transfer) and a memory window bound over the buffer to the socket's QP:
+ * the descriptor's rkey is the window's, zero-based (the peer addresses
+ * the buffer from 0: the descriptor carries no address of this process),
+ * and only that connection's peer can use it, through that connection,
+ * although every QP shares one PD.  Deregistering frees the window: from
+ * then on the peer's rkey fails, whether or not the memory stays cached.
+ * (docs/spi-memory.md says why windows.)
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -18,10 +21,12 @@
 
 struct sp_rdma_reg {
 	uint64_t token;
-	struct sp_rdma_reg *next; /* in the socket's list */
+	struct sp_rdma_reg *next, *prev; /* in the socket's list */
 	struct sp_sock *sock;
-	struct vb_mr *mr;
+	struct sp_region *region;
+	struct vb_mw *mw;
 	uint32_t flags;
+	uint32_t len;
 };
 
 static unsigned int rdma_access(uint32_t flags)
@@ -31,17 +36,30 @@ static unsigned int rdma_access(uint32_t flags)
 	if (flags & SP_MEM_READ)
 		a |= VB_ACCESS_REMOTE_READ;
 	if (flags & SP_MEM_WRITE)
-		a |= VB_ACCESS_REMOTE_WRITE | VB_ACCESS_LOCAL_WRITE;
+		a |= VB_ACCESS_REMOTE_WRITE;
 	return a;
+}
+
+/* A window of the provider's PD; when the NIC is out of keys, idle cached regions make room. */
+static struct vb_mw *rdma_mw_alloc(void)
+{
+	struct vb_mw *mw = vb_alloc_mw(sp_prov.pd);
+
+	while (!mw && (errno == ENOMEM || errno == ENOBUFS) &&
+	       sp_rcache_evict_idle(sp_watched_cache(sp_prov.cache), 1))
+		mw = vb_alloc_mw(sp_prov.pd);
+	return mw;
 }
 
 int sp_register_rdma_memory(sp_socket s, void *buf, uint32_t len, uint32_t flags, void *desc,
 			    uint32_t *desc_len, int *err)
 {
 	struct sp_sock *so = sp_sock_get(s, err);
+	struct sp_rcache *cache;
 	struct sp_rdma_reg *r;
 	struct sp_rdma_desc d;
 	bool probe = false;
+	uintptr_t fault;
 	int ret = 0;
 
 	if (!so)
@@ -65,37 +83,60 @@ int sp_register_rdma_memory(sp_socket s, void *buf, uint32_t len, uint32_t flags
 		ret = SP_WSAENOBUFS;
 		goto out;
 	}
-	pthread_mutex_lock(&so->lock);
-	if (so->state != SP_SOCK_CONNECTED) {
-		ret = SP_WSAENOTCONN;
-		goto err_free;
-	}
 	r->sock = so;
 	r->flags = flags;
-	r->mr = vb_reg_mr_iova(so->pd, buf, len, (uintptr_t)buf % VB_PAGE_SIZE, rdma_access(flags));
-	if (!r->mr) {
-		ret = errno == EINVAL ? SP_WSAEFAULT : sp_wsa_error(errno);
+	r->len = len;
+	/* Outside the socket's lock: a miss registers. */
+	cache = sp_watched_cache(sp_prov.cache);
+	ret = sp_rcache_get(cache, buf, len, sp_mem_access(flags), &r->region);
+	if (ret) {
+		ret = ret == EINVAL ? SP_WSAEFAULT : sp_wsa_error(ret);
 		goto err_free;
+	}
+	/* A hit does not see a protection changed since the region was made. */
+	if (vb_mem_probe(buf, len, flags & SP_MEM_WRITE, &fault)) {
+		ret = SP_WSAEFAULT;
+		goto err_put;
+	}
+	r->mw = rdma_mw_alloc();
+	if (!r->mw) {
+		ret = sp_wsa_error(errno);
+		goto err_put;
+	}
+	pthread_mutex_lock(&so->lock);
+	if (so->state != SP_SOCK_CONNECTED || !so->qp) {
+		ret = SP_WSAENOTCONN;
+		goto err_unlock;
+	}
+	ret = vb_bind_mw(so->qp, r->mw, sp_watched_mr(r->region), buf, len, rdma_access(flags));
+	if (ret) {
+		ret = ret == EINVAL ? SP_WSAEFAULT : sp_wsa_error(ret);
+		goto err_unlock;
 	}
 	if (sp_htab_add(&sp_prov.rdma, r, &r->token)) {
 		ret = SP_WSAENOBUFS;
-		goto err_dereg;
+		goto err_unlock;
 	}
+	r->prev = NULL;
 	r->next = so->rdma;
+	if (so->rdma)
+		so->rdma->prev = r;
 	so->rdma = r;
 	pthread_mutex_unlock(&so->lock);
 
-	sp_desc_fill(&d, flags, r->mr->rkey, len, (uint32_t)r->mr->iova, r->token);
+	sp_desc_fill(&d, flags, r->mw->rkey, len, 0, r->token);
 	memcpy(desc, &d, sizeof(d));
 	*desc_len = sizeof(d);
 	sp_stats_inc(&so->stats, SP_SC_RDMA_REG);
 	sp_sock_put(so);
 	return 0;
 
-err_dereg:
-	vb_dereg_mr(r->mr);
-err_free:
+err_unlock:
 	pthread_mutex_unlock(&so->lock);
+	vb_dealloc_mw(r->mw);
+err_put:
+	sp_rcache_put(cache, r->region);
+err_free:
 	free(r);
 out:
 	sp_stats_inc(&so->stats, probe ? SP_SC_RDMA_PROBE : SP_SC_RDMA_REG_ERR);
@@ -108,16 +149,26 @@ static int rdma_of(void *obj, void *so)
 	return ((struct sp_rdma_reg *)obj)->sock == so;
 }
 
-/* Unlink and deregister r (socket lock held). */
+/* Unlink r (socket lock held); rdma_free() ends it once the lock is dropped. */
+static void rdma_unlink(struct sp_sock *so, struct sp_rdma_reg *r)
+{
+	if (r->prev)
+		r->prev->next = r->next;
+	else
+		so->rdma = r->next;
+	if (r->next)
+		r->next->prev = r->prev;
+	sp_htab_remove(&sp_prov.rdma, r->token);
+}
+
+/* The rkey dies (accesses in flight end first), the region goes back to the cache. */
 static void rdma_free(struct sp_sock *so, struct sp_rdma_reg *r)
 {
-	struct sp_rdma_reg **pp;
+	int ret = vb_dealloc_mw(r->mw);
 
-	for (pp = &so->rdma; *pp != r; pp = &(*pp)->next)
-		;
-	*pp = r->next;
-	sp_htab_remove(&sp_prov.rdma, r->token);
-	vb_dereg_mr(r->mr);
+	/* A window the NIC will not free keeps its region registered (leaked, never reused). */
+	if (!ret)
+		sp_rcache_put(sp_watched_cache(sp_prov.cache), r->region);
 	sp_stats_inc(&so->stats, SP_SC_RDMA_FREED);
 	free(r);
 }
@@ -125,8 +176,8 @@ static void rdma_free(struct sp_sock *so, struct sp_rdma_reg *r)
 int sp_deregister_rdma_memory(sp_socket s, void *desc, uint32_t desc_len, int *err)
 {
 	struct sp_sock *so = sp_sock_get(s, err);
+	struct sp_rdma_reg *r = NULL;
 	struct sp_rdma_desc d;
-	struct sp_rdma_reg *r;
 	int ret;
 
 	if (!so)
@@ -136,13 +187,17 @@ int sp_deregister_rdma_memory(sp_socket s, void *desc, uint32_t desc_len, int *e
 	if (!ret) {
 		r = sp_htab_lookup_if(&sp_prov.rdma, d.token, rdma_of, so);
 		/* Only this socket's own descriptors, exactly as handed out. */
-		if (!r || r->flags != d.flags || r->mr->rkey != d.rkey || r->mr->length != d.len ||
-		    r->mr->iova != d.base)
+		if (!r || r->flags != d.flags || r->mw->rkey != d.rkey || r->len != d.len ||
+		    d.base) {
+			r = NULL;
 			ret = SP_WSAEINVAL;
-		else
-			rdma_free(so, r);
+		} else {
+			rdma_unlink(so, r);
+		}
 	}
 	pthread_mutex_unlock(&so->lock);
+	if (r)
+		rdma_free(so, r);
 	sp_stats_inc(&so->stats, ret ? SP_SC_RDMA_DEREG_ERR : SP_SC_RDMA_DEREG);
 	sp_sock_put(so);
 	return ret ? sp_fail(err, ret) : 0;
@@ -150,10 +205,18 @@ int sp_deregister_rdma_memory(sp_socket s, void *desc, uint32_t desc_len, int *e
 
 void sp_rdma_release_socket(struct sp_sock *so)
 {
-	pthread_mutex_lock(&so->lock);
-	while (so->rdma)
-		rdma_free(so, so->rdma);
-	pthread_mutex_unlock(&so->lock);
+	struct sp_rdma_reg *r;
+
+	for (;;) {
+		pthread_mutex_lock(&so->lock);
+		r = so->rdma;
+		if (r)
+			rdma_unlink(so, r);
+		pthread_mutex_unlock(&so->lock);
+		if (!r)
+			break;
+		rdma_free(so, r);
+	}
 }
 
 static int rdma_xfer(enum sp_op_kind kind, sp_socket s, struct sp_wsabufex *bufs, uint32_t nbufs,

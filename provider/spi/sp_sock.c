@@ -2,8 +2,10 @@
 /*
  * Sockets: creation, bind, listen, accept, connect, network events, close.
  *
- * A connection is an RC QP on the provider's CQ, in a protection domain
- * of the socket's own with its own registration cache.  Connect and accept
+ * A connection is an RC QP on the provider's CQ, in the provider's one
+ * protection domain, whose registration cache every socket shares (the
+ * rkeys a connection hands out are windows bound to its QP: sp_rdma.c).
+ * Connect and accept
  * go through the backend's connection manager; the connecting side sends a
  * hello in the private data with the address the switch bound it to (the
  * switch binds a SAN socket to the address of the TCP socket it stands
@@ -166,12 +168,8 @@ static void teardown_failed(const char *what, int ret)
 }
 
 /* Give back what conn_resources() made (no operation, handle or registration left). */
-static void conn_free(struct sp_watched *cache, struct vb_pd *pd, uint32_t cq_credits)
+static void conn_free(uint32_t cq_credits)
 {
-	if (cache)
-		teardown_failed("destroying a registration cache", sp_watched_destroy(cache));
-	if (pd)
-		teardown_failed("freeing a protection domain", vb_dealloc_pd(pd));
 	if (cq_credits)
 		atomic_fetch_add(&sp_prov.cq_credits, cq_credits);
 }
@@ -179,14 +177,12 @@ static void conn_free(struct sp_watched *cache, struct vb_pd *pd, uint32_t cq_cr
 /*
  * Tear down so's connection: its QP first (nothing more completes), then
  * its operations (they give their memory handles back), its handles and
- * registrations, its cache.  Socket lock not held; the cache is detached
- * under it, so a cache callback running meanwhile sees it or nothing.
+ * registrations (their regions stay in the shared cache).  Socket lock not
+ * held.
  */
 static void conn_release(struct sp_sock *so)
 {
-	struct sp_watched *cache;
 	struct vb_qp *qp;
-	struct vb_pd *pd;
 	uint32_t credits;
 
 	pthread_mutex_lock(&so->lock);
@@ -198,24 +194,17 @@ static void conn_release(struct sp_sock *so)
 	sp_op_abort_all(so);
 	sp_rdma_release_socket(so);
 	sp_mem_release_socket(so);
-	/* A statistics query sees the cache in the socket or in the totals. */
-	sp_stats_lock();
 	pthread_mutex_lock(&so->lock);
-	cache = so->cache;
-	pd = so->pd;
 	credits = so->cq_credits;
-	so->cache = NULL;
-	so->pd = NULL;
 	so->cq_credits = 0;
 	pthread_mutex_unlock(&so->lock);
-	sp_stats_retire_cache(cache);
-	sp_stats_unlock();
-	conn_free(cache, pd, credits);
+	conn_free(credits);
 }
 
 /*
- * A PD, a cache and a QP for so's connection: 0 or errno, with nothing
- * left behind on failure.  Takes no socket lock (a caller may hold it).
+ * A QP for so's connection, in the provider's PD: 0 or errno, with
+ * nothing left behind on failure.  Takes no socket lock (a caller may
+ * hold it).
  */
 static int conn_resources(struct sp_sock *so)
 {
@@ -228,8 +217,6 @@ static int conn_resources(struct sp_sock *so)
 			 .max_send_sge = sp_prov.cfg.max_sge,
 			 .max_recv_sge = sp_prov.cfg.max_sge },
 	};
-	struct sp_watched *cache = NULL;
-	struct vb_pd *pd = NULL;
 	struct vb_qp *qp;
 	int ret;
 
@@ -245,18 +232,9 @@ static int conn_resources(struct sp_sock *so)
 			return ENOBUFS;
 	} while (!atomic_compare_exchange_weak(&sp_prov.cq_credits, &left, left - credits));
 
-	pd = vb_alloc_pd(sp_prov.dev);
-	if (!pd)
-		goto err;
-	cache = sp_prov.hub ? sp_watched_create_in(&sp_prov.cache_cfg, pd, sp_prov.hub)
-			    : sp_watched_create(&sp_prov.cache_cfg, pd, NULL);
-	if (!cache)
-		goto err;
-	qp = vb_create_qp(pd, &attr);
+	qp = vb_create_qp(sp_prov.pd, &attr);
 	if (!qp)
 		goto err;
-	so->pd = pd;
-	so->cache = cache;
 	so->qp = qp;
 	so->cq_credits = credits;
 	so->sq_free = depth;
@@ -265,7 +243,7 @@ static int conn_resources(struct sp_sock *so)
 
 err:
 	ret = errno ? errno : ENOMEM;
-	conn_free(cache, pd, credits);
+	conn_free(credits);
 	return ret;
 }
 

@@ -69,8 +69,19 @@ static void prov_teardown(void)
 	if (p->progress_running)
 		sp_stats_stop();
 	sp_progress_stop();
-	teardown_status("the proxy's event hub", sp_watched_hub_destroy(p->hub));
-	p->hub = NULL;
+	/* Every socket is gone: nothing holds a region any more. */
+	if (p->cache) {
+		struct sp_watched *cache = p->cache;
+
+		sp_stats_lock();
+		p->cache = NULL;
+		sp_stats_retire_cache(cache);
+		sp_stats_unlock();
+		teardown_status("destroying the registration cache", sp_watched_destroy(cache));
+	}
+	if (p->pd)
+		teardown_status("freeing the protection domain", vb_dealloc_pd(p->pd));
+	p->pd = NULL;
 	if (p->cq)
 		teardown_status("destroying the CQ", vb_destroy_cq(p->cq));
 	if (p->proxy)
@@ -144,13 +155,17 @@ static int prov_setup(void)
 			"cached\n",
 			strerror(errno));
 		p->cache_cfg.enable = false;
-	} else {
-		/* One sink for every connection's cache: the proxy has room for few. */
-		p->hub = sp_watched_hub_create(p->proxy);
-		if (!p->hub) {
-			ret = errno;
-			goto err;
-		}
+	}
+	p->pd = vb_alloc_pd(p->dev);
+	if (!p->pd) {
+		ret = errno;
+		goto err;
+	}
+	/* One cache for the process and the device, shared by every socket. */
+	p->cache = sp_watched_create(&p->cache_cfg, p->pd, p->proxy);
+	if (!p->cache) {
+		ret = errno;
+		goto err;
 	}
 	sp_fork_watch();
 	p->fork_gen = atomic_load(&sp_fork_generation);

@@ -195,11 +195,6 @@ void sp_stats_retire_cache(struct sp_watched *cache)
 	cache_add(&cache_totals, &s);
 }
 
-static struct sp_sock *sock_of(struct sp_sock_stats *s)
-{
-	return (struct sp_sock *)(void *)((char *)s - offsetof(struct sp_sock, stats));
-}
-
 void sp_stats_collect(struct sp_stats *out)
 {
 	uint64_t *sc = (uint64_t *)(void *)((char *)out + SC_FIRST);
@@ -215,20 +210,15 @@ void sp_stats_collect(struct sp_stats *out)
 	pthread_mutex_lock(&stats_lock);
 	memcpy(sc, sock_totals, sizeof(sock_totals));
 	cs = cache_totals;
-	for (struct sp_sock_stats *s = socks; s; s = s->next) {
-		struct sp_sock *so = sock_of(s);
-
+	for (struct sp_sock_stats *s = socks; s; s = s->next)
 		for (int i = 0; i < SP_SC_COUNT; i++)
 			sc[i] += atomic_load_explicit(&s->c[i], memory_order_relaxed);
-		/* Detached under stats_lock, then destroyed: here it is whole. */
-		pthread_mutex_lock(&so->lock);
-		if (so->cache) {
-			struct sp_rcache_stats one;
+	/* The shared cache: detached under stats_lock, then destroyed; here it is whole. */
+	if (sp_prov.cache) {
+		struct sp_rcache_stats one;
 
-			sp_rcache_get_stats(sp_watched_cache(so->cache), &one);
-			cache_add(&cs, &one);
-		}
-		pthread_mutex_unlock(&so->lock);
+		sp_rcache_get_stats(sp_watched_cache(sp_prov.cache), &one);
+		cache_add(&cs, &one);
 	}
 	pthread_mutex_unlock(&stats_lock);
 

@@ -83,10 +83,9 @@ void sp_stats_sock_init(struct sp_sock_stats *s);
 void sp_stats_sock_fini(struct sp_sock_stats *s);
 
 /*
- * Around detaching a socket's cache, so that a query sees it in the socket
- * or in the totals: lock, detach (the socket's lock may be taken inside),
- * retire it, unlock.  A retired cache is counted as destroyed (all its
- * regions deregistered); it must not be used but to destroy it.
+ * Around detaching the provider's cache, so that a query sees it in the
+ * provider or in the totals: lock, detach, retire it, unlock.  A retired cache is counted as
+ * destroyed (all its regions deregistered); it must not be used but to destroy it.
  */
 void sp_stats_lock(void);
 void sp_stats_unlock(void);

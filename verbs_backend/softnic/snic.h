@@ -54,7 +54,7 @@
 /* How long a connection may take to send its request. */
 #define SNIC_HANDSHAKE_MS 10000
 
-#define SNIC_DEV_MAGIC 0x3256454443494e53ull /* "SNICDEV2" */
+#define SNIC_DEV_MAGIC 0x3356454443494e53ull /* "SNICDEV3": windows bound to a QP */
 #define SNIC_QP_MAGIC 0x3350514349494e53ull  /* "SNIICQP3": the report ring */
 #define SNIC_CQ_MAGIC 0x3151434349494e53ull  /* "SNICCQ1" */
 
@@ -79,7 +79,7 @@ struct snic_mr_entry {
 	uint64_t iova; /* the same byte's address in work requests */
 	uint64_t length;
 	int32_t buf_fd; /* fd of the vb_buf_alloc() memfd in the owner, or -1 */
-	uint32_t reserved;
+	uint32_t qpn;	/* a memory window: the only QP it is valid on; 0: a region */
 	uint64_t buf_ino;
 	uint64_t buf_base; /* owner's address of the memfd's first byte */
 	uint64_t buf_len;
@@ -245,6 +245,14 @@ struct snic_pd {
 struct snic_mr {
 	struct vb_mr vmr;
 	uint32_t slot;
+	_Atomic uint32_t windows; /* memory windows bound to it: dereg refuses (EBUSY) */
+};
+
+/* A memory window of type 2: a slot of the MR table, valid on one QP once bound. */
+struct snic_mw {
+	struct vb_mw vmw;
+	uint32_t slot;
+	struct snic_mr *mr; /* bound to, or NULL */
 };
 
 struct snic_cq {
@@ -372,6 +380,10 @@ unsigned long snic_env_ulong(const char *name, unsigned long def, unsigned long 
 struct vb_mr *snic_reg_mr(struct vb_pd *pd, void *addr, size_t length, uint64_t iova,
 			  unsigned int access);
 int snic_dereg_mr(struct vb_mr *mr);
+struct vb_mw *snic_alloc_mw(struct vb_pd *pd);
+int snic_bind_mw(struct vb_qp *qp, struct vb_mw *mw, struct vb_mr *mr, void *addr, size_t length,
+		 unsigned int access);
+int snic_dealloc_mw(struct vb_mw *mw);
 void *snic_buf_alloc(struct vb_device *vdev, size_t length);
 int snic_buf_free(struct vb_device *vdev, void *buf, size_t length);
 int snic_mr_table_init(struct snic_dev *dev);
@@ -390,15 +402,18 @@ static inline uint32_t snic_key_slot(uint32_t key, uint32_t max_mr)
 /*
  * Take a reference on the entry of seg that key names, if [addr, addr+len)
  * (addresses of work requests: the region's iova space) lies inside it, it
- * belongs to pd and grants every right in access.  Returns the entry
+ * belongs to pd and grants every right in access.  A memory window's entry
+ * is valid for a peer's remote access through the one QP it is bound to:
+ * qpn, the owner's number of the QP the access comes through (0: not a
+ * remote access, which no window serves).  Returns the entry
  * (release it with snic_mr_put()) or NULL.  A local access (hold NULL)
  * counts in the entry; a peer's table is read-only here, so an access to
  * it is announced in hold, a word of this process's QP segment that the
  * table's owner reads before it lets a region go.
  */
 const struct snic_mr_entry *snic_mr_get(const struct snic_dev_seg *seg, uint32_t max_mr,
-					uint32_t key, uint32_t pd, uint64_t addr, uint64_t len,
-					unsigned int access, _Atomic uint32_t *hold);
+					uint32_t key, uint32_t pd, uint32_t qpn, uint64_t addr,
+					uint64_t len, unsigned int access, _Atomic uint32_t *hold);
 
 /* The owner's address of the byte at iova in a region taken with snic_mr_get(). */
 static inline uint64_t snic_mr_va(const struct snic_mr_entry *e, uint64_t iova)

@@ -57,12 +57,13 @@ void snic_mr_table_fini(struct snic_dev *dev)
 }
 
 const struct snic_mr_entry *snic_mr_get(const struct snic_dev_seg *seg, uint32_t max_mr,
-					uint32_t key, uint32_t pd, uint64_t addr, uint64_t len,
-					unsigned int access, _Atomic uint32_t *hold)
+					uint32_t key, uint32_t pd, uint32_t qpn, uint64_t addr,
+					uint64_t len, unsigned int access, _Atomic uint32_t *hold)
 {
 	uint32_t slot = snic_key_slot(key, max_mr);
 	const struct snic_mr_entry *e;
 	uint64_t iova, length;
+	uint32_t bound;
 
 	if (!key || slot >= max_mr)
 		return NULL;
@@ -81,7 +82,11 @@ const struct snic_mr_entry *snic_mr_get(const struct snic_dev_seg *seg, uint32_t
 	/* Read once: the checks and the caller see the same values. */
 	iova = e->iova;
 	length = e->length;
+	bound = e->qpn;
 	if (e->pd != pd || (e->access & access) != access)
+		goto fail;
+	/* A window serves its own QP's peer only, and never as a local key. */
+	if (bound && bound != qpn)
 		goto fail;
 	if (addr < iova || len > length || addr - iova > length - len)
 		goto fail;
@@ -99,6 +104,22 @@ static const struct snic_buf *buf_find(struct snic_dev *dev, uintptr_t addr, siz
 			return b;
 	}
 	return NULL;
+}
+
+/* A free slot of the table, first in first out (dev->lock held, one is free). */
+static uint32_t slot_take(struct snic_dev *dev)
+{
+	uint32_t slot = dev->mr_free[dev->mr_free_head];
+
+	dev->mr_free_head = (dev->mr_free_head + 1) % dev->max_mr;
+	dev->mr_free_count--;
+	return slot;
+}
+
+static void slot_give(struct snic_dev *dev, uint32_t slot)
+{
+	dev->mr_free[(dev->mr_free_head + dev->mr_free_count) % dev->max_mr] = slot;
+	dev->mr_free_count++;
 }
 
 struct vb_mr *snic_reg_mr(struct vb_pd *vpd, void *addr, size_t length, uint64_t iova,
@@ -130,11 +151,10 @@ struct vb_mr *snic_reg_mr(struct vb_pd *vpd, void *addr, size_t length, uint64_t
 		ret = ENOMEM;
 		goto err_free;
 	}
-	slot = dev->mr_free[dev->mr_free_head];
-	dev->mr_free_head = (dev->mr_free_head + 1) % dev->max_mr;
-	dev->mr_free_count--;
+	slot = slot_take(dev);
 	key = snic_key_make(dev->key_secret, dev->max_mr, slot, &dev->mr_gen[slot]);
 	e = &dev->seg->mr[slot];
+	e->qpn = 0;
 	e->access = access;
 	e->pd = vpd->handle;
 	e->addr = (uintptr_t)addr;
@@ -193,17 +213,15 @@ static bool held_by_peer(struct snic_dev *dev, uint32_t key)
 	return held;
 }
 
-int snic_dereg_mr(struct vb_mr *vmr)
+/* Make key (the entry's key, or 0) invalid and wait for the accesses in flight. */
+static void entry_kill(struct snic_dev *dev, struct snic_mr_entry *e, uint32_t key)
 {
-	struct snic_mr *mr = snic_mr_of(vmr);
-	struct snic_dev *dev = snic_dev_of(vmr->pd->dev);
-	struct snic_mr_entry *e = &dev->seg->mr[mr->slot];
 	uint64_t start = now_ms();
 	unsigned int spins = 0;
 
 	/* From here no new access starts; wait for those in flight. */
 	atomic_store(&e->key, 0);
-	while (atomic_load(&e->busy) || held_by_peer(dev, vmr->lkey)) {
+	while (key && (atomic_load(&e->busy) || held_by_peer(dev, key))) {
 		if (++spins < 1000) {
 			sched_yield();
 			continue;
@@ -216,22 +234,133 @@ int snic_dereg_mr(struct vb_mr *vmr)
 			fprintf(stderr,
 				"sanprov softnic: MR key 0x%x still busy after %u ms, "
 				"releasing it\n",
-				vmr->lkey, dev->dereg_timeout_ms);
+				key, dev->dereg_timeout_ms);
 			atomic_store(&e->busy, 0);
 			break;
 		}
 		nanosleep(&(struct timespec){ .tv_nsec = 100000 }, NULL);
 	}
+}
 
+int snic_dereg_mr(struct vb_mr *vmr)
+{
+	struct snic_mr *mr = snic_mr_of(vmr);
+	struct snic_dev *dev = snic_dev_of(vmr->pd->dev);
+	struct snic_mr_entry *e = &dev->seg->mr[mr->slot];
+
+	/* As a NIC: a region with windows bound to it stays. */
+	if (atomic_load(&mr->windows))
+		return EBUSY;
+	entry_kill(dev, e, vmr->lkey);
 	pthread_mutex_lock(&dev->lock);
 	e->addr = e->iova = e->length = 0;
 	e->buf_fd = -1;
-	dev->mr_free[(dev->mr_free_head + dev->mr_free_count) % dev->max_mr] = mr->slot;
-	dev->mr_free_count++;
+	slot_give(dev, mr->slot);
 	dev->n_mr--;
 	atomic_fetch_sub(&snic_pd_of(vmr->pd)->refs, 1);
 	pthread_mutex_unlock(&dev->lock);
 	free(mr);
+	return 0;
+}
+
+/*
+ * Memory windows take a slot of the MR table (max_mr counts both, as a
+ * NIC's key space does).  A bound window's entry is a copy of its part of
+ * the region with the QP it serves; peers check it as they check a region
+ * (snic_mr_get()), so a key handed to one connection's peer is refused on
+ * any other QP, whatever PD that QP shares.
+ */
+struct vb_mw *snic_alloc_mw(struct vb_pd *vpd)
+{
+	struct snic_dev *dev = snic_dev_of(vpd->dev);
+	struct snic_mw *mw = calloc(1, sizeof(*mw));
+
+	if (!mw) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	pthread_mutex_lock(&dev->lock);
+	if (!dev->mr_free_count) {
+		pthread_mutex_unlock(&dev->lock);
+		free(mw);
+		errno = ENOMEM;
+		return NULL;
+	}
+	mw->slot = slot_take(dev);
+	dev->n_mr++;
+	atomic_fetch_add(&snic_pd_of(vpd)->refs, 1);
+	pthread_mutex_unlock(&dev->lock);
+	mw->vmw.pd = vpd;
+	return &mw->vmw;
+}
+
+/* Kill mw's key and let go of its region (no other call on mw meanwhile). */
+static void mw_unbind(struct snic_dev *dev, struct snic_mw *mw)
+{
+	struct snic_mr_entry *e = &dev->seg->mr[mw->slot];
+
+	entry_kill(dev, e, mw->vmw.rkey);
+	mw->vmw.rkey = 0;
+	if (mw->mr) {
+		atomic_fetch_sub(&mw->mr->windows, 1);
+		mw->mr = NULL;
+	}
+}
+
+int snic_bind_mw(struct vb_qp *vqp, struct vb_mw *vmw, struct vb_mr *vmr, void *addr, size_t length,
+		 unsigned int access)
+{
+	struct snic_dev *dev = snic_dev_of(vqp->dev);
+	struct snic_mw *mw = vb_container_of(vmw, struct snic_mw, vmw);
+	struct snic_mr *mr = snic_mr_of(vmr);
+	const struct snic_mr_entry *re = &dev->seg->mr[mr->slot];
+	struct snic_mr_entry *e = &dev->seg->mr[mw->slot];
+	uintptr_t a = (uintptr_t)addr, base = (uintptr_t)vmr->addr;
+
+	if (vqp->pd != vmw->pd || vmr->pd != vmw->pd || !length ||
+	    access & ~(unsigned int)(VB_ACCESS_REMOTE_READ | VB_ACCESS_REMOTE_WRITE) ||
+	    !(vmr->access & VB_ACCESS_MW_BIND) ||
+	    (access & VB_ACCESS_REMOTE_WRITE && !(vmr->access & VB_ACCESS_LOCAL_WRITE)) ||
+	    a < base || length > vmr->length || a - base > vmr->length - length)
+		return EINVAL;
+	/* Rebinding: the previous key dies first, as a NIC's does. */
+	mw_unbind(dev, mw);
+	atomic_fetch_add(&mr->windows, 1);
+	mw->mr = mr;
+	pthread_mutex_lock(&dev->lock);
+	vmw->rkey = snic_key_make(dev->key_secret, dev->max_mr, mw->slot, &dev->mr_gen[mw->slot]);
+	e->qpn = vqp->qp_num;
+	e->access = access;
+	e->pd = vmw->pd->handle;
+	e->addr = a;
+	e->iova = 0; /* zero-based: the peer learns nothing of this address space */
+	e->length = length;
+	e->buf_fd = re->buf_fd;
+	e->buf_ino = re->buf_ino;
+	e->buf_base = re->buf_base;
+	e->buf_len = re->buf_len;
+	pthread_mutex_unlock(&dev->lock);
+	/* Publish last, as a registration does. */
+	atomic_store_explicit(&e->key, vmw->rkey, memory_order_release);
+	return 0;
+}
+
+int snic_dealloc_mw(struct vb_mw *vmw)
+{
+	struct snic_dev *dev = snic_dev_of(vmw->pd->dev);
+	struct snic_mw *mw = vb_container_of(vmw, struct snic_mw, vmw);
+	struct snic_mr_entry *e = &dev->seg->mr[mw->slot];
+
+	mw_unbind(dev, mw);
+	pthread_mutex_lock(&dev->lock);
+	e->addr = e->iova = e->length = 0;
+	e->qpn = 0;
+	e->buf_fd = -1;
+	slot_give(dev, mw->slot);
+	dev->n_mr--;
+	atomic_fetch_sub(&snic_pd_of(vmw->pd)->refs, 1);
+	pthread_mutex_unlock(&dev->lock);
+	free(mw);
 	return 0;
 }
 

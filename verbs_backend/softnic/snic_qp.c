@@ -374,7 +374,8 @@ static void held_put(struct held *h)
 
 /* A peer's region, announced in our QP segment while we use it (snic_mr_get()). */
 static const struct snic_mr_entry *take_remote(struct snic_qp *qp, struct held *h, uint32_t key,
-					       uint64_t addr, uint64_t len, unsigned int access)
+					       uint64_t addr, uint64_t len, unsigned int access,
+					       bool rdma)
 {
 	struct snic_peer *peer = &qp->peer;
 	const struct snic_mr_entry *e;
@@ -383,7 +384,9 @@ static const struct snic_mr_entry *take_remote(struct snic_qp *qp, struct held *
 	if (h->nremote == SNIC_MAX_SGE)
 		return NULL;
 	hold = &qp->seg->held[h->nremote];
-	e = snic_mr_get(peer->dev_seg, peer->max_mr, key, peer->pd, addr, len, access, hold);
+	/* An RDMA comes through the peer's QP: the one its windows may be bound to. */
+	e = snic_mr_get(peer->dev_seg, peer->max_mr, key, peer->pd, rdma ? peer->qpn : 0, addr, len,
+			access, hold);
 	if (e) {
 		h->e[h->n] = e;
 		h->hold[h->n++] = hold;
@@ -411,7 +414,7 @@ static enum vb_wc_status take_local(struct snic_qp *qp, struct snic_swqe *w, uns
 		if (!w->sge[i].length)
 			continue;
 		e = snic_mr_get(qp->dev->seg, qp->dev->max_mr, w->sge[i].lkey, qp->vqp.pd->handle,
-				w->sge[i].addr, w->sge[i].length, access, NULL);
+				0, w->sge[i].addr, w->sge[i].length, access, NULL);
 		if (!e)
 			return VB_WC_LOC_PROT_ERR;
 		h->hold[h->n] = NULL;
@@ -524,7 +527,7 @@ static int exec_rdma(struct snic_qp *qp, struct snic_swqe *w, struct held *h, ui
 	if (total) {
 		const struct snic_mr_entry *re =
 		    take_remote(qp, h, w->rkey, w->remote_addr, total,
-				read ? VB_ACCESS_REMOTE_READ : VB_ACCESS_REMOTE_WRITE);
+				read ? VB_ACCESS_REMOTE_READ : VB_ACCESS_REMOTE_WRITE, true);
 		if (!re) {
 			st = VB_WC_REM_ACCESS_ERR;
 			goto out;
@@ -596,7 +599,7 @@ static int exec_send(struct snic_qp *qp, struct snic_swqe *w, struct held *h, ui
 		if (!r.length)
 			continue;
 		len = r.length < left ? r.length : left;
-		re = take_remote(qp, h, r.lkey, r.addr, r.length, VB_ACCESS_LOCAL_WRITE);
+		re = take_remote(qp, h, r.lkey, r.addr, r.length, VB_ACCESS_LOCAL_WRITE, false);
 		if (!re) {
 			c.status = VB_WC_LOC_PROT_ERR;
 			st = VB_WC_REM_OP_ERR;

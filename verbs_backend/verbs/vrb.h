@@ -54,6 +54,11 @@ struct vrb_mr {
 	struct ibv_mr *mr;
 };
 
+struct vrb_mw {
+	struct vb_mw vmw;
+	struct ibv_mw *mw;
+};
+
 struct vrb_cq {
 	struct vb_cq vcq;
 	struct ibv_comp_channel *channel;
@@ -101,6 +106,8 @@ int vrb_dealloc_pd(struct vb_pd *vpd);
 struct vb_mr *vrb_reg_mr(struct vb_pd *vpd, void *addr, size_t length, uint64_t iova,
 			 unsigned int access);
 int vrb_dereg_mr(struct vb_mr *vmr);
+struct vb_mw *vrb_alloc_mw(struct vb_pd *vpd);
+int vrb_dealloc_mw(struct vb_mw *vmw);
 void *vrb_buf_alloc(struct vb_device *vdev, size_t length);
 int vrb_buf_free(struct vb_device *vdev, void *buf, size_t length);
 struct vb_cq *vrb_create_cq(struct vb_device *vdev, int cqe);
@@ -115,6 +122,8 @@ int vrb_destroy_qp(struct vb_qp *vqp);
 int vrb_query_qp(struct vb_qp *vqp, enum vb_qp_state *state);
 int vrb_post_send(struct vb_qp *vqp, struct vb_send_wr *wr, struct vb_send_wr **bad_wr);
 int vrb_post_recv(struct vb_qp *vqp, struct vb_recv_wr *wr, struct vb_recv_wr **bad_wr);
+int vrb_bind_mw(struct vb_qp *vqp, struct vb_mw *vmw, struct vb_mr *vmr, void *addr, size_t length,
+		unsigned int access);
 
 /* vrb_conn.c */
 struct vb_listener *vrb_create_listener(struct vb_device *vdev, const struct sockaddr *addr,

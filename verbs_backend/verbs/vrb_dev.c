@@ -246,6 +246,43 @@ int vrb_dereg_mr(struct vb_mr *vmr)
 	return 0;
 }
 
+/* Type 2: bound by a work request to one QP, whose peer alone can use it. */
+struct vb_mw *vrb_alloc_mw(struct vb_pd *vpd)
+{
+	struct vrb_pd *pd = vb_container_of(vpd, struct vrb_pd, vpd);
+	struct vrb_mw *mw = calloc(1, sizeof(*mw));
+	int ret;
+
+	if (!mw) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	mw->mw = ibv_alloc_mw(pd->pd, IBV_MW_TYPE_2);
+	if (!mw->mw) {
+		ret = errno ? errno : ENOMEM;
+		free(mw);
+		errno = ret;
+		return NULL;
+	}
+	mw->vmw.pd = vpd;
+	mw->vmw.rkey = mw->mw->rkey;
+	atomic_fetch_add(&vrb_dev_of(vpd->dev)->objects, 1);
+	return &mw->vmw;
+}
+
+int vrb_dealloc_mw(struct vb_mw *vmw)
+{
+	struct vrb_mw *mw = vb_container_of(vmw, struct vrb_mw, vmw);
+	struct vrb_dev *dev = vrb_dev_of(vmw->pd->dev);
+
+	/* Invalidates the window: the device ends accesses in flight first. */
+	if (ibv_dealloc_mw(mw->mw))
+		return errno ? errno : EIO;
+	atomic_fetch_sub(&dev->objects, 1);
+	free(mw);
+	return 0;
+}
+
 /*
  * Anonymous pages of their own mapping: every verbs device registers them,
  * and freeing unmaps them, so a stale registration cannot outlive them

@@ -24,13 +24,17 @@ _Static_assert(SAME(VB_WC_REM_ACCESS_ERR, IBV_WC_REM_ACCESS_ERR) &&
 _Static_assert(SAME(VB_QPS_ERR, IBV_QPS_ERR) && SAME(VB_QPS_RTS, IBV_QPS_RTS), "QP states");
 _Static_assert(SAME(VB_ACCESS_REMOTE_READ, IBV_ACCESS_REMOTE_READ), "access flags");
 
+/* Send queue slots kept for vrb_bind_mw(), beyond what the caller asks for. */
+#define VRB_BIND_HEADROOM 16
+
 struct vb_qp *vrb_create_qp(struct vb_pd *vpd, const struct vb_qp_init_attr *attr)
 {
 	struct vrb_pd *pd = vb_container_of(vpd, struct vrb_pd, vpd);
 	struct ibv_qp_init_attr ia = {
 		.qp_type = IBV_QPT_RC,
 		.sq_sig_all = attr->sq_sig_all,
-		.cap = { .max_send_wr = attr->cap.max_send_wr,
+		/* Room for the unsignaled window binds beside the caller's requests. */
+		.cap = { .max_send_wr = attr->cap.max_send_wr + VRB_BIND_HEADROOM,
 			 .max_recv_wr = attr->cap.max_recv_wr,
 			 .max_send_sge = attr->cap.max_send_sge ? attr->cap.max_send_sge : 1,
 			 .max_recv_sge = attr->cap.max_recv_sge ? attr->cap.max_recv_sge : 1,
@@ -80,7 +84,7 @@ struct vb_qp *vrb_create_qp(struct vb_pd *vpd, const struct vb_qp_init_attr *att
 	qp->vqp.send_cq = attr->send_cq;
 	qp->vqp.recv_cq = attr->recv_cq;
 	qp->vqp.qp_num = qp->qp->qp_num;
-	qp->vqp.cap = (struct vb_qp_cap){ .max_send_wr = ia.cap.max_send_wr,
+	qp->vqp.cap = (struct vb_qp_cap){ .max_send_wr = ia.cap.max_send_wr - VRB_BIND_HEADROOM,
 					  .max_recv_wr = ia.cap.max_recv_wr,
 					  .max_send_sge = ia.cap.max_send_sge,
 					  .max_recv_sge = ia.cap.max_recv_sge,
@@ -162,6 +166,45 @@ int vrb_post_send(struct vb_qp *vqp, struct vb_send_wr *wr, struct vb_send_wr **
 			return invalid;
 		}
 	}
+	return 0;
+}
+
+/*
+ * A type 2 window is bound by a work request on the QP it will serve,
+ * unsignaled: no completion reaches the caller's CQ (a failed bind moves
+ * the QP to the error state, as any failed request does), and the send
+ * queue executes it before anything posted after it.  Its slot is part of
+ * the headroom vrb_create_qp() adds.
+ */
+int vrb_bind_mw(struct vb_qp *vqp, struct vb_mw *vmw, struct vb_mr *vmr, void *addr, size_t length,
+		unsigned int access)
+{
+	struct vrb_mw *mw = vb_container_of(vmw, struct vrb_mw, vmw);
+	struct vrb_mr *mr = vb_container_of(vmr, struct vrb_mr, vmr);
+	uintptr_t a = (uintptr_t)addr, base = (uintptr_t)vmr->addr;
+	struct ibv_send_wr wr = { .opcode = IBV_WR_BIND_MW }, *bad = NULL;
+	uint32_t rkey = ibv_inc_rkey(vmw->rkey);
+	int ret;
+
+	if (vqp->pd != vmw->pd || vmr->pd != vmw->pd || !length ||
+	    access & ~(unsigned int)(VB_ACCESS_REMOTE_READ | VB_ACCESS_REMOTE_WRITE) ||
+	    !(vmr->access & VB_ACCESS_MW_BIND) ||
+	    (access & VB_ACCESS_REMOTE_WRITE && !(vmr->access & VB_ACCESS_LOCAL_WRITE)) ||
+	    a < base || length > vmr->length || a - base > vmr->length - length)
+		return EINVAL;
+	wr.bind_mw.mw = mw->mw;
+	wr.bind_mw.rkey = rkey;
+	/* The window is addressed in the region's iova space; its peer sees it from 0. */
+	wr.bind_mw.bind_info = (struct ibv_mw_bind_info){
+		.mr = mr->mr,
+		.addr = vmr->iova + (a - base),
+		.length = length,
+		.mw_access_flags = (unsigned int)access | IBV_ACCESS_ZERO_BASED,
+	};
+	ret = ibv_post_send(vrb_qp_of(vqp)->qp, &wr, &bad);
+	if (ret)
+		return ret;
+	vmw->rkey = rkey;
 	return 0;
 }
 

@@ -286,15 +286,20 @@ static int child_status(pid_t pid)
 	return WEXITSTATUS(st);
 }
 
-/* A process of another user connects: refused, and given nothing. */
-Test(trust, other_user_is_refused_by_the_server, .timeout = 30)
+/*
+ * A process of another user connects.  Refused and given nothing; with
+ * SANPROV_SOFTNIC_ANY_USER=1, accepted and handed the server's segments.
+ */
+static void other_user_client(bool any_user)
 {
 	struct server s;
 	enum vb_qp_state st;
 	pid_t pid;
 
+	if (any_user)
+		setenv("SANPROV_SOFTNIC_ANY_USER", "1", 1);
 	server_open(&s);
-	server_accept_async(&s, 2000);
+	server_accept_async(&s, any_user ? 5000 : 2000);
 	pid = fork();
 	cr_assert_geq(pid, 0);
 	if (!pid) {
@@ -306,6 +311,8 @@ Test(trust, other_user_is_refused_by_the_server, .timeout = 30)
 		 * unread (the kernel then reports the reset first).
 		 */
 		int rc = evil_connect(&ev, s.port, true, 5000);
+		if (any_user)
+			_exit(!rc && ev.answer.type == MSG_REP && ev.ntheirs == 5 ? 0 : 4);
 		if (ev.ntheirs)
 			_exit(2); /* the server's tables */
 		if (!rc && (ev.answer.type != MSG_REJ || ev.answer.status != EACCES))
@@ -313,12 +320,29 @@ Test(trust, other_user_is_refused_by_the_server, .timeout = 30)
 		_exit(0);
 	}
 	int code = child_status(pid);
+	if (any_user) {
+		cr_assert_eq(code, 0, "the other user's process was not let in (%d)", code);
+		cr_assert_eq(server_accept_wait(&s), 0);
+		unsetenv("SANPROV_SOFTNIC_ANY_USER");
+		server_close(&s);
+		return;
+	}
 	cr_assert_eq(code, 0, "the other user's process got more than a refusal (%d)", code);
 	/* The refusal did not end the accept: it goes on waiting for a real peer. */
 	cr_assert_eq(server_accept_wait(&s), ETIMEDOUT);
 	cr_assert_eq(vb_query_qp(s.qp, &st), 0);
 	cr_assert_eq(st, VB_QPS_INIT);
 	server_close(&s);
+}
+
+Test(trust, other_user_is_refused_by_the_server, .timeout = 30)
+{
+	other_user_client(false);
+}
+
+Test(trust, any_user_knob_lets_other_users_reach_the_server, .timeout = 30)
+{
+	other_user_client(true);
 }
 
 /*

@@ -372,6 +372,8 @@ unsigned long snic_env_ulong(const char *name, unsigned long def, unsigned long 
 struct vb_mr *snic_reg_mr(struct vb_pd *pd, void *addr, size_t length, uint64_t iova,
 			  unsigned int access);
 int snic_dereg_mr(struct vb_mr *mr);
+/* destroy_qp: wait (bounded) until the peer announces no access to our regions. */
+void snic_qp_wait_peer_holds(struct snic_qp *qp);
 void *snic_buf_alloc(struct vb_device *vdev, size_t length);
 int snic_buf_free(struct vb_device *vdev, void *buf, size_t length);
 int snic_mr_table_init(struct snic_dev *dev);

@@ -9,6 +9,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
 #include <pthread.h>
@@ -938,6 +939,14 @@ Test(trust, yama_lets_in_the_connected_peer_only, .timeout = 30)
 	int done, r;
 	pid_t c;
 
+	/* CAP_SYS_PTRACE passes over Yama: this process and its children do without it. */
+	struct __user_cap_header_struct ch = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct cd[2];
+	cr_assert_eq(syscall(SYS_capget, &ch, cd), 0);
+	cd[CAP_SYS_PTRACE / 32].effective &= ~(1u << (CAP_SYS_PTRACE % 32));
+	cd[CAP_SYS_PTRACE / 32].permitted &= ~(1u << (CAP_SYS_PTRACE % 32));
+	cd[CAP_SYS_PTRACE / 32].inheritable &= ~(1u << (CAP_SYS_PTRACE % 32));
+	cr_assert_eq(syscall(SYS_capset, &ch, cd), 0, "capset: %s", strerror(errno));
 	server_open(&s);
 	server_accept_async(&s, 5000);
 	c = peer_child(s.port, &done, &r);

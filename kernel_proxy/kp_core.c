@@ -7,6 +7,11 @@
  * it is released, so a handle tells "never issued" (generation ahead of the
  * slot's), "released" (behind, or the slot free at that generation) and
  * "another process's" apart.
+ *
+ * Nothing a request names is searched for: a handle is its slot, a slot
+ * knows its owner's record, an owner's slots are a list, and owners are
+ * found by a hash of their id.  Unsecure and a process's release cost the
+ * same whatever the table holds (counted in kp_core_counts.probes).
  */
 #include <string.h>
 
@@ -19,8 +24,9 @@ struct kp_slot {
 	void *cookie;
 	uint32_t gen;
 	uint32_t access;
-	uint32_t next_free;
 	uint32_t in_use;
+	uint32_t oidx;	     /* the owner's record */
+	uint32_t prev, next; /* the owner's slots, or the free list (0: none) */
 };
 
 struct kp_owner {
@@ -29,6 +35,8 @@ struct kp_owner {
 	uint64_t ev_cursor; /* next event sequence number to read */
 	uint32_t ranges;
 	uint32_t used;
+	uint32_t first;	    /* the owner's first slot (0: none) */
+	uint32_t next_free; /* record index + 1 (0: none) */
 };
 
 struct kp_ring_entry {
@@ -41,16 +49,18 @@ struct kp_core {
 	const struct kp_platform *pf;
 	void *ctx;
 	struct kp_slot *slots;
-	uint32_t free_head; /* slot index + 1; 0: none */
+	uint32_t free_head; /* slot index; 0: none (slot 0 is never used) */
 	uint32_t n_ranges;
 	uint64_t bytes;
+	uint64_t probes;
 	struct kp_owner *owners;
+	uint32_t owner_free; /* record index + 1; 0: none */
+	uint32_t hash_mask;
+	uint32_t *hash; /* owner id -> record index + 1, linear probing; 0: empty */
 	/* event ring, under ev_lock */
 	struct kp_ring_entry *ring;
 	uint64_t ring_head; /* sequence number of the next event */
 };
-
-#define NO_SLOT 0
 
 static uint64_t make_handle(uint32_t slot, uint32_t gen)
 {
@@ -62,9 +72,12 @@ struct kp_core *kp_core_create(const struct kp_core_limits *lim, const struct kp
 {
 	struct kp_core *c;
 
+	uint32_t buckets = 2;
+
 	if (!lim || !pf || !lim->max_ranges || lim->max_ranges >= UINT32_MAX - 1 ||
-	    !lim->max_owners || !lim->page_size || (lim->page_size & (lim->page_size - 1)) ||
-	    !lim->event_ring || (lim->event_ring & (lim->event_ring - 1)))
+	    !lim->max_owners || lim->max_owners > (1u << 30) || !lim->page_size ||
+	    (lim->page_size & (lim->page_size - 1)) || !lim->event_ring ||
+	    (lim->event_ring & (lim->event_ring - 1)))
 		return NULL;
 	c = pf->alloc(ctx, sizeof(*c));
 	if (!c)
@@ -75,13 +88,22 @@ struct kp_core *kp_core_create(const struct kp_core_limits *lim, const struct kp
 	c->slots = pf->alloc(ctx, sizeof(*c->slots) * lim->max_ranges);
 	c->owners = pf->alloc(ctx, sizeof(*c->owners) * lim->max_owners);
 	c->ring = pf->alloc(ctx, sizeof(*c->ring) * lim->event_ring);
-	if (!c->slots || !c->owners || !c->ring)
+	/* At most half full: a lookup examines one or two buckets. */
+	while (buckets < 2 * lim->max_owners)
+		buckets *= 2;
+	c->hash = pf->alloc(ctx, sizeof(*c->hash) * buckets);
+	c->hash_mask = buckets - 1;
+	if (!c->slots || !c->owners || !c->ring || !c->hash)
 		goto err;
 	/* Slot 0 is never used: handle 0 is never valid. */
 	for (uint32_t i = lim->max_ranges - 1; i >= 1; i--) {
-		c->slots[i].next_free = c->free_head;
+		c->slots[i].next = c->free_head;
 		c->slots[i].gen = 1;
-		c->free_head = i + 1;
+		c->free_head = i;
+	}
+	for (uint32_t i = lim->max_owners; i >= 1; i--) {
+		c->owners[i - 1].next_free = c->owner_free;
+		c->owner_free = i;
 	}
 	c->ring_head = 1;
 	return c;
@@ -92,50 +114,93 @@ err:
 		pf->free(ctx, c->owners);
 	if (c->ring)
 		pf->free(ctx, c->ring);
+	if (c->hash)
+		pf->free(ctx, c->hash);
 	pf->free(ctx, c);
 	return NULL;
 }
 
+static uint32_t owner_bucket(const struct kp_core *c, uint64_t id)
+{
+	/* Ids are process ids or kernel addresses: mixed, so neighbours spread. */
+	id ^= id >> 33;
+	id *= 0xff51afd7ed558ccdull;
+	id ^= id >> 33;
+	return (uint32_t)id & c->hash_mask;
+}
+
 static struct kp_owner *find_owner(struct kp_core *c, uint64_t id, int create)
 {
-	struct kp_owner *freeo = NULL;
+	struct kp_owner *o;
+	uint32_t b = owner_bucket(c, id), idx;
 
-	for (uint32_t i = 0; i < c->lim.max_owners; i++) {
-		struct kp_owner *o = &c->owners[i];
-		if (o->used && o->id == id)
-			return o;
-		if (!o->used && !freeo)
-			freeo = o;
+	for (;; b = (b + 1) & c->hash_mask) {
+		c->probes++;
+		if (!c->hash[b])
+			break;
+		if (c->owners[c->hash[b] - 1].id == id)
+			return &c->owners[c->hash[b] - 1];
 	}
-	if (!create || !freeo)
+	if (!create || !c->owner_free)
 		return NULL;
-	memset(freeo, 0, sizeof(*freeo));
-	freeo->used = 1;
-	freeo->id = id;
+	idx = c->owner_free - 1;
+	o = &c->owners[idx];
+	c->owner_free = o->next_free;
+	c->hash[b] = idx + 1;
+	memset(o, 0, sizeof(*o));
+	o->used = 1;
+	o->id = id;
 	/* A new reader starts at the present: what came before is not its business. */
 	c->pf->ev_lock(c->ctx);
-	freeo->ev_cursor = c->ring_head;
+	o->ev_cursor = c->ring_head;
 	c->pf->ev_unlock(c->ctx);
-	return freeo;
+	return o;
+}
+
+/* Forget an owner with nothing secured: its id may come back as a new process. */
+static void drop_owner(struct kp_core *c, struct kp_owner *o)
+{
+	uint32_t idx = (uint32_t)(o - c->owners), i = owner_bucket(c, o->id), j;
+
+	while (c->hash[i] != idx + 1)
+		i = (i + 1) & c->hash_mask;
+	/* Backward-shift deletion: every entry stays reachable from its home bucket. */
+	c->hash[i] = 0;
+	for (j = (i + 1) & c->hash_mask; c->hash[j]; j = (j + 1) & c->hash_mask) {
+		uint32_t home = owner_bucket(c, c->owners[c->hash[j] - 1].id);
+		if (((j - home) & c->hash_mask) >= ((j - i) & c->hash_mask)) {
+			c->hash[i] = c->hash[j];
+			c->hash[j] = 0;
+			i = j;
+		}
+	}
+	memset(o, 0, sizeof(*o));
+	o->next_free = c->owner_free;
+	c->owner_free = idx + 1;
 }
 
 static void release_slot(struct kp_core *c, uint32_t idx)
 {
 	struct kp_slot *s = &c->slots[idx];
-	struct kp_owner *o = find_owner(c, s->owner, 0);
+	struct kp_owner *o = &c->owners[s->oidx];
 
 	c->pf->unsecure(c->ctx, s->owner, s->addr, s->len, s->cookie);
-	if (o) {
-		o->ranges--;
-		o->bytes -= s->len;
-	}
+	if (s->prev)
+		c->slots[s->prev].next = s->next;
+	else
+		o->first = s->next;
+	if (s->next)
+		c->slots[s->next].prev = s->prev;
+	o->ranges--;
+	o->bytes -= s->len;
 	c->n_ranges--;
 	c->bytes -= s->len;
 	s->in_use = 0;
 	s->cookie = NULL;
 	s->gen = s->gen == UINT32_MAX ? 1 : s->gen + 1;
-	s->next_free = c->free_head;
-	c->free_head = idx + 1;
+	s->prev = 0;
+	s->next = c->free_head;
+	c->free_head = idx;
 }
 
 void kp_core_destroy(struct kp_core *c)
@@ -154,6 +219,7 @@ void kp_core_abandon(struct kp_core *c)
 {
 	if (!c)
 		return;
+	c->pf->free(c->ctx, c->hash);
 	c->pf->free(c->ctx, c->ring);
 	c->pf->free(c->ctx, c->owners);
 	c->pf->free(c->ctx, c->slots);
@@ -165,12 +231,14 @@ void kp_core_release_owner(struct kp_core *c, uint64_t owner)
 	struct kp_owner *o;
 
 	c->pf->lock(c->ctx);
-	for (uint32_t i = 1; i < c->lim.max_ranges; i++)
-		if (c->slots[i].in_use && c->slots[i].owner == owner)
-			release_slot(c, i);
 	o = find_owner(c, owner, 0);
-	if (o)
-		memset(o, 0, sizeof(*o));
+	if (o) {
+		while (o->first) {
+			c->probes++;
+			release_slot(c, o->first);
+		}
+		drop_owner(c, o);
+	}
 	c->pf->unlock(c->ctx);
 }
 
@@ -183,6 +251,7 @@ static uint32_t lookup_handle(struct kp_core *c, uint64_t owner, uint64_t handle
 	if (!slot || slot >= c->lim.max_ranges || !gen)
 		return KP_E_UNKNOWN_HANDLE;
 	s = &c->slots[slot];
+	c->probes++;
 	if (s->in_use && s->gen == gen) {
 		if (s->owner != owner)
 			return KP_E_FOREIGN_HANDLE;
@@ -220,14 +289,20 @@ static uint32_t do_secure(struct kp_core *c, uint64_t owner, const struct kp_sec
 		return KP_E_QUOTA_RANGES;
 	if (r->len > c->lim.max_bytes_per_owner - o->bytes)
 		return KP_E_QUOTA_BYTES;
-	idx = c->free_head - 1;
+	idx = c->free_head;
 	s = &c->slots[idx];
 	st = c->pf->secure(c->ctx, owner, r->addr, r->len, r->access, &s->cookie);
 	if (st)
 		return st;
-	c->free_head = s->next_free;
+	c->free_head = s->next;
 	s->in_use = 1;
 	s->owner = owner;
+	s->oidx = (uint32_t)(o - c->owners);
+	s->prev = 0;
+	s->next = o->first;
+	if (o->first)
+		c->slots[o->first].prev = idx;
+	o->first = idx;
 	s->addr = r->addr;
 	s->len = r->len;
 	s->access = r->access;
@@ -385,6 +460,7 @@ void kp_core_counts(struct kp_core *c, struct kp_core_counts *n)
 	c->pf->lock(c->ctx);
 	n->ranges = c->n_ranges;
 	n->bytes = c->bytes;
+	n->probes = c->probes;
 	n->owners = 0;
 	for (uint32_t i = 0; i < c->lim.max_owners; i++)
 		n->owners += c->owners[i].used && c->owners[i].ranges;

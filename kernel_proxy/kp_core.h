@@ -77,6 +77,9 @@ struct kp_core_counts {
 	uint32_t ranges; /* secured now, all owners */
 	uint32_t owners; /* owners with something secured */
 	uint64_t bytes;
+	/* Table slots and owner records examined to find what requests name, since creation:
+	 * what unsecure and a process's release cost, whatever the table's size. */
+	uint64_t probes;
 };
 void kp_core_counts(struct kp_core *core, struct kp_core_counts *counts);
 

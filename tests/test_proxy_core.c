@@ -349,6 +349,81 @@ Test(core, exiting_process_leaves_no_trace)
 	teardown();
 }
 
+static uint64_t probes(void)
+{
+	struct kp_core_counts n;
+
+	kp_core_counts(core, &n);
+	return n.probes;
+}
+
+/*
+ * Unsecure and a process's release examine a fixed number of records, be
+ * the table empty or full: 65,535 unsecures once scanned the table each.
+ * Counted, not timed: the core counts every slot and owner record it looks at.
+ */
+Test(core, unsecure_and_release_cost_the_same_whatever_the_table_holds)
+{
+	struct kp_core_limits lim = {
+		.max_ranges = 65536,
+		.max_owners = 1024,
+		.max_ranges_per_owner = 65535,
+		.max_bytes_per_owner = UINT64_MAX,
+		.user_addr_max = (uint64_t)1 << 47,
+		.page_size = PG,
+		.event_ring = 8,
+	};
+	struct kp_core *small = core;
+	uint64_t h, p0, empty_unsecure, empty_release, *many;
+
+	core = kp_core_create(&lim, &fake, NULL);
+	cr_assert_not_null(core);
+	/* Nearly empty: one process, one range. */
+	cr_assert_eq(secure(7, 0x10000, PG, KP_ACCESS_READ, &h), KP_OK);
+	p0 = probes();
+	cr_assert_eq(by_handle(7, KP_UNSECURE, h, NULL), KP_OK);
+	empty_unsecure = probes() - p0;
+	cr_assert_eq(secure(7, 0x10000, PG, KP_ACCESS_READ, NULL), KP_OK);
+	p0 = probes();
+	kp_core_release_owner(core, 7);
+	empty_release = probes() - p0;
+
+	/* Full: 1,000 processes, then 60,000 ranges of one more. */
+	for (uint64_t o = 1; o <= 1000; o++)
+		cr_assert_eq(secure(1000 + o, 0x10000, PG, KP_ACCESS_READ, NULL), KP_OK);
+	many = calloc(60000, sizeof(*many));
+	cr_assert_not_null(many);
+	for (uint64_t i = 0; i < 60000; i++)
+		cr_assert_eq(secure(7, 0x10000 + i * PG, PG, KP_ACCESS_READ, &many[i]), KP_OK);
+	for (int i = 0; i < 60000; i += 7919) {
+		p0 = probes();
+		cr_assert_eq(by_handle(7, KP_UNSECURE, many[i], NULL), KP_OK);
+		cr_assert_leq(
+		    probes() - p0, empty_unsecure,
+		    "unsecure examined %llu records in a full table, %llu in an empty one",
+		    (unsigned long long)(probes() - p0), (unsigned long long)empty_unsecure);
+	}
+	/* Each of the last processes: its one range, whatever else is secured. */
+	for (uint64_t o = 990; o <= 1000; o++) {
+		p0 = probes();
+		kp_core_release_owner(core, 1000 + o);
+		cr_assert_leq(probes() - p0, empty_release + 4,
+			      "a release examined %llu records, %llu in an empty table",
+			      (unsigned long long)(probes() - p0),
+			      (unsigned long long)empty_release);
+	}
+	/* Forged and stale handles are still refused, each with its status. */
+	cr_assert_eq(by_handle(7, KP_UNSECURE, many[0], NULL), KP_E_STALE_HANDLE);
+	cr_assert_eq(by_handle(7, KP_UNSECURE, many[1] + 1, NULL), KP_E_UNKNOWN_HANDLE);
+	cr_assert_eq(by_handle(7, KP_UNSECURE, (uint64_t)65536 << 32 | 1, NULL),
+		     KP_E_UNKNOWN_HANDLE);
+	cr_assert_eq(by_handle(1001, KP_UNSECURE, many[1], NULL), KP_E_FOREIGN_HANDLE);
+	free(many);
+	kp_core_destroy(core);
+	core = small;
+	teardown();
+}
+
 static uint32_t events(uint64_t owner, uint32_t max, struct kp_events_rsp *rsp)
 {
 	struct kp_events_req r = { .hdr = { sizeof(r), KP_PROTO_VERSION, KP_EVENTS }, .max = max };

@@ -334,6 +334,91 @@ Test(events, unwatchable_memory_is_used_but_not_cached)
 	teardown();
 }
 
+static unsigned long count_mappings(void)
+{
+	FILE *f = fopen("/proc/self/maps", "re");
+	unsigned long n = 0;
+	int c;
+
+	cr_assert_not_null(f);
+	while ((c = fgetc(f)) != EOF)
+		n += c == '\n';
+	fclose(f);
+	return n;
+}
+
+/*
+ * The provider's path keeps the application's map budget: 32,000 scattered
+ * cached registrations (each watched range would split a mapping twice,
+ * 64,000 mappings against the default vm.max_map_count of 65,530) leave
+ * the watched mappings under a quarter of vm.max_map_count, the rest is
+ * registered uncached, and the application still maps 8,000 of its own.
+ */
+Test(events, scattered_cached_registrations_leave_the_application_its_mappings, .timeout = 300)
+{
+	const uint32_t n = 32000, apps = 8000;
+	struct sp_rcache_config cfg;
+	struct sp_rcache_stats s;
+	unsigned long max_map = 65530, before, after;
+	FILE *f = fopen("/proc/sys/vm/max_map_count", "re");
+	struct sp_region *r;
+
+	if (f) {
+		cr_assert_eq(fscanf(f, "%lu", &max_map), 1);
+		fclose(f);
+	}
+	sp_rcache_config_init(&cfg);
+	cfg.max_regions = 0; /* nothing evicts: only the budget stops watching */
+	struct sp_watched *big = sp_watched_create(&cfg, p.a.pd, kp);
+	cr_assert_not_null(big);
+	struct sp_rcache *c = sp_watched_cache(big);
+	uint8_t *x = mmap(NULL, (size_t)2 * n * PG, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	uint8_t **own = calloc(apps, sizeof(*own));
+	cr_assert(x != MAP_FAILED && own);
+	before = count_mappings();
+	for (uint32_t i = 0; i < n; i++) {
+		uint8_t *page = x + (size_t)2 * i * PG;
+		page[0] = 1;
+		int ret = sp_rcache_get(c, page, PG, VB_ACCESS_LOCAL_WRITE, &r);
+		cr_assert_eq(ret, 0, "get %u: %s", i, strerror(ret));
+		sp_rcache_put(c, r);
+	}
+	after = count_mappings();
+	sp_rcache_get_stats(c, &s);
+	cr_log_info("%lu mappings more, %lu cached, %lu uncached (vm.max_map_count %lu)",
+		    after - before, (unsigned long)s.cached_regions, (unsigned long)s.uncached,
+		    max_map);
+	cr_assert_leq(after - before, max_map / 4 + 16,
+		      "watched ranges made %lu mappings (vm.max_map_count %lu)", after - before,
+		      max_map);
+	cr_assert_eq(s.cached_regions + s.uncached, n);
+	if (max_map / 8 < n)
+		cr_assert_gt(s.uncached, 0, "the budget never refused a range");
+	/* Separate mappings that cannot merge (protections alternate). */
+	for (uint32_t i = 0; i < apps; i++) {
+		own[i] = mmap(NULL, PG, i & 1 ? PROT_READ : PROT_READ | PROT_WRITE,
+			      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		cr_assert_neq(own[i], MAP_FAILED, "the application's mmap %u: %s", i,
+			      strerror(errno));
+	}
+	void *m = malloc(64 << 20); /* a large malloc is an mmap too */
+	cr_assert_not_null(m, "the application's malloc");
+	free(m);
+	/* What is cached is still a hit. */
+	uint64_t hits = s.hits;
+	cr_assert_eq(sp_rcache_get(c, x, PG, VB_ACCESS_LOCAL_WRITE, &r), 0);
+	sp_rcache_put(c, r);
+	sp_rcache_get_stats(c, &s);
+	cr_assert_eq(s.hits, hits + 1);
+	for (uint32_t i = 0; i < apps; i++)
+		munmap(own[i], PG);
+	free(own);
+	cr_assert_eq(sp_watched_destroy(big), 0);
+	munmap(x, (size_t)2 * n * PG);
+	teardown();
+}
+
 Test(events, a_child_never_uses_the_parents_registrations)
 {
 	uint8_t *x = cached_mapping();

@@ -9,14 +9,19 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/capability.h>
+#include <linux/userfaultfd.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -286,15 +291,20 @@ static int child_status(pid_t pid)
 	return WEXITSTATUS(st);
 }
 
-/* A process of another user connects: refused, and given nothing. */
-Test(trust, other_user_is_refused_by_the_server, .timeout = 30)
+/*
+ * A process of another user connects.  Refused and given nothing; with
+ * SANPROV_SOFTNIC_ANY_USER=1, accepted and handed the server's segments.
+ */
+static void other_user_client(bool any_user)
 {
 	struct server s;
 	enum vb_qp_state st;
 	pid_t pid;
 
+	if (any_user)
+		setenv("SANPROV_SOFTNIC_ANY_USER", "1", 1);
 	server_open(&s);
-	server_accept_async(&s, 2000);
+	server_accept_async(&s, any_user ? 5000 : 2000);
 	pid = fork();
 	cr_assert_geq(pid, 0);
 	if (!pid) {
@@ -306,6 +316,8 @@ Test(trust, other_user_is_refused_by_the_server, .timeout = 30)
 		 * unread (the kernel then reports the reset first).
 		 */
 		int rc = evil_connect(&ev, s.port, true, 5000);
+		if (any_user)
+			_exit(!rc && ev.answer.type == MSG_REP && ev.ntheirs == 5 ? 0 : 4);
 		if (ev.ntheirs)
 			_exit(2); /* the server's tables */
 		if (!rc && (ev.answer.type != MSG_REJ || ev.answer.status != EACCES))
@@ -313,12 +325,29 @@ Test(trust, other_user_is_refused_by_the_server, .timeout = 30)
 		_exit(0);
 	}
 	int code = child_status(pid);
+	if (any_user) {
+		cr_assert_eq(code, 0, "the other user's process was not let in (%d)", code);
+		cr_assert_eq(server_accept_wait(&s), 0);
+		unsetenv("SANPROV_SOFTNIC_ANY_USER");
+		server_close(&s);
+		return;
+	}
 	cr_assert_eq(code, 0, "the other user's process got more than a refusal (%d)", code);
 	/* The refusal did not end the accept: it goes on waiting for a real peer. */
 	cr_assert_eq(server_accept_wait(&s), ETIMEDOUT);
 	cr_assert_eq(vb_query_qp(s.qp, &st), 0);
 	cr_assert_eq(st, VB_QPS_INIT);
 	server_close(&s);
+}
+
+Test(trust, other_user_is_refused_by_the_server, .timeout = 30)
+{
+	other_user_client(false);
+}
+
+Test(trust, any_user_knob_lets_other_users_reach_the_server, .timeout = 30)
+{
+	other_user_client(true);
 }
 
 /*
@@ -910,6 +939,14 @@ Test(trust, yama_lets_in_the_connected_peer_only, .timeout = 30)
 	int done, r;
 	pid_t c;
 
+	/* CAP_SYS_PTRACE passes over Yama: this process and its children do without it. */
+	struct __user_cap_header_struct ch = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct cd[2];
+	cr_assert_eq(syscall(SYS_capget, &ch, cd), 0);
+	cd[CAP_SYS_PTRACE / 32].effective &= ~(1u << (CAP_SYS_PTRACE % 32));
+	cd[CAP_SYS_PTRACE / 32].permitted &= ~(1u << (CAP_SYS_PTRACE % 32));
+	cd[CAP_SYS_PTRACE / 32].inheritable &= ~(1u << (CAP_SYS_PTRACE % 32));
+	cr_assert_eq(syscall(SYS_capset, &ch, cd), 0, "capset: %s", strerror(errno));
 	server_open(&s);
 	server_accept_async(&s, 5000);
 	c = peer_child(s.port, &done, &r);
@@ -928,4 +965,194 @@ Test(trust, yama_lets_in_the_connected_peer_only, .timeout = 30)
 	close(done);
 	waitpid(c, NULL, 0);
 	server_close(&s);
+}
+
+/*
+ * A peer's RDMA write into a region is held in the middle of its copy (its
+ * source pages fault to a userfaultfd the peer serves) while the owner
+ * deregisters the region, after destroying the QP too when destroy_qp is
+ * set.  Deregistration does not return before the copy ends, and after it
+ * the owner reuses the memory: no byte of it changes.
+ */
+#define INFLIGHT_LEN (16 * 4096)
+
+struct inflight_info {
+	uint64_t addr;
+	uint32_t rkey;
+	uint16_t port;
+};
+
+static void *inflight_fault_main(void *arg)
+{
+	int *fds = arg; /* uffd, to the parent, from the parent */
+	static char page[4096];
+	bool told = false;
+	struct uffd_msg m;
+
+	memset(page, 0xbb, sizeof(page));
+	for (;;) {
+		struct pollfd p = { .fd = fds[0], .events = POLLIN };
+		if (poll(&p, 1, 10000) != 1 || read(fds[0], &m, sizeof(m)) != sizeof(m))
+			return NULL;
+		if (m.event != UFFD_EVENT_PAGEFAULT)
+			continue;
+		if (!told) {
+			char c = 'F';
+			told = true;
+			if (write(fds[1], &c, 1) != 1 || read(fds[2], &c, 1) != 1)
+				_exit(30);
+		}
+		struct uffdio_copy cp = { .dst = m.arg.pagefault.address & ~4095ull,
+					  .src = (uintptr_t)page,
+					  .len = 4096 };
+		ioctl(fds[0], UFFDIO_COPY, &cp);
+	}
+}
+
+/* The peer: writes INFLIGHT_LEN bytes of 0xbb, the second half faulting. */
+static void inflight_peer(int to_parent, int from_parent)
+{
+	struct vb_qp_init_attr attr = { .cap = { .max_send_wr = 4, .max_recv_wr = 4 } };
+	struct vb_conn_param param = { .timeout_ms = 5000 };
+	struct uffdio_api api = { .api = UFFD_API };
+	struct inflight_info in;
+	struct sockaddr_in sin;
+	struct vb_wc wc;
+	pthread_t t;
+	int fds[3], n = 0;
+
+	if (read(from_parent, &in, sizeof(in)) != sizeof(in))
+		_exit(21);
+	struct vb_device *dev = tdev_open();
+	struct vb_pd *pd = dev ? vb_alloc_pd(dev) : NULL;
+	struct vb_cq *cq = dev ? vb_create_cq(dev, 8) : NULL;
+	if (!pd || !cq)
+		_exit(22);
+	attr.send_cq = attr.recv_cq = cq;
+	struct vb_qp *qp = vb_create_qp(pd, &attr);
+	uint8_t *src =
+	    mmap(NULL, INFLIGHT_LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (!qp || src == MAP_FAILED)
+		_exit(23);
+	memset(src, 0xbb, INFLIGHT_LEN);
+	struct vb_mr *mr = vb_reg_mr(pd, src, INFLIGHT_LEN, VB_ACCESS_LOCAL_WRITE);
+	if (!mr)
+		_exit(24);
+	/* The second half is gone, and comes back only when we say so. */
+	struct uffdio_register reg = { .range = { (uintptr_t)src + INFLIGHT_LEN / 2,
+						  INFLIGHT_LEN / 2 },
+				       .mode = UFFDIO_REGISTER_MODE_MISSING };
+	fds[0] = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (fds[0] < 0 || ioctl(fds[0], UFFDIO_API, &api) ||
+	    madvise(src + INFLIGHT_LEN / 2, INFLIGHT_LEN / 2, MADV_DONTNEED) ||
+	    ioctl(fds[0], UFFDIO_REGISTER, &reg))
+		_exit(77); /* no userfaultfd that the kernel's own copies fault to */
+	fds[1] = to_parent;
+	fds[2] = from_parent;
+	if (pthread_create(&t, NULL, inflight_fault_main, fds))
+		_exit(25);
+	tdev_sockaddr(&sin, in.port);
+	if (vb_connect(qp, (struct sockaddr *)&sin, sizeof(sin), &param))
+		_exit(26);
+	if (post_rdma(qp, VB_WR_RDMA_WRITE, 1, src, INFLIGHT_LEN, mr->lkey, in.addr, in.rkey,
+		      VB_SEND_SIGNALED))
+		_exit(27);
+	if (vb_cq_wait(cq, 1, &wc, &n, 10000) || n != 1)
+		_exit(28);
+	/* The copy ran to its end; what the owner's QP says afterwards does not matter. */
+	_exit(wc.status == VB_WC_SUCCESS || wc.status == VB_WC_WR_FLUSH_ERR ? 0
+									    : 40 + (int)wc.status);
+}
+
+struct inflight_owner {
+	struct vb_mr *mr;
+	struct vb_qp *qp; /* destroyed first, when set */
+	atomic_bool done;
+};
+
+static void *inflight_dereg_main(void *arg)
+{
+	struct inflight_owner *o = arg;
+
+	if (o->qp && vb_destroy_qp(o->qp))
+		abort();
+	if (vb_dereg_mr(o->mr))
+		abort();
+	atomic_store(&o->done, true);
+	return NULL;
+}
+
+static void dereg_with_access_in_flight(bool destroy_qp)
+{
+	struct inflight_owner o = { .qp = NULL };
+	int to_child[2], from_child[2], code;
+	struct inflight_info in;
+	struct server s;
+	pthread_t t;
+	uint8_t *dst;
+	pid_t pid;
+	char c;
+
+	server_open(&s);
+	dst = mmap(NULL, INFLIGHT_LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	cr_assert_neq(dst, MAP_FAILED);
+	memset(dst, 0, INFLIGHT_LEN);
+	o.mr = vb_reg_mr(s.pd, dst, INFLIGHT_LEN, VB_ACCESS_LOCAL_WRITE | VB_ACCESS_REMOTE_WRITE);
+	cr_assert_not_null(o.mr);
+	cr_assert_eq(pipe(to_child), 0);
+	cr_assert_eq(pipe(from_child), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (!pid) {
+		close(to_child[1]);
+		close(from_child[0]);
+		inflight_peer(from_child[1], to_child[0]);
+	}
+	close(to_child[0]);
+	close(from_child[1]);
+	server_accept_async(&s, 5000);
+	in = (struct inflight_info){ (uintptr_t)dst, o.mr->rkey, s.port };
+	cr_assert_eq(write(to_child[1], &in, sizeof(in)), (ssize_t)sizeof(in));
+	if (read(from_child[0], &c, 1) != 1) {
+		code = child_status(pid); /* skips on 77 */
+		cr_assert_fail("the peer stopped before its copy (%d)", code);
+	}
+	cr_assert_eq(server_accept_wait(&s), 0);
+	/* The peer's copy is under way, stopped at its first missing page. */
+	if (destroy_qp)
+		o.qp = s.qp;
+	cr_assert_eq(pthread_create(&t, NULL, inflight_dereg_main, &o), 0);
+	usleep(300 * 1000);
+	cr_assert(!atomic_load(&o.done), "%s returned with the peer's write in flight",
+		  destroy_qp ? "destroy_qp + dereg_mr" : "dereg_mr");
+	cr_assert_eq(write(to_child[1], "G", 1), 1);
+	pthread_join(t, NULL);
+	/* The memory is the owner's again. */
+	memset(dst, 0x5a, INFLIGHT_LEN);
+	code = child_status(pid);
+	cr_assert_eq(code, 0, "the peer's write ended with %d", code);
+	usleep(100 * 1000);
+	for (size_t i = 0; i < INFLIGHT_LEN; i++)
+		cr_assert_eq(dst[i], 0x5a, "byte %zu written after deregistration", i);
+	close(to_child[1]);
+	close(from_child[0]);
+	if (destroy_qp) {
+		s.qp = vb_create_qp(
+		    s.pd, &(struct vb_qp_init_attr){ .cap = { .max_send_wr = 4, .max_recv_wr = 4 },
+						     .send_cq = s.cq,
+						     .recv_cq = s.cq });
+		cr_assert_not_null(s.qp);
+	}
+	munmap(dst, INFLIGHT_LEN);
+	server_close(&s);
+}
+
+Test(trust, dereg_waits_for_a_peers_access_in_flight, .timeout = 30)
+{
+	dereg_with_access_in_flight(false);
+}
+
+Test(trust, destroy_qp_then_dereg_waits_for_a_peers_access_in_flight, .timeout = 30)
+{
+	dereg_with_access_in_flight(true);
 }

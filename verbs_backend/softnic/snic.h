@@ -384,6 +384,8 @@ struct vb_mw *snic_alloc_mw(struct vb_pd *pd);
 int snic_bind_mw(struct vb_qp *qp, struct vb_mw *mw, struct vb_mr *mr, void *addr, size_t length,
 		 unsigned int access);
 int snic_dealloc_mw(struct vb_mw *mw);
+/* destroy_qp: wait (bounded) until the peer announces no access to our regions. */
+void snic_qp_wait_peer_holds(struct snic_qp *qp);
 void *snic_buf_alloc(struct vb_device *vdev, size_t length);
 int snic_buf_free(struct vb_device *vdev, void *buf, size_t length);
 int snic_mr_table_init(struct snic_dev *dev);

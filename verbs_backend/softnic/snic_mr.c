@@ -213,6 +213,38 @@ static bool held_by_peer(struct snic_dev *dev, uint32_t key)
 	return held;
 }
 
+/*
+ * A QP that goes (destroy_qp) first waits for its peer's accesses to this
+ * process's regions: after it, no QP lets dereg_mr see them.  The QP is in
+ * the error state already, and a peer checks the state again after it
+ * announced an access (take_remote()), so none starts once this looked.
+ */
+void snic_qp_wait_peer_holds(struct snic_qp *qp)
+{
+	struct snic_qp_seg *ps = qp->peer.qp_seg;
+	uint64_t start = now_ms();
+	unsigned int spins = 0;
+
+	if (!ps || qp->peer.gone)
+		return; /* never connected, or the peer and its copies are gone */
+	for (int i = 0; i < SNIC_MAX_SGE; i++) {
+		while (atomic_load(&ps->held[i])) {
+			if (++spins < 1000) {
+				sched_yield();
+				continue;
+			}
+			if (now_ms() - start > qp->dev->dereg_timeout_ms) {
+				fprintf(stderr,
+					"sanprov softnic: QP %u's peer still announces an access "
+					"after %u ms, letting it go\n",
+					qp->vqp.qp_num, qp->dev->dereg_timeout_ms);
+				return;
+			}
+			nanosleep(&(struct timespec){ .tv_nsec = 100000 }, NULL);
+		}
+	}
+}
+
 /* Make key (the entry's key, or 0) invalid and wait for the accesses in flight. */
 static void entry_kill(struct snic_dev *dev, struct snic_mr_entry *e, uint32_t key)
 {

@@ -191,6 +191,8 @@ int snic_destroy_qp(struct vb_qp *vqp)
 	pthread_mutex_lock(&qp->lock);
 	set_state(qp, VB_QPS_ERR);
 	pthread_mutex_unlock(&qp->lock);
+	/* Unlinked, so dereg_mr no longer sees this peer's accesses: wait for them here. */
+	snic_qp_wait_peer_holds(qp);
 	/* Closing the connection socket tells the peer, as a disconnect. */
 	snic_os_close(qp->sock);
 	snic_peer_unmap(&qp->peer);
@@ -372,6 +374,8 @@ static void held_put(struct held *h)
 	h->nremote = 0;
 }
 
+static bool peer_ready(struct snic_peer *peer);
+
 /* A peer's region, announced in our QP segment while we use it (snic_mr_get()). */
 static const struct snic_mr_entry *take_remote(struct snic_qp *qp, struct held *h, uint32_t key,
 					       uint64_t addr, uint64_t len, unsigned int access,
@@ -387,6 +391,11 @@ static const struct snic_mr_entry *take_remote(struct snic_qp *qp, struct held *
 	/* An RDMA comes through the peer's QP: the one its windows may be bound to. */
 	e = snic_mr_get(peer->dev_seg, peer->max_mr, key, peer->pd, rdma ? peer->qpn : 0, addr, len,
 			access, hold);
+	/* Announced, then the state: a peer QP that went meanwhile waits for us or we see it. */
+	if (e && !peer_ready(peer)) {
+		snic_mr_put(e, hold);
+		return NULL;
+	}
 	if (e) {
 		h->e[h->n] = e;
 		h->hold[h->n++] = hold;

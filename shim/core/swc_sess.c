@@ -307,6 +307,7 @@ static int rx_one(struct swc_sess *s, bool *got)
 	};
 	s->held[(s->held_head + s->held_n) % s->o.ring] = i;
 	s->held_n++;
+	s->rx_msgs++;
 	return 0;
 }
 
@@ -757,6 +758,75 @@ int swc_recv(struct swc_sess *s, void *data, size_t len)
 		len -= got;
 	}
 	return 0;
+}
+
+/* Whether the next transmit slot is free (its send completed), without waiting. */
+static bool tx_slot_free(struct swc_sess *s)
+{
+	uint32_t bytes;
+	int wsa;
+
+	if (!s->tx_busy[s->tx_next])
+		return true;
+	if (!ov_done(s, &s->tx_ov[s->tx_next], &wsa, &bytes))
+		return false;
+	s->tx_busy[s->tx_next] = false;
+	if (wsa)
+		fail_wsa(s, wsa);
+	return true;
+}
+
+int swc_poll(struct swc_sess *s, struct swc_ready *r)
+{
+	memset(r, 0, sizeof(*r));
+	if (!s->error)
+		progress(s, true);
+	r->rx_msgs = s->rx_msgs;
+	if (s->error) {
+		r->readable = r->writable = true;
+		return s->error;
+	}
+	for (uint32_t k = 0; k < s->held_n; k++) {
+		uint32_t i = s->held[(s->held_head + k) % s->o.ring];
+		const struct swc_rx_info *ri = &s->rx_info[i];
+
+		r->readable = true;
+		r->bytes += ri->len + ri->total;
+		if (!k)
+			r->bytes -= s->held_off + s->large_done;
+	}
+	r->writable = s->shut || (credits(s) >= 2 && tx_slot_free(s));
+	return s->error;
+}
+
+int swc_send_some(struct swc_sess *s, const void *data, size_t len, size_t *sent)
+{
+	const char *buf = data;
+	int ret;
+
+	*sent = 0;
+	if (s->error)
+		return s->error;
+	if (s->shut)
+		return EPIPE;
+	progress(s, false);
+	while (len && !s->error && credits(s) >= 2 && tx_slot_free(s)) {
+		struct swc_hdr h = { .type = SWC_MSG_DATA };
+		size_t piece = len < room(s, 0) ? len : room(s, 0);
+
+		h.len = (uint32_t)piece;
+		ret = send_msg(s, &h, NULL, buf);
+		if (ret)
+			return *sent ? 0 : ret;
+		s->st.small_msgs++;
+		s->st.bytes_sent += piece;
+		*sent += piece;
+		buf += piece;
+		len -= piece;
+	}
+	if (*sent)
+		return 0;
+	return s->error ? s->error : EAGAIN;
 }
 
 int swc_shutdown(struct swc_sess *s)

@@ -111,8 +111,12 @@ static int post_rx(struct swc_sess *s, uint32_t i)
 	int err = 0;
 
 	if (s->spi.p->recv(s->s, &b, 1, NULL, &flags, &s->rx_ov[i], NULL, NULL, &err) &&
-	    err != SP_WSA_IO_PENDING)
+	    err != SP_WSA_IO_PENDING) {
+		/* After the peer's shutdown nothing more comes: its close is no failure. */
+		if (s->eof)
+			return 0;
 		return fail_wsa(s, err);
+	}
 	s->posted[(s->post_head + s->post_n) % s->o.ring] = i;
 	s->post_n++;
 	return 0;
@@ -176,7 +180,8 @@ static int write_credits(struct swc_sess *s)
 		if (wsa && !s->eof)
 			return fail_wsa(s, wsa);
 	}
-	if (s->told == s->reposted || !s->hello)
+	/* After the peer's shutdown it sends no more: it needs no credits, and may be gone. */
+	if (s->told == s->reposted || !s->hello || s->eof)
 		return 0;
 	s->credit_src[0] = s->reposted;
 	s->credit_src[1] = ~(uint64_t)s->reposted;
@@ -771,7 +776,8 @@ static bool tx_slot_free(struct swc_sess *s)
 	if (!ov_done(s, &s->tx_ov[s->tx_next], &wsa, &bytes))
 		return false;
 	s->tx_busy[s->tx_next] = false;
-	if (wsa)
+	/* After the peer's shutdown its close may flush what it had already received. */
+	if (wsa && !s->eof)
 		fail_wsa(s, wsa);
 	return true;
 }

@@ -369,7 +369,10 @@ static void start(void)
 	struct sp_wsp_data data;
 	int ret;
 
-	if (disabled)
+	const char *off = getenv("SANPROV_RUN_DISABLE");
+
+	/* Read again here: a program may turn the switch off before its first socket. */
+	if (disabled || (off && *off && strcmp(off, "0")))
 		return;
 	prov_dl = dlopen(lib ? lib : "libsanprov.so", RTLD_NOW | RTLD_LOCAL);
 	if (!prov_dl) {
@@ -919,7 +922,8 @@ SPS_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 /* The errno value of a failed session, as TCP's reset reads. */
 static int conn_error(struct sps *so, bool write)
 {
-	(void)so;
+	sps_log(3, "fd %d: the session failed: %s (WSA error %d)", so->fd, strerror(so->sess.error),
+		so->sess.wsa_error);
 	return write ? EPIPE : ECONNRESET;
 }
 
@@ -1063,7 +1067,7 @@ static ssize_t conn_send(struct sps *so, const void *buf, size_t len, int flags)
 				return (ssize_t)done;
 			if (!(flags & MSG_NOSIGNAL))
 				raise(SIGPIPE);
-			errno = EPIPE;
+			errno = conn_error(so, true);
 			return -1;
 		}
 		if (done == len)

@@ -1196,10 +1196,9 @@ SPS_EXPORT ssize_t sendto(int fd, const void *buf, size_t len, int flags, const 
 	CONN_OR(fd, so);
 	if (!so)
 		return real.sendto(fd, buf, len, flags, to, tolen);
-	if (to) {
-		errno = EISCONN;
-		return -1;
-	}
+	/* As Linux TCP: the address of a connected stream socket is ignored. */
+	(void)to;
+	(void)tolen;
 	return conn_send(so, buf, len, flags);
 }
 

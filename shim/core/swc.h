@@ -132,10 +132,11 @@ struct swc_sess {
 	uint8_t ctl_desc[SWC_DESC_MAX];
 	uint32_t ctl_desc_len;
 
-	bool hello;    /* the peer's hello came */
-	bool eof;      /* the peer's shutdown came */
-	bool shut;     /* this end's shutdown went */
-	bool upcalled; /* the socket's operations complete by up-call */
+	bool hello;	  /* the peer's hello came */
+	bool eof;	  /* the peer's shutdown came */
+	bool shut;	  /* this end's shutdown went */
+	bool upcalled;	  /* the socket's operations complete by up-call */
+	uint64_t rx_msgs; /* stream messages received (swc_poll: a new one is a new edge) */
 	struct sp_overlapped rdma_ov[4];
 	struct swc_stats st;
 };
@@ -170,6 +171,28 @@ int swc_recv(struct swc_sess *sess, void *buf, size_t len);
 int swc_recv_some(struct swc_sess *sess, void *buf, size_t len, size_t *got);
 /* Orderly shutdown of this end's direction: the peer reads 0 after the data. */
 int swc_shutdown(struct swc_sess *sess);
+
+/* What a session can do now without waiting (swc_poll). */
+struct swc_ready {
+	bool readable;	  /* data, the peer's shutdown, or a failure */
+	bool writable;	  /* a message can go without waiting for credits, or a failure */
+	uint64_t rx_msgs; /* stream messages received so far */
+	size_t bytes;	  /* stream bytes received and not yet consumed */
+};
+
+/*
+ * Without waiting: take what arrived, tell the peer the credits it is owed,
+ * and say what the session can do now.  Returns the session's error, if
+ * any (then *r says readable and writable, as poll() does for a failed
+ * socket).
+ */
+int swc_poll(struct swc_sess *sess, struct swc_ready *r);
+/*
+ * Without waiting: move what the credits allow of len bytes of buf, in
+ * copied messages only, into the stream: *sent bytes, EAGAIN when nothing
+ * could go.
+ */
+int swc_send_some(struct swc_sess *sess, const void *buf, size_t len, size_t *sent);
 
 /* The errno value for a WSA error code. */
 int swc_errno(int wsa_error);

@@ -112,8 +112,12 @@ static int post_rx(struct swc_sess *s, uint32_t i)
 	int err = 0;
 
 	if (s->spi.p->recv(s->s, &b, 1, NULL, &flags, &s->rx_ov[i], NULL, NULL, &err) &&
-	    err != SP_WSA_IO_PENDING)
+	    err != SP_WSA_IO_PENDING) {
+		/* After the peer's shutdown nothing more comes: its close is no failure. */
+		if (s->eof)
+			return 0;
 		return fail_wsa(s, err);
+	}
 	s->posted[(s->post_head + s->post_n) % s->o.ring] = i;
 	s->post_n++;
 	return 0;
@@ -204,7 +208,8 @@ static int write_credits(struct swc_sess *s)
 		if (wsa && !s->eof)
 			rx_broken(s, wsa);
 	}
-	if (s->told == s->reposted || !s->hello || s->rx_error)
+	/* After the peer's shutdown it sends no more: it needs no credits, and may be gone. */
+	if (s->told == s->reposted || !s->hello || s->rx_error || s->eof)
 		return 0;
 	s->credit_src[0] = s->reposted;
 	s->credit_src[1] = ~(uint64_t)s->reposted;
@@ -339,6 +344,7 @@ static int rx_one(struct swc_sess *s, bool *got)
 	};
 	s->held[(s->held_head + s->held_n) % s->o.ring] = i;
 	s->held_n++;
+	s->rx_msgs++;
 	return 0;
 }
 
@@ -810,6 +816,79 @@ int swc_recv(struct swc_sess *s, void *data, size_t len)
 		len -= got;
 	}
 	return 0;
+}
+
+/* Whether the next transmit slot is free (its send completed), without waiting. */
+static bool tx_slot_free(struct swc_sess *s)
+{
+	uint32_t bytes;
+	int wsa;
+
+	if (!s->tx_busy[s->tx_next])
+		return true;
+	if (!ov_done(s, &s->tx_ov[s->tx_next], &wsa, &bytes))
+		return false;
+	s->tx_busy[s->tx_next] = false;
+	/* The connection broke: what came in is still read (rx_error). */
+	if (wsa && !s->eof)
+		rx_broken(s, wsa);
+	return true;
+}
+
+int swc_poll(struct swc_sess *s, struct swc_ready *r)
+{
+	memset(r, 0, sizeof(*r));
+	if (!s->error)
+		progress(s, true);
+	r->rx_msgs = s->rx_msgs;
+	for (uint32_t k = 0; k < s->held_n; k++) {
+		uint32_t i = s->held[(s->held_head + k) % s->o.ring];
+		const struct swc_rx_info *ri = &s->rx_info[i];
+
+		r->readable = true;
+		r->bytes += ri->len + ri->total;
+		if (!k)
+			r->bytes -= s->held_off + s->large_done;
+	}
+	if (s->error || rx_over(s)) {
+		/* A failure, or nothing more can come: read and write answer at once. */
+		r->readable = r->writable = true;
+		return s->error;
+	}
+	r->writable = s->shut || s->rx_error || (credits(s) >= 2 && tx_slot_free(s));
+	return 0;
+}
+
+int swc_send_some(struct swc_sess *s, const void *data, size_t len, size_t *sent)
+{
+	const char *buf = data;
+	int ret;
+
+	*sent = 0;
+	if (s->error)
+		return s->error;
+	if (s->shut)
+		return EPIPE;
+	progress(s, false);
+	if (s->rx_error)
+		return s->rx_error;
+	while (len && !s->error && credits(s) >= 2 && tx_slot_free(s)) {
+		struct swc_hdr h = { .type = SWC_MSG_DATA };
+		size_t piece = len < room(s, 0) ? len : room(s, 0);
+
+		h.len = (uint32_t)piece;
+		ret = send_msg(s, &h, NULL, buf);
+		if (ret)
+			return *sent ? 0 : ret;
+		s->st.small_msgs++;
+		s->st.bytes_sent += piece;
+		*sent += piece;
+		buf += piece;
+		len -= piece;
+	}
+	if (*sent)
+		return 0;
+	return s->error ? s->error : EAGAIN;
 }
 
 int swc_shutdown(struct swc_sess *s)

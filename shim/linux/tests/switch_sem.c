@@ -1,0 +1,405 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * TCP semantics through the Linux switch (run under its preload): each
+ * case is a server process and a client process, both started fresh (a
+ * process's provider does not cross fork()).  Prints TAP.
+ */
+#include <arpa/inet.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int (*is_san)(int);
+static int ctl[2];	   /* server -> client: the port, then go-aheads */
+static int back[2];	   /* client -> server: go-aheads */
+static volatile int pipes; /* SIGPIPEs seen */
+
+#define CHECK(c)                                                                                   \
+	do {                                                                                       \
+		if (!(c)) {                                                                        \
+			fprintf(stderr, "# %d: %s failed (errno %d)\n", __LINE__, #c, errno);      \
+			return 1;                                                                  \
+		}                                                                                  \
+	} while (0)
+
+static int san(int fd)
+{
+	return is_san ? is_san(fd) : 0;
+}
+
+static void tell(int fd)
+{
+	char c = 1;
+
+	(void)!write(fd, &c, 1);
+}
+
+static void hear(int fd)
+{
+	char c;
+
+	(void)!read(fd, &c, 1);
+}
+
+static int listener(void)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	socklen_t len = sizeof(sin);
+	int l = socket(AF_INET, SOCK_STREAM, 0);
+	uint16_t port;
+
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(l, (struct sockaddr *)&sin, sizeof(sin)) || listen(l, 8) ||
+	    getsockname(l, (struct sockaddr *)&sin, &len))
+		return -1;
+	port = ntohs(sin.sin_port);
+	(void)!write(ctl[1], &port, sizeof(port));
+	return l;
+}
+
+static int dial(void)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	uint16_t port;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	if (read(ctl[0], &port, sizeof(port)) != sizeof(port))
+		return -1;
+	sin.sin_port = htons(port);
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	return connect(fd, (struct sockaddr *)&sin, sizeof(sin)) ? -1 : fd;
+}
+
+static int read_all(int fd, char *buf, size_t len)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t n = read(fd, buf + got, len - got);
+
+		if (n <= 0)
+			return -1;
+		got += (size_t)n;
+	}
+	return 0;
+}
+
+/* EOF after shutdown(SHUT_WR), once all data came; the other direction goes on. */
+static int eof_server(void)
+{
+	static char buf[300000];
+	int l = listener(), a = accept(l, NULL, NULL);
+	size_t got = 0;
+	ssize_t n;
+
+	CHECK(a >= 0 && san(a) == 2);
+	while ((n = read(a, buf + got, sizeof(buf) - got + 1)) > 0)
+		got += (size_t)n;
+	CHECK(n == 0 && got == sizeof(buf));
+	for (size_t i = 0; i < got; i++)
+		CHECK(buf[i] == (char)(i * 7));
+	CHECK(write(a, "bye", 3) == 3);
+	close(a);
+	return 0;
+}
+
+static int eof_client(void)
+{
+	static char buf[300000];
+	int fd = dial();
+	char r[8];
+
+	CHECK(fd >= 0 && san(fd) == 2);
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = (char)(i * 7);
+	CHECK(write(fd, buf, 1000) == 1000);
+	CHECK(send(fd, buf + 1000, sizeof(buf) - 1000, 0) == sizeof(buf) - 1000);
+	CHECK(shutdown(fd, SHUT_WR) == 0);
+	CHECK(write(fd, "x", 1) < 0 && errno == EPIPE);
+	CHECK(read_all(fd, r, 3) == 0 && !memcmp(r, "bye", 3));
+	CHECK(read(fd, r, sizeof(r)) == 0);
+	close(fd);
+	return 0;
+}
+
+/* A server on the kernel alone: the client falls back to TCP. */
+static int echo_server(void)
+{
+	int l = listener(), a = accept(l, NULL, NULL);
+	char buf[64];
+	ssize_t n;
+
+	CHECK(a >= 0);
+	while ((n = read(a, buf, sizeof(buf))) > 0)
+		CHECK(write(a, buf, (size_t)n) == n);
+	close(a);
+	return 0;
+}
+
+static int echo_client(void)
+{
+	int fd = dial();
+	char buf[5];
+
+	CHECK(fd >= 0);
+	CHECK(write(fd, "hello", 5) == 5 && read_all(fd, buf, 5) == 0 && !memcmp(buf, "hello", 5));
+	close(fd);
+	return 0;
+}
+
+static int fallback_client(void)
+{
+	int fd = dial();
+	char buf[5];
+
+	CHECK(fd >= 0 && san(fd) == 0); /* the peer has no SAN listener */
+	CHECK(write(fd, "hello", 5) == 5 && read_all(fd, buf, 5) == 0 && !memcmp(buf, "hello", 5));
+	close(fd);
+	return 0;
+}
+
+static int san_echo_client(void)
+{
+	int fd = dial();
+	char buf[5];
+
+	CHECK(fd >= 0 && san(fd) == 2);
+	CHECK(write(fd, "hello", 5) == 5 && read_all(fd, buf, 5) == 0 && !memcmp(buf, "hello", 5));
+	close(fd);
+	return 0;
+}
+
+/* poll, FIONREAD, edge-triggered epoll. */
+static int ready_server(void)
+{
+	int l = listener(), a = accept(l, NULL, NULL), ep = epoll_create1(0), n;
+	struct pollfd p = { .events = POLLIN };
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLET };
+	char buf[1000];
+
+	CHECK(a >= 0 && san(a) == 2);
+	p.fd = a;
+	CHECK(poll(&p, 1, 200) == 0);
+	tell(ctl[1]);
+	CHECK(poll(&p, 1, 5000) == 1 && (p.revents & POLLIN));
+	for (int i = 0; i < 100; i++) {
+		CHECK(ioctl(a, FIONREAD, &n) == 0);
+		if (n == 1000)
+			break;
+		usleep(10000);
+	}
+	CHECK(n == 1000);
+	CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, a, &ev) == 0);
+	CHECK(epoll_wait(ep, &ev, 1, 1000) == 1);
+	CHECK(read(a, buf, 500) == 500);
+	CHECK(epoll_wait(ep, &ev, 1, 100) == 0); /* no new data, no new edge */
+	tell(ctl[1]);
+	CHECK(epoll_wait(ep, &ev, 1, 5000) == 1); /* new data: a new edge */
+	CHECK(fcntl(a, F_SETFL, fcntl(a, F_GETFL) | O_NONBLOCK) == 0);
+	CHECK(fcntl(a, F_GETFL) & O_NONBLOCK);
+	/* The rest of the first write and the second: 501 bytes, then nothing. */
+	for (int i = 0, got = 0; got < 501; i++) {
+		ssize_t k = read(a, buf, sizeof(buf));
+
+		CHECK(i < 500 && (k > 0 || errno == EAGAIN));
+		got += k > 0 ? (int)k : 0;
+		if (k < 0)
+			usleep(10000);
+	}
+	CHECK(read(a, buf, 1) < 0 && errno == EAGAIN);
+	tell(ctl[1]);
+	close(a);
+	return 0;
+}
+
+static int ready_client(void)
+{
+	int fd = dial();
+	char buf[1000] = { 0 };
+
+	CHECK(fd >= 0 && san(fd) == 2);
+	hear(ctl[0]);
+	CHECK(write(fd, buf, 1000) == 1000);
+	hear(ctl[0]);
+	CHECK(write(fd, buf, 1) == 1);
+	hear(ctl[0]); /* the server checked that nothing more comes */
+	close(fd);
+	return 0;
+}
+
+/* A peer that dies: ECONNRESET on read, EPIPE on write, SIGPIPE unless MSG_NOSIGNAL. */
+static int death_server(void)
+{
+	int l = listener(), a = accept(l, NULL, NULL), st;
+	char buf[10];
+
+	CHECK(a >= 0 && san(a) == 2);
+	CHECK(read_all(a, buf, 10) == 0);
+	wait(&st);
+	CHECK(WIFSIGNALED(st));
+	usleep(200000);
+	CHECK(read(a, buf, 10) < 0 && errno == ECONNRESET);
+	CHECK(send(a, buf, 10, MSG_NOSIGNAL) < 0 && errno == EPIPE && pipes == 0);
+	CHECK(write(a, buf, 10) < 0 && errno == EPIPE && pipes == 1);
+	close(a);
+	return 0;
+}
+
+static int death_client(void)
+{
+	int fd = dial();
+
+	CHECK(fd >= 0 && write(fd, "0123456789", 10) == 10);
+	usleep(100000);
+	raise(SIGKILL);
+	return 1;
+}
+
+/* dup, dup2, close of the first number: the socket lives on. */
+static int dup_client(void)
+{
+	int fd = dial(), d, e;
+	char buf[5];
+
+	CHECK(fd >= 0 && san(fd) == 2);
+	d = dup(fd);
+	CHECK(d >= 0 && san(d) == 2);
+	CHECK(close(fd) == 0 && san(fd) == 0);
+	CHECK(write(d, "hello", 5) == 5);
+	e = dup2(d, 200);
+	CHECK(e == 200 && san(e) == 2 && close(d) == 0);
+	CHECK(read_all(e, buf, 5) == 0 && !memcmp(buf, "hello", 5));
+	close(e);
+	return 0;
+}
+
+/* A listener shared with a child of fork(): the child takes kernel TCP clients. */
+static int fork_server(void)
+{
+	int l = listener(), a, st;
+	pid_t w;
+	char buf[5];
+
+	CHECK(l >= 0 && san(l) == 1);
+	w = fork();
+	if (!w) {
+		a = accept(l, NULL, NULL);
+		_exit(a >= 0 && san(a) == 0 && read_all(a, buf, 5) == 0 && write(a, buf, 5) == 5
+			  ? 0
+			  : 1);
+	}
+	tell(back[1]); /* the client's kernel-only child may connect */
+	waitpid(w, &st, 0);
+	CHECK(WIFEXITED(st) && !WEXITSTATUS(st));
+	tell(back[1]);
+	a = accept(l, NULL, NULL);
+	CHECK(a >= 0 && san(a) == 2);
+	CHECK(read_all(a, buf, 5) == 0 && write(a, buf, 5) == 5);
+	close(a);
+	return 0;
+}
+
+static int fork_client(void)
+{
+	uint16_t port;
+	pid_t k;
+	int st;
+
+	/* The port goes to both clients. */
+	CHECK(read(ctl[0], &port, sizeof(port)) == sizeof(port));
+	hear(back[0]);
+	k = fork();
+	if (!k) {
+		setenv("SANPROV_RUN_DISABLE", "1", 1);
+		(void)!write(ctl[1], &port, sizeof(port));
+		_exit(echo_client());
+	}
+	waitpid(k, &st, 0);
+	CHECK(WIFEXITED(st) && !WEXITSTATUS(st));
+	hear(back[0]);
+	(void)!write(ctl[1], &port, sizeof(port));
+	return san_echo_client();
+}
+
+struct tcase {
+	const char *name;
+	int (*server)(void);
+	int (*client)(void);
+	bool server_tcp; /* the server's switch is off */
+};
+
+static void on_pipe(int sig)
+{
+	(void)sig;
+	pipes++;
+}
+
+/* Both ends in processes of their own; 0 when both passed. */
+static int run(const struct tcase *t)
+{
+	pid_t srv, cli;
+	int st, ok = 1;
+
+	if (pipe(ctl) || pipe(back))
+		return 1;
+	srv = fork();
+	if (!srv) {
+		alarm(60);
+		signal(SIGPIPE, on_pipe);
+		if (t->server_tcp)
+			setenv("SANPROV_RUN_DISABLE", "1", 1);
+		cli = fork();
+		if (!cli)
+			_exit(t->client());
+		st = t->server();
+		if (t->server != death_server)
+			waitpid(cli, &ok, 0);
+		_exit(st || (t->server != death_server && (!WIFEXITED(ok) || WEXITSTATUS(ok))));
+	}
+	waitpid(srv, &st, 0);
+	close(ctl[0]);
+	close(ctl[1]);
+	close(back[0]);
+	close(back[1]);
+	return !(WIFEXITED(st) && !WEXITSTATUS(st));
+}
+
+int main(void)
+{
+	static const struct tcase cases[] = {
+		{ "EOF after shutdown(SHUT_WR), after all data", eof_server, eof_client, false },
+		{ "a peer without the switch: TCP, transparently", echo_server, fallback_client,
+		  true },
+		{ "poll, FIONREAD, edge-triggered epoll, O_NONBLOCK", ready_server, ready_client,
+		  false },
+		{ "a dead peer: ECONNRESET, EPIPE, SIGPIPE unless MSG_NOSIGNAL", death_server,
+		  death_client, false },
+		{ "dup, dup2, close of the first number", echo_server, dup_client, false },
+		{ "fork: the child accepts TCP clients, the parent SAN ones", fork_server,
+		  fork_client, false },
+	};
+	int n = (int)(sizeof(cases) / sizeof(cases[0]));
+
+	*(void **)&is_san = dlsym(RTLD_DEFAULT, "sanprov_preload_is_san");
+	printf("1..%d\n", n);
+	for (int i = 0; i < n; i++) {
+		int r = run(&cases[i]);
+
+		printf("%sok %d - %s\n", r ? "not " : "", i + 1, cases[i].name);
+		fflush(stdout);
+	}
+	return 0;
+}

@@ -3,7 +3,10 @@
  * The provider's state, shared by the files of the SPI (internal).
  *
  * One device for the process, one completion queue for every connection's
- * QP (a progress thread completes the overlapped operations), and per
+ * QP (a progress thread completes the overlapped operations), sized for
+ * the operations in flight rather than the connections: each operation
+ * takes one entry when it is posted and gives it back once its completion
+ * has left the CQ, so a connection costs no CQ entries while idle.  Per
  * socket a protection domain with its own registration cache: an rkey is
  * only good on the QP of its own PD, so a descriptor sent to one peer is
  * worth nothing to any other, and cached registrations go with their
@@ -35,7 +38,8 @@ struct sp_prov_config {
 	uint32_t max_rdma;	 /* SO_MAX_RDMA_SIZE default and cap */
 	uint32_t max_mem_handles;
 	int connect_timeout_ms;
-	uint32_t poll_us; /* spin this long after activity before sleeping (0: never) */
+	uint32_t poll_us;    /* spin this long after activity before sleeping (0: never) */
+	uint32_t cq_entries; /* the shared CQ: operations in flight at most, every socket's */
 };
 
 struct sp_prov {
@@ -64,7 +68,7 @@ struct sp_prov {
 	struct sp_prov_config cfg;
 	struct vb_device *dev;
 	struct vb_cq *cq;
-	_Atomic uint32_t cq_credits; /* CQEs not promised to a QP */
+	_Atomic uint32_t cq_credits; /* CQEs not taken by an operation in flight */
 	struct kp_client *proxy;
 	struct sp_rcache_config cache_cfg;
 	struct sp_htab sockets; /* socket contexts */
@@ -130,7 +134,6 @@ struct sp_sock {
 	bool accept_ready; /* FD_ACCEPT signalled, accept() not called yet */
 	bool connect_busy; /* a blocking connect runs in the caller's thread */
 	bool closing;
-	uint32_t cq_credits; /* taken from sp_prov.cq_credits */
 	sp_event event;
 	int32_t event_mask;
 	int32_t events; /* recorded, not yet enumerated */

@@ -166,14 +166,12 @@ static void teardown_failed(const char *what, int ret)
 }
 
 /* Give back what conn_resources() made (no operation, handle or registration left). */
-static void conn_free(struct sp_watched *cache, struct vb_pd *pd, uint32_t cq_credits)
+static void conn_free(struct sp_watched *cache, struct vb_pd *pd)
 {
 	if (cache)
 		teardown_failed("destroying a registration cache", sp_watched_destroy(cache));
 	if (pd)
 		teardown_failed("freeing a protection domain", vb_dealloc_pd(pd));
-	if (cq_credits)
-		atomic_fetch_add(&sp_prov.cq_credits, cq_credits);
 }
 
 /*
@@ -187,7 +185,6 @@ static void conn_release(struct sp_sock *so)
 	struct sp_watched *cache;
 	struct vb_qp *qp;
 	struct vb_pd *pd;
-	uint32_t credits;
 
 	pthread_mutex_lock(&so->lock);
 	qp = so->qp;
@@ -203,14 +200,12 @@ static void conn_release(struct sp_sock *so)
 	pthread_mutex_lock(&so->lock);
 	cache = so->cache;
 	pd = so->pd;
-	credits = so->cq_credits;
 	so->cache = NULL;
 	so->pd = NULL;
-	so->cq_credits = 0;
 	pthread_mutex_unlock(&so->lock);
 	sp_stats_retire_cache(cache);
 	sp_stats_unlock();
-	conn_free(cache, pd, credits);
+	conn_free(cache, pd);
 }
 
 /*
@@ -219,7 +214,7 @@ static void conn_release(struct sp_sock *so)
  */
 static int conn_resources(struct sp_sock *so)
 {
-	uint32_t depth = sp_prov.cfg.queue_depth, credits = 2 * depth;
+	uint32_t depth = sp_prov.cfg.queue_depth;
 	struct vb_qp_init_attr attr = {
 		.send_cq = sp_prov.cq,
 		.recv_cq = sp_prov.cq,
@@ -234,17 +229,10 @@ static int conn_resources(struct sp_sock *so)
 	int ret;
 
 	/*
-	 * The shared CQ holds a completion for every WR any QP can have
-	 * posted.  No lock: a caller may hold its socket's lock, and the
-	 * provider's lock is taken before sockets' elsewhere.
+	 * Nothing of the shared CQ is promised to the QP: each operation takes
+	 * its entry when it is posted (sp_op.c), so the CQ bounds the
+	 * operations in flight, not the connections.
 	 */
-	uint32_t left = atomic_load(&sp_prov.cq_credits);
-
-	do {
-		if (left < credits)
-			return ENOBUFS;
-	} while (!atomic_compare_exchange_weak(&sp_prov.cq_credits, &left, left - credits));
-
 	pd = vb_alloc_pd(sp_prov.dev);
 	if (!pd)
 		goto err;
@@ -258,14 +246,13 @@ static int conn_resources(struct sp_sock *so)
 	so->pd = pd;
 	so->cache = cache;
 	so->qp = qp;
-	so->cq_credits = credits;
 	so->sq_free = depth;
 	so->rq_free = depth;
 	return 0;
 
 err:
 	ret = errno ? errno : ENOMEM;
-	conn_free(cache, pd, credits);
+	conn_free(cache, pd);
 	return ret;
 }
 

@@ -205,6 +205,18 @@ struct snic_buf {
 
 struct snic_qp;
 
+/*
+ * A handle a peer process sent, kept once for all its connections: the
+ * peer sends its doorbell and its CQ's event with every connection, and
+ * its process handle comes with each; one copy each keeps a connection's
+ * cost at its own socket (snic_dev_share()).
+ */
+struct snic_shared {
+	snic_handle h;
+	pid_t pid; /* a process handle: its process id; 0: an event */
+	uint32_t refs;
+};
+
 struct snic_dev {
 	struct vb_device vdev;
 	pthread_mutex_t lock; /* objects, MR slots, buffers, QP list */
@@ -230,6 +242,8 @@ struct snic_dev {
 	struct snic_qp *qp_list;
 	struct snic_buf *bufs;
 	uint32_t n_bufs, cap_bufs;
+	struct snic_shared *shared; /* under lock */
+	uint32_t n_shared, cap_shared;
 	unsigned int dereg_timeout_ms;
 	snic_handle doorbell_fd;
 	struct snic_os_watch *watch;
@@ -474,7 +488,7 @@ struct vb_conn_req *snic_get_request(struct vb_listener *lst, int timeout_ms);
 int snic_accept_request(struct vb_conn_req *req, struct vb_qp *vqp,
 			const struct vb_conn_param *param);
 int snic_reject_request(struct vb_conn_req *req);
-void snic_peer_unmap(struct snic_peer *peer);
+void snic_peer_unmap(struct snic_dev *dev, struct snic_peer *peer);
 
 /* snic_trust.c: what a peer must be before anything is shared with it */
 /*
@@ -519,5 +533,13 @@ struct vb_pd *snic_alloc_pd(struct vb_device *vdev);
 int snic_dealloc_pd(struct vb_pd *vpd);
 void snic_dev_ring(snic_handle doorbell);
 int snic_dev_watch(struct snic_dev *dev, snic_handle conn, uint32_t qpn);
+/*
+ * h, just received from a peer (pid: the process it is a handle on, 0 for
+ * an event): the device's copy of the same object if it has one (h is
+ * closed then), else h, now kept.  snic_dev_unshare() drops one use (and
+ * closes a handle the device does not keep).
+ */
+snic_handle snic_dev_share(struct snic_dev *dev, snic_handle h, pid_t pid);
+void snic_dev_unshare(struct snic_dev *dev, snic_handle h);
 
 #endif

@@ -23,6 +23,61 @@ int snic_dev_watch(struct snic_dev *dev, snic_handle conn, uint32_t qpn)
 	return snic_os_watch_conn(dev->watch, conn, qpn);
 }
 
+snic_handle snic_dev_share(struct snic_dev *dev, snic_handle h, pid_t pid)
+{
+	struct snic_shared *s;
+
+	if (h == SNIC_NO_HANDLE)
+		return h;
+	pthread_mutex_lock(&dev->lock);
+	for (uint32_t i = 0; i < dev->n_shared; i++) {
+		s = &dev->shared[i];
+		/*
+		 * A process handle names its process while that runs: a live
+		 * one with the same pid is the same process.  Events are compared
+		 * as objects.
+		 */
+		if (pid ? s->pid == pid && snic_os_process_alive(s->h)
+			: !s->pid && snic_os_same_object(s->h, h)) {
+			s->refs++;
+			pthread_mutex_unlock(&dev->lock);
+			snic_os_close(h);
+			return s->h;
+		}
+	}
+	if (dev->n_shared == dev->cap_shared) {
+		uint32_t cap = dev->cap_shared ? 2 * dev->cap_shared : 16;
+		s = realloc(dev->shared, cap * sizeof(*s));
+		if (!s) {
+			pthread_mutex_unlock(&dev->lock);
+			return h; /* kept by its connection alone */
+		}
+		dev->shared = s;
+		dev->cap_shared = cap;
+	}
+	dev->shared[dev->n_shared++] = (struct snic_shared){ .h = h, .pid = pid, .refs = 1 };
+	pthread_mutex_unlock(&dev->lock);
+	return h;
+}
+
+void snic_dev_unshare(struct snic_dev *dev, snic_handle h)
+{
+	if (h == SNIC_NO_HANDLE)
+		return;
+	pthread_mutex_lock(&dev->lock);
+	for (uint32_t i = 0; i < dev->n_shared; i++) {
+		if (dev->shared[i].h != h)
+			continue;
+		if (--dev->shared[i].refs)
+			h = SNIC_NO_HANDLE;
+		else
+			dev->shared[i] = dev->shared[--dev->n_shared];
+		break;
+	}
+	pthread_mutex_unlock(&dev->lock);
+	snic_os_close(h);
+}
+
 /* With dev->lock held. */
 static void service_qp(struct snic_qp *qp, bool disconnected)
 {
@@ -190,6 +245,8 @@ int snic_close_device(struct vb_device *vdev)
 							.len = dev->bufs[i].len });
 	free(dev->qp_table);
 	free((void *)dev->sq_credit);
+	/* Every QP is gone, and with it every use of a shared handle. */
+	free(dev->shared);
 	snic_mr_table_fini(dev);
 	snic_os_shm_destroy(&dev->seg_shm);
 	pthread_mutex_destroy(&dev->lock);

@@ -193,7 +193,7 @@ int snic_destroy_qp(struct vb_qp *vqp)
 	pthread_mutex_unlock(&qp->lock);
 	/* Closing the connection socket tells the peer, as a disconnect. */
 	snic_os_close(qp->sock);
-	snic_peer_unmap(&qp->peer);
+	snic_peer_unmap(dev, &qp->peer);
 	atomic_fetch_sub(&snic_pd_of(vqp->pd)->refs, 1);
 	atomic_fetch_sub(&snic_cq_of(vqp->send_cq)->refs, 1);
 	atomic_fetch_sub(&snic_cq_of(vqp->recv_cq)->refs, 1);

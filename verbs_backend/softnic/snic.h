@@ -151,7 +151,8 @@ struct snic_qp_seg {
 	_Atomic uint32_t remote_err; /* set by the peer: the responder side failed */
 	_Atomic uint32_t rnr_wait;   /* owner's send waits for the peer's receive */
 	_Atomic uint32_t cq_notify;  /* owner's recv CQ is armed: the peer signals it */
-	pthread_mutex_t rq_lock;     /* robust, process-shared: RQ consumers */
+	_Atomic uint32_t rung;	 /* the peer rang this QP; the owner's progress thread clears it */
+	pthread_mutex_t rq_lock; /* robust, process-shared: RQ consumers */
 	/* The owner's accesses in flight to its peer's MRs, by key (0: none). */
 	_Atomic uint32_t held[SNIC_MAX_SGE];
 	alignas(64) _Atomic uint32_t rq_head;
@@ -247,6 +248,16 @@ struct snic_dev {
 	unsigned int dereg_timeout_ms;
 	snic_handle doorbell_fd;
 	struct snic_os_watch *watch;
+	/*
+	 * QPs this process rang for itself (by number), for the progress
+	 * thread: it services those and the QPs whose peers rang their
+	 * connection sockets, never every QP.
+	 */
+	pthread_mutex_t svc_lock;
+	uint32_t *svc;
+	uint32_t n_svc, cap_svc;
+	_Atomic uint64_t n_rings;    /* progress thread wake-ups for QPs */
+	_Atomic uint64_t n_serviced; /* QPs it looked at for them */
 	pthread_t progress;
 	_Atomic bool stop;
 };
@@ -321,7 +332,8 @@ struct snic_qp {
 	size_t rwqe_size;
 	/* connection */
 	snic_handle sock;
-	_Atomic bool connected; /* set once; the progress thread skips QPs not yet connected */
+	_Atomic bool connected;	 /* set once; the progress thread skips QPs not yet connected */
+	_Atomic bool svc_queued; /* in dev->svc */
 	struct snic_peer peer;
 };
 
@@ -532,6 +544,10 @@ int snic_query_port(struct vb_device *vdev, struct vb_port_attr *attr);
 struct vb_pd *snic_alloc_pd(struct vb_device *vdev);
 int snic_dealloc_pd(struct vb_pd *vpd);
 void snic_dev_ring(snic_handle doorbell);
+/* This process's own QP needs its progress thread (an error to raise). */
+void snic_dev_service(struct snic_qp *qp);
+/* The peer's QP needs the peer's progress thread: rung on the connection, once until served. */
+void snic_qp_ring_peer(struct snic_qp *qp);
 int snic_dev_watch(struct snic_dev *dev, snic_handle conn, uint32_t qpn);
 /*
  * h, just received from a peer (pid: the process it is a handle on, 0 for

@@ -19,7 +19,7 @@
 #include "snic.h"
 
 #define SNIC_CONN_MAGIC 0x534e4343u /* "SNCC" */
-#define SNIC_CONN_VERSION 2	    /* 2: receives reported to the owner, CQs read-only to peers */
+#define SNIC_CONN_VERSION 3	    /* 3: a peer rings a QP on its connection, not the device */
 #define SNIC_CONN_NFDS 5
 
 enum snic_conn_type { SNIC_CONN_REQ = 1, SNIC_CONN_REP = 2, SNIC_CONN_REJ = 3 };

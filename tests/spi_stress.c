@@ -10,7 +10,16 @@
  * connection churn.  TAP; bounded in time.
  *
  *   spi_stress [seconds [connections [threads]]]
+ *
+ * With --scale, many connections rather than much work: the client opens n
+ * connections to the server (one thread each side), moves one message
+ * each way on every one of them, and reports what a connection costs in
+ * memory (RSS) and file descriptors on each side.  RLIMIT_NOFILE is raised
+ * to its hard limit; a hard limit too low for n is a clear failure.
+ *
+ *   spi_stress --scale n      (SANPROV_STRESS_SCALE=n overrides n)
  */
+#include <dirent.h>
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -20,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -513,12 +523,301 @@ static void *callback_main(void *arg)
 	return NULL;
 }
 
+/* Scale: many connections, one message each way on each ------------------------- */
+
+#define SCALE_MSG 64
+#define SCALE_SLOT 128 /* a connection's receive, then its send */
+
+struct scale_conn {
+	sp_socket s;
+	void *h;
+	struct sw_ov r;
+};
+
+struct scale_cost {
+	long rss_kib; /* RSS growth over the connections */
+	long fds;     /* descriptors opened for them */
+	double conn_ms;
+};
+
+static long rss_kib(void)
+{
+	FILE *f = fopen("/proc/self/statm", "r");
+	long pages = 0, rss = 0;
+
+	if (f) {
+		if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
+			rss = 0;
+		fclose(f);
+	}
+	return rss * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static long open_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	long n = -1; /* the directory's own */
+
+	if (!d)
+		return 0;
+	while (readdir(d))
+		n++;
+	closedir(d);
+	return n - 2; /* . and .. */
+}
+
+/*
+ * Descriptors for n connections: the soft limit goes up to the hard one;
+ * 0, or -1 after saying what is missing.  per_conn is what one costs at
+ * most on either side (measured: see docs/spi-scaling.md).
+ */
+static int scale_fd_limit(long n, long per_conn, const char *who)
+{
+	struct rlimit rl;
+	rlim_t need = (rlim_t)(n * per_conn + 256);
+
+	if (getrlimit(RLIMIT_NOFILE, &rl))
+		return -1;
+	if (rl.rlim_cur < need && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+		getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur < need) {
+		fprintf(stderr,
+			"# %s: %ld connections need about %llu descriptors; RLIMIT_NOFILE is "
+			"%llu (hard %llu): raise the hard limit (ulimit -Hn)\n",
+			who, n, (unsigned long long)need, (unsigned long long)rl.rlim_cur,
+			(unsigned long long)rl.rlim_max);
+		return -1;
+	}
+	return 0;
+}
+
+static int scale_post_recv(struct scale_conn *c, char *slot)
+{
+	struct sp_wsabufex b = { SCALE_MSG, slot, c->h };
+	uint32_t flags = 0;
+	int err = 0;
+
+	/* Polled (bit 0), and no event: a descriptor per receive would double the count. */
+	memset(&c->r, 0, sizeof(c->r));
+	c->r.fd = -1;
+	c->r.ov.event = 1;
+	if (!sw.p.recv(c->s, &b, 1, NULL, &flags, &c->r.ov, NULL, NULL, &err))
+		return 0;
+	return err == SP_WSA_IO_PENDING ? 0 : err;
+}
+
+/* The message connection i carries (each way the same). */
+static void scale_fill(char *p, long i)
+{
+	pattern(p, SCALE_MSG, (uint32_t)i * 2654435761u);
+}
+
+static int scale_check(const char *p, long i)
+{
+	char want[SCALE_MSG];
+
+	scale_fill(want, i);
+	return memcmp(p, want, SCALE_MSG) ? SP_WSAEINVAL : 0;
+}
+
+/* A connection's buffer registered, its receive posted. */
+static int scale_conn_init(struct scale_conn *c, char *slot)
+{
+	int err = 0;
+
+	c->h = sw.register_memory(c->s, slot, SCALE_SLOT, SP_MEM_READWRITE, &err);
+	if (!c->h)
+		return err;
+	return scale_post_recv(c, slot);
+}
+
+/* Wait for i's message, check it. */
+static int scale_recv(struct scale_conn *c, char *slot, long i)
+{
+	uint32_t n = 0;
+	int ret = sw_ov_wait(&sw, c->s, &c->r, &n, TIMEOUT_MS);
+
+	sw_ov_fini(&c->r);
+	if (ret)
+		return ret < 0 ? SP_WSAETIMEDOUT : ret;
+	return n == SCALE_MSG ? scale_check(slot, i) : SP_WSAEMSGSIZE;
+}
+
+static int scale_send(struct scale_conn *c, char *slot, long i)
+{
+	scale_fill(slot + SCALE_MSG, i);
+	return sw_send_wait(&sw, c->s, slot + SCALE_MSG, SCALE_MSG, c->h);
+}
+
+static void scale_report(const char *who, long n, long rss0, long fds0, double ms,
+			 struct scale_cost *out)
+{
+	out->rss_kib = rss_kib() - rss0;
+	out->fds = open_fds() - fds0;
+	out->conn_ms = ms;
+	fprintf(stderr,
+		"# %s: %ld connections: RSS +%ld KiB (%.1f KiB a connection), %ld descriptors "
+		"(%.2f a connection), %.0f connections/s\n",
+		who, n, out->rss_kib, (double)out->rss_kib / (double)n, out->fds,
+		(double)out->fds / (double)n, ms > 0 ? (double)n * 1000 / ms : 0.0);
+}
+
+/* Accept n, receive one message on each and echo it back; 0 or the first error. */
+static int scale_server(long n, int port_fd, int cost_fd)
+{
+	struct scale_conn *c = calloc((size_t)n, sizeof(*c));
+	char *slots = aligned_alloc(4096, ((size_t)n * SCALE_SLOT + 4095) / 4096 * 4096);
+	struct sockaddr_in sin;
+	struct scale_cost cost;
+	long rss0, fds0, i;
+	uint64_t t0;
+	sp_socket l;
+	int err = 0, ret = 0;
+
+	if (!c || !slots || scale_fd_limit(n, 1, "server") || sw_load(&sw))
+		return 2;
+	l = sw_listen(&sw, &sin);
+	if (l == SP_INVALID_SOCKET || write(port_fd, &sin, sizeof(sin)) != sizeof(sin))
+		return 3;
+	rss0 = rss_kib();
+	fds0 = open_fds();
+	t0 = now_ms();
+	for (i = 0; i < n && !ret; i++) {
+		c[i].s = sw.p.accept(l, NULL, NULL, NULL, 0, &err);
+		if (c[i].s == SP_INVALID_SOCKET) {
+			FAIL("server: accept %ld: %d", i + 1, err);
+			ret = err;
+			break;
+		}
+		ret = scale_conn_init(&c[i], slots + i * SCALE_SLOT);
+		if (ret)
+			FAIL("server: connection %ld: %d", i + 1, ret);
+	}
+	double ms = (double)(now_ms() - t0);
+	for (long j = 0; j < i && !ret; j++) {
+		ret = scale_recv(&c[j], slots + j * SCALE_SLOT, j);
+		if (!ret)
+			ret = scale_send(&c[j], slots + j * SCALE_SLOT, j);
+		if (ret)
+			FAIL("server: message on connection %ld: %d", j + 1, ret);
+	}
+	scale_report("server", n, rss0, fds0, ms, &cost);
+	if (write(cost_fd, &cost, sizeof(cost)) != sizeof(cost))
+		ret = ret ? ret : 4;
+	for (long j = 0; j < i; j++)
+		sw.p.close_socket(c[j].s, &err);
+	sw.p.close_socket(l, &err);
+	sw_unload(&sw);
+	return ret || atomic_load(&failures) ? 1 : 0;
+}
+
+static int scale_main(long n)
+{
+	int port_pipe[2], cost_pipe[2], status, err = 0;
+	struct scale_conn *c = calloc((size_t)n, sizeof(*c));
+	char *slots = aligned_alloc(4096, ((size_t)n * SCALE_SLOT + 4095) / 4096 * 4096);
+	struct scale_cost mine = { 0 }, theirs = { 0 };
+	char limit[32];
+	long rss0, fds0, i, moved = 0;
+	uint64_t t0;
+	pid_t pid;
+
+	tap_plan(5);
+	if (!c || !slots || pipe(port_pipe) || pipe(cost_pipe))
+		return 1;
+	/* Both processes: room for n sockets and QPs, with some to spare. */
+	snprintf(limit, sizeof(limit), "%ld", n + 64);
+	if (!getenv("SANPROV_SPI_MAX_SOCKETS"))
+		setenv("SANPROV_SPI_MAX_SOCKETS", limit, 1);
+	if (!getenv("SANPROV_SOFTNIC_MAX_QP"))
+		setenv("SANPROV_SOFTNIC_MAX_QP", limit, 1);
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0)
+		return 1;
+	if (pid == 0) {
+		close(port_pipe[0]);
+		close(cost_pipe[0]);
+		_exit(scale_server(n, port_pipe[1], cost_pipe[1]));
+	}
+	close(port_pipe[1]);
+	close(cost_pipe[1]);
+	if (read(port_pipe[0], &server_addr, sizeof(server_addr)) != sizeof(server_addr)) {
+		tap_result(0, "the server started");
+		waitpid(pid, &status, 0);
+		return 1;
+	}
+	tap_result(!scale_fd_limit(n, 1, "client") && sw_load(&sw) == 0,
+		   "the client's provider started, descriptors for %ld connections", n);
+	rss0 = rss_kib();
+	fds0 = open_fds();
+	t0 = now_ms();
+	for (i = 0; i < n; i++) {
+		c[i].s = sw_connect(&sw, &server_addr, &err);
+		if (c[i].s == SP_INVALID_SOCKET) {
+			FAIL("client: connection %ld: %d", i + 1, err);
+			break;
+		}
+		err = scale_conn_init(&c[i], slots + i * SCALE_SLOT);
+		if (err) {
+			FAIL("client: connection %ld: %d", i + 1, err);
+			i++;
+			break;
+		}
+	}
+	double ms = (double)(now_ms() - t0);
+	tap_result(i == n && !atomic_load(&failures), "%ld of %ld connections up", i, n);
+	for (long j = 0; j < i && !atomic_load(&failures); j++) {
+		err = scale_send(&c[j], slots + j * SCALE_SLOT, j);
+		if (!err)
+			err = scale_recv(&c[j], slots + j * SCALE_SLOT, j);
+		if (err)
+			FAIL("client: message on connection %ld: %d", j + 1, err);
+		else
+			moved++;
+	}
+	tap_result(moved == n, "a message each way on %ld of %ld connections, every byte checked",
+		   moved, n);
+	scale_report("client", n, rss0, fds0, ms, &mine);
+	for (long j = 0; j < i; j++)
+		sw.p.close_socket(c[j].s, &err);
+	sw_unload(&sw);
+	/* Short of connections, the server waits in an accept for ever: stopped here. */
+	if (i < n)
+		kill(pid, SIGKILL);
+	if (read(cost_pipe[0], &theirs, sizeof(theirs)) != sizeof(theirs))
+		theirs.rss_kib = -1;
+	waitpid(pid, &status, 0);
+	tap_result(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		   "server: every connection accepted and echoed (status %#x)", status);
+	/* A connection's own socket; the peer's events and process handle are kept once. */
+	tap_result(mine.fds <= n + n / 10 && theirs.fds <= n + n / 10,
+		   "about one descriptor a connection (client %ld, server %ld for %ld)", mine.fds,
+		   theirs.fds, n);
+	fprintf(stderr,
+		"# per connection: client %.1f KiB + %.2f fds, server %.1f KiB + %.2f fds\n",
+		(double)mine.rss_kib / (double)n, (double)mine.fds / (double)n,
+		(double)theirs.rss_kib / (double)n, (double)theirs.fds / (double)n);
+	free(c);
+	free(slots);
+	return tap_failed ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	int port_pipe[2], stop_pipe[2], status, err = 0;
 	pthread_t *t, cb;
 	pid_t pid;
 
+	if (argc > 1 && !strcmp(argv[1], "--scale")) {
+		const char *e = getenv("SANPROV_STRESS_SCALE");
+		long n = e && *e ? atol(e) : argc > 2 ? atol(argv[2]) : 10000;
+
+		return scale_main(n > 0 ? n : 1);
+	}
 	seconds = argc > 1 ? atoi(argv[1]) : 3;
 	n_conns = argc > 2 ? atoi(argv[2]) : 64;
 	n_threads = argc > 3 ? atoi(argv[3]) : 4;

@@ -16,7 +16,7 @@
 
 /* Up-calls: the switch's socket handles ------------------------------------ */
 
-#define SW_MAX_HANDLES 4096
+#define SW_MAX_HANDLES 32768 /* spi_stress --scale: 10,000 connections and more */
 
 static pthread_mutex_t h_lock = PTHREAD_MUTEX_INITIALIZER;
 static uintptr_t h_ctx[SW_MAX_HANDLES];

@@ -158,7 +158,7 @@ static int evil_connect(struct evil *ev, uint16_t port, bool sealed, int timeout
 	struct sockaddr_un un;
 	socklen_t len = wire_name(&un, port);
 	struct wire_msg m = { .magic = 0x534e4343u,
-			      .version = 2,
+			      .version = 3,
 			      .type = MSG_REQ,
 			      .qpn = 7,
 			      .pd = 1,

@@ -212,12 +212,102 @@ static void connect_until_refused(int expect_err, int at_least)
 
 TestSuite(spi_faults);
 
-Test(spi_faults, connections_past_the_cq_fail_with_enobufs, .timeout = 60)
+/*
+ * The shared CQ once reserved 2 x depth entries per connection: at the
+ * default depth of 128 the 257th connection failed with WSAENOBUFS (the
+ * ninth at 4096).  Entries are now taken per operation in flight.
+ */
+#define PAST_THE_CQ 300
+
+Test(spi_faults, connections_past_the_old_cq_reservation_move_data, .timeout = 240)
 {
-	/* 65,536 CQ entries, 2 x 4096 a connection: room for 8 at most. */
-	setenv("SANPROV_SPI_QUEUE_DEPTH", "4096", 1);
+	static sp_socket c[PAST_THE_CQ], a[PAST_THE_CQ];
+	struct sockaddr_in sin;
+	char *sbuf, *rbuf;
+	sp_socket l;
+	struct acc x;
+	int err;
+
+	setenv("SANPROV_SPI_QUEUE_DEPTH", "128", 1);
 	load();
-	connect_until_refused(SP_WSAENOBUFS, 1);
+	l = sw_listen(&sw, &sin);
+	sbuf = aligned_alloc(4096, 8192);
+	rbuf = sbuf + 4096;
+	cr_assert(l != SP_INVALID_SOCKET && sbuf);
+	for (int i = 0; i < PAST_THE_CQ; i++) {
+		err = try_pair(l, &sin, &c[i], &a[i], &x);
+		cr_assert_eq(err, 0, "connection %d: %d", i + 1, err);
+	}
+	for (int i = PAST_THE_CQ - 1; i >= 0; i--)
+		send_one(c[i], a[i], sbuf, rbuf, 512, i);
+	for (int i = 0; i < PAST_THE_CQ; i++) {
+		cr_assert_eq(sw.p.close_socket(c[i], &err), 0);
+		cr_assert_eq(sw.p.close_socket(a[i], &err), 0);
+	}
+	cr_assert_eq(sw.p.close_socket(l, &err), 0);
+	unload();
+	free(sbuf);
+}
+
+/* The CQ's entries bound the operations in flight, every socket's: the next is WSAENOBUFS. */
+Test(spi_faults, operations_past_the_cq_fail_with_enobufs, .timeout = 60)
+{
+	static sp_socket c[3], a[3];
+	struct sockaddr_in sin;
+	struct sw_ov o[17];
+	uint32_t flags = 0;
+	struct acc x;
+	char *buf;
+	void *h[3];
+	sp_socket l;
+	int err, n = 0;
+
+	setenv("SANPROV_SPI_QUEUE_DEPTH", "8", 1);
+	setenv("SANPROV_SPI_CQ_ENTRIES", "16", 1);
+	load();
+	l = sw_listen(&sw, &sin);
+	buf = aligned_alloc(4096, 4096);
+	cr_assert(l != SP_INVALID_SOCKET && buf);
+	/* Connections cost no entries: three of depth 8 where 16 entries would hold one. */
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(try_pair(l, &sin, &c[i], &a[i], &x), 0, "connection %d", i);
+		h[i] = sw.register_memory(a[i], buf, 4096, SP_MEM_WRITE, &err);
+		cr_assert_not_null(h[i], "register: %d", err);
+	}
+	/* Eight receives on each of the first two accepted sockets take all 16. */
+	for (int i = 0; i < 2; i++)
+		for (int j = 0; j < 8; j++, n++) {
+			struct sp_wsabufex rb = { 64, buf + 64 * n, h[i] };
+			sw_ov_init(&o[n], true);
+			cr_assert_eq(
+			    sw.p.recv(a[i], &rb, 1, NULL, &flags, &o[n].ov, NULL, NULL, &err),
+			    SP_SOCKET_ERROR);
+			cr_assert_eq(err, SP_WSA_IO_PENDING, "receive %d: %d", n, err);
+		}
+	struct sp_wsabufex rb = { 64, buf + 64 * n, h[2] };
+	sw_ov_init(&o[n], true);
+	cr_assert_eq(sw.p.recv(a[2], &rb, 1, NULL, &flags, &o[n].ov, NULL, NULL, &err),
+		     SP_SOCKET_ERROR);
+	cr_assert_eq(err, SP_WSAENOBUFS, "receive 17: %d", err);
+	/* A close aborts its eight: their entries are free for another socket. */
+	cr_assert_eq(sw.p.close_socket(a[0], &err), 0);
+	cr_assert_eq(sw.p.recv(a[2], &rb, 1, NULL, &flags, &o[n].ov, NULL, NULL, &err),
+		     SP_SOCKET_ERROR);
+	cr_assert_eq(err, SP_WSA_IO_PENDING, "receive after the close: %d", err);
+	void *hs = sw.register_memory(c[2], buf + 2048, 64, SP_MEM_READ, &err);
+	cr_assert_not_null(hs, "register: %d", err);
+	cr_assert_eq(sw_send_wait(&sw, c[2], buf + 2048, 64, hs), 0);
+	cr_assert_eq(sw_ov_wait(&sw, a[2], &o[n], NULL, 10000), 0);
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(sw.p.close_socket(c[i], &err), 0);
+		if (i)
+			cr_assert_eq(sw.p.close_socket(a[i], &err), 0);
+	}
+	cr_assert_eq(sw.p.close_socket(l, &err), 0);
+	unload();
+	for (int i = 0; i <= n; i++)
+		sw_ov_fini(&o[i]);
+	free(buf);
 }
 
 Test(spi_faults, connections_past_the_nics_qps_fail_with_enobufs, .timeout = 60)

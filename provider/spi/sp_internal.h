@@ -3,7 +3,10 @@
  * The provider's state, shared by the files of the SPI (internal).
  *
  * One device for the process, one completion queue for every connection's
- * QP (a progress thread completes the overlapped operations), one
+ * QP (a progress thread completes the overlapped operations), sized for
+ * the operations in flight rather than the connections: each operation
+ * takes one entry when it is posted and gives it back once its completion
+ * has left the CQ, so a connection costs no CQ entries while idle.  One
  * protection domain and one registration cache shared by every socket:
  * memory handles belong to their socket, the registrations behind them to
  * the process.  An rkey is a memory window bound to one connection's QP
@@ -36,7 +39,8 @@ struct sp_prov_config {
 	uint32_t max_rdma;	 /* SO_MAX_RDMA_SIZE default and cap */
 	uint32_t max_mem_handles;
 	int connect_timeout_ms;
-	uint32_t poll_us; /* spin this long after activity before sleeping (0: never) */
+	uint32_t poll_us;    /* spin this long after activity before sleeping (0: never) */
+	uint32_t cq_entries; /* the shared CQ: operations in flight at most, every socket's */
 };
 
 struct sp_prov {
@@ -66,7 +70,7 @@ struct sp_prov {
 	struct vb_cq *cq;
 	struct vb_pd *pd;	     /* every QP's and every registration's */
 	struct sp_watched *cache;    /* the registrations of every socket, watched by the proxy */
-	_Atomic uint32_t cq_credits; /* CQEs not promised to a QP */
+	_Atomic uint32_t cq_credits; /* CQEs not taken by an operation in flight */
 	struct kp_client *proxy;
 	struct sp_rcache_config cache_cfg;
 	struct sp_htab sockets; /* socket contexts */
@@ -130,7 +134,6 @@ struct sp_sock {
 	bool accept_ready; /* FD_ACCEPT signalled, accept() not called yet */
 	bool connect_busy; /* a blocking connect runs in the caller's thread */
 	bool closing;
-	uint32_t cq_credits; /* taken from sp_prov.cq_credits */
 	sp_event event;
 	int32_t event_mask;
 	int32_t events; /* recorded, not yet enumerated */

@@ -11,12 +11,34 @@
 
 #include "sp_internal.h"
 
+/*
+ * Take an entry of the shared CQ for one operation: false when every entry
+ * is taken by operations in flight.  No lock: the socket's may be held.
+ */
+static bool cq_credit_take(void)
+{
+	uint32_t left = atomic_load_explicit(&sp_prov.cq_credits, memory_order_relaxed);
+
+	do {
+		if (!left)
+			return false;
+	} while (!atomic_compare_exchange_weak_explicit(
+	    &sp_prov.cq_credits, &left, left - 1, memory_order_relaxed, memory_order_relaxed));
+	return true;
+}
+
 struct sp_op *sp_op_new(struct sp_sock *so, enum sp_op_kind kind, struct sp_overlapped *ov,
 			sp_completion_fn cr, int *err)
 {
-	struct sp_op *op = calloc(1, sizeof(*op));
+	struct sp_op *op;
 
+	if (!cq_credit_take()) {
+		*err = SP_WSAENOBUFS;
+		return NULL;
+	}
+	op = calloc(1, sizeof(*op));
 	if (!op) {
+		atomic_fetch_add_explicit(&sp_prov.cq_credits, 1, memory_order_relaxed);
 		*err = SP_WSAENOBUFS;
 		return NULL;
 	}
@@ -56,7 +78,11 @@ static void unlink_op(struct sp_op *op)
 	op->next = op->prev = NULL;
 }
 
-/* Its queue slot is free again (socket lock held; once an operation). */
+/*
+ * Its queue slot is free again, and its CQ entry: its completion was
+ * polled, or its QP is gone and the CQ was polled dry since (socket lock
+ * held; once an operation).
+ */
 static void free_slot(struct sp_op *op)
 {
 	struct sp_sock *so = op->sock;
@@ -65,6 +91,7 @@ static void free_slot(struct sp_op *op)
 		so->rq_free++;
 	else
 		so->sq_free++;
+	atomic_fetch_add_explicit(&sp_prov.cq_credits, 1, memory_order_relaxed);
 }
 
 int sp_op_begin(struct sp_sock *so, enum sp_op_kind kind, struct sp_overlapped *ov,

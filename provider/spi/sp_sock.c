@@ -167,13 +167,6 @@ static void teardown_failed(const char *what, int ret)
 			strerror(ret));
 }
 
-/* Give back what conn_resources() made (no operation, handle or registration left). */
-static void conn_free(uint32_t cq_credits)
-{
-	if (cq_credits)
-		atomic_fetch_add(&sp_prov.cq_credits, cq_credits);
-}
-
 /*
  * Tear down so's connection: its QP first (nothing more completes), then
  * its operations (they give their memory handles back), its handles and
@@ -183,7 +176,6 @@ static void conn_free(uint32_t cq_credits)
 static void conn_release(struct sp_sock *so)
 {
 	struct vb_qp *qp;
-	uint32_t credits;
 
 	pthread_mutex_lock(&so->lock);
 	qp = so->qp;
@@ -194,11 +186,6 @@ static void conn_release(struct sp_sock *so)
 	sp_op_abort_all(so);
 	sp_rdma_release_socket(so);
 	sp_mem_release_socket(so);
-	pthread_mutex_lock(&so->lock);
-	credits = so->cq_credits;
-	so->cq_credits = 0;
-	pthread_mutex_unlock(&so->lock);
-	conn_free(credits);
 }
 
 /*
@@ -208,7 +195,7 @@ static void conn_release(struct sp_sock *so)
  */
 static int conn_resources(struct sp_sock *so)
 {
-	uint32_t depth = sp_prov.cfg.queue_depth, credits = 2 * depth;
+	uint32_t depth = sp_prov.cfg.queue_depth;
 	struct vb_qp_init_attr attr = {
 		.send_cq = sp_prov.cq,
 		.recv_cq = sp_prov.cq,
@@ -218,33 +205,19 @@ static int conn_resources(struct sp_sock *so)
 			 .max_recv_sge = sp_prov.cfg.max_sge },
 	};
 	struct vb_qp *qp;
-	int ret;
 
 	/*
-	 * The shared CQ holds a completion for every WR any QP can have
-	 * posted.  No lock: a caller may hold its socket's lock, and the
-	 * provider's lock is taken before sockets' elsewhere.
+	 * Nothing of the shared CQ is promised to the QP: each operation takes
+	 * its entry when it is posted (sp_op.c), so the CQ bounds the
+	 * operations in flight, not the connections.
 	 */
-	uint32_t left = atomic_load(&sp_prov.cq_credits);
-
-	do {
-		if (left < credits)
-			return ENOBUFS;
-	} while (!atomic_compare_exchange_weak(&sp_prov.cq_credits, &left, left - credits));
-
 	qp = vb_create_qp(sp_prov.pd, &attr);
 	if (!qp)
-		goto err;
+		return errno ? errno : ENOMEM;
 	so->qp = qp;
-	so->cq_credits = credits;
 	so->sq_free = depth;
 	so->rq_free = depth;
 	return 0;
-
-err:
-	ret = errno ? errno : ENOMEM;
-	conn_free(credits);
-	return ret;
 }
 
 /* Addresses ----------------------------------------------------------------- */

@@ -16,7 +16,7 @@ struct sp_prov sp_prov = {
 	.idle = PTHREAD_COND_INITIALIZER,
 };
 
-/* One CQ serves every QP; each QP is promised room for all it can post. */
+/* One CQ serves every QP: room for this many operations in flight by default. */
 #define SP_CQ_ENTRIES 65536u
 /* Outstanding operations: never more than the CQ's entries anyway. */
 #define SP_MAX_OPS (1u << 24)
@@ -54,6 +54,7 @@ static void config_init(struct sp_prov_config *c)
 	 * spins.
 	 */
 	c->poll_us = env_u32("SANPROV_SPI_POLL_US", 100, 0, 1000000);
+	c->cq_entries = env_u32("SANPROV_SPI_CQ_ENTRIES", SP_CQ_ENTRIES, 16, 1u << 22);
 }
 
 static void teardown_status(const char *what, int ret)
@@ -132,18 +133,21 @@ static int prov_setup(void)
 		fprintf(stderr, "sanprov: no device: %s\n", strerror(ret));
 		goto err;
 	}
-	/* As large as the device allows, up to SP_CQ_ENTRIES. */
+	/* As large as the device allows, up to cq_entries. */
 	if (vb_query_device(p->dev, &da)) {
 		ret = EIO;
 		goto err;
 	}
 	p->cq = vb_create_cq(
-	    p->dev, (int)(da.max_cqe && da.max_cqe < SP_CQ_ENTRIES ? da.max_cqe : SP_CQ_ENTRIES));
+	    p->dev,
+	    (int)(da.max_cqe && da.max_cqe < p->cfg.cq_entries ? da.max_cqe : p->cfg.cq_entries));
 	if (!p->cq) {
 		ret = errno;
 		goto err;
 	}
-	atomic_store(&p->cq_credits, (uint32_t)p->cq->cqe);
+	/* Only what was asked for: a NIC may round the size up. */
+	atomic_store(&p->cq_credits, (uint32_t)p->cq->cqe < p->cfg.cq_entries ? (uint32_t)p->cq->cqe
+									      : p->cfg.cq_entries);
 	/*
 	 * Without the proxy nothing can tell the cache that memory changed:
 	 * registrations are then made per use and never cached.

@@ -151,7 +151,8 @@ struct snic_qp_seg {
 	_Atomic uint32_t remote_err; /* set by the peer: the responder side failed */
 	_Atomic uint32_t rnr_wait;   /* owner's send waits for the peer's receive */
 	_Atomic uint32_t cq_notify;  /* owner's recv CQ is armed: the peer signals it */
-	pthread_mutex_t rq_lock;     /* robust, process-shared: RQ consumers */
+	_Atomic uint32_t rung;	 /* the peer rang this QP; the owner's progress thread clears it */
+	pthread_mutex_t rq_lock; /* robust, process-shared: RQ consumers */
 	/* The owner's accesses in flight to its peer's MRs, by key (0: none). */
 	_Atomic uint32_t held[SNIC_MAX_SGE];
 	alignas(64) _Atomic uint32_t rq_head;
@@ -205,6 +206,18 @@ struct snic_buf {
 
 struct snic_qp;
 
+/*
+ * A handle a peer process sent, kept once for all its connections: the
+ * peer sends its doorbell and its CQ's event with every connection, and
+ * its process handle comes with each; one copy each keeps a connection's
+ * cost at its own socket (snic_dev_share()).
+ */
+struct snic_shared {
+	snic_handle h;
+	pid_t pid; /* a process handle: its process id; 0: an event */
+	uint32_t refs;
+};
+
 struct snic_dev {
 	struct vb_device vdev;
 	pthread_mutex_t lock; /* objects, MR slots, buffers, QP list */
@@ -230,9 +243,21 @@ struct snic_dev {
 	struct snic_qp *qp_list;
 	struct snic_buf *bufs;
 	uint32_t n_bufs, cap_bufs;
+	struct snic_shared *shared; /* under lock */
+	uint32_t n_shared, cap_shared;
 	unsigned int dereg_timeout_ms;
 	snic_handle doorbell_fd;
 	struct snic_os_watch *watch;
+	/*
+	 * QPs this process rang for itself (by number), for the progress
+	 * thread: it services those and the QPs whose peers rang their
+	 * connection sockets, never every QP.
+	 */
+	pthread_mutex_t svc_lock;
+	uint32_t *svc;
+	uint32_t n_svc, cap_svc;
+	_Atomic uint64_t n_rings;    /* progress thread wake-ups for QPs */
+	_Atomic uint64_t n_serviced; /* QPs it looked at for them */
 	pthread_t progress;
 	_Atomic bool stop;
 };
@@ -315,7 +340,8 @@ struct snic_qp {
 	size_t rwqe_size;
 	/* connection */
 	snic_handle sock;
-	_Atomic bool connected; /* set once; the progress thread skips QPs not yet connected */
+	_Atomic bool connected;	 /* set once; the progress thread skips QPs not yet connected */
+	_Atomic bool svc_queued; /* in dev->svc */
 	struct snic_peer peer;
 };
 
@@ -491,7 +517,7 @@ struct vb_conn_req *snic_get_request(struct vb_listener *lst, int timeout_ms);
 int snic_accept_request(struct vb_conn_req *req, struct vb_qp *vqp,
 			const struct vb_conn_param *param);
 int snic_reject_request(struct vb_conn_req *req);
-void snic_peer_unmap(struct snic_peer *peer);
+void snic_peer_unmap(struct snic_dev *dev, struct snic_peer *peer);
 
 /* snic_trust.c: what a peer must be before anything is shared with it */
 /*
@@ -535,6 +561,18 @@ int snic_query_port(struct vb_device *vdev, struct vb_port_attr *attr);
 struct vb_pd *snic_alloc_pd(struct vb_device *vdev);
 int snic_dealloc_pd(struct vb_pd *vpd);
 void snic_dev_ring(snic_handle doorbell);
+/* This process's own QP needs its progress thread (an error to raise). */
+void snic_dev_service(struct snic_qp *qp);
+/* The peer's QP needs the peer's progress thread: rung on the connection, once until served. */
+void snic_qp_ring_peer(struct snic_qp *qp);
 int snic_dev_watch(struct snic_dev *dev, snic_handle conn, uint32_t qpn);
+/*
+ * h, just received from a peer (pid: the process it is a handle on, 0 for
+ * an event): the device's copy of the same object if it has one (h is
+ * closed then), else h, now kept.  snic_dev_unshare() drops one use (and
+ * closes a handle the device does not keep).
+ */
+snic_handle snic_dev_share(struct snic_dev *dev, snic_handle h, pid_t pid);
+void snic_dev_unshare(struct snic_dev *dev, snic_handle h);
 
 #endif

@@ -19,7 +19,7 @@
 #include "snic.h"
 
 #define SNIC_CONN_MAGIC 0x534e4343u /* "SNCC" */
-#define SNIC_CONN_VERSION 2	    /* 2: receives reported to the owner, CQs read-only to peers */
+#define SNIC_CONN_VERSION 3	    /* 3: a peer rings a QP on its connection, not the device */
 #define SNIC_CONN_NFDS 5
 
 enum snic_conn_type { SNIC_CONN_REQ = 1, SNIC_CONN_REP = 2, SNIC_CONN_REJ = 3 };
@@ -109,15 +109,15 @@ static void local_msg(struct snic_qp *qp, struct snic_conn_msg *m, snic_handle *
 	fds[4] = qp->dev->doorbell_fd;
 }
 
-void snic_peer_unmap(struct snic_peer *peer)
+void snic_peer_unmap(struct snic_dev *dev, struct snic_peer *peer)
 {
 	snic_peer_release_imports(peer);
 	snic_os_shm_destroy(&peer->dev_shm);
 	snic_os_shm_destroy(&peer->qp_shm);
 	snic_os_shm_destroy(&peer->cq_shm);
-	snic_os_close(peer->cq_evfd);
-	snic_os_close(peer->doorbell_fd);
-	snic_os_close(peer->pidfd);
+	snic_dev_unshare(dev, peer->cq_evfd);
+	snic_dev_unshare(dev, peer->doorbell_fd);
+	snic_dev_unshare(dev, peer->pidfd);
 	snic_peer_dismiss(peer);
 	peer->broken = false;
 	peer->cq_evfd = peer->doorbell_fd = peer->pidfd = SNIC_NO_HANDLE;
@@ -137,8 +137,9 @@ static int map_peer(struct snic_qp *qp, snic_handle sock, const struct snic_conn
 	struct snic_peer *peer = &qp->peer;
 	int ret = EPROTO;
 
-	peer->cq_evfd = fds[3];
-	peer->doorbell_fd = fds[4];
+	/* One copy of each for all the peer's connections. */
+	peer->cq_evfd = snic_dev_share(qp->dev, fds[3], 0);
+	peer->doorbell_fd = snic_dev_share(qp->dev, fds[4], 0);
 	fds[3] = fds[4] = SNIC_NO_HANDLE;
 	if (m->max_mr < 1 || m->max_mr > SNIC_MAX_MR_LIMIT || m->rq_size < 1 ||
 	    m->rq_size > SNIC_MAX_QP_WR || (m->rq_size & (m->rq_size - 1)) || m->rq_max_sge < 1 ||
@@ -148,6 +149,8 @@ static int map_peer(struct snic_qp *qp, snic_handle sock, const struct snic_conn
 	ret = snic_peer_admit(peer, sock);
 	if (ret)
 		goto err;
+	if (!peer->self)
+		peer->pidfd = snic_dev_share(qp->dev, peer->pidfd, peer->pid);
 	/* The MR table is only read here: a stray or hostile write cannot change a region. */
 	ret = snic_os_shm_map(&peer->dev_shm, fds[0], snic_dev_seg_size(m->max_mr), false);
 	if (ret)
@@ -190,7 +193,7 @@ static int map_peer(struct snic_qp *qp, snic_handle sock, const struct snic_conn
 err:
 	for (int i = 0; i < SNIC_CONN_NFDS; i++)
 		snic_os_close(fds[i]);
-	snic_peer_unmap(peer);
+	snic_peer_unmap(qp->dev, peer);
 	return ret;
 }
 
@@ -211,6 +214,9 @@ static int param_timeout(const struct vb_conn_param *param)
 /* Both sides: the connection is up, watch it. */
 static int established(struct snic_qp *qp, snic_handle sock)
 {
+	/* The peer has the QP's segment mapped: its handle is of no more use. */
+	snic_os_close(qp->shm.fd);
+	qp->shm.fd = SNIC_NO_HANDLE;
 	qp->sock = sock;
 	qp->connected = true;
 	return snic_dev_watch(qp->dev, sock, qp->vqp.qp_num);
@@ -276,7 +282,7 @@ int snic_connect(struct vb_qp *vqp, const struct sockaddr *addr, socklen_t addrl
 err_state:
 	qp->state = VB_QPS_INIT;
 	atomic_store(&qp->seg->state, VB_QPS_INIT);
-	snic_peer_unmap(&qp->peer);
+	snic_peer_unmap(qp->dev, &qp->peer);
 	snic_os_close(sock);
 out:
 	pthread_mutex_unlock(&qp->lock);
@@ -414,7 +420,7 @@ int snic_accept_request(struct vb_conn_req *vreq, struct vb_qp *vqp,
 		/* The connecting side gave up (its timeout) before the answer. */
 		if (ret == EPIPE || ret == ECONNRESET)
 			ret = ECONNABORTED;
-		snic_peer_unmap(&qp->peer);
+		snic_peer_unmap(qp->dev, &qp->peer);
 		qp->state = VB_QPS_INIT;
 		atomic_store(&qp->seg->state, VB_QPS_INIT);
 		snic_os_close(sock);

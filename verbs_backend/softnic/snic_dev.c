@@ -18,9 +18,123 @@ void snic_dev_ring(snic_handle doorbell)
 	snic_os_event_signal(doorbell);
 }
 
+void snic_dev_service(struct snic_qp *qp)
+{
+	struct snic_dev *dev = qp->dev;
+
+	if (atomic_exchange(&qp->svc_queued, true))
+		return; /* queued already: the thread clears the flag before it serves */
+	pthread_mutex_lock(&dev->svc_lock);
+	if (dev->n_svc == dev->cap_svc) {
+		uint32_t cap = dev->cap_svc ? 2 * dev->cap_svc : 64;
+		uint32_t *svc = realloc(dev->svc, cap * sizeof(*svc));
+
+		if (svc) {
+			dev->svc = svc;
+			dev->cap_svc = cap;
+		}
+	}
+	/* Without room it waits for the next ring of its own socket or queue. */
+	if (dev->n_svc < dev->cap_svc)
+		dev->svc[dev->n_svc++] = qp->vqp.qp_num;
+	else
+		atomic_store(&qp->svc_queued, false);
+	pthread_mutex_unlock(&dev->svc_lock);
+	snic_dev_ring(dev->doorbell_fd);
+}
+
+void snic_qp_ring_peer(struct snic_qp *qp)
+{
+	static const char ring = 'r';
+
+	/* One ring in flight per QP: the socket never fills, the poster never blocks. */
+	if (!atomic_exchange(&qp->peer.qp_seg->rung, 1))
+		snic_os_send(qp->sock, &ring, 1, NULL, 0);
+}
+
+/*
+ * Take the rings that qp's peer sent on its connection (dev->lock held):
+ * true when the peer is gone instead.  Anything but a one-byte ring is
+ * dropped.
+ */
+static bool take_rings(struct snic_qp *qp)
+{
+	snic_handle h[1];
+	char b;
+	int nh, ret = 0;
+
+	for (int i = 0; i < 16 && !ret; i++) {
+		ret = snic_os_recv(qp->sock, &b, 1, h, &nh, 0, 0);
+		if (ret == EPROTO)
+			ret = 0;
+	}
+	/*
+	 * Cleared after the rings are taken, before the QP is served: a ring
+	 * that found the flag still set made its change before this, and the
+	 * service sees it; a later one sends again.
+	 */
+	atomic_store(&qp->seg->rung, 0);
+	return ret && ret != ETIMEDOUT;
+}
+
 int snic_dev_watch(struct snic_dev *dev, snic_handle conn, uint32_t qpn)
 {
 	return snic_os_watch_conn(dev->watch, conn, qpn);
+}
+
+snic_handle snic_dev_share(struct snic_dev *dev, snic_handle h, pid_t pid)
+{
+	struct snic_shared *s;
+
+	if (h == SNIC_NO_HANDLE)
+		return h;
+	pthread_mutex_lock(&dev->lock);
+	for (uint32_t i = 0; i < dev->n_shared; i++) {
+		s = &dev->shared[i];
+		/*
+		 * A process handle names its process while that runs: a live
+		 * one with the same pid is the same process.  Events are compared
+		 * as objects.
+		 */
+		if (pid ? s->pid == pid && snic_os_process_alive(s->h)
+			: !s->pid && snic_os_same_object(s->h, h)) {
+			s->refs++;
+			pthread_mutex_unlock(&dev->lock);
+			snic_os_close(h);
+			return s->h;
+		}
+	}
+	if (dev->n_shared == dev->cap_shared) {
+		uint32_t cap = dev->cap_shared ? 2 * dev->cap_shared : 16;
+		s = realloc(dev->shared, cap * sizeof(*s));
+		if (!s) {
+			pthread_mutex_unlock(&dev->lock);
+			return h; /* kept by its connection alone */
+		}
+		dev->shared = s;
+		dev->cap_shared = cap;
+	}
+	dev->shared[dev->n_shared++] = (struct snic_shared){ .h = h, .pid = pid, .refs = 1 };
+	pthread_mutex_unlock(&dev->lock);
+	return h;
+}
+
+void snic_dev_unshare(struct snic_dev *dev, snic_handle h)
+{
+	if (h == SNIC_NO_HANDLE)
+		return;
+	pthread_mutex_lock(&dev->lock);
+	for (uint32_t i = 0; i < dev->n_shared; i++) {
+		if (dev->shared[i].h != h)
+			continue;
+		if (--dev->shared[i].refs)
+			h = SNIC_NO_HANDLE;
+		else
+			dev->shared[i] = dev->shared[--dev->n_shared];
+		break;
+	}
+	pthread_mutex_unlock(&dev->lock);
+	snic_os_close(h);
 }
 
 /* With dev->lock held. */
@@ -28,6 +142,7 @@ static void service_qp(struct snic_qp *qp, bool disconnected)
 {
 	if (!atomic_load(&qp->connected))
 		return;
+	atomic_fetch_add_explicit(&qp->dev->n_serviced, 1, memory_order_relaxed);
 	pthread_mutex_lock(&qp->lock);
 	if (disconnected && !qp->peer.gone) {
 		qp->peer.gone = true;
@@ -58,7 +173,7 @@ static void *progress_main(void *arg)
 
 	while (!atomic_load(&dev->stop)) {
 		int n = snic_os_watch_wait(dev->watch, keys, 32);
-		bool rung = false;
+		uint32_t *svc = NULL, n_svc = 0;
 
 		if (n < 0)
 			continue;
@@ -69,17 +184,31 @@ static void *progress_main(void *arg)
 
 			if (!qpn) {
 				snic_os_event_drain(dev->doorbell_fd);
-				rung = true;
+				/* The QPs this process queued: those, not every QP. */
+				pthread_mutex_lock(&dev->svc_lock);
+				svc = dev->svc;
+				n_svc = dev->n_svc;
+				dev->svc = NULL;
+				dev->n_svc = dev->cap_svc = 0;
+				pthread_mutex_unlock(&dev->svc_lock);
+				for (uint32_t j = 0; j < n_svc; j++) {
+					qp = dev->qp_table[svc[j] & (dev->max_qp - 1)];
+					if (!qp || qp->vqp.qp_num != svc[j])
+						continue; /* destroyed meanwhile */
+					atomic_store(&qp->svc_queued, false);
+					service_qp(qp, false);
+				}
+				free(svc);
+				atomic_fetch_add_explicit(&dev->n_rings, 1, memory_order_relaxed);
 				continue;
 			}
-			/* The connection socket: readable only when the peer is gone. */
+			/* The connection socket: the peer rang this QP, or it is gone. */
 			qp = dev->qp_table[qpn & (dev->max_qp - 1)];
-			if (qp && qp->vqp.qp_num == qpn)
-				service_qp(qp, true);
+			if (qp && qp->vqp.qp_num == qpn && !qp->peer.gone) {
+				atomic_fetch_add_explicit(&dev->n_rings, 1, memory_order_relaxed);
+				service_qp(qp, take_rings(qp));
+			}
 		}
-		if (rung)
-			for (struct snic_qp *qp = dev->qp_list; qp; qp = qp->next)
-				service_qp(qp, false);
 		pthread_mutex_unlock(&dev->lock);
 	}
 	return NULL;
@@ -114,6 +243,11 @@ struct vb_device *snic_open_device(const struct vb_ops *ops, const char *name)
 	ret = pthread_mutex_init(&dev->lock, NULL);
 	if (ret)
 		goto err_free;
+	ret = pthread_mutex_init(&dev->svc_lock, NULL);
+	if (ret) {
+		pthread_mutex_destroy(&dev->lock);
+		goto err_free;
+	}
 	/* Peers only read the MR table: they map it read-only. */
 	ret =
 	    snic_os_shm_create(&dev->seg_shm, "sanprov-dev", snic_dev_seg_size(dev->max_mr), true);
@@ -161,6 +295,7 @@ err_tables:
 err_shm:
 	snic_os_shm_destroy(&dev->seg_shm);
 err_lock:
+	pthread_mutex_destroy(&dev->svc_lock);
 	pthread_mutex_destroy(&dev->lock);
 err_free:
 	free(dev);
@@ -190,6 +325,14 @@ int snic_close_device(struct vb_device *vdev)
 							.len = dev->bufs[i].len });
 	free(dev->qp_table);
 	free((void *)dev->sq_credit);
+	/* Every QP is gone, and with it every use of a shared handle. */
+	free(dev->shared);
+	free(dev->svc);
+	if (snic_env_ulong("SANPROV_SOFTNIC_STATS", 0, 0, 1))
+		fprintf(stderr, "softnic: %llu progress wake-ups for QPs, %llu QPs serviced\n",
+			(unsigned long long)atomic_load(&dev->n_rings),
+			(unsigned long long)atomic_load(&dev->n_serviced));
+	pthread_mutex_destroy(&dev->svc_lock);
 	snic_mr_table_fini(dev);
 	snic_os_shm_destroy(&dev->seg_shm);
 	pthread_mutex_destroy(&dev->lock);

@@ -121,6 +121,10 @@ int snic_os_recv(snic_handle conn, void *msg, size_t len, snic_handle *h, int *n
 		 int timeout_ms);
 /* The process at the other end: its id, whether it is this one, a handle on it. */
 int snic_os_conn_peer(snic_handle conn, pid_t *pid, bool *self, snic_handle *proc);
+/* Two handles of this process on one object (an event a peer sent twice). */
+bool snic_os_same_object(snic_handle a, snic_handle b);
+/* The process that proc (from snic_os_conn_peer()) names still runs. */
+bool snic_os_process_alive(snic_handle proc);
 
 /* Peer memory ------------------------------------------------------------ */
 

@@ -195,7 +195,7 @@ int snic_destroy_qp(struct vb_qp *vqp)
 	snic_qp_wait_peer_holds(qp);
 	/* Closing the connection socket tells the peer, as a disconnect. */
 	snic_os_close(qp->sock);
-	snic_peer_unmap(&qp->peer);
+	snic_peer_unmap(dev, &qp->peer);
 	atomic_fetch_sub(&snic_pd_of(vqp->pd)->refs, 1);
 	atomic_fetch_sub(&snic_cq_of(vqp->send_cq)->refs, 1);
 	atomic_fetch_sub(&snic_cq_of(vqp->recv_cq)->refs, 1);
@@ -295,14 +295,14 @@ void snic_qp_drain(struct snic_qp *qp)
 		/* A full CQ: its overflow stays, and this QP goes to the error state. */
 		if (snic_cq_push(cq->seg, cq->size, cq->vcq.fd, &c, &cq->dead) &&
 		    !atomic_exchange(&qp->inb_err, true))
-			snic_dev_ring(qp->dev->doorbell_fd);
+			snic_dev_service(qp);
 	}
 	return;
 
 bad:
 	qp->inb_head = t;
 	if (!atomic_exchange(&qp->inb_err, true))
-		snic_dev_ring(qp->dev->doorbell_fd);
+		snic_dev_service(qp);
 }
 
 static void flush_rq(struct snic_qp *qp)
@@ -356,7 +356,7 @@ void snic_qp_set_error(struct snic_qp *qp)
 static void fail_responder(struct snic_peer *peer)
 {
 	atomic_store(&peer->qp_seg->remote_err, 1);
-	snic_dev_ring(peer->doorbell_fd);
+	snic_qp_ring_peer(vb_container_of(peer, struct snic_qp, peer));
 }
 
 struct held {
@@ -508,7 +508,7 @@ static void consume_recv(struct snic_peer *peer, const struct snic_cqe *c)
 		atomic_load_explicit(&peer->cq_seg->head, memory_order_relaxed) + t + 1 -
 		atomic_load_explicit(&ps->inb_head, memory_order_relaxed) >=
 	    peer->cq_size)
-		snic_dev_ring(peer->doorbell_fd);
+		snic_qp_ring_peer(vb_container_of(peer, struct snic_qp, peer));
 }
 
 /* RDMA write (with immediate) and RDMA read. */
@@ -783,7 +783,7 @@ int snic_post_recv(struct vb_qp *vqp, struct vb_recv_wr *wr, struct vb_recv_wr *
 	}
 	/* A peer send waiting for this receive resumes in the peer's progress thread. */
 	if (qp->connected && !qp->peer.gone && atomic_load(&qp->peer.qp_seg->rnr_wait))
-		snic_dev_ring(qp->peer.doorbell_fd);
+		snic_qp_ring_peer(qp);
 out:
 	if (ret)
 		*bad_wr = wr;

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/kcmp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdalign.h>
@@ -19,6 +20,7 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
@@ -689,6 +691,21 @@ int snic_os_recv(snic_handle conn, void *msg, size_t len, snic_handle *h, int *n
 		while (*nh)
 			close(h[--*nh]);
 	return ret;
+}
+
+bool snic_os_same_object(snic_handle a, snic_handle b)
+{
+	pid_t me = getpid();
+
+	return a >= 0 && b >= 0 && syscall(SYS_kcmp, me, me, KCMP_FILE, a, b) == 0;
+}
+
+bool snic_os_process_alive(snic_handle proc)
+{
+	struct pollfd p = { .fd = proc, .events = POLLIN };
+
+	/* A pidfd turns readable when its process exits. */
+	return proc >= 0 && poll(&p, 1, 0) == 0;
 }
 
 int snic_os_conn_peer(snic_handle conn, pid_t *pid, bool *self, snic_handle *proc)

@@ -646,6 +646,16 @@ int snic_os_wait_any(const snic_handle *h, int n, int timeout_ms)
 	return idx[r - WAIT_OBJECT_0];
 }
 
+bool snic_os_same_object(snic_handle a, snic_handle b)
+{
+	return a && b && CompareObjectHandles(a, b);
+}
+
+bool snic_os_process_alive(snic_handle proc)
+{
+	return proc && WaitForSingleObject(proc, 0) == WAIT_TIMEOUT;
+}
+
 int snic_os_conn_peer(snic_handle conn, pid_t *pid, bool *self, snic_handle *proc)
 {
 	(void)conn;

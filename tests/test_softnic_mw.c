@@ -267,3 +267,53 @@ Test(mw, freeing_a_window_waits_for_the_peers_accesses, .timeout = 60)
 	cr_assert_eq(vb_dereg_mr(dmr), 0);
 	free(dst);
 }
+
+/*
+ * softnic: a window bound to a QP that is destroyed is worth nothing,
+ * even to a later QP that gets the same number (softnic's numbers wrap
+ * after 2^24 QPs; the test moves the counter there).
+ */
+Test(mw, a_window_dies_with_its_qp, .timeout = 60)
+{
+	struct two t;
+	char *dst = aligned_alloc(4096, BUF), *src = aligned_alloc(4096, BUF);
+	struct vb_mr *dmr, *smr;
+	struct vb_qp *a3, *b3;
+	struct vb_mw *mw;
+	struct vb_wc wc;
+	uint32_t qpn;
+
+	if (!tdev_is_softnic())
+		cr_skip_test("reuses a QP number of softnic's; %s", tdev_backend());
+	cr_assert(dst && src);
+	memset(dst, 0x11, BUF);
+	memset(src, 0x77, BUF);
+	two_open(&t);
+	dmr = vb_reg_mr(t.pd, dst, BUF, VB_ACCESS_LOCAL_WRITE | VB_ACCESS_MW_BIND);
+	smr = vb_reg_mr(t.pd, src, BUF, VB_ACCESS_LOCAL_WRITE);
+	cr_assert(dmr && smr);
+	mw = vb_alloc_mw(t.pd);
+	cr_assert_not_null(mw);
+	cr_assert_eq(vb_bind_mw(t.b1, mw, dmr, dst, BUF, VB_ACCESS_REMOTE_WRITE), 0);
+	qpn = t.b1->qp_num;
+	cr_assert_eq(vb_destroy_qp(t.b1), 0);
+
+	snic_dev_of(t.dev)->next_qpn = qpn;
+	b3 = qp_new(&t);
+	cr_assert_eq(b3->qp_num, qpn);
+	a3 = qp_new(&t);
+	connect_pair(&t, a3, b3);
+	cr_assert_eq(
+	    post_rdma(a3, VB_WR_RDMA_WRITE, 1, src, 64, smr->lkey, 0, mw->rkey, VB_SEND_SIGNALED),
+	    0);
+	do
+		wc = wait_one(t.cq);
+	while (wc.qp_num != a3->qp_num);
+	cr_assert_neq(wc.status, VB_WC_SUCCESS, "a window of a destroyed QP served its successor");
+	cr_assert_eq(dst[0], 0x11);
+	cr_assert_eq(vb_dealloc_mw(mw), 0);
+	cr_assert_eq(vb_dereg_mr(dmr), 0);
+	cr_assert_eq(vb_dereg_mr(smr), 0);
+	free(dst);
+	free(src);
+}

@@ -278,6 +278,9 @@ struct snic_mw {
 	struct vb_mw vmw;
 	uint32_t slot;
 	struct snic_mr *mr; /* bound to, or NULL */
+	/* The QP it is bound to, in its list (dev->lock): destroying the QP kills the key. */
+	struct snic_qp *qp;
+	struct snic_mw *qp_next, *qp_prev;
 };
 
 struct snic_cq {
@@ -343,6 +346,7 @@ struct snic_qp {
 	_Atomic bool connected;	 /* set once; the progress thread skips QPs not yet connected */
 	_Atomic bool svc_queued; /* in dev->svc */
 	struct snic_peer peer;
+	struct snic_mw *mws; /* windows bound to it (dev->lock) */
 };
 
 static inline struct snic_dev *snic_dev_of(struct vb_device *d)
@@ -442,6 +446,9 @@ static inline uint32_t snic_key_slot(uint32_t key, uint32_t max_mr)
 const struct snic_mr_entry *snic_mr_get(const struct snic_dev_seg *seg, uint32_t max_mr,
 					uint32_t key, uint32_t pd, uint32_t qpn, uint64_t addr,
 					uint64_t len, unsigned int access, _Atomic uint32_t *hold);
+
+/* Kill the keys of the windows bound to qp, which is going (dev->lock held). */
+void snic_mw_qp_gone(struct snic_dev *dev, struct snic_qp *qp);
 
 /* The owner's address of the byte at iova in a region taken with snic_mr_get(). */
 static inline uint64_t snic_mr_va(const struct snic_mr_entry *e, uint64_t iova)

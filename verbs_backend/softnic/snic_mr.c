@@ -326,6 +326,37 @@ struct vb_mw *snic_alloc_mw(struct vb_pd *vpd)
 	return &mw->vmw;
 }
 
+/* Take mw out of its QP's list (dev->lock held). */
+static void mw_qp_unlink(struct snic_mw *mw)
+{
+	if (!mw->qp)
+		return;
+	if (mw->qp_prev)
+		mw->qp_prev->qp_next = mw->qp_next;
+	else
+		mw->qp->mws = mw->qp_next;
+	if (mw->qp_next)
+		mw->qp_next->qp_prev = mw->qp_prev;
+	mw->qp = NULL;
+	mw->qp_next = mw->qp_prev = NULL;
+}
+
+/*
+ * As a NIC's type 2 window, which names its QP itself and not a number
+ * that a later QP may get (softnic's wrap after 2^24): the keys die with
+ * the QP.  The peer's accesses through the QP in flight are waited for by
+ * its destruction (snic_qp_wait_peer_holds()).
+ */
+void snic_mw_qp_gone(struct snic_dev *dev, struct snic_qp *qp)
+{
+	while (qp->mws) {
+		struct snic_mw *mw = qp->mws;
+
+		atomic_store(&dev->seg->mr[mw->slot].key, 0);
+		mw_qp_unlink(mw);
+	}
+}
+
 /* Kill mw's key and let go of its region (no other call on mw meanwhile). */
 static void mw_unbind(struct snic_dev *dev, struct snic_mw *mw)
 {
@@ -333,6 +364,9 @@ static void mw_unbind(struct snic_dev *dev, struct snic_mw *mw)
 
 	entry_kill(dev, e, mw->vmw.rkey);
 	mw->vmw.rkey = 0;
+	pthread_mutex_lock(&dev->lock);
+	mw_qp_unlink(mw);
+	pthread_mutex_unlock(&dev->lock);
 	if (mw->mr) {
 		atomic_fetch_sub(&mw->mr->windows, 1);
 		mw->mr = NULL;
@@ -371,6 +405,12 @@ int snic_bind_mw(struct vb_qp *vqp, struct vb_mw *vmw, struct vb_mr *vmr, void *
 	e->buf_ino = re->buf_ino;
 	e->buf_base = re->buf_base;
 	e->buf_len = re->buf_len;
+	mw->qp = snic_qp_of(vqp);
+	mw->qp_prev = NULL;
+	mw->qp_next = mw->qp->mws;
+	if (mw->qp_next)
+		mw->qp_next->qp_prev = mw;
+	mw->qp->mws = mw;
 	pthread_mutex_unlock(&dev->lock);
 	/* Publish last, as a registration does. */
 	atomic_store_explicit(&e->key, vmw->rkey, memory_order_release);

@@ -173,6 +173,8 @@ int snic_destroy_qp(struct vb_qp *vqp)
 	dev->qp_table[vqp->qp_num & (dev->max_qp - 1)] = NULL;
 	atomic_store(&dev->sq_credit[vqp->qp_num & (dev->max_qp - 1)], 0);
 	dev->n_qp--;
+	/* Its number may come back: the windows bound to it must not. */
+	snic_mw_qp_gone(dev, qp);
 	pthread_mutex_unlock(&dev->lock);
 	{
 		struct snic_cq *rcq = snic_cq_of(vqp->recv_cq);

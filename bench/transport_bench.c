@@ -36,8 +36,9 @@ static const size_t sizes[] = { 64, 4096, 65536, 1u << 20 };
 #define MAXLEN (1u << 20)
 #define BUFLEN (MAXLEN + 4096)
 #define DEPTH 4
-#define NX 4
-static const char *const names[NX] = { "tcp", "session", "spi", "backend" };
+/* The transports: TCP, the session polled and by up-call, RDMA through the SPI, the backend. */
+enum { X_TCP, X_SESS, X_UPCALL, X_SPI, X_BACKEND, NX };
+static const char *const names[NX] = { "tcp", "session", "upcall", "spi", "backend" };
 
 static int tcp_fd;
 static char *sbuf, *rbuf;
@@ -70,7 +71,7 @@ struct rpath {
 
 /* The session, the SPI and the backend, as each process has them. */
 static struct sw g_sw;
-static struct swc_sess sess;
+static struct swc_sess sess, usess; /* polled, by up-call */
 
 struct spi_path {
 	struct rpath r;
@@ -194,16 +195,19 @@ static int rdrain(struct rpath *r)
 /* Transport x: n bytes out (or in), through each path's own means. */
 static int xsend(int x, size_t n, uint64_t seq)
 {
+	struct swc_sess *ss = x == X_UPCALL ? &usess : &sess;
+
 	switch (x) {
-	case 0:
+	case X_TCP:
 		return full_io(true, sbuf, n);
-	case 1:
-		return swc_send(&sess, sbuf, n)
-			   ? (fprintf(stderr, "session send (%s): %s\n",
-				      is_server ? "server" : "client", strerror(sess.error)),
+	case X_SESS:
+	case X_UPCALL:
+		return swc_send(ss, sbuf, n)
+			   ? (fprintf(stderr, "%s send (%s): %s\n", names[x],
+				      is_server ? "server" : "client", strerror(ss->error)),
 			      -1)
 			   : 0;
-	case 2:
+	case X_SPI:
 		return rsend(&spi.r, n, seq);
 	default:
 		return rsend(&be.r, n, seq);
@@ -212,16 +216,19 @@ static int xsend(int x, size_t n, uint64_t seq)
 
 static int xrecv(int x, size_t n, uint64_t seq)
 {
+	struct swc_sess *ss = x == X_UPCALL ? &usess : &sess;
+
 	switch (x) {
-	case 0:
+	case X_TCP:
 		return full_io(false, rbuf, n);
-	case 1:
-		return swc_recv(&sess, rbuf, n)
-			   ? (fprintf(stderr, "session recv (%s): %s\n",
-				      is_server ? "server" : "client", strerror(sess.error)),
+	case X_SESS:
+	case X_UPCALL:
+		return swc_recv(ss, rbuf, n)
+			   ? (fprintf(stderr, "%s recv (%s): %s\n", names[x],
+				      is_server ? "server" : "client", strerror(ss->error)),
 			      -1)
 			   : 0;
-	case 2:
+	case X_SPI:
 		wait_seq(spi.r.dst, n, seq);
 		return 0;
 	default:
@@ -241,7 +248,7 @@ static double pingpong(int x, bool server, size_t n, uint32_t iters)
 		if (server ? xrecv(x, n, a) || xsend(x, n, b) : xsend(x, n, a) || xrecv(x, n, b))
 			return -1;
 	}
-	if (x >= 2 && rdrain(x == 2 ? &spi.r : &be.r))
+	if (x >= X_SPI && rdrain(x == X_SPI ? &spi.r : &be.r))
 		return -1;
 	return (double)(perf_now_ns() - t0) / 1000.0 / iters;
 }
@@ -253,15 +260,15 @@ static double stream(int x, bool server, size_t n, uint32_t count)
 
 	for (uint32_t i = 0; i < count; i++) {
 		/* The RDMA paths reuse one target: only the last message is looked at. */
-		if (server ? (x < 2 && xrecv(x, n, 0)) : xsend(x, n, base + i + 1))
+		if (server ? (x < X_SPI && xrecv(x, n, 0)) : xsend(x, n, base + i + 1))
 			return -1;
 	}
-	if (server && x >= 2 && xrecv(x, n, base + count))
+	if (server && x >= X_SPI && xrecv(x, n, base + count))
 		return -1;
 	seq_no = base + count + 1;
 	if (server ? xsend(x, 64, seq_no) : xrecv(x, 64, seq_no))
 		return -1;
-	if (x >= 2 && rdrain(x == 2 ? &spi.r : &be.r))
+	if (x >= X_SPI && rdrain(x == X_SPI ? &spi.r : &be.r))
 		return -1;
 	return (double)n * count / (double)(perf_now_ns() - t0);
 }
@@ -285,13 +292,14 @@ static int setup(bool server)
 {
 	struct swc_spi fns;
 	struct sockaddr_in sin;
-	sp_socket s[2];
+	sp_socket s[3];
 	int err = 0;
 
 	if (sw_load(&g_sw))
 		return -1;
-	/* Two SPI connections: the session's, and the one for plain RDMA writes. */
-	for (int i = 0; i < 2; i++) {
+	/* Three SPI connections: the sessions' (polled, by up-call), and one for plain RDMA writes.
+	 */
+	for (int i = 0; i < 3; i++) {
 		if (server) {
 			sp_socket l = sw_listen(&g_sw, &sin);
 			if (l == SP_INVALID_SOCKET || full_io(true, &sin, sizeof(sin)))
@@ -307,9 +315,10 @@ static int setup(bool server)
 			return -1;
 	}
 	sw_spi(&g_sw, &fns);
-	if (swc_sess_init(&sess, &fns, s[0], NULL))
+	if (swc_sess_init(&sess, &fns, s[0], NULL) ||
+	    swc_sess_init(&usess, &fns, s[1], &(struct swc_opts){ .events = &sw_events }))
 		return -1;
-	spi.s = s[1];
+	spi.s = s[2];
 	spi.r = (struct rpath){ .write = spi_write, .reap = spi_reap };
 	spi.r.src = aligned_alloc(4096, BUFLEN);
 	spi.r.dst = aligned_alloc(4096, BUFLEN);
@@ -373,6 +382,7 @@ static int setup(bool server)
 static void teardown(void)
 {
 	swc_sess_fini(&sess);
+	swc_sess_fini(&usess);
 	vb_destroy_qp(be.qp);
 	vb_dereg_mr(be.smr);
 	vb_dereg_mr(be.dmr);

@@ -390,3 +390,91 @@ Test(uffd, missing_page_mode_with_kernel_faults_serves_the_kernel)
 	munmap(x, 4 * PG);
 	teardown();
 }
+
+/*
+ * An unsecure examines as many segments of the registered set with 30,000
+ * ranges secured as with 10 (issue 14: unsecure in O(1)): the range's
+ * record leads to its segment, its neighbours are linked.  Adjacent
+ * ranges (one run, no map budget), unsecured from the middle, where a
+ * search of an ordered structure costs the most.
+ */
+static double unsecure_cost(uint32_t n)
+{
+	uint8_t *x = anon((size_t)n * PG, PROT_READ | PROT_WRITE);
+	uint64_t *h = calloc(n, sizeof(*h)), p0, total = 0;
+	uint32_t samples = 0;
+
+	cr_assert_not_null(h);
+	for (uint32_t i = 0; i < n; i++)
+		cr_assert_eq(kp_secure(kp, (uintptr_t)(x + (size_t)i * PG), PG, RW, &h[i]), KP_OK);
+	/* Every other range of the middle: each has secured neighbours on both sides. */
+	for (uint32_t i = n / 2 - 4; i < n / 2 + 4; i += 2) {
+		p0 = kp_uffd_test_probes(kp);
+		cr_assert_eq(kp_unsecure(kp, h[i]), KP_OK);
+		total += kp_uffd_test_probes(kp) - p0;
+		samples++;
+		h[i] = 0;
+	}
+	for (uint32_t i = 0; i < n; i++)
+		if (h[i])
+			cr_assert_eq(kp_unsecure(kp, h[i]), KP_OK);
+	cr_assert(!registered(x, (size_t)n * PG));
+	free(h);
+	munmap(x, (size_t)n * PG);
+	return (double)total / samples;
+}
+
+Test(uffd, unsecure_examines_as_many_segments_at_30000_ranges_as_at_10, .timeout = 120)
+{
+	double few = unsecure_cost(10), many = unsecure_cost(30000);
+
+	cr_log_info("segments examined per unsecure: %.1f with 10 ranges, %.1f with 30,000", few,
+		    many);
+	cr_assert_leq(many, few + 2, "%.1f segments examined with 30,000 ranges, %.1f with 10",
+		      many, few);
+	teardown();
+}
+
+/*
+ * Overlapping, nested and adjacent ranges secured and unsecured in random
+ * order: after each step exactly the pages some secured range covers are
+ * registered (the segments' counts, joins and splits agree with a model).
+ */
+Test(uffd, overlapping_ranges_in_random_order_leave_exactly_the_covered_pages, .timeout = 120)
+{
+	enum { PAGES = 48, RANGES = 40 };
+	uint8_t *x = anon((size_t)PAGES * PG, PROT_READ | PROT_WRITE);
+	uint32_t lo[RANGES], hi[RANGES], cover[PAGES] = { 0 };
+	uint64_t h[RANGES] = { 0 };
+	unsigned int seed = 7;
+
+	for (int step = 0; step < 160; step++) {
+		int i = rand_r(&seed) % RANGES;
+		if (h[i]) {
+			cr_assert_eq(kp_unsecure(kp, h[i]), KP_OK);
+			h[i] = 0;
+			for (uint32_t p = lo[i]; p < hi[i]; p++)
+				cover[p]--;
+		} else {
+			lo[i] = (uint32_t)rand_r(&seed) % PAGES;
+			hi[i] = lo[i] + 1 +
+				(uint32_t)rand_r(&seed) % (PAGES - lo[i] < 8 ? PAGES - lo[i] : 8);
+			cr_assert_eq(kp_secure(kp, (uintptr_t)(x + (size_t)lo[i] * PG),
+					       (size_t)(hi[i] - lo[i]) * PG, RW, &h[i]),
+				     KP_OK);
+			for (uint32_t p = lo[i]; p < hi[i]; p++)
+				cover[p]++;
+		}
+		if (step % 8)
+			continue;
+		for (uint32_t p = 0; p < PAGES; p++)
+			cr_assert_eq(registered(x + (size_t)p * PG, PG), cover[p] > 0,
+				     "step %d: page %u covered %u times", step, p, cover[p]);
+	}
+	for (int i = 0; i < RANGES; i++)
+		if (h[i])
+			cr_assert_eq(kp_unsecure(kp, h[i]), KP_OK);
+	cr_assert(!registered(x, (size_t)PAGES * PG));
+	munmap(x, (size_t)PAGES * PG);
+	teardown();
+}

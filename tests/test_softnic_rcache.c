@@ -165,3 +165,41 @@ Test(softnic_rcache, backend_errors_come_back_clean)
 	cr_assert_eq(s.regions, 0);
 	teardown();
 }
+
+/*
+ * A deregistration the NIC refuses (here: a window still bound to the
+ * region) keeps the registration within reach: counted, tried again at the
+ * next deregistration or collection, and never leaked (the device closes).
+ */
+Test(softnic_rcache, refused_deregistration_is_kept_and_retried)
+{
+	struct sp_watched_stats ws;
+	struct sp_rcache_config cfg;
+	struct sp_watched *w;
+	struct sp_region *r;
+	struct vb_mw *mw;
+
+	sp_rcache_config_init(&cfg);
+	/* No proxy: nothing is cached, the last put deregisters. */
+	w = sp_watched_create(&cfg, p.a.pd, NULL);
+	cr_assert_not_null(w);
+	cr_assert_eq(sp_rcache_get(sp_watched_cache(w), src, LEN, VB_ACCESS_MW_BIND, &r), 0);
+	mw = vb_alloc_mw(p.a.pd);
+	cr_assert_not_null(mw);
+	cr_assert_eq(vb_bind_mw(p.a.qp, mw, sp_watched_mr(r), src, LEN, VB_ACCESS_REMOTE_READ), 0);
+	sp_rcache_put(sp_watched_cache(w), r);
+	sp_watched_get_stats(w, &ws);
+	cr_assert_eq(ws.dereg_failures, 1);
+	cr_assert_eq(ws.dereg_pending, 1);
+	sp_watched_collect(w);
+	sp_watched_get_stats(w, &ws);
+	cr_assert_eq(ws.dereg_pending, 1, "still refused while the window is bound");
+	cr_assert_eq(vb_dealloc_mw(mw), 0);
+	sp_watched_collect(w);
+	sp_watched_get_stats(w, &ws);
+	cr_assert_eq(ws.dereg_failures, 1);
+	cr_assert_eq(ws.dereg_pending, 0);
+	cr_assert_eq(sp_watched_destroy(w), 0);
+	/* teardown() closes the device: it refuses while an MR is left. */
+	teardown();
+}

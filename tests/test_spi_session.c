@@ -4,8 +4,11 @@
  * processes: a stream of small and large sends each way (large ones by
  * RDMA read, or by RDMA write), received in other sizes than sent and
  * verified byte for byte, while a thread in each process keeps calling the
- * cache callback over the application's buffers; then the orderly
- * shutdown, each end reading 0 after the data.
+ * cache callback over the application's buffer that its transfers use
+ * through memory handles only; then the orderly shutdown, each end reading
+ * 0 after the data.  (The callback says the memory is changing: over a
+ * buffer the peer reaches by an RDMA registration it revokes the peer's
+ * access, docs/spi-memory.md, and would break the session.)
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -176,7 +179,13 @@ static int side(bool server, int port_rd, int port_wr, bool rdma_read)
 		fprintf(stderr, "session: %d\n", ret);
 		return 7;
 	}
-	st = (struct storm){ .sw = &sw, .buf = { out, in }, .len = len };
+	/*
+	 * By RDMA read the receiver reads into in through a memory handle and
+	 * the sender's out is the peer's target; by RDMA write the other way.
+	 */
+	st = (struct storm){ .sw = &sw,
+			     .buf = { rdma_read ? in : out, rdma_read ? in : out },
+			     .len = len };
 	if (pthread_create(&t, NULL, storm_main, &st))
 		return 8;
 	/* The storm is under way before the first transfer. */

@@ -75,16 +75,29 @@ struct kp_procmap_query {
 
 /*
  * What is registered with the userfaultfd: disjoint segments, each with the
- * number of secured ranges covering it, in a treap ordered by start.
- * Adjacent segments of equal count are merged.  A run is a maximal stretch
+ * number of secured ranges covering it, in a treap ordered by start (with
+ * parent links) and a list in address order.  A run is a maximal stretch
  * of adjacent segments: one registration as the kernel sees it, which
  * splits at most two mappings.
+ *
+ * A boundary between adjacent segments stays only where it means
+ * something: their counts differ, or a secured range starts there (nstart,
+ * the ranges starting at the segment's start).  So the start of every
+ * secured range is always a segment's start, and that segment lives as
+ * long as the range (its count and nstart are not 0): the range's record
+ * keeps it (the core's cookie).  Its end is always a segment's end too: a
+ * boundary with equal counts on both sides has a range starting there.
+ * An unsecure therefore starts at its segment, walks the list to its end,
+ * and looks at the two neighbours: no search, and removing a treap node
+ * given the node takes O(1) rotations on average.  Secures search (O(log n)).
  */
 struct kp_seg {
 	uint64_t start, end;
 	uint32_t count;
+	uint32_t nstart; /* secured ranges that start at start */
 	uint32_t prio;
-	struct kp_seg *l, *r;
+	struct kp_seg *l, *r, *up;  /* the treap */
+	struct kp_seg *prev, *next; /* address order */
 };
 
 struct vma_info {
@@ -116,11 +129,12 @@ struct kp_client {
 	pthread_mutex_t table_lock; /* the core's table: held around UFFDIO_REGISTER */
 	pthread_mutex_t ring_lock;  /* the core's event ring: short, never held calling out */
 	/* What is registered (table_lock). */
-	struct kp_seg *root;
+	struct kp_seg *root, *first; /* the treap, the list */
 	struct kp_seg *pool, *free_segs;
 	uint32_t pool_used;
 	uint32_t seed;
 	uint32_t runs, max_runs;
+	uint64_t probes; /* segments examined by unsecures (kp_uffd_test_probes) */
 	/* Ranges mremap moved, still registered at their new place (move_lock, short). */
 	pthread_mutex_t move_lock;
 	struct {
@@ -210,7 +224,7 @@ static struct kp_seg *seg_new(struct kp_client *k, uint64_t start, uint64_t end,
 	else
 		s = &k->pool[k->pool_used++];
 	k->seed = k->seed * 1103515245u + 12345u;
-	*s = (struct kp_seg){ start, end, count, k->seed, NULL, NULL };
+	*s = (struct kp_seg){ .start = start, .end = end, .count = count, .prio = k->seed };
 	return s;
 }
 
@@ -220,51 +234,87 @@ static void seg_put(struct kp_client *k, struct kp_seg *s)
 	k->free_segs = s;
 }
 
-/* Split t into keys < key and keys >= key. */
-static void seg_split(struct kp_seg *t, uint64_t key, struct kp_seg **lo, struct kp_seg **hi)
+/* Where the link to t is: its parent's child pointer, or the root. */
+static struct kp_seg **seg_link(struct kp_client *k, struct kp_seg *t)
 {
-	if (!t) {
-		*lo = *hi = NULL;
-	} else if (t->start < key) {
-		seg_split(t->r, key, &t->r, hi);
-		*lo = t;
+	if (!t->up)
+		return &k->root;
+	return t->up->l == t ? &t->up->l : &t->up->r;
+}
+
+/* Rotate x above its parent. */
+static void seg_rotate_up(struct kp_client *k, struct kp_seg *x)
+{
+	struct kp_seg *p = x->up, **link = seg_link(k, p);
+
+	k->probes++;
+	if (p->l == x) {
+		p->l = x->r;
+		if (x->r)
+			x->r->up = p;
+		x->r = p;
 	} else {
-		seg_split(t->l, key, lo, &t->l);
-		*hi = t;
+		p->r = x->l;
+		if (x->l)
+			x->l->up = p;
+		x->l = p;
 	}
+	x->up = p->up;
+	p->up = x;
+	*link = x;
 }
 
-static struct kp_seg *seg_merge(struct kp_seg *a, struct kp_seg *b)
+/* Put s, not yet in the structure, right after prev (NULL: first). */
+static void seg_insert_after(struct kp_client *k, struct kp_seg *prev, struct kp_seg *s)
 {
-	if (!a || !b)
-		return a ? a : b;
-	if (a->prio > b->prio) {
-		a->r = seg_merge(a->r, b);
-		return a;
+	struct kp_seg *next = prev ? prev->next : k->first;
+
+	/* In order between prev and next: prev has no right child, or next no left one. */
+	if (prev && !prev->r) {
+		prev->r = s;
+		s->up = prev;
+	} else if (next) {
+		next->l = s;
+		s->up = next;
+	} else {
+		k->root = s;
+		s->up = NULL;
 	}
-	b->l = seg_merge(a, b->l);
-	return b;
+	s->prev = prev;
+	s->next = next;
+	if (prev)
+		prev->next = s;
+	else
+		k->first = s;
+	if (next)
+		next->prev = s;
+	while (s->up && s->up->prio < s->prio)
+		seg_rotate_up(k, s);
 }
 
-static void seg_insert(struct kp_client *k, struct kp_seg *s)
-{
-	struct kp_seg *lo, *hi;
-
-	seg_split(k->root, s->start, &lo, &hi);
-	k->root = seg_merge(seg_merge(lo, s), hi);
-}
-
+/* Take s out (given the node: no search) and free it. */
 static void seg_erase(struct kp_client *k, struct kp_seg *s)
 {
-	struct kp_seg **p = &k->root;
+	struct kp_seg *c;
 
-	while (*p != s)
-		p = s->start < (*p)->start ? &(*p)->l : &(*p)->r;
-	*p = seg_merge(s->l, s->r);
+	/* Down until it has a child at most, then spliced out. */
+	while (s->l && s->r)
+		seg_rotate_up(k, s->l->prio > s->r->prio ? s->l : s->r);
+	c = s->l ? s->l : s->r;
+	*seg_link(k, s) = c;
+	if (c)
+		c->up = s->up;
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		k->first = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	k->probes++;
 	seg_put(k, s);
 }
 
-/* The segment with the greatest start <= x. */
+/* The segment with the greatest start <= x (a search: secures only). */
 static struct kp_seg *seg_floor(struct kp_client *k, uint64_t x)
 {
 	struct kp_seg *t = k->root, *best = NULL;
@@ -279,21 +329,6 @@ static struct kp_seg *seg_floor(struct kp_client *k, uint64_t x)
 	return best;
 }
 
-/* The segment with the least start > x. */
-static struct kp_seg *seg_above(struct kp_client *k, uint64_t x)
-{
-	struct kp_seg *t = k->root, *best = NULL;
-
-	while (t)
-		if (t->start > x) {
-			best = t;
-			t = t->l;
-		} else {
-			t = t->r;
-		}
-	return best;
-}
-
 /* Make x a segment boundary, if a segment spans it. */
 static void seg_cut(struct kp_client *k, uint64_t x)
 {
@@ -302,7 +337,7 @@ static void seg_cut(struct kp_client *k, uint64_t x)
 	if (s && s->start < x && x < s->end) {
 		struct kp_seg *n = seg_new(k, x, s->end, s->count);
 		s->end = x;
-		seg_insert(k, n);
+		seg_insert_after(k, s, n);
 	}
 }
 
@@ -311,17 +346,18 @@ static struct kp_seg *seg_first_touching(struct kp_client *k, uint64_t a)
 {
 	struct kp_seg *s = seg_floor(k, a);
 
-	return s && s->end >= a ? s : seg_above(k, a);
+	return s && s->end >= a ? s : s ? s->next : k->first;
 }
 
-/* How many runs meet [a, b] (touching counts). */
-static uint32_t runs_touching(struct kp_client *k, uint64_t a, uint64_t b)
+/* How many runs meet [a, b] (touching counts), from s, the first segment that ends at or after a.
+ */
+static uint32_t runs_from(struct kp_client *k, struct kp_seg *s, uint64_t b)
 {
 	uint32_t n = 0;
 	uint64_t prev_end = 0;
 
-	for (struct kp_seg *s = seg_first_touching(k, a); s && s->start <= b;
-	     s = seg_above(k, s->start)) {
+	for (; s && s->start <= b; s = s->next) {
+		k->probes++;
 		if (!n || s->start != prev_end)
 			n++;
 		prev_end = s->end;
@@ -329,19 +365,23 @@ static uint32_t runs_touching(struct kp_client *k, uint64_t a, uint64_t b)
 	return n;
 }
 
-/* Merge neighbours of equal count around [a, b]. */
-static void seg_normalize(struct kp_client *k, uint64_t a, uint64_t b)
+static uint32_t runs_touching(struct kp_client *k, uint64_t a, uint64_t b)
 {
-	struct kp_seg *s = seg_first_touching(k, a), *n;
+	return runs_from(k, seg_first_touching(k, a), b);
+}
 
-	while (s && s->start <= b) {
-		n = seg_above(k, s->start);
-		if (n && n->start == s->end && n->count == s->count) {
-			s->end = n->end;
-			seg_erase(k, n);
-			continue;
-		}
-		s = n;
+/* Merge s into the segment before it, if nothing tells them apart any more. */
+static void seg_join_prev(struct kp_client *k, struct kp_seg *s)
+{
+	struct kp_seg *p;
+
+	if (!s || s->nstart)
+		return;
+	p = s->prev;
+	k->probes++;
+	if (p && p->end == s->start && p->count == s->count) {
+		p->end = s->end;
+		seg_erase(k, s);
 	}
 }
 
@@ -359,7 +399,7 @@ static void unregister_uncovered(struct kp_client *k, uint64_t start, uint64_t e
 {
 	struct kp_seg *s = seg_first_touching(k, start);
 
-	for (; s && s->start < end && start < end; s = seg_above(k, s->start)) {
+	for (; s && s->start < end && start < end; s = s->next) {
 		if (s->end <= start)
 			continue;
 		unregister_range(k, start, s->start > start ? s->start : start);
@@ -368,54 +408,83 @@ static void unregister_uncovered(struct kp_client *k, uint64_t start, uint64_t e
 	unregister_range(k, start, end);
 }
 
-/* Count [a, b) once more as secured. */
-static void cover(struct kp_client *k, uint64_t a, uint64_t b)
+/* Count [a, b) once more as secured: the segment that starts at a. */
+static struct kp_seg *cover(struct kp_client *k, uint64_t a, uint64_t b)
 {
+	struct kp_seg *s, *first;
 	uint64_t pos = a;
 
 	k->runs -= runs_touching(k, a, b);
 	seg_cut(k, a);
 	seg_cut(k, b);
+	s = seg_floor(k, a);
+	if (!s)
+		s = k->first;
+	else if (s->end <= a)
+		s = s->next; /* a lies in a gap */
+	first = NULL;
 	while (pos < b) {
-		struct kp_seg *s = seg_floor(k, pos);
-		if (s && s->end > pos) {
+		if (s && s->start <= pos) {
 			s->count++;
 			pos = s->end;
 		} else {
-			struct kp_seg *n = seg_above(k, pos);
-			uint64_t end = n && n->start < b ? n->start : b;
-			seg_insert(k, seg_new(k, pos, end, 1));
+			uint64_t end = s && s->start < b ? s->start : b;
+			struct kp_seg *n = seg_new(k, pos, end, 1);
+			seg_insert_after(k, s ? s->prev : seg_floor(k, pos), n);
+			s = n;
 			pos = end;
 		}
+		if (!first)
+			first = s;
+		s = s->next;
 	}
-	seg_normalize(k, a, b);
+	first->nstart++;
+	/* Inside [a, b) every count moved by one, and a range starts at a: only b may join. */
+	seg_join_prev(k, s && s->start == b ? s : NULL);
 	k->runs += 1;
+	return first;
 }
 
-/* Count [a, b) once less; unregister what nothing covers any more. */
-static void uncover(struct kp_client *k, uint64_t a, uint64_t b)
+/*
+ * Count [a, b) once less, first being the segment that starts at a; unregister
+ * what nothing covers any more.  Examines the range's segments and its two
+ * neighbours only.
+ */
+static void uncover(struct kp_client *k, struct kp_seg *first, uint64_t a, uint64_t b)
 {
 	uint64_t gone_start = 0, gone_end = 0;
-	struct kp_seg *s;
+	struct kp_seg *before = first->prev, *s = first, *n;
 
-	k->runs -= runs_touching(k, a, b);
-	seg_cut(k, a);
-	seg_cut(k, b);
-	for (s = seg_floor(k, a); s && s->start < b;) {
-		struct kp_seg *n = seg_above(k, s->start);
-		if (s->end > a && --s->count == 0) {
-			if (gone_end != s->start) {
-				unregister_range(k, gone_start, gone_end);
-				gone_start = s->start;
-			}
-			gone_end = s->end;
-			seg_erase(k, s);
+	k->runs -= runs_from(k, before && before->end == a ? before : first, b);
+	first->nstart--;
+	for (; s && s->start < b; s = n) {
+		k->probes++;
+		if (s->end > b) {
+			/* Never so (the range's end is a boundary), but a split keeps it exact. */
+			struct kp_seg *m = seg_new(k, b, s->end, s->count);
+			s->end = b;
+			seg_insert_after(k, s, m);
 		}
-		s = n;
+		n = s->next;
+		if (--s->count)
+			continue;
+		if (gone_end != s->start) {
+			unregister_range(k, gone_start, gone_end);
+			gone_start = s->start;
+		}
+		gone_end = s->end;
+		if (s == first)
+			first = NULL;
+		seg_erase(k, s);
 	}
 	unregister_range(k, gone_start, gone_end);
-	seg_normalize(k, a, b);
-	k->runs += runs_touching(k, a, b);
+	/* s: the segment after the range, if any. */
+	seg_join_prev(k, s && s->start == b ? s : NULL);
+	seg_join_prev(k, first);
+	s = before ? before : k->first;
+	if (s && s->end < a)
+		s = s->next;
+	k->runs += runs_from(k, s, b);
 }
 
 /* Ranges mremap moved: unregister what of them nothing secured covers (table_lock). */
@@ -606,8 +675,8 @@ static uint32_t pf_secure(void *ctx, uint64_t owner, uint64_t addr, uint64_t len
 		 * userfaultfd cannot watch (VM_PFNMAP, another userfaultfd's). */
 		return errno == ENOMEM ? KP_E_NO_MEMORY : KP_E_UNWATCHABLE;
 	}
-	cover(k, addr, addr + len);
-	*cookie = k;
+	/* The record keeps the segment its range starts at: unsecure needs no search. */
+	*cookie = cover(k, addr, addr + len);
 	return KP_OK;
 }
 
@@ -615,8 +684,8 @@ static void pf_unsecure(void *ctx, uint64_t owner, uint64_t addr, uint64_t len, 
 {
 	struct kp_client *k = ctx;
 
-	(void)owner, (void)cookie;
-	uncover(k, addr, addr + len);
+	(void)owner;
+	uncover(k, cookie, addr, addr + len);
 }
 
 static const struct kp_platform linux_platform = {
@@ -1006,4 +1075,14 @@ void kp_client_remove_sink(struct kp_client *k, const struct kp_sink *sink)
 	if (b & 1)
 		while (atomic_load(&k->batch) == b)
 			sched_yield();
+}
+
+uint64_t kp_uffd_test_probes(struct kp_client *k)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&k->table_lock);
+	n = k->probes;
+	pthread_mutex_unlock(&k->table_lock);
+	return n;
 }

@@ -15,4 +15,7 @@ struct kp_client;
 
 struct kp_client *kp_uffd_open_test(unsigned int flags);
 
+/* Segments of the registered set examined by unsecures so far (their cost, whatever the set). */
+uint64_t kp_uffd_test_probes(struct kp_client *k);
+
 #endif

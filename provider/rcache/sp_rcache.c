@@ -887,6 +887,8 @@ int sp_rcache_invalidate(struct sp_rcache *c, void *addr, size_t len, size_t *re
 	n = remove_overlapping(c, a, end);
 	c->stats.invalidated += n;
 	sp_mutex_unlock(&c->lock);
+	if (c->ops->changed)
+		c->ops->changed(c->ctx, a, end);
 	if (removed)
 		*removed = n;
 	return 0;
@@ -929,6 +931,9 @@ void sp_rcache_invalidate_deferred(struct sp_rcache *c, void *addr, size_t len)
 	c->pending_gen++;
 	atomic_store(&c->inv_pending, 1);
 	atomic_flag_clear_explicit(&c->pending_lock, memory_order_release);
+	/* Now, not when the queue is applied: a remote key over the range must die at once. */
+	if (c->ops->changed && !forked(c))
+		c->ops->changed(c->ctx, s, e);
 }
 
 static void pending_lock(struct sp_rcache *c)

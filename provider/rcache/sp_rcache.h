@@ -62,6 +62,19 @@ struct sp_rcache_ops {
 	 */
 	void *(*reg)(void *ctx, void *addr, size_t len, unsigned int access, unsigned int *flags);
 	void (*dereg)(void *ctx, void *handle);
+	/*
+	 * Optional: the memory of [start, end) changed (an invalidation, not an
+	 * eviction or a merge, which change no memory), so a region over it,
+	 * cached or held, no longer stands for what is mapped there.  Called
+	 * by sp_rcache_invalidate() and sp_rcache_invalidate_deferred() before
+	 * they return, in their caller's thread, without the cache's lock, for
+	 * every range they are given, whether a region was found or not (a held
+	 * region may already be out of the index): whoever handed a region's
+	 * memory to someone else (a remote key) takes it back here.  It must
+	 * not call the cache, and from a memory-event thread it must not wait
+	 * for a thread that may be changing memory.
+	 */
+	void (*changed)(void *ctx, uintptr_t start, uintptr_t end);
 };
 
 struct sp_rcache_config {

@@ -307,6 +307,10 @@ int sp_rdma_read(sp_socket s, struct sp_wsabufex *bufs, uint32_t nbufs, void *ta
 		 uint32_t target_desc_len, uint32_t target_offset, uint32_t *bytes, uint32_t flags,
 		 struct sp_overlapped *ov, sp_completion_fn cr, struct sp_thread_id *tid, int *err);
 void sp_rdma_release_socket(struct sp_sock *so);
+/* The cache's hook (sp_watched_set_changed): revoke the registrations over [start, end). */
+void sp_rdma_memory_changed(void *arg, uintptr_t start, uintptr_t end);
+/* Registrations revoked so far. */
+uint64_t sp_rdma_revoked(void);
 
 /* sp_wsaerr.c: connect's errors, and a failed work completion's. */
 int sp_wsa_connect_error(int errnum);

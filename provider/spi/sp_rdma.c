@@ -11,6 +11,14 @@
  * although every QP shares one PD.  Deregistering frees the window: from
  * then on the peer's rkey fails, whether or not the memory stays cached.
  * (docs/spi-memory.md says why windows.)
+ *
+ * When the memory under a registration changes (munmap, mremap, MAP_FIXED
+ * over it, madvise: the proxy's events; or WSPMemoryRegistrationCacheCallback)
+ * its window is freed at once: the registration is revoked.  The peer's
+ * next access fails with a remote access error and moves nothing, where
+ * softnic, which reaches memory by address, would otherwise reach the new
+ * mapping.  A revoked registration stays until WSPDeregisterRdmaMemory,
+ * which succeeds as for any other.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -24,10 +32,109 @@ struct sp_rdma_reg {
 	struct sp_rdma_reg *next, *prev; /* in the socket's list */
 	struct sp_sock *sock;
 	struct sp_region *region;
+	/* The window (NULL once revoked or being freed) and the live list: under live_lock. */
 	struct vb_mw *mw;
+	struct sp_rdma_reg *live_next, *live_prev;
+	uintptr_t start, end; /* the buffer */
+	uint32_t rkey;	      /* the descriptor's, to check a deregistration against */
 	uint32_t flags;
 	uint32_t len;
 };
+
+/*
+ * Every registration whose window is bound, for the memory-change hook,
+ * which runs on the proxy's event thread: nothing under live_lock
+ * allocates, frees memory or waits for another lock, so no thread that
+ * changes memory can hold it while the event thread waits.  The hook walks
+ * the list (the registrations alive, usually few); an empty list costs it
+ * one load.
+ *
+ * The last memory changes, for a registration racing one: it notes
+ * live_gen before its cache lookup and, when changes came meanwhile, looks
+ * here whether one overlaps its buffer (then its region may be the old
+ * memory's: it starts again).
+ */
+#define RECENT 8
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct sp_rdma_reg *live;
+static _Atomic uint32_t n_live;
+static uint64_t live_gen; /* memory changes seen so far */
+static struct sp_range_rec {
+	uintptr_t start, end;
+} recent[RECENT]; /* change g is recent[g % RECENT] */
+static _Atomic uint64_t revoked;
+
+static bool overlaps(uintptr_t s1, uintptr_t e1, uintptr_t s2, uintptr_t e2)
+{
+	return s1 < e2 && s2 < e1;
+}
+
+/* live_lock held: a change since gen may have reached [start, end). */
+static bool changed_since(uint64_t gen, uintptr_t start, uintptr_t end)
+{
+	if (live_gen - gen > RECENT)
+		return true; /* some are forgotten: assume the worst */
+	for (uint64_t g = gen; g < live_gen; g++)
+		if (overlaps(recent[g % RECENT].start, recent[g % RECENT].end, start, end))
+			return true;
+	return false;
+}
+
+/* live_lock held. */
+static void live_link(struct sp_rdma_reg *r)
+{
+	r->live_prev = NULL;
+	r->live_next = live;
+	if (live)
+		live->live_prev = r;
+	live = r;
+	atomic_fetch_add(&n_live, 1);
+}
+
+static void live_unlink(struct sp_rdma_reg *r)
+{
+	if (r->live_prev)
+		r->live_prev->live_next = r->live_next;
+	else
+		live = r->live_next;
+	if (r->live_next)
+		r->live_next->live_prev = r->live_prev;
+	r->live_next = r->live_prev = NULL;
+	atomic_fetch_sub(&n_live, 1);
+}
+
+void sp_rdma_memory_changed(void *arg, uintptr_t start, uintptr_t end)
+{
+	(void)arg;
+	pthread_mutex_lock(&live_lock);
+	recent[live_gen % RECENT] = (struct sp_range_rec){ start, end };
+	live_gen++;
+	if (!atomic_load_explicit(&n_live, memory_order_relaxed)) {
+		pthread_mutex_unlock(&live_lock);
+		return;
+	}
+	for (struct sp_rdma_reg *r = live, *next; r; r = next) {
+		next = r->live_next;
+		if (!overlaps(r->start, r->end, start, end))
+			continue;
+		/*
+		 * The rkey dies before this returns (accesses in flight end
+		 * first).  A window the NIC will not free stays listed, for
+		 * the next change or the deregistration.
+		 */
+		if (vb_dealloc_mw(r->mw))
+			continue;
+		r->mw = NULL;
+		live_unlink(r);
+		atomic_fetch_add(&revoked, 1);
+	}
+	pthread_mutex_unlock(&live_lock);
+}
+
+uint64_t sp_rdma_revoked(void)
+{
+	return atomic_load_explicit(&revoked, memory_order_relaxed);
+}
 
 static unsigned int rdma_access(uint32_t flags)
 {
@@ -60,7 +167,8 @@ int sp_register_rdma_memory(sp_socket s, void *buf, uint32_t len, uint32_t flags
 	struct sp_rdma_desc d;
 	bool probe = false;
 	uintptr_t fault;
-	int ret = 0;
+	uint64_t gen;
+	int ret = 0, tries = 0;
 
 	if (!so)
 		return SP_SOCKET_ERROR;
@@ -86,8 +194,14 @@ int sp_register_rdma_memory(sp_socket s, void *buf, uint32_t len, uint32_t flags
 	r->sock = so;
 	r->flags = flags;
 	r->len = len;
-	/* Outside the socket's lock: a miss registers. */
+	r->start = (uintptr_t)buf;
+	r->end = (uintptr_t)buf + len;
 	cache = sp_watched_cache(sp_prov.cache);
+again:
+	pthread_mutex_lock(&live_lock);
+	gen = live_gen;
+	pthread_mutex_unlock(&live_lock);
+	/* Outside the socket's lock: a miss registers. */
 	ret = sp_rcache_get(cache, buf, len, sp_mem_access(flags), &r->region);
 	if (ret) {
 		ret = ret == EINVAL ? SP_WSAEFAULT : sp_wsa_error(ret);
@@ -113,9 +227,28 @@ int sp_register_rdma_memory(sp_socket s, void *buf, uint32_t len, uint32_t flags
 		ret = ret == EINVAL ? SP_WSAEFAULT : sp_wsa_error(ret);
 		goto err_unlock;
 	}
+	r->rkey = r->mw->rkey;
+	/*
+	 * Listed for the memory-change hook before the peer can learn the
+	 * rkey; a change since the lookup may have left the region the old
+	 * memory's: then again, with what is mapped now.
+	 */
+	pthread_mutex_lock(&live_lock);
+	if (changed_since(gen, r->start, r->end)) {
+		pthread_mutex_unlock(&live_lock);
+		pthread_mutex_unlock(&so->lock);
+		vb_dealloc_mw(r->mw);
+		sp_rcache_put(cache, r->region);
+		if (++tries < 8)
+			goto again;
+		ret = SP_WSAEFAULT; /* the memory keeps changing under the call */
+		goto err_free;
+	}
+	live_link(r);
+	pthread_mutex_unlock(&live_lock);
 	if (sp_htab_add(&sp_prov.rdma, r, &r->token)) {
 		ret = SP_WSAENOBUFS;
-		goto err_unlock;
+		goto err_unlive;
 	}
 	r->prev = NULL;
 	r->next = so->rdma;
@@ -124,16 +257,22 @@ int sp_register_rdma_memory(sp_socket s, void *buf, uint32_t len, uint32_t flags
 	so->rdma = r;
 	pthread_mutex_unlock(&so->lock);
 
-	sp_desc_fill(&d, flags, r->mw->rkey, len, 0, r->token);
+	sp_desc_fill(&d, flags, r->rkey, len, 0, r->token);
 	memcpy(desc, &d, sizeof(d));
 	*desc_len = sizeof(d);
 	sp_stats_inc(&so->stats, SP_SC_RDMA_REG);
 	sp_sock_put(so);
 	return 0;
 
+err_unlive:
+	pthread_mutex_lock(&live_lock);
+	if (r->mw)
+		live_unlink(r);
+	pthread_mutex_unlock(&live_lock);
 err_unlock:
 	pthread_mutex_unlock(&so->lock);
-	vb_dealloc_mw(r->mw);
+	if (r->mw)
+		vb_dealloc_mw(r->mw);
 err_put:
 	sp_rcache_put(cache, r->region);
 err_free:
@@ -161,11 +300,24 @@ static void rdma_unlink(struct sp_sock *so, struct sp_rdma_reg *r)
 	sp_htab_remove(&sp_prov.rdma, r->token);
 }
 
-/* The rkey dies (accesses in flight end first), the region goes back to the cache. */
+/*
+ * The rkey dies (accesses in flight end first), unless a memory change
+ * revoked it already; the region goes back to the cache.
+ */
 static void rdma_free(struct sp_sock *so, struct sp_rdma_reg *r)
 {
-	int ret = vb_dealloc_mw(r->mw);
+	struct vb_mw *mw;
+	int ret = 0;
 
+	pthread_mutex_lock(&live_lock);
+	mw = r->mw;
+	if (mw) {
+		live_unlink(r);
+		r->mw = NULL;
+	}
+	pthread_mutex_unlock(&live_lock);
+	if (mw)
+		ret = vb_dealloc_mw(mw);
 	/* A window the NIC will not free keeps its region registered (leaked, never reused). */
 	if (!ret)
 		sp_rcache_put(sp_watched_cache(sp_prov.cache), r->region);
@@ -187,8 +339,7 @@ int sp_deregister_rdma_memory(sp_socket s, void *desc, uint32_t desc_len, int *e
 	if (!ret) {
 		r = sp_htab_lookup_if(&sp_prov.rdma, d.token, rdma_of, so);
 		/* Only this socket's own descriptors, exactly as handed out. */
-		if (!r || r->flags != d.flags || r->mw->rkey != d.rkey || r->len != d.len ||
-		    d.base) {
+		if (!r || r->flags != d.flags || r->rkey != d.rkey || r->len != d.len || d.base) {
 			r = NULL;
 			ret = SP_WSAEINVAL;
 		} else {

@@ -229,7 +229,7 @@ typedef int (*sp_cache_callback_fn)(void *addr, size_t size, int *err);
  * the document calls gauges are values now.  Every field after size is a
  * uint64_t.  A later version only appends fields.
  */
-#define SP_STATS_VERSION 1
+#define SP_STATS_VERSION 2
 
 /* The kinds of overlapped operation, the index of the per-kind arrays. */
 enum { SP_STATS_SEND, SP_STATS_RECV, SP_STATS_RDMA_WRITE, SP_STATS_RDMA_READ, SP_STATS_KINDS };
@@ -298,6 +298,11 @@ struct sp_stats {
 	uint64_t rcache_regions;	/* gauge */
 	uint64_t rcache_cached_regions; /* gauge */
 	uint64_t rcache_bytes_pinned;	/* gauge */
+
+	/* Version 2. */
+	uint64_t rdma_revoked;		/* RDMA registrations whose memory changed under them */
+	uint64_t rcache_dereg_failures; /* deregistrations the NIC refused (kept, tried again) */
+	uint64_t rcache_dereg_pending;	/* gauge: of those, still registered */
 };
 
 /*

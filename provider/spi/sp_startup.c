@@ -171,6 +171,8 @@ static int prov_setup(void)
 		ret = errno;
 		goto err;
 	}
+	/* Memory that changes under an RDMA registration: the peer's key dies. */
+	sp_watched_set_changed(p->cache, sp_rdma_memory_changed, NULL);
 	sp_fork_watch();
 	p->fork_gen = atomic_load(&sp_fork_generation);
 	atomic_store(&p->stop, false);

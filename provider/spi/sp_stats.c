@@ -97,6 +97,9 @@ static const char *const names[] = {
 	"rcache_regions",
 	"rcache_cached_regions",
 	"rcache_bytes_pinned",
+	"rdma_revoked",
+	"rcache_dereg_failures",
+	"rcache_dereg_pending",
 };
 _Static_assert(sizeof(names) / sizeof(names[0]) ==
 		   (sizeof(struct sp_stats) - offsetof(struct sp_stats, sockets_opened)) /
@@ -216,9 +219,13 @@ void sp_stats_collect(struct sp_stats *out)
 	/* The shared cache: detached under stats_lock, then destroyed; here it is whole. */
 	if (sp_prov.cache) {
 		struct sp_rcache_stats one;
+		struct sp_watched_stats ws;
 
 		sp_rcache_get_stats(sp_watched_cache(sp_prov.cache), &one);
 		cache_add(&cs, &one);
+		sp_watched_get_stats(sp_prov.cache, &ws);
+		out->rcache_dereg_failures = ws.dereg_failures;
+		out->rcache_dereg_pending = ws.dereg_pending;
 	}
 	pthread_mutex_unlock(&stats_lock);
 
@@ -243,6 +250,7 @@ void sp_stats_collect(struct sp_stats *out)
 	out->rcache_regions = cs.regions;
 	out->rcache_cached_regions = cs.cached_regions;
 	out->rcache_bytes_pinned = cs.bytes_pinned;
+	out->rdma_revoked = sp_rdma_revoked();
 }
 
 int sp_stats_query(struct sp_stats *out, uint32_t *len, int *err)

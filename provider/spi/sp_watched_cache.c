@@ -2,9 +2,12 @@
 /* sp_rcache over the verbs_backend, watched through the kernel proxy. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 #include "sp_watched_cache.h"
+
+struct sp_watched_reg;
 
 struct sp_watched {
 	struct sp_rcache *cache;
@@ -13,6 +16,17 @@ struct sp_watched {
 	struct kp_sink sink;
 	struct sp_watched_hub *hub; /* or the sink of its own */
 	struct sp_watched *hub_next, *hub_prev;
+	sp_watched_changed_fn changed; /* the owner's: remote keys over changed memory die */
+	void *changed_arg;
+	/*
+	 * Registrations the NIC refused to release: kept, not forgotten, and
+	 * tried again at every later deregistration, at sp_watched_collect()
+	 * and at destroy.
+	 */
+	pthread_mutex_t stuck_lock;
+	struct sp_watched_reg *stuck;
+	_Atomic uint64_t n_stuck;
+	_Atomic uint64_t dereg_failures;
 };
 
 /*
@@ -31,7 +45,8 @@ struct sp_watched_hub {
 
 struct sp_watched_reg {
 	struct vb_mr *mr;
-	uint64_t kp_handle; /* 0: not secured */
+	uint64_t kp_handle;	     /* 0: not secured */
+	struct sp_watched_reg *next; /* on the stuck list */
 };
 
 static void *watched_reg(void *ctx, void *addr, size_t len, unsigned int access,
@@ -69,20 +84,69 @@ static void *watched_reg(void *ctx, void *addr, size_t len, unsigned int access,
 	return h;
 }
 
+/* Try the stuck registrations again; those the NIC still refuses stay.  How many are left. */
+static uint64_t stuck_retry(struct sp_watched *w)
+{
+	struct sp_watched_reg *h, *left = NULL;
+	uint64_t n = 0;
+
+	if (!atomic_load_explicit(&w->n_stuck, memory_order_relaxed))
+		return 0;
+	pthread_mutex_lock(&w->stuck_lock);
+	h = w->stuck;
+	w->stuck = NULL;
+	while (h) {
+		struct sp_watched_reg *next = h->next;
+		if (vb_dereg_mr(h->mr)) {
+			h->next = left;
+			left = h;
+			n++;
+		} else {
+			free(h);
+		}
+		h = next;
+	}
+	w->stuck = left;
+	atomic_store(&w->n_stuck, n);
+	pthread_mutex_unlock(&w->stuck_lock);
+	return n;
+}
+
 static void watched_dereg(void *ctx, void *handle)
 {
 	struct sp_watched *w = ctx;
 	struct sp_watched_reg *h = handle;
 
+	/* Nothing of the cache stands for the range any more: it need not be watched. */
 	if (h->kp_handle)
 		kp_unsecure(w->proxy, h->kp_handle);
-	vb_dereg_mr(h->mr);
+	h->kp_handle = 0;
+	if (vb_dereg_mr(h->mr)) {
+		/* Still registered (a window bound to it, a NIC error): keep it within reach. */
+		pthread_mutex_lock(&w->stuck_lock);
+		h->next = w->stuck;
+		w->stuck = h;
+		atomic_fetch_add(&w->n_stuck, 1);
+		atomic_fetch_add(&w->dereg_failures, 1);
+		pthread_mutex_unlock(&w->stuck_lock);
+		return;
+	}
 	free(h);
+	stuck_retry(w);
+}
+
+static void watched_changed(void *ctx, uintptr_t start, uintptr_t end)
+{
+	struct sp_watched *w = ctx;
+
+	if (w->changed)
+		w->changed(w->changed_arg, start, end);
 }
 
 static const struct sp_rcache_ops watched_ops = {
 	.reg = watched_reg,
 	.dereg = watched_dereg,
+	.changed = watched_changed,
 };
 
 static void sink_begin(void *arg)
@@ -215,10 +279,13 @@ static struct sp_watched *watched_create(const struct sp_rcache_config *cfg, str
 	w->pd = pd;
 	w->proxy = hub ? hub->proxy : proxy;
 	w->hub = hub;
+	ret = pthread_mutex_init(&w->stuck_lock, NULL);
+	if (ret)
+		goto err;
 	w->cache = sp_rcache_create(cfg, &watched_ops, w);
 	if (!w->cache) {
 		ret = errno;
-		goto err;
+		goto err_lock;
 	}
 	w->sink = (struct kp_sink){
 		.begin = sink_begin, .changed = sink_changed, .end = sink_end, .arg = w
@@ -231,6 +298,8 @@ static struct sp_watched *watched_create(const struct sp_rcache_config *cfg, str
 
 err_cache:
 	sp_rcache_destroy(w->cache);
+err_lock:
+	pthread_mutex_destroy(&w->stuck_lock);
 err:
 	free(w);
 	errno = ret;
@@ -255,6 +324,7 @@ struct sp_watched *sp_watched_create_in(const struct sp_rcache_config *cfg, stru
 
 int sp_watched_destroy(struct sp_watched *w)
 {
+	uint64_t left;
 	int ret;
 
 	if (!w)
@@ -271,8 +341,34 @@ int sp_watched_destroy(struct sp_watched *w)
 			kp_client_add_sink(w->proxy, &w->sink);
 		return ret;
 	}
+	/* The last try: what the NIC still refuses now outlives the cache (EIO says so). */
+	left = stuck_retry(w);
+	while (w->stuck) {
+		struct sp_watched_reg *h = w->stuck;
+		w->stuck = h->next;
+		free(h);
+	}
+	pthread_mutex_destroy(&w->stuck_lock);
 	free(w);
-	return 0;
+	return left ? EIO : 0;
+}
+
+void sp_watched_set_changed(struct sp_watched *w, sp_watched_changed_fn fn, void *arg)
+{
+	w->changed_arg = arg;
+	w->changed = fn;
+}
+
+void sp_watched_collect(struct sp_watched *w)
+{
+	sp_rcache_collect(w->cache);
+	stuck_retry(w);
+}
+
+void sp_watched_get_stats(struct sp_watched *w, struct sp_watched_stats *s)
+{
+	s->dereg_failures = atomic_load(&w->dereg_failures);
+	s->dereg_pending = atomic_load(&w->n_stuck);
 }
 
 struct sp_rcache *sp_watched_cache(struct sp_watched *w)

@@ -196,3 +196,34 @@ Test(scale, a_report_of_an_unpolled_qp_wakes_an_armed_cq, .timeout = 60)
 	}
 	many_close(&m);
 }
+
+/*
+ * A window's key is used through its own QP only: freeing the window
+ * waits for that QP's peer alone, not for every connection's (closing a
+ * socket frees its windows).
+ */
+Test(scale, freeing_a_window_looks_at_its_own_qp_only, .timeout = 60)
+{
+	struct many m;
+	struct vb_mr *mr;
+	struct vb_mw *mw;
+	uint64_t before;
+
+	if (!tdev_is_softnic())
+		cr_skip_test("looks at softnic's device");
+	many_open(&m);
+	mr = vb_reg_mr(m.pd, m.buf, sizeof(m.buf),
+		       VB_ACCESS_LOCAL_WRITE | VB_ACCESS_REMOTE_WRITE | VB_ACCESS_MW_BIND);
+	cr_assert_not_null(mr);
+	mw = vb_alloc_mw(m.pd);
+	cr_assert_not_null(mw);
+	cr_assert_eq(vb_bind_mw(m.b[7], mw, mr, m.buf, 64, VB_ACCESS_REMOTE_WRITE), 0);
+	before = atomic_load(&snic_dev_of(m.dev)->n_hold_looks);
+	cr_assert_eq(vb_dealloc_mw(mw), 0);
+	cr_assert_leq(
+	    atomic_load(&snic_dev_of(m.dev)->n_hold_looks) - before, 1,
+	    "%llu QPs looked at for one window",
+	    (unsigned long long)(atomic_load(&snic_dev_of(m.dev)->n_hold_looks) - before));
+	cr_assert_eq(vb_dereg_mr(mr), 0);
+	many_close(&m);
+}

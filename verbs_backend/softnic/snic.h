@@ -261,8 +261,9 @@ struct snic_dev {
 	pthread_mutex_t svc_lock;
 	uint32_t *svc;
 	uint32_t n_svc, cap_svc;
-	_Atomic uint64_t n_rings;    /* progress thread wake-ups for QPs */
-	_Atomic uint64_t n_serviced; /* QPs it looked at for them */
+	_Atomic uint64_t n_rings;      /* progress thread wake-ups for QPs */
+	_Atomic uint64_t n_serviced;   /* QPs it looked at for them */
+	_Atomic uint64_t n_hold_looks; /* QPs whose peer's accesses a key's end looked at */
 	pthread_t progress;
 	_Atomic bool stop;
 };

@@ -34,7 +34,7 @@ struct vb_device *vrb_open_device(const struct vb_ops *ops, const char *name)
 	struct ibv_device **list;
 	struct ibv_device *found = NULL;
 	struct vrb_dev *dev;
-	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 0 };
 	int n, ret;
 
 	list = ibv_get_device_list(&n);
@@ -69,6 +69,7 @@ struct vb_device *vrb_open_device(const struct vb_ops *ops, const char *name)
 	dev->vdev.ops = ops;
 	snprintf(dev->vdev.name, sizeof(dev->vdev.name), "%s", ibv_get_device_name(found));
 	pthread_mutex_init(&dev->lock, NULL);
+	dev->free_watched = UINT32_MAX;
 	pthread_mutex_init(&dev->buf_lock, NULL);
 	dev->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 	dev->stop_fd = eventfd(0, EFD_CLOEXEC);
@@ -76,7 +77,7 @@ struct vb_device *vrb_open_device(const struct vb_ops *ops, const char *name)
 	    epoll_ctl(dev->epoll_fd, EPOLL_CTL_ADD, dev->stop_fd, &ev) ||
 	    fcntl(dev->ctx->async_fd, F_SETFL, fcntl(dev->ctx->async_fd, F_GETFL) | O_NONBLOCK) ||
 	    epoll_ctl(dev->epoll_fd, EPOLL_CTL_ADD, dev->ctx->async_fd,
-		      &(struct epoll_event){ .events = EPOLLIN, .data.ptr = dev })) {
+		      &(struct epoll_event){ .events = EPOLLIN, .data.u64 = 1 })) {
 		ret = errno;
 		goto err_fds;
 	}
@@ -114,6 +115,7 @@ int vrb_close_device(struct vb_device *vdev)
 	ibv_close_device(dev->ctx);
 	close(dev->epoll_fd);
 	close(dev->stop_fd);
+	free(dev->watched);
 	/* As softnic: buffers not given back go with the device. */
 	while (dev->bufs) {
 		struct vrb_buf *b = dev->bufs;

@@ -417,8 +417,9 @@ int snic_bind_mw(struct vb_qp *vqp, struct vb_mw *vmw, struct vb_mr *vmr, void *
 	    (access & VB_ACCESS_REMOTE_WRITE && !(vmr->access & VB_ACCESS_LOCAL_WRITE)) ||
 	    a < base || length > vmr->length || a - base > vmr->length - length)
 		return EINVAL;
-	/* Rebinding: the previous key dies first, as a NIC's does. */
-	mw_unbind(dev, mw);
+	/* Bound once, as the verbs backend's windows (a NIC would need an invalidation). */
+	if (mw->mr)
+		return EBUSY;
 	atomic_fetch_add(&mr->windows, 1);
 	mw->mr = mr;
 	pthread_mutex_lock(&dev->lock);

@@ -697,6 +697,7 @@ static int scale_server(long n, int port_fd, int cost_fd)
 			FAIL("server: connection %ld: %d", i + 1, ret);
 	}
 	double ms = (double)(now_ms() - t0);
+	uint64_t t1 = now_ms();
 	for (long j = 0; j < i && !ret; j++) {
 		ret = scale_recv(&c[j], slots + j * SCALE_SLOT, j);
 		if (!ret)
@@ -704,12 +705,15 @@ static int scale_server(long n, int port_fd, int cost_fd)
 		if (ret)
 			FAIL("server: message on connection %ld: %d", j + 1, ret);
 	}
+	uint64_t t2 = now_ms();
 	scale_report("server", n, rss0, fds0, ms, &cost);
 	if (write(cost_fd, &cost, sizeof(cost)) != sizeof(cost))
 		ret = ret ? ret : 4;
 	for (long j = 0; j < i; j++)
 		sw.p.close_socket(c[j].s, &err);
 	sw.p.close_socket(l, &err);
+	fprintf(stderr, "# server: echo phase %llu ms, closing %ld sockets %llu ms\n",
+		(unsigned long long)(t2 - t1), i, (unsigned long long)(now_ms() - t2));
 	sw_unload(&sw);
 	return ret || atomic_load(&failures) ? 1 : 0;
 }
@@ -770,6 +774,7 @@ static int scale_main(long n)
 	}
 	double ms = (double)(now_ms() - t0);
 	tap_result(i == n && !atomic_load(&failures), "%ld of %ld connections up", i, n);
+	uint64_t t1 = now_ms();
 	for (long j = 0; j < i && !atomic_load(&failures); j++) {
 		err = scale_send(&c[j], slots + j * SCALE_SLOT, j);
 		if (!err)
@@ -781,9 +786,12 @@ static int scale_main(long n)
 	}
 	tap_result(moved == n, "a message each way on %ld of %ld connections, every byte checked",
 		   moved, n);
+	uint64_t t2 = now_ms();
 	scale_report("client", n, rss0, fds0, ms, &mine);
 	for (long j = 0; j < i; j++)
 		sw.p.close_socket(c[j].s, &err);
+	fprintf(stderr, "# client: messages %llu ms, closing %ld sockets %llu ms\n",
+		(unsigned long long)(t2 - t1), i, (unsigned long long)(now_ms() - t2));
 	sw_unload(&sw);
 	/* Short of connections, the server waits in an accept for ever: stopped here. */
 	if (i < n)

@@ -317,3 +317,116 @@ Test(mw, a_window_dies_with_its_qp, .timeout = 60)
 	free(dst);
 	free(src);
 }
+
+/*
+ * A window is bound once: a second bind is refused (a verbs type 2 window
+ * would need an invalidation first) and the first key keeps serving.
+ */
+Test(mw, a_window_is_bound_once, .timeout = 60)
+{
+	struct two t;
+	char *dst = aligned_alloc(4096, BUF), *src = aligned_alloc(4096, BUF);
+	struct vb_mr *dmr, *smr;
+	struct vb_mw *mw;
+	struct vb_wc wc;
+	uint32_t rkey;
+
+	cr_assert(dst && src);
+	memset(dst, 0x11, BUF);
+	memset(src, 0x77, BUF);
+	two_open(&t);
+	dmr = vb_reg_mr(t.pd, dst, BUF, VB_ACCESS_LOCAL_WRITE | VB_ACCESS_MW_BIND);
+	smr = vb_reg_mr(t.pd, src, BUF, VB_ACCESS_LOCAL_WRITE);
+	cr_assert(dmr && smr);
+	mw = vb_alloc_mw(t.pd);
+	cr_assert_not_null(mw, "alloc_mw: %s", strerror(errno));
+	cr_assert_eq(vb_bind_mw(t.b1, mw, dmr, dst, BUF / 2, VB_ACCESS_REMOTE_WRITE), 0);
+	rkey = mw->rkey;
+	cr_assert_eq(vb_bind_mw(t.b1, mw, dmr, dst + BUF / 2, BUF / 2, VB_ACCESS_REMOTE_WRITE),
+		     EBUSY, "a bound window was bound again");
+	cr_assert_eq(mw->rkey, rkey);
+	cr_assert_eq(
+	    post_rdma(t.a1, VB_WR_RDMA_WRITE, 1, src, 64, smr->lkey, 0, rkey, VB_SEND_SIGNALED), 0);
+	wc = wait_one(t.cq);
+	cr_assert_eq(wc.status, VB_WC_SUCCESS, "%s", vb_wc_status_str(wc.status));
+	cr_assert_eq(dst[0], 0x77, "the first binding no longer served");
+	cr_assert_eq(dst[BUF / 2], 0x11);
+	cr_assert_eq(vb_dealloc_mw(mw), 0);
+	cr_assert_eq(vb_dereg_mr(dmr), 0);
+	cr_assert_eq(vb_dereg_mr(smr), 0);
+	free(dst);
+	free(src);
+}
+
+/*
+ * Many binds on one QP with no other traffic: each takes its send queue
+ * slot back once the CQ is polled (the verbs backend's binds were
+ * unsignaled, so the 17th waited for ever for a signaled completion).
+ * Binds' completions, flushed ones included, never reach the caller, and
+ * the backend's wr_id is refused to callers.
+ */
+Test(mw, binds_without_other_traffic_never_run_out, .timeout = 120)
+{
+	struct two t;
+	char *dst = aligned_alloc(4096, BUF);
+	struct vb_mw *mw[8] = { 0 }, *flushw[4];
+	struct vb_mr *dmr;
+	struct vb_wc wc[16];
+	int n;
+
+	cr_assert_not_null(dst);
+	two_open(&t);
+	dmr = vb_reg_mr(t.pd, dst, BUF, VB_ACCESS_LOCAL_WRITE | VB_ACCESS_MW_BIND);
+	cr_assert_not_null(dmr);
+	for (int i = 0; i < 200; i++) {
+		struct vb_mw *w = vb_alloc_mw(t.pd);
+		uint64_t start = now_ms();
+		int ret;
+
+		cr_assert_not_null(w, "alloc_mw %d: %s", i, strerror(errno));
+		/* Room comes back as the CQ is polled. */
+		while ((ret = vb_bind_mw(t.b1, w, dmr, dst, 64, VB_ACCESS_REMOTE_WRITE)) ==
+			   ENOMEM &&
+		       now_ms() - start < 2000) {
+			cr_assert_eq(vb_poll_cq(t.cq, 16, wc, &n), 0);
+			cr_assert_eq(n, 0, "a bind's completion reached the caller");
+		}
+		cr_assert_eq(ret, 0, "bind %d: %s", i, strerror(ret));
+		cr_assert_eq(vb_poll_cq(t.cq, 16, wc, &n), 0);
+		cr_assert_eq(n, 0, "a bind's completion reached the caller");
+		if (i < 8)
+			mw[i] = w;
+		else
+			cr_assert_eq(vb_dealloc_mw(w), 0);
+	}
+	cr_assert_eq(post_recv1(t.b1, VB_WR_ID_RESERVED, dst, 64, dmr->lkey), EINVAL);
+	/* Binds in flight when the QP fails: flushed, still not the caller's. */
+	for (int i = 0; i < 4; i++) {
+		struct vb_mw *w = vb_alloc_mw(t.pd);
+
+		cr_assert_not_null(w);
+		cr_assert_eq(vb_bind_mw(t.b2, w, dmr, dst, 64, VB_ACCESS_REMOTE_WRITE), 0);
+		cr_assert_eq(post_recv1(t.b2, 100 + (uint64_t)i, dst, 64, dmr->lkey), 0);
+		flushw[i] = w;
+	}
+	cr_assert_eq(vb_destroy_qp(t.a2), 0);
+	cr_assert_eq(tpair_wait_qp_state(t.b2, VB_QPS_ERR, 5000), VB_QPS_ERR);
+	uint64_t start = now_ms();
+	int flushed = 0;
+	while (flushed < 4 && now_ms() - start < 5000) {
+		cr_assert_eq(vb_poll_cq(t.cq, 16, wc, &n), 0);
+		for (int i = 0; i < n; i++) {
+			cr_assert(wc[i].wr_id >= 100 && wc[i].wr_id < 104,
+				  "wr_id %#llx reached the caller",
+				  (unsigned long long)wc[i].wr_id);
+			flushed++;
+		}
+	}
+	cr_assert_eq(flushed, 4);
+	for (int i = 0; i < 8; i++)
+		cr_assert_eq(vb_dealloc_mw(mw[i]), 0);
+	for (int i = 0; i < 4; i++)
+		cr_assert_eq(vb_dealloc_mw(flushw[i]), 0);
+	cr_assert_eq(vb_dereg_mr(dmr), 0);
+	free(dst);
+}

@@ -742,6 +742,9 @@ static void forge(enum forgery kind)
 					.byte_len = kind == FORGE_LENGTH ? 4096 : 8 };
 		atomic_store(&qs->rq_head, 1);
 		atomic_store(&qs->inb_tail, 1);
+		/* Rung as a peer must, unless the owner polls the QP. */
+		if (!atomic_load(&qs->polled) && !atomic_exchange(&qs->rung, 1))
+			cr_assert_eq(send(ev.sock, "r", 1, 0), 1);
 		munmap(qs, snic_qp_seg_size(4, 1));
 		/* Polling takes the report in; the QP fails, with no completion of it. */
 		cr_assert_eq(vb_poll_cq(s.cq, 16, wc, &n), 0);

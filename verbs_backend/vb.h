@@ -165,8 +165,9 @@ struct vb_mr {
 
 /*
  * A memory window of type 2: a remote key over part of a region, valid on
- * one QP only.  Unbound when allocated; each vb_bind_mw() gives it a new
- * rkey (the previous one dies), vb_dealloc_mw() kills the last.
+ * one QP only.  Unbound when allocated, bound once by vb_bind_mw() (a
+ * verbs type 2 window would need an invalidation before a second bind:
+ * allocate another instead), its rkey killed by vb_dealloc_mw().
  */
 struct vb_mw {
 	struct vb_pd *pd;
@@ -244,6 +245,9 @@ struct vb_sge {
 	uint32_t length;
 	uint32_t lkey;
 };
+
+/* A wr_id kept for the backend's own work requests: work requests with it are refused. */
+#define VB_WR_ID_RESERVED UINT64_C(0xffffffffffffb1d0)
 
 struct vb_send_wr {
 	uint64_t wr_id;
@@ -468,7 +472,11 @@ static inline struct vb_mw *vb_alloc_mw(struct vb_pd *pd)
  * mw->rkey, zero-based (the peer addresses addr as 0), that only qp's peer
  * can use, through qp.  The bind takes effect before any work request
  * posted on qp after it (the descriptor that advertises the rkey included).
- * 0, EINVAL (range, rights, a QP or region of another PD) or errno.
+ * 0, EINVAL (range, rights, a QP or region of another PD), EBUSY (mw was
+ * bound already), ENOMEM (binds in flight fill qp's send queue room or its
+ * send CQ's, until that CQ is polled), EOPNOTSUPP or errno.  A bind may
+ * complete in the send CQ with VB_WR_ID_RESERVED, which vb_poll_cq() keeps
+ * from the caller, in room of its own: cqe counts the caller's entries.
  */
 static inline int vb_bind_mw(struct vb_qp *qp, struct vb_mw *mw, struct vb_mr *mr, void *addr,
 			     size_t length, unsigned int access)

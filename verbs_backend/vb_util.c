@@ -80,6 +80,8 @@ int vb_sockaddr_port(const struct sockaddr *addr, socklen_t addrlen, uint16_t *p
 
 int vb_check_send_wr(const struct vb_qp *qp, const struct vb_send_wr *wr)
 {
+	if (wr->wr_id == VB_WR_ID_RESERVED)
+		return EINVAL;
 	switch (wr->opcode) {
 	case VB_WR_RDMA_WRITE:
 	case VB_WR_RDMA_WRITE_WITH_IMM:
@@ -111,6 +113,8 @@ int vb_check_send_wr(const struct vb_qp *qp, const struct vb_send_wr *wr)
 
 int vb_check_recv_wr(const struct vb_qp *qp, const struct vb_recv_wr *wr)
 {
+	if (wr->wr_id == VB_WR_ID_RESERVED)
+		return EINVAL;
 	if (wr->num_sge < 0 || (uint32_t)wr->num_sge > qp->cap.max_recv_sge ||
 	    (wr->num_sge && !wr->sg_list))
 		return EINVAL;

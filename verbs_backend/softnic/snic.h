@@ -55,7 +55,7 @@
 #define SNIC_HANDSHAKE_MS 10000
 
 #define SNIC_DEV_MAGIC 0x3356454443494e53ull /* "SNICDEV3": windows bound to a QP */
-#define SNIC_QP_MAGIC 0x3350514349494e53ull  /* "SNIICQP3": the report ring */
+#define SNIC_QP_MAGIC 0x3450514349494e53ull  /* "SNIICQP4": reports rung unless polled */
 #define SNIC_CQ_MAGIC 0x3151434349494e53ull  /* "SNICCQ1" */
 
 /* A shared segment (its handle: a memfd on Linux) and its mapping here. */
@@ -151,7 +151,12 @@ struct snic_qp_seg {
 	_Atomic uint32_t remote_err; /* set by the peer: the responder side failed */
 	_Atomic uint32_t rnr_wait;   /* owner's send waits for the peer's receive */
 	_Atomic uint32_t cq_notify;  /* owner's recv CQ is armed: the peer signals it */
-	_Atomic uint32_t rung;	 /* the peer rang this QP; the owner's progress thread clears it */
+	_Atomic uint32_t rung; /* the peer rang this QP; the owner's progress thread clears it */
+	/*
+	 * Written by the owner: its CQ's pollers look at this QP's reports,
+	 * so the peer need not ring for them (snic_cq.c).
+	 */
+	_Atomic uint32_t polled;
 	pthread_mutex_t rq_lock; /* robust, process-shared: RQ consumers */
 	/* The owner's accesses in flight to its peer's MRs, by key (0: none). */
 	_Atomic uint32_t held[SNIC_MAX_SGE];
@@ -256,8 +261,9 @@ struct snic_dev {
 	pthread_mutex_t svc_lock;
 	uint32_t *svc;
 	uint32_t n_svc, cap_svc;
-	_Atomic uint64_t n_rings;    /* progress thread wake-ups for QPs */
-	_Atomic uint64_t n_serviced; /* QPs it looked at for them */
+	_Atomic uint64_t n_rings;      /* progress thread wake-ups for QPs */
+	_Atomic uint64_t n_serviced;   /* QPs it looked at for them */
+	_Atomic uint64_t n_hold_looks; /* QPs whose peer's accesses a key's end looked at */
 	pthread_t progress;
 	_Atomic bool stop;
 };
@@ -288,10 +294,18 @@ struct snic_cq {
 	struct snic_shm shm;
 	struct snic_cq_seg *seg;
 	uint32_t size;
-	pthread_mutex_t cons_lock; /* local consumers; the reports of rqps */
-	struct snic_qp *rqps;	   /* QPs whose receives complete here */
-	_Atomic uint32_t refs;	   /* QPs */
-	_Atomic bool dead;	   /* a peer kept or corrupted the producers' lock */
+	pthread_mutex_t cons_lock; /* local consumers; the reports of the polled QPs */
+	/*
+	 * The QPs whose reports a poll takes in (at most max_polled, the
+	 * latest to have had reports): the others' peers ring their reports
+	 * to the progress thread, so a poll costs what has work, not every QP.
+	 */
+	struct snic_qp **polled;
+	uint32_t n_polled, max_polled;
+	_Atomic uint64_t n_polls;    /* snic_poll_cq() calls */
+	_Atomic uint64_t n_examined; /* QPs those polls looked at for reports */
+	_Atomic uint32_t refs;	     /* QPs */
+	_Atomic bool dead;	     /* a peer kept or corrupted the producers' lock */
 };
 
 /* Private: one send WQE; sge[] then inline data follow. */
@@ -316,8 +330,7 @@ struct snic_rpriv {
 struct snic_qp {
 	struct vb_qp vqp;
 	struct snic_dev *dev;
-	struct snic_qp *next;	 /* dev->qp_list */
-	struct snic_qp *cq_next; /* its recv CQ's rqps, under that CQ's cons_lock */
+	struct snic_qp *next, *prev; /* dev->qp_list */
 	pthread_mutex_t lock;
 	enum vb_qp_state state;
 	bool sq_sig_all;
@@ -338,6 +351,9 @@ struct snic_qp {
 	_Atomic uint32_t rq_done; /* receives completed (reported or flushed) */
 	uint32_t inb_head;	  /* reports taken */
 	bool rq_flushed;	  /* later reports are ignored */
+	bool polled;		  /* in its recv CQ's polled[polled_idx] */
+	uint32_t polled_idx;
+	uint64_t polled_ms; /* when it last had reports there */
 	/* A report was wrong or its completion overflowed: the progress thread fails the QP. */
 	_Atomic bool inb_err;
 	size_t rwqe_size;
@@ -472,6 +488,13 @@ int snic_req_notify_cq(struct vb_cq *vcq);
 int snic_get_cq_event(struct vb_cq *vcq);
 int snic_poll_cq(struct vb_cq *vcq, int max, struct vb_wc *wc, int *count);
 /*
+ * With cq's cons_lock held: qp (whose receives complete in cq) had
+ * reports; its peer stops ringing for them and polls take them in.
+ * snic_cq_unpoll() undoes it (and takes in what came meanwhile).
+ */
+void snic_cq_poll_qp(struct snic_cq *cq, struct snic_qp *qp);
+void snic_cq_unpoll(struct snic_cq *cq, struct snic_qp *qp);
+/*
  * Add one completion to a ring (local or a peer's); EOVERFLOW when full,
  * EIO when the ring's lock was kept or corrupted (then *dead is set and
  * later pushes fail at once).
@@ -491,10 +514,11 @@ void snic_qp_progress(struct snic_qp *qp);
 void snic_qp_set_error(struct snic_qp *qp);
 /*
  * With the recv CQ's cons_lock held: complete the receives the peer
- * reported.  A report that does not match the next posted receive sets
- * qp->inb_err and rings the device (the QP goes to the error state there).
+ * reported: how many reports it took.  A report that does not match the
+ * next posted receive sets qp->inb_err and rings the device (the QP goes to
+ * the error state there).
  */
-void snic_qp_drain(struct snic_qp *qp);
+uint32_t snic_qp_drain(struct snic_qp *qp);
 
 /* snic_xfer.c: the one-copy engine */
 enum snic_xfer_dir { SNIC_XFER_TO_PEER, SNIC_XFER_FROM_PEER };

@@ -151,9 +151,13 @@ static void service_qp(struct snic_qp *qp, bool disconnected)
 	if (qp->state != VB_QPS_ERR) {
 		struct snic_cq *rcq = snic_cq_of(qp->vqp.recv_cq);
 
-		/* Reports a peer rang for: an overflow is found now, not at the next poll. */
+		/*
+		 * Reports a peer rang for (an overflow is found now, not at the
+		 * next poll); the QP then joins the ones polls look at.
+		 */
 		pthread_mutex_lock(&rcq->cons_lock);
-		snic_qp_drain(qp);
+		if (snic_qp_drain(qp))
+			snic_cq_poll_qp(rcq, qp);
 		pthread_mutex_unlock(&rcq->cons_lock);
 	}
 	if (qp->state != VB_QPS_ERR && (qp->peer.gone || atomic_exchange(&qp->seg->remote_err, 0) ||

@@ -90,6 +90,15 @@ const struct snic_mr_entry *snic_mr_get(const struct snic_dev_seg *seg, uint32_t
 		goto fail;
 	if (addr < iova || len > length || addr - iova > length - len)
 		goto fail;
+	/*
+	 * The key again, after the fields: values a rebinding wrote after it
+	 * killed this key are never taken for the old key's (a seqlock's
+	 * reader).  So only the QP the entry named under this key passes,
+	 * and a window's key dies waiting for that QP's peer alone.
+	 */
+	atomic_thread_fence(memory_order_acquire);
+	if (atomic_load_explicit(&e->key, memory_order_relaxed) != key)
+		goto fail;
 	return e;
 fail:
 	snic_mr_put(e, hold);
@@ -195,20 +204,35 @@ static uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* Is a peer's access to key in flight?  Its QP announces it in its own segment. */
-static bool held_by_peer(struct snic_dev *dev, uint32_t key)
+static bool held_by_qp_peer(struct snic_qp *qp, uint32_t key)
+{
+	struct snic_qp_seg *ps;
+
+	atomic_fetch_add_explicit(&qp->dev->n_hold_looks, 1, memory_order_relaxed);
+	if (!atomic_load(&qp->connected) || !(ps = qp->peer.qp_seg))
+		return false;
+	for (int i = 0; i < SNIC_MAX_SGE; i++)
+		if (atomic_load(&ps->held[i]) == key)
+			return true;
+	return false;
+}
+
+/*
+ * Is a peer's access to key in flight?  Its QP announces it in its own
+ * segment.  A region's key may come through any QP; a window's through the
+ * QP it is bound to only (snic_mr_get()): its peer alone is looked at, or
+ * none once the QP went (its destruction waited for them).
+ */
+static bool held_by_peer(struct snic_dev *dev, uint32_t key, struct snic_mw *mw)
 {
 	bool held = false;
 
 	pthread_mutex_lock(&dev->lock);
-	for (struct snic_qp *qp = dev->qp_list; qp && !held; qp = qp->next) {
-		struct snic_qp_seg *ps;
-
-		if (!atomic_load(&qp->connected) || !(ps = qp->peer.qp_seg))
-			continue;
-		for (int i = 0; i < SNIC_MAX_SGE && !held; i++)
-			held = atomic_load(&ps->held[i]) == key;
-	}
+	if (mw)
+		held = mw->qp && held_by_qp_peer(mw->qp, key);
+	else
+		for (struct snic_qp *qp = dev->qp_list; qp && !held; qp = qp->next)
+			held = held_by_qp_peer(qp, key);
 	pthread_mutex_unlock(&dev->lock);
 	return held;
 }
@@ -245,15 +269,19 @@ void snic_qp_wait_peer_holds(struct snic_qp *qp)
 	}
 }
 
-/* Make key (the entry's key, or 0) invalid and wait for the accesses in flight. */
-static void entry_kill(struct snic_dev *dev, struct snic_mr_entry *e, uint32_t key)
+/*
+ * Make key (the entry's key, or 0) invalid and wait for the accesses in
+ * flight: mw's, a window's, or a region's (NULL).
+ */
+static void entry_kill(struct snic_dev *dev, struct snic_mr_entry *e, uint32_t key,
+		       struct snic_mw *mw)
 {
 	uint64_t start = now_ms();
 	unsigned int spins = 0;
 
 	/* From here no new access starts; wait for those in flight. */
 	atomic_store(&e->key, 0);
-	while (key && (atomic_load(&e->busy) || held_by_peer(dev, key))) {
+	while (key && (atomic_load(&e->busy) || held_by_peer(dev, key, mw))) {
 		if (++spins < 1000) {
 			sched_yield();
 			continue;
@@ -283,7 +311,7 @@ int snic_dereg_mr(struct vb_mr *vmr)
 	/* As a NIC: a region with windows bound to it stays. */
 	if (atomic_load(&mr->windows))
 		return EBUSY;
-	entry_kill(dev, e, vmr->lkey);
+	entry_kill(dev, e, vmr->lkey, NULL);
 	pthread_mutex_lock(&dev->lock);
 	e->addr = e->iova = e->length = 0;
 	e->buf_fd = -1;
@@ -362,7 +390,7 @@ static void mw_unbind(struct snic_dev *dev, struct snic_mw *mw)
 {
 	struct snic_mr_entry *e = &dev->seg->mr[mw->slot];
 
-	entry_kill(dev, e, mw->vmw.rkey);
+	entry_kill(dev, e, mw->vmw.rkey, mw);
 	mw->vmw.rkey = 0;
 	pthread_mutex_lock(&dev->lock);
 	mw_qp_unlink(mw);
@@ -389,8 +417,9 @@ int snic_bind_mw(struct vb_qp *vqp, struct vb_mw *vmw, struct vb_mr *vmr, void *
 	    (access & VB_ACCESS_REMOTE_WRITE && !(vmr->access & VB_ACCESS_LOCAL_WRITE)) ||
 	    a < base || length > vmr->length || a - base > vmr->length - length)
 		return EINVAL;
-	/* Rebinding: the previous key dies first, as a NIC's does. */
-	mw_unbind(dev, mw);
+	/* Bound once, as the verbs backend's windows (a NIC would need an invalidation). */
+	if (mw->mr)
+		return EBUSY;
 	atomic_fetch_add(&mr->windows, 1);
 	mw->mr = mr;
 	pthread_mutex_lock(&dev->lock);

@@ -113,6 +113,8 @@ struct vb_qp *snic_create_qp(struct vb_pd *vpd, const struct vb_qp_init_attr *at
 	dev->qp_table[slot] = qp;
 	atomic_store(&dev->sq_credit[slot], (uint64_t)qpn << 32);
 	qp->next = dev->qp_list;
+	if (qp->next)
+		qp->next->prev = qp;
 	dev->qp_list = qp;
 	dev->n_qp++;
 	pthread_mutex_unlock(&dev->lock);
@@ -134,14 +136,6 @@ struct vb_qp *snic_create_qp(struct vb_pd *vpd, const struct vb_qp_init_attr *at
 	qp->vqp.cap = cap;
 	qp->vqp.qp_num = qpn;
 	set_state(qp, VB_QPS_INIT);
-	{
-		struct snic_cq *rcq = snic_cq_of(attr->recv_cq);
-
-		pthread_mutex_lock(&rcq->cons_lock);
-		qp->cq_next = rcq->rqps;
-		rcq->rqps = qp;
-		pthread_mutex_unlock(&rcq->cons_lock);
-	}
 	return &qp->vqp;
 
 err_shm:
@@ -161,15 +155,15 @@ int snic_destroy_qp(struct vb_qp *vqp)
 {
 	struct snic_qp *qp = snic_qp_of(vqp);
 	struct snic_dev *dev = qp->dev;
-	struct snic_qp **pp;
 
 	/* Unlinked under the device lock: the progress thread no longer sees it. */
 	pthread_mutex_lock(&dev->lock);
-	for (pp = &dev->qp_list; *pp; pp = &(*pp)->next)
-		if (*pp == qp) {
-			*pp = qp->next;
-			break;
-		}
+	if (qp->prev)
+		qp->prev->next = qp->next;
+	else
+		dev->qp_list = qp->next;
+	if (qp->next)
+		qp->next->prev = qp->prev;
 	dev->qp_table[vqp->qp_num & (dev->max_qp - 1)] = NULL;
 	atomic_store(&dev->sq_credit[vqp->qp_num & (dev->max_qp - 1)], 0);
 	dev->n_qp--;
@@ -181,12 +175,8 @@ int snic_destroy_qp(struct vb_qp *vqp)
 
 		pthread_mutex_lock(&rcq->cons_lock);
 		/* What the peer reported before the QP went completes, as the NIC wrote it. */
+		snic_cq_unpoll(rcq, qp);
 		snic_qp_drain(qp);
-		for (pp = &rcq->rqps; *pp; pp = &(*pp)->cq_next)
-			if (*pp == qp) {
-				*pp = qp->cq_next;
-				break;
-			}
 		pthread_mutex_unlock(&rcq->cons_lock);
 	}
 
@@ -250,20 +240,20 @@ static bool report_status_ok(uint32_t st)
 	       st == VB_WC_LOC_QP_OP_ERR;
 }
 
-void snic_qp_drain(struct snic_qp *qp)
+uint32_t snic_qp_drain(struct snic_qp *qp)
 {
 	struct snic_cq *cq = snic_cq_of(qp->vqp.recv_cq);
-	uint32_t t = atomic_load(&qp->seg->inb_tail);
+	uint32_t t = atomic_load(&qp->seg->inb_tail), n = 0;
 
 	if (qp->inb_head == t)
-		return;
+		return 0;
 	if (qp->rq_flushed || atomic_load(&qp->inb_err)) {
 		qp->inb_head = t; /* flushed already, or failed: nothing more is believed */
-		return;
+		return 0;
 	}
 	if (t - qp->inb_head > qp->rq_size)
 		goto bad;
-	for (; qp->inb_head != t; qp->inb_head++) {
+	for (; qp->inb_head != t; qp->inb_head++, n++) {
 		const volatile struct snic_inb *v =
 		    snic_inb_at(qp->seg->rq, qp->rq_size, qp->rwqe_size, qp->inb_head);
 		/* Each field read once: the peer may change them while we look. */
@@ -299,12 +289,13 @@ void snic_qp_drain(struct snic_qp *qp)
 		    !atomic_exchange(&qp->inb_err, true))
 			snic_dev_service(qp);
 	}
-	return;
+	return n;
 
 bad:
 	qp->inb_head = t;
 	if (!atomic_exchange(&qp->inb_err, true))
 		snic_dev_service(qp);
+	return n;
 }
 
 static void flush_rq(struct snic_qp *qp)
@@ -502,14 +493,17 @@ static void consume_recv(struct snic_peer *peer, const struct snic_cqe *c)
 	if (atomic_load(&ps->cq_notify) && atomic_exchange(&ps->cq_notify, 0))
 		snic_os_event_signal(peer->cq_evfd);
 	/*
-	 * Reports that may not fit in the owner's CQ: its progress thread
-	 * completes them now, so that an overflow takes its QP down even if
-	 * nobody polls, as on a NIC.  The ring's counts are only a hint.
+	 * The owner's pollers look only at the QPs it marked polled: for the
+	 * others, its progress thread takes the report in.  Reports that may
+	 * not fit in the owner's CQ go there too, so that an overflow takes
+	 * its QP down even if nobody polls, as on a NIC.  The ring's counts
+	 * are only a hint.
 	 */
-	if (atomic_load_explicit(&peer->cq_seg->tail, memory_order_relaxed) -
-		atomic_load_explicit(&peer->cq_seg->head, memory_order_relaxed) + t + 1 -
-		atomic_load_explicit(&ps->inb_head, memory_order_relaxed) >=
-	    peer->cq_size)
+	if (!atomic_load(&ps->polled) ||
+	    atomic_load_explicit(&peer->cq_seg->tail, memory_order_relaxed) -
+		    atomic_load_explicit(&peer->cq_seg->head, memory_order_relaxed) + t + 1 -
+		    atomic_load_explicit(&ps->inb_head, memory_order_relaxed) >=
+		peer->cq_size)
 		snic_qp_ring_peer(vb_container_of(peer, struct snic_qp, peer));
 }
 

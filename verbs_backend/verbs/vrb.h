@@ -21,6 +21,21 @@
 
 struct vrb_qp;
 
+/* CQ entries kept for window binds' completions, beyond what the caller asks for. */
+#define VRB_CQ_BIND_ROOM 1024
+
+/*
+ * A connected QP's place in the device's table: its connection events
+ * carry the slot and its generation, so that the CM thread finds the QP
+ * without a walk, and an event that was waiting when the QP went finds
+ * nothing.
+ */
+struct vrb_watched {
+	struct vrb_qp *qp; /* NULL: free */
+	uint32_t gen;
+	uint32_t next_free;
+};
+
 struct vrb_dev {
 	struct vb_device vdev;
 	struct ibv_context *ctx;
@@ -31,9 +46,13 @@ struct vrb_dev {
 	int epoll_fd;
 	int stop_fd;
 	pthread_t cm_thread;
-	pthread_mutex_t lock; /* the list of connected QPs */
-	struct vrb_qp *connected;
+	pthread_mutex_t lock; /* the table of connected QPs */
+	struct vrb_watched *watched;
+	uint32_t n_watched, cap_watched; /* slots used (some free), allocated */
+	uint32_t free_watched;		 /* first free slot, or UINT32_MAX */
+	_Atomic uint64_t n_cm_looks;	 /* table slots the CM thread looked at */
 	_Atomic int objects; /* PDs, MRs, CQs, QPs, listeners: close_device refuses while any */
+	bool mw_type2;	     /* the device binds type 2 windows (checked at open) */
 	pthread_mutex_t buf_lock;
 	struct vrb_buf *bufs; /* from buf_alloc, so that buf_free can refuse what is not */
 };
@@ -57,6 +76,7 @@ struct vrb_mr {
 struct vrb_mw {
 	struct vb_mw vmw;
 	struct ibv_mw *mw;
+	bool bound; /* a type 2 window is bound once */
 };
 
 struct vrb_cq {
@@ -64,6 +84,11 @@ struct vrb_cq {
 	struct ibv_comp_channel *channel;
 	struct ibv_cq *cq;
 	_Atomic bool overrun; /* the device reported a CQ error: completions were lost */
+	/*
+	 * Entries kept beyond vcq.cqe for window binds' completions, which
+	 * vrb_poll_cq() swallows: what is left of them.
+	 */
+	_Atomic int bind_room;
 };
 
 struct vrb_qp {
@@ -71,7 +96,8 @@ struct vrb_qp {
 	struct ibv_qp *qp;
 	struct rdma_event_channel *ech; /* this QP's connection */
 	struct rdma_cm_id *id;
-	struct vrb_qp *next; /* dev->connected */
+	bool watched; /* in dev->watched[slot] */
+	uint32_t slot;
 	_Atomic bool disconnected;
 };
 

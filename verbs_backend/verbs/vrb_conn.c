@@ -178,16 +178,65 @@ static int timeout_of(const struct vb_conn_param *p)
 }
 
 /* The connection is up: watch it for the peer's disconnect. */
+/* The CM thread's epoll keys: 0 stops it, 1 is the async events, then QPs. */
+#define VRB_KEY_QP 2
+
+static uint64_t watch_key(const struct vrb_dev *dev, uint32_t slot)
+{
+	return (uint64_t)dev->watched[slot].gen << 32 | (slot + VRB_KEY_QP);
+}
+
+/* The connected QP an event key names, or NULL (dev->lock held). */
+static struct vrb_qp *watched_qp(struct vrb_dev *dev, uint64_t key)
+{
+	uint32_t slot = (uint32_t)key - VRB_KEY_QP;
+
+	atomic_fetch_add_explicit(&dev->n_cm_looks, 1, memory_order_relaxed);
+	if (slot >= dev->n_watched || dev->watched[slot].gen != (uint32_t)(key >> 32))
+		return NULL;
+	return dev->watched[slot].qp;
+}
+
 static int watch(struct vrb_dev *dev, struct vrb_qp *qp)
 {
-	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = qp };
+	struct epoll_event ev = { .events = EPOLLIN };
+	uint32_t slot;
 
 	fcntl(qp->ech->fd, F_SETFL, fcntl(qp->ech->fd, F_GETFL) | O_NONBLOCK);
 	pthread_mutex_lock(&dev->lock);
-	qp->next = dev->connected;
-	dev->connected = qp;
+	if (dev->free_watched != UINT32_MAX) {
+		slot = dev->free_watched;
+		dev->free_watched = dev->watched[slot].next_free;
+	} else {
+		if (dev->n_watched == dev->cap_watched) {
+			uint32_t cap = dev->cap_watched ? 2 * dev->cap_watched : 64;
+			struct vrb_watched *w =
+			    cap < UINT32_MAX / 2 ? realloc(dev->watched, cap * sizeof(*w)) : NULL;
+
+			if (!w) {
+				pthread_mutex_unlock(&dev->lock);
+				return ENOMEM;
+			}
+			dev->watched = w;
+			dev->cap_watched = cap;
+		}
+		slot = dev->n_watched++;
+		dev->watched[slot].gen = 0;
+	}
+	dev->watched[slot].qp = qp;
+	dev->watched[slot].gen++;
+	qp->slot = slot;
+	qp->watched = true;
+	ev.data.u64 = watch_key(dev, slot);
+	/* Added under the lock: a disconnect that follows finds it there to remove. */
+	if (epoll_ctl(dev->epoll_fd, EPOLL_CTL_ADD, qp->ech->fd, &ev)) {
+		int ret = errno;
+
+		pthread_mutex_unlock(&dev->lock);
+		return ret;
+	}
 	pthread_mutex_unlock(&dev->lock);
-	return epoll_ctl(dev->epoll_fd, EPOLL_CTL_ADD, qp->ech->fd, &ev) ? errno : 0;
+	return 0;
 }
 
 int vrb_connect(struct vb_qp *vqp, const struct sockaddr *addr, socklen_t addrlen,
@@ -512,17 +561,21 @@ out:
 void vrb_disconnect(struct vrb_qp *qp)
 {
 	struct vrb_dev *dev = vrb_dev_of(qp->vqp.dev);
-	struct vrb_qp **pp;
 
 	if (!qp->id)
 		return;
 	pthread_mutex_lock(&dev->lock);
-	for (pp = &dev->connected; *pp; pp = &(*pp)->next)
-		if (*pp == qp) {
-			*pp = qp->next;
-			epoll_ctl(dev->epoll_fd, EPOLL_CTL_DEL, qp->ech->fd, NULL);
-			break;
-		}
+	if (qp->watched) {
+		struct vrb_watched *w = &dev->watched[qp->slot];
+
+		/* A new generation: an event already taken for this QP finds nothing. */
+		w->qp = NULL;
+		w->gen++;
+		w->next_free = dev->free_watched;
+		dev->free_watched = qp->slot;
+		qp->watched = false;
+		epoll_ctl(dev->epoll_fd, EPOLL_CTL_DEL, qp->ech->fd, NULL);
+	}
 	pthread_mutex_unlock(&dev->lock);
 	rdma_disconnect(qp->id);
 }
@@ -542,10 +595,14 @@ static void async_events(struct vrb_dev *dev)
 			struct ibv_qp_attr a = { .qp_state = IBV_QPS_ERR };
 
 			atomic_store(&cq->overrun, true);
+			/* Rare: every connected QP is looked at. */
 			pthread_mutex_lock(&dev->lock);
-			for (struct vrb_qp *q = dev->connected; q; q = q->next)
-				if (q->vqp.send_cq == &cq->vcq || q->vqp.recv_cq == &cq->vcq)
+			for (uint32_t i = 0; i < dev->n_watched; i++) {
+				struct vrb_qp *q = dev->watched[i].qp;
+
+				if (q && (q->vqp.send_cq == &cq->vcq || q->vqp.recv_cq == &cq->vcq))
 					ibv_modify_qp(q->qp, &a, IBV_QP_STATE);
+			}
 			pthread_mutex_unlock(&dev->lock);
 		}
 		ibv_ack_async_event(&ae);
@@ -561,19 +618,20 @@ void *vrb_cm_thread(void *arg)
 		int n = epoll_wait(dev->epoll_fd, evs, 16, -1);
 
 		for (int i = 0; i < n; i++) {
-			struct vrb_qp *qp = evs[i].data.ptr, *q;
+			uint64_t key = evs[i].data.u64;
 			struct rdma_cm_event *ev;
+			struct vrb_qp *qp;
 
-			if (!qp)
+			if (!key)
 				return NULL; /* the stop eventfd */
-			if ((void *)qp == dev) {
+			if (key == 1) {
 				async_events(dev);
 				continue;
 			}
+			/* The QP by its slot, if it is still the one connected there. */
 			pthread_mutex_lock(&dev->lock);
-			for (q = dev->connected; q && q != qp; q = q->next)
-				;
-			while (q && !rdma_get_cm_event(qp->ech, &ev)) {
+			qp = watched_qp(dev, key);
+			while (qp && !rdma_get_cm_event(qp->ech, &ev)) {
 				if (ev->event == RDMA_CM_EVENT_DISCONNECTED ||
 				    ev->event == RDMA_CM_EVENT_DEVICE_REMOVAL) {
 					struct ibv_qp_attr a = { .qp_state = IBV_QPS_ERR };

@@ -34,7 +34,7 @@ struct vb_device *vrb_open_device(const struct vb_ops *ops, const char *name)
 	struct ibv_device **list;
 	struct ibv_device *found = NULL;
 	struct vrb_dev *dev;
-	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 0 };
 	int n, ret;
 
 	list = ibv_get_device_list(&n);
@@ -64,11 +64,21 @@ struct vb_device *vrb_open_device(const struct vb_ops *ops, const char *name)
 		ret = errno ? errno : EIO;
 		goto err_close;
 	}
+	/* Windows are the SPI's remote keys: without them, say so once, here. */
+	dev->mw_type2 = dev->attr.max_mw > 0 &&
+			(dev->attr.device_cap_flags &
+			 (IBV_DEVICE_MEM_WINDOW_TYPE_2A | IBV_DEVICE_MEM_WINDOW_TYPE_2B));
+	if (!dev->mw_type2)
+		fprintf(stderr,
+			"sanprov verbs: %s has no type 2 memory windows (max_mw %d): "
+			"remote keys (vb_alloc_mw) fail with EOPNOTSUPP\n",
+			ibv_get_device_name(found), dev->attr.max_mw);
 	dev->port = (uint8_t)env_ulong("SANPROV_VERBS_PORT", 1);
 	dev->gid_index = (int)env_ulong("SANPROV_VERBS_GID_INDEX", 0);
 	dev->vdev.ops = ops;
 	snprintf(dev->vdev.name, sizeof(dev->vdev.name), "%s", ibv_get_device_name(found));
 	pthread_mutex_init(&dev->lock, NULL);
+	dev->free_watched = UINT32_MAX;
 	pthread_mutex_init(&dev->buf_lock, NULL);
 	dev->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 	dev->stop_fd = eventfd(0, EFD_CLOEXEC);
@@ -76,7 +86,7 @@ struct vb_device *vrb_open_device(const struct vb_ops *ops, const char *name)
 	    epoll_ctl(dev->epoll_fd, EPOLL_CTL_ADD, dev->stop_fd, &ev) ||
 	    fcntl(dev->ctx->async_fd, F_SETFL, fcntl(dev->ctx->async_fd, F_GETFL) | O_NONBLOCK) ||
 	    epoll_ctl(dev->epoll_fd, EPOLL_CTL_ADD, dev->ctx->async_fd,
-		      &(struct epoll_event){ .events = EPOLLIN, .data.ptr = dev })) {
+		      &(struct epoll_event){ .events = EPOLLIN, .data.u64 = 1 })) {
 		ret = errno;
 		goto err_fds;
 	}
@@ -114,6 +124,7 @@ int vrb_close_device(struct vb_device *vdev)
 	ibv_close_device(dev->ctx);
 	close(dev->epoll_fd);
 	close(dev->stop_fd);
+	free(dev->watched);
 	/* As softnic: buffers not given back go with the device. */
 	while (dev->bufs) {
 		struct vrb_buf *b = dev->bufs;
@@ -257,6 +268,11 @@ struct vb_mw *vrb_alloc_mw(struct vb_pd *vpd)
 		errno = ENOMEM;
 		return NULL;
 	}
+	if (!vrb_dev_of(vpd->dev)->mw_type2) {
+		free(mw);
+		errno = EOPNOTSUPP;
+		return NULL;
+	}
 	mw->mw = ibv_alloc_mw(pd->pd, IBV_MW_TYPE_2);
 	if (!mw->mw) {
 		ret = errno ? errno : ENOMEM;
@@ -345,7 +361,7 @@ struct vb_cq *vrb_create_cq(struct vb_device *vdev, int cqe)
 {
 	struct vrb_dev *dev = vrb_dev_of(vdev);
 	struct vrb_cq *cq = calloc(1, sizeof(*cq));
-	int ret;
+	int ret, room;
 
 	if (!cq) {
 		errno = ENOMEM;
@@ -358,14 +374,23 @@ struct vb_cq *vrb_create_cq(struct vb_device *vdev, int cqe)
 	}
 	/* The CQ's fd is polled; reading an event must never block. */
 	fcntl(cq->channel->fd, F_SETFL, fcntl(cq->channel->fd, F_GETFL) | O_NONBLOCK);
-	cq->cq = ibv_create_cq(dev->ctx, cqe, cq, cq->channel, 0);
+	/* Room of its own for window binds' completions, which the caller never sees. */
+	room = dev->attr.max_cqe / 4 < VRB_CQ_BIND_ROOM ? dev->attr.max_cqe / 4 : VRB_CQ_BIND_ROOM;
+	if (cqe < 1 || cqe > dev->attr.max_cqe) {
+		ret = EINVAL;
+		goto err_channel;
+	}
+	cq->cq =
+	    ibv_create_cq(dev->ctx, cqe > dev->attr.max_cqe - room ? dev->attr.max_cqe : cqe + room,
+			  cq, cq->channel, 0);
 	if (!cq->cq) {
 		ret = errno ? errno : EINVAL;
 		goto err_channel;
 	}
 	cq->vcq.dev = vdev;
 	cq->vcq.fd = cq->channel->fd;
-	cq->vcq.cqe = cq->cq->cqe;
+	cq->vcq.cqe = cq->cq->cqe - room;
+	atomic_store(&cq->bind_room, room);
 	atomic_fetch_add(&dev->objects, 1);
 	return &cq->vcq;
 
@@ -410,7 +435,7 @@ int vrb_poll_cq(struct vb_cq *vcq, int max, struct vb_wc *wc, int *count)
 {
 	struct vrb_cq *cq = vrb_cq_of(vcq);
 	struct ibv_wc w[32];
-	int total = 0;
+	int total = 0, binds = 0;
 
 	*count = 0;
 	if (max < 0)
@@ -421,8 +446,16 @@ int vrb_poll_cq(struct vb_cq *vcq, int max, struct vb_wc *wc, int *count)
 
 		if (n < 0)
 			return total ? 0 : EIO;
-		for (int i = 0; i < n; i++)
-			wc[total + i] = (struct vb_wc){
+		int k = 0;
+
+		for (int i = 0; i < n; i++) {
+			/* A window's bind: its entry is the bind room's again, the caller never
+			 * sees it. */
+			if (w[i].wr_id == VB_WR_ID_RESERVED) {
+				binds++;
+				continue;
+			}
+			wc[total + k++] = (struct vb_wc){
 				.wr_id = w[i].wr_id,
 				.status = (enum vb_wc_status)w[i].status,
 				.opcode = (enum vb_wc_opcode)w[i].opcode,
@@ -432,10 +465,13 @@ int vrb_poll_cq(struct vb_cq *vcq, int max, struct vb_wc *wc, int *count)
 				.qp_num = w[i].qp_num,
 				.wc_flags = w[i].wc_flags & IBV_WC_WITH_IMM ? VB_WC_WITH_IMM : 0,
 			};
-		total += n;
+		}
+		total += k;
 		if (n < want)
 			break;
 	}
+	if (binds)
+		atomic_fetch_add(&cq->bind_room, binds);
 	*count = total;
 	/* As softnic: once drained, an overrun CQ says so, and keeps saying it. */
 	if (!total && atomic_load(&cq->overrun))

@@ -22,7 +22,11 @@ _Static_assert(SAME(VB_WC_REM_ACCESS_ERR, IBV_WC_REM_ACCESS_ERR) &&
 		   SAME(VB_WC_RECV_RDMA_WITH_IMM, IBV_WC_RECV_RDMA_WITH_IMM),
 	       "statuses and completion opcodes");
 _Static_assert(SAME(VB_QPS_ERR, IBV_QPS_ERR) && SAME(VB_QPS_RTS, IBV_QPS_RTS), "QP states");
-_Static_assert(SAME(VB_ACCESS_REMOTE_READ, IBV_ACCESS_REMOTE_READ), "access flags");
+_Static_assert(SAME(VB_ACCESS_REMOTE_READ, IBV_ACCESS_REMOTE_READ) &&
+		   SAME(VB_ACCESS_REMOTE_WRITE, IBV_ACCESS_REMOTE_WRITE) &&
+		   SAME(VB_ACCESS_LOCAL_WRITE, IBV_ACCESS_LOCAL_WRITE) &&
+		   SAME(VB_ACCESS_MW_BIND, IBV_ACCESS_MW_BIND),
+	       "access flags");
 
 /* Send queue slots kept for vrb_bind_mw(), beyond what the caller asks for. */
 #define VRB_BIND_HEADROOM 16
@@ -170,11 +174,14 @@ int vrb_post_send(struct vb_qp *vqp, struct vb_send_wr *wr, struct vb_send_wr **
 }
 
 /*
- * A type 2 window is bound by a work request on the QP it will serve,
- * unsignaled: no completion reaches the caller's CQ (a failed bind moves
- * the QP to the error state, as any failed request does), and the send
- * queue executes it before anything posted after it.  Its slot is part of
- * the headroom vrb_create_qp() adds.
+ * A type 2 window is bound once, by a work request on the QP it will serve
+ * (a second bind would need a local invalidation first), which the send
+ * queue executes before anything posted after it.  Signaled, so that its
+ * send queue slot (part of the headroom vrb_create_qp() adds) comes back
+ * when its completion is polled, whatever else the QP posts; the
+ * completion, success, error or flush, takes an entry of the send CQ's
+ * bind room and vrb_poll_cq() swallows it (a failed bind moves the QP to
+ * the error state, as any failed request does).
  */
 int vrb_bind_mw(struct vb_qp *vqp, struct vb_mw *vmw, struct vb_mr *vmr, void *addr, size_t length,
 		unsigned int access)
@@ -182,7 +189,11 @@ int vrb_bind_mw(struct vb_qp *vqp, struct vb_mw *vmw, struct vb_mr *vmr, void *a
 	struct vrb_mw *mw = vb_container_of(vmw, struct vrb_mw, vmw);
 	struct vrb_mr *mr = vb_container_of(vmr, struct vrb_mr, vmr);
 	uintptr_t a = (uintptr_t)addr, base = (uintptr_t)vmr->addr;
-	struct ibv_send_wr wr = { .opcode = IBV_WR_BIND_MW }, *bad = NULL;
+	struct ibv_send_wr wr = { .wr_id = VB_WR_ID_RESERVED,
+				  .opcode = IBV_WR_BIND_MW,
+				  .send_flags = IBV_SEND_SIGNALED },
+			   *bad = NULL;
+	struct vrb_cq *scq = vrb_cq_of(vqp->send_cq);
 	uint32_t rkey = ibv_inc_rkey(vmw->rkey);
 	int ret;
 
@@ -192,6 +203,13 @@ int vrb_bind_mw(struct vb_qp *vqp, struct vb_mw *vmw, struct vb_mr *vmr, void *a
 	    (access & VB_ACCESS_REMOTE_WRITE && !(vmr->access & VB_ACCESS_LOCAL_WRITE)) ||
 	    a < base || length > vmr->length || a - base > vmr->length - length)
 		return EINVAL;
+	if (mw->bound)
+		return EBUSY;
+	/* Its completion's entry, taken before the device may write it. */
+	if (atomic_fetch_sub(&scq->bind_room, 1) <= 0) {
+		atomic_fetch_add(&scq->bind_room, 1);
+		return ENOMEM;
+	}
 	wr.bind_mw.mw = mw->mw;
 	wr.bind_mw.rkey = rkey;
 	/* The window is addressed in the region's iova space; its peer sees it from 0. */
@@ -202,8 +220,11 @@ int vrb_bind_mw(struct vb_qp *vqp, struct vb_mw *vmw, struct vb_mr *vmr, void *a
 		.mw_access_flags = (unsigned int)access | IBV_ACCESS_ZERO_BASED,
 	};
 	ret = ibv_post_send(vrb_qp_of(vqp)->qp, &wr, &bad);
-	if (ret)
+	if (ret) {
+		atomic_fetch_add(&scq->bind_room, 1);
 		return ret;
+	}
+	mw->bound = true;
 	vmw->rkey = rkey;
 	return 0;
 }

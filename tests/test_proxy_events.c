@@ -367,7 +367,8 @@ Test(events, scattered_cached_registrations_leave_the_application_its_mappings, 
 		if (f)
 			fclose(f);
 		/* 32,000 NIC registrations in the emulated VM outlast its per-case limit. */
-		cr_skip_test("the map budget is the proxy's: checked on softnic, where it is quick");
+		cr_skip_test(
+		    "the map budget is the proxy's: checked on softnic, where it is quick");
 	}
 	if (f) {
 		cr_assert_eq(fscanf(f, "%lu", &max_map), 1);

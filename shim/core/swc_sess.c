@@ -169,10 +169,12 @@ static uint32_t credits(const struct swc_sess *s)
 static int take_credits(struct swc_sess *s, uint32_t count)
 {
 	/*
-	 * An older count may come after a newer one: a message that waited in
-	 * the ring while the credit word was written.
+	 * Counts only grow, but an older one may come after a newer one, by
+	 * any distance: a header whose completion came in after the credit
+	 * word was written again (the word is memory, seen at once).  Old
+	 * news, and no credit: ignored.
 	 */
-	if (s->peer_posted - count <= s->peer_ring)
+	if ((int32_t)(count - s->peer_posted) <= 0)
 		return 0;
 	if (count - s->peer_posted > s->sent - s->peer_posted)
 		return fail(s, EPROTO);

@@ -994,6 +994,8 @@ static ssize_t conn_recv(struct sps *so, void *buf, size_t len, int flags)
 	if (!len)
 		return 0;
 	for (;;) {
+		bool eof = false;
+
 		pthread_mutex_lock(&so->lock);
 		if (so->shut_rd) {
 			pthread_mutex_unlock(&so->lock);
@@ -1009,8 +1011,12 @@ static ssize_t conn_recv(struct sps *so, void *buf, size_t len, int flags)
 		}
 		while (r.readable && done < len) {
 			ret = swc_recv_some(&so->sess, (char *)buf + done, len - done, &got);
-			if (ret || !got)
+			if (ret)
 				break;
+			if (!got) {
+				eof = true;
+				break;
+			}
 			done += got;
 			swc_poll(&so->sess, &r);
 		}
@@ -1020,9 +1026,12 @@ static ssize_t conn_recv(struct sps *so, void *buf, size_t len, int flags)
 			errno = conn_error(so, false);
 			return -1;
 		}
-		/* Enough, the end, or nothing more to wait for. */
-		if (done == len || (done && !(flags & MSG_WAITALL)) || (r.readable && !ret) || ret)
+		/* Enough, the end, or a failure after some data. */
+		if (done == len || (done && !(flags & MSG_WAITALL)) || eof || ret)
 			return (ssize_t)done;
+		/* What came in since the first look is read now, not taken for the end. */
+		if (r.readable)
+			continue;
 		if (!block) {
 			if (done)
 				return (ssize_t)done;

@@ -334,6 +334,54 @@ static int fork_client(void)
 	return san_echo_client();
 }
 
+/*
+ * Non-blocking reads that race the data: small messages trickle in while
+ * the reader spins; no read may answer 0 (EOF) before the shutdown.
+ */
+static int trickle_server(void)
+{
+	int l = listener(), a = accept(l, NULL, NULL);
+	char m[16];
+
+	CHECK(a >= 0 && san(a) == 2);
+	for (int i = 0; i < 20000; i++) {
+		for (size_t k = 0; k < sizeof(m); k++)
+			m[k] = (char)(i + (int)k);
+		CHECK(write(a, m, 1 + (size_t)i % sizeof(m)) == 1 + i % (int)sizeof(m));
+		if (i % 64 == 0)
+			usleep(10);
+	}
+	shutdown(a, SHUT_WR);
+	hear(back[0]);
+	close(a);
+	return 0;
+}
+
+static int trickle_client(void)
+{
+	int fd = dial();
+	uint64_t want = 0, got = 0;
+	char buf[64];
+	ssize_t n;
+
+	CHECK(fd >= 0 && san(fd) == 2);
+	CHECK(!fcntl(fd, F_SETFL, O_NONBLOCK));
+	for (int i = 0; i < 20000; i++)
+		want += 1 + (uint64_t)i % 16;
+	while ((n = recv(fd, buf, sizeof(buf), 0)) != 0) {
+		CHECK(n > 0 || errno == EAGAIN);
+		if (n > 0)
+			got += (uint64_t)n;
+	}
+	if (got != want)
+		fprintf(stderr, "# EOF after %llu of %llu bytes\n", (unsigned long long)got,
+			(unsigned long long)want);
+	tell(back[1]);
+	close(fd);
+	CHECK(got == want);
+	return 0;
+}
+
 struct tcase {
 	const char *name;
 	int (*server)(void);
@@ -390,6 +438,8 @@ int main(void)
 		{ "dup, dup2, close of the first number", echo_server, dup_client, false },
 		{ "fork: the child accepts TCP clients, the parent SAN ones", fork_server,
 		  fork_client, false },
+		{ "non-blocking reads racing the data: no EOF before the shutdown", trickle_server,
+		  trickle_client, false },
 	};
 	int n = (int)(sizeof(cases) / sizeof(cases[0]));
 

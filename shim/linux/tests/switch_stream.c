@@ -333,17 +333,21 @@ int main(int argc, char **argv)
 		printf("# server: %d of %d complete, %d over the SAN\n", ok, n, san);
 		if (ok != n || san != n)
 			_exit(4);
+		/* Each phase's clients connect once the last phase is over here. */
+		(void)!write(pfd[1], &port, sizeof(port));
 		ok = killed = 0;
 		if (serve(l, nk, &ok, &killed, &san, true))
 			_exit(5);
 		printf("# server: %d of %d connections of the killed peer ended\n", killed, nk);
 		if (killed != nk)
 			_exit(6);
+		(void)!write(pfd[1], &port, sizeof(port));
 		ok = killed = 0;
 		if (serve(l, nf, &ok, &killed, &san, false) || ok != nf)
 			_exit(7);
 		_exit(0);
 	}
+	close(pfd[1]);
 	if (read(pfd[0], &port, sizeof(port)) != sizeof(port))
 		return 1;
 	c = fork();
@@ -355,6 +359,7 @@ int main(int argc, char **argv)
 	printf("%sok %d - %d connections both ways, random sizes, every byte checked\n",
 	       WIFEXITED(st) && !WEXITSTATUS(st) ? "" : "not ", ++t, n);
 	fflush(stdout);
+	(void)!read(pfd[0], &port, sizeof(port)); /* EOF: the server failed */
 	c = fork();
 	if (!c) {
 		alarm(240);
@@ -364,6 +369,7 @@ int main(int argc, char **argv)
 	printf("%sok %d - a peer killed mid-stream (%d connections)\n",
 	       WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL ? "" : "not ", ++t, nk);
 	fflush(stdout);
+	(void)!read(pfd[0], &port, sizeof(port));
 	c = fork();
 	if (!c) {
 		alarm(240);

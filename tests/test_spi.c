@@ -432,6 +432,53 @@ Test(spi, nonblocking_connect_reports_through_events)
 	teardown();
 }
 
+/*
+ * FD_ACCEPT is re-enabled by every accept, as in Winsock, also by one that
+ * found nothing: an accept that takes a connection the watcher saw arrive
+ * at the same time, then one that answers WSAEWOULDBLOCK, must not leave
+ * the next connection unsignalled.
+ */
+Test(spi, fd_accept_comes_again_after_an_accept_that_found_nothing)
+{
+	struct sockaddr_in sin;
+	sp_socket l = sw_listen(&sw, &sin), c, a;
+	int lev = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), cev = eventfd(0, EFD_CLOEXEC), err = 0;
+	struct sp_network_events ne;
+	struct pollfd p = { .fd = lev, .events = POLLIN };
+	uint64_t v;
+
+	cr_assert_neq(l, SP_INVALID_SOCKET);
+	cr_assert(lev >= 0 && cev >= 0);
+	cr_assert_eq(sw.p.event_select(l, SP_EVENT_FD(lev), SP_FD_ACCEPT, &err), 0);
+	for (int i = 0; i < 60; i++) {
+		bool by_event = i % 2;
+
+		c = sw.p.socket(AF_INET, SOCK_STREAM, 0, 1, 0, &err);
+		cr_assert_eq(sw.p.event_select(c, SP_EVENT_FD(cev), SP_FD_CONNECT, &err), 0);
+		cr_assert_eq(sw.p.connect(c, (struct sockaddr *)&sin, sizeof(sin), &err),
+			     SP_SOCKET_ERROR);
+		cr_assert_eq(err, SP_WSAEWOULDBLOCK);
+		/* Every other time, as a program that accepts until EAGAIN: at once, racing. */
+		if (by_event)
+			cr_assert_eq(poll(&p, 1, 3000), 1, "no FD_ACCEPT for connection %d", i);
+		do
+			a = sw.p.accept(l, NULL, NULL, NULL, 0, &err);
+		while (a == SP_INVALID_SOCKET && err == SP_WSAEWOULDBLOCK && !by_event);
+		cr_assert_neq(a, SP_INVALID_SOCKET, "err %d", err);
+		cr_assert_eq(sw.p.accept(l, NULL, NULL, NULL, 0, &err), SP_INVALID_SOCKET);
+		cr_assert_eq(err, SP_WSAEWOULDBLOCK);
+		/* Whatever the watcher signals for this one has come before the next. */
+		usleep(20000);
+		(void)!read(lev, &v, sizeof(v));
+		sw.p.enum_network_events(l, SP_EVENT_FD(lev), &ne, &err);
+		cr_assert_eq(sw.p.close_socket(a, &err), 0);
+		cr_assert_eq(sw.p.close_socket(c, &err), 0);
+	}
+	close(lev);
+	close(cev);
+	teardown();
+}
+
 static int reject_all(const struct sockaddr *caller, int len, uintptr_t data)
 {
 	(void)caller, (void)len;

@@ -390,3 +390,56 @@ Test(swc_hostile, credit_word_lets_it_go_on)
 	}
 	free(src);
 }
+
+/* The peer writes count into the session's credit word (where its hello said) and waits. */
+static void raw_word(struct raw *r, uint64_t count)
+{
+	uint64_t w[2] = { count, ~count };
+	char *src = aligned_alloc(4096, 4096);
+	struct sp_overlapped ov = { .event = 1 };
+	struct swc_hdr hh;
+	uint32_t bytes, flags;
+	int err = 0;
+	void *h;
+
+	cr_assert(src);
+	memcpy(src, w, sizeof(w));
+	h = sw.register_memory(r->s, src, 16, SP_MEM_READ, &err);
+	cr_assert(h);
+	struct sp_wsabufex b = { 16, src, h };
+	memcpy(&hh, r->rx, sizeof(hh));
+	cr_assert_eq(hh.type, SWC_MSG_HELLO);
+	cr_assert(sw.rdma_write(r->s, &b, 1, r->rx + sizeof(hh), hh.desc_len, 0, &bytes, 0, &ov,
+				NULL, NULL, &err) == 0 ||
+		  err == SP_WSA_IO_PENDING);
+	while (sw.p.get_overlapped_result(r->s, &ov, &bytes, 0, &flags, &err))
+		cr_assert_eq(err, SP_WSA_IO_INCOMPLETE);
+	sw.deregister_memory(r->s, h, &err);
+	free(src);
+}
+
+/*
+ * A header sent long before the word was last written may be taken after
+ * it (the word is memory, the header waits for its completion): its count,
+ * older than the word's by more than a ring, is old news, not a lie.
+ */
+Test(swc_hostile, an_old_count_after_a_newer_word)
+{
+	char m[64] = { 0 }, c;
+	struct swc_ready rd;
+
+	raw_hello(&raw);
+	for (int round = 0; round < 3; round++) {
+		for (int i = 0; i < 14; i++)
+			cr_assert_eq(swc_send(&ss, m, sizeof(m)), 0, "round %d", round);
+		raw_word(&raw, ss.sent);
+	}
+	cr_assert_eq(swc_poll(&ss, &rd), 0);
+	cr_assert_eq(ss.peer_posted, ss.sent, "the word was not taken");
+	cr_assert_gt(ss.peer_posted, 2 + 16);
+	/* Sent by the peer when it had posted two receives again. */
+	raw_hdr(&raw, SWC_MSG_DATA, 2, 1, 0, NULL, 0, "y", (uint32_t)sizeof(struct swc_hdr) + 1);
+	cr_assert_eq(swc_recv(&ss, &c, 1), 0, "an old count failed the session");
+	cr_assert_eq(c, 'y');
+	cr_assert_eq(swc_send(&ss, m, sizeof(m)), 0);
+}

@@ -436,11 +436,13 @@ static struct vb_conn_req *accept_next(struct sp_sock *so, int *ret)
 		if (!r && !req)
 			r = errno;
 		pthread_mutex_lock(&so->lock);
-		if (!r) {
-			/* Taken: the watcher looks for the next one. */
-			so->accept_ready = false;
-			pthread_cond_broadcast(&so->cond);
-		}
+		/*
+		 * Every accept re-enables FD_ACCEPT, as in Winsock, also one that
+		 * found nothing: the watcher may have signalled a request this
+		 * call took as it arrived, and must look again for the next one.
+		 */
+		so->accept_ready = false;
+		pthread_cond_broadcast(&so->cond);
 		if (so->state != SP_SOCK_LISTENING) {
 			if (req)
 				vb_reject_request(req);

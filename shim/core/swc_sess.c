@@ -169,10 +169,12 @@ static uint32_t credits(const struct swc_sess *s)
 static int take_credits(struct swc_sess *s, uint32_t count)
 {
 	/*
-	 * An older count may come after a newer one: a message that waited in
-	 * the ring while the credit word was written.
+	 * Counts only grow, but an older one may come after a newer one, by
+	 * any distance: a header whose completion came in after the credit
+	 * word was written again (the word is memory, seen at once).  Old
+	 * news, and no credit: ignored.
 	 */
-	if (s->peer_posted - count <= s->peer_ring)
+	if ((int32_t)(count - s->peer_posted) <= 0)
 		return 0;
 	if (count - s->peer_posted > s->sent - s->peer_posted)
 		return fail(s, EPROTO);
@@ -369,6 +371,12 @@ static int progress(struct swc_sess *s, bool idle)
 	return 0;
 }
 
+/* The oldest posted receive: what comes next completes it. */
+static struct sp_overlapped *rx_head_ov(struct swc_sess *s)
+{
+	return s->post_n ? &s->rx_ov[s->posted[s->post_head]] : NULL;
+}
+
 typedef bool (*swc_cond_fn)(struct swc_sess *s, void *arg);
 
 /*
@@ -398,10 +406,18 @@ static int wait_until(struct swc_sess *s, swc_cond_fn cond, void *arg, struct sp
 			return fail(s, ETIMEDOUT);
 		if (now - start < spin)
 			continue;
-		if (s->o.events && ov)
+		/*
+		 * With events the host's wait runs even when nothing of this
+		 * end's is posted (a ring full of data not yet read): a host
+		 * may let another thread in meanwhile, the one that reads.
+		 */
+		if (s->o.events) {
+			if (!ov)
+				ov = rx_head_ov(s) ? rx_head_ov(s) : &s->credit_ov;
 			s->o.events->wait(s->o.events->ctx, ov->event, 1);
-		else
+		} else {
 			swc_os_yield();
+		}
 	}
 }
 
@@ -460,11 +476,6 @@ static bool held_cond(struct swc_sess *s, void *arg)
 	return s->held_n > 0 || rx_over(s);
 }
 
-static struct sp_overlapped *rx_head_ov(struct swc_sess *s)
-{
-	return s->post_n ? &s->rx_ov[s->posted[s->post_head]] : NULL;
-}
-
 /*
  * Send one control message: header, descriptor, then len bytes of payload.
  * Data keeps one credit back for control messages.
@@ -475,27 +486,35 @@ static int send_msg(struct swc_sess *s, struct swc_hdr *h, const void *desc, con
 				h->type == SWC_MSG_LARGE_WRITE
 			    ? 2
 			    : 1;
-	uint32_t i = s->tx_next;
+	uint32_t i;
 	struct sp_wsabufex b;
-	char *m = tx_msg(s, i);
+	char *m;
 	int err = 0, ret;
 
-	if (s->rx_error)
-		return s->rx_error; /* as a write to a socket the peer reset */
-	if (credits(s) < need) {
-		s->st.credit_stalls++;
-		ret = wait_until(s, credit_cond, (void *)(uintptr_t)need, rx_head_ov(s));
-		if (ret)
-			return ret;
-		if (credits(s) < need)
-			return s->rx_error;
-	}
-	if (s->tx_busy[i]) {
+	/*
+	 * The credit and the slot are looked at again after every wait: a
+	 * host may let another call in meanwhile (one that receives, and
+	 * sends a done), which may take them.
+	 */
+	for (;;) {
+		if (s->rx_error)
+			return s->rx_error; /* as a write to a socket the peer reset */
+		if (credits(s) < need) {
+			s->st.credit_stalls++;
+			ret = wait_until(s, credit_cond, (void *)(uintptr_t)need, rx_head_ov(s));
+			if (ret)
+				return ret;
+			continue;
+		}
+		i = s->tx_next;
+		if (!s->tx_busy[i])
+			break;
 		ret = wait_ov(s, &s->tx_ov[i], NULL);
 		if (ret)
 			return ret;
 		s->tx_busy[i] = false;
 	}
+	m = tx_msg(s, i);
 	s->tx_next = (i + 1) % s->o.ring;
 	h->credits = s->reposted;
 	memcpy(m, h, sizeof(*h));

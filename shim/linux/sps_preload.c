@@ -64,6 +64,13 @@ struct sps {
 	struct swc_sess sess;
 	struct swc_events events;
 	bool live; /* sess started */
+	/*
+	 * The holder of lock is in a session call: the session's waits let the
+	 * lock go (another thread may receive while this one waits to send).
+	 */
+	bool held;
+	/* One sender and one receiver at a time (their calls interleave in the waits). */
+	pthread_mutex_t send_mx, recv_mx;
 	pid_t pid; /* the process that made it: a child of a fork cannot use it */
 	bool nonblock, cloexec, shut_rd, shut_wr, linger0;
 	int rcvtimeo_ms, sndtimeo_ms; /* 0: none */
@@ -206,6 +213,26 @@ static struct sps *lookup(int fd)
 	return atomic_load_explicit(&fdtab[fd], memory_order_acquire);
 }
 
+static void sess_lock(struct sps *so)
+{
+	pthread_mutex_lock(&so->lock);
+	so->held = true;
+}
+
+static void sess_unlock(struct sps *so)
+{
+	so->held = false;
+	pthread_mutex_unlock(&so->lock);
+}
+
+static bool sess_trylock(struct sps *so)
+{
+	if (pthread_mutex_trylock(&so->lock))
+		return false;
+	so->held = true;
+	return true;
+}
+
 /* Up-calls: the socket handles the provider asks for --------------------------------- */
 
 static pthread_mutex_t h_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -308,13 +335,25 @@ static void ev_destroy(void *ctx, sp_event ev)
 static int ev_wait(void *ctx, sp_event ev, int timeout_ms)
 {
 	struct pollfd p = { .fd = SP_EVENT_TO_FD(ev), .events = POLLIN };
+	struct sps *so = ctx;
+	bool held = so->held;
 	uint64_t v;
+	int n;
 
-	(void)ctx;
-	if (poll(&p, 1, timeout_ms) != 1)
-		return ETIMEDOUT;
-	(void)!real.read(p.fd, &v, sizeof(v));
-	return 0;
+	/*
+	 * A session call that waits (a blocking send for credits, or for the
+	 * end of a large transfer) lets the socket go meanwhile: a thread
+	 * blocked in a receive on it must go on reading, or both ends wait
+	 * for each other with full rings.
+	 */
+	if (held)
+		sess_unlock(so);
+	n = poll(&p, 1, timeout_ms);
+	if (n == 1)
+		(void)!real.read(p.fd, &v, sizeof(v));
+	if (held)
+		sess_lock(so);
+	return n == 1 ? 0 : ETIMEDOUT;
 }
 
 /* Starting the provider ------------------------------------------------------------- */
@@ -507,11 +546,11 @@ static void *progress_main(void *arg)
 		for (struct sps *so = conns; so; so = so->next) {
 			struct swc_ready r;
 
-			if (pthread_mutex_trylock(&so->lock))
+			if (!sess_trylock(so))
 				continue;
 			if (so->live && !so->sess.error)
 				poll_sess(so, &r);
-			pthread_mutex_unlock(&so->lock);
+			sess_unlock(so);
 		}
 		pthread_mutex_unlock(&conns_lock);
 	}
@@ -527,6 +566,8 @@ static struct sps *sps_new(int kind)
 	if (!so)
 		return NULL;
 	pthread_mutex_init(&so->lock, NULL);
+	pthread_mutex_init(&so->send_mx, NULL);
+	pthread_mutex_init(&so->recv_mx, NULL);
 	atomic_init(&so->refs, 1);
 	so->kind = kind;
 	so->kfd = so->fd = so->evfd = so->afd = so->wake = -1;
@@ -550,7 +591,7 @@ static void sps_free(struct sps *so)
 			}
 		}
 		pthread_mutex_unlock(&conns_lock);
-		pthread_mutex_lock(&so->lock);
+		sess_lock(so);
 		/* A close ends the stream as TCP's does (EOF), unless SO_LINGER asked to abort. */
 		so->sess.o.timeout_ms = 2000;
 		if (!so->linger0 && !so->sess.error && !so->shut_wr)
@@ -558,7 +599,7 @@ static void sps_free(struct sps *so)
 		if (so->linger0)
 			so->sess.error = ECONNRESET; /* fini then does not wait */
 		swc_sess_fini(&so->sess);
-		pthread_mutex_unlock(&so->lock);
+		sess_unlock(so);
 	}
 	if (so->kind == SPS_LISTEN && so->ls != SP_INVALID_SOCKET && so->pid == getpid())
 		procs.close_socket(so->ls, &err);
@@ -571,6 +612,8 @@ static void sps_free(struct sps *so)
 	if (so->evfd >= 0)
 		real.close(so->evfd);
 	pthread_mutex_destroy(&so->lock);
+	pthread_mutex_destroy(&so->send_mx);
+	pthread_mutex_destroy(&so->recv_mx);
 	free(so);
 }
 
@@ -696,14 +739,14 @@ static void sps_exit(void)
 		return;
 	pthread_mutex_lock(&conns_lock);
 	for (struct sps *so = conns; so; so = so->next) {
-		if (pthread_mutex_trylock(&so->lock))
+		if (!sess_trylock(so))
 			continue;
 		so->sess.o.timeout_ms = 500;
 		if (so->live && !so->sess.error && !so->shut_wr && !so->linger0) {
 			swc_shutdown(&so->sess);
 			so->shut_wr = true;
 		}
-		pthread_mutex_unlock(&so->lock);
+		sess_unlock(so);
 	}
 	pthread_mutex_unlock(&conns_lock);
 }
@@ -957,9 +1000,9 @@ static int wait_ready(struct sps *so, bool for_write, int timeout_ms)
 		struct pollfd p = { .fd = so->evfd, .events = for_write ? POLLOUT : POLLIN };
 		int t = 10;
 
-		pthread_mutex_lock(&so->lock);
+		sess_lock(so);
 		poll_sess(so, &r);
-		pthread_mutex_unlock(&so->lock);
+		sess_unlock(so);
 		if (for_write ? r.writable : r.readable || so->shut_rd)
 			return 0;
 		if (end && now_ms() >= end) {
@@ -978,7 +1021,7 @@ static int wait_ready(struct sps *so, bool for_write, int timeout_ms)
 	}
 }
 
-static ssize_t conn_recv(struct sps *so, void *buf, size_t len, int flags)
+static ssize_t conn_recv_one(struct sps *so, void *buf, size_t len, int flags)
 {
 	bool block = !so->nonblock && !(flags & MSG_DONTWAIT);
 	size_t done = 0, got;
@@ -994,14 +1037,16 @@ static ssize_t conn_recv(struct sps *so, void *buf, size_t len, int flags)
 	if (!len)
 		return 0;
 	for (;;) {
-		pthread_mutex_lock(&so->lock);
+		bool eof = false;
+
+		sess_lock(so);
 		if (so->shut_rd) {
-			pthread_mutex_unlock(&so->lock);
+			sess_unlock(so);
 			return (ssize_t)done;
 		}
 		ret = poll_sess(so, &r);
 		if (ret) {
-			pthread_mutex_unlock(&so->lock);
+			sess_unlock(so);
 			if (done)
 				return (ssize_t)done;
 			errno = conn_error(so, false);
@@ -1009,20 +1054,27 @@ static ssize_t conn_recv(struct sps *so, void *buf, size_t len, int flags)
 		}
 		while (r.readable && done < len) {
 			ret = swc_recv_some(&so->sess, (char *)buf + done, len - done, &got);
-			if (ret || !got)
+			if (ret)
 				break;
+			if (!got) {
+				eof = true;
+				break;
+			}
 			done += got;
 			swc_poll(&so->sess, &r);
 		}
 		poll_sess(so, &r);
-		pthread_mutex_unlock(&so->lock);
+		sess_unlock(so);
 		if (ret && !done) {
 			errno = conn_error(so, false);
 			return -1;
 		}
-		/* Enough, the end, or nothing more to wait for. */
-		if (done == len || (done && !(flags & MSG_WAITALL)) || (r.readable && !ret) || ret)
+		/* Enough, the end, or a failure after some data. */
+		if (done == len || (done && !(flags & MSG_WAITALL)) || eof || ret)
 			return (ssize_t)done;
+		/* What came in since the first look is read now, not taken for the end. */
+		if (r.readable)
+			continue;
 		if (!block) {
 			if (done)
 				return (ssize_t)done;
@@ -1034,9 +1086,16 @@ static ssize_t conn_recv(struct sps *so, void *buf, size_t len, int flags)
 	}
 }
 
-static ssize_t conn_send(struct sps *so, const void *buf, size_t len, int flags)
+static ssize_t conn_send_one(struct sps *so, const void *buf, size_t len, int flags)
 {
 	bool block = !so->nonblock && !(flags & MSG_DONTWAIT);
+	/*
+	 * A blocking send waits in the session (for credits, and large ones
+	 * move by RDMA); with SO_SNDTIMEO it sends what the credits allow and
+	 * waits here, so that the time is kept.
+	 */
+	bool in_sess = block && !so->sndtimeo_ms;
+	uint64_t end = block && so->sndtimeo_ms ? now_ms() + (uint64_t)so->sndtimeo_ms : 0;
 	size_t done = 0, sent;
 	struct swc_ready r;
 	int ret = 0;
@@ -1046,11 +1105,10 @@ static ssize_t conn_send(struct sps *so, const void *buf, size_t len, int flags)
 	if (!len)
 		return 0;
 	for (;;) {
-		pthread_mutex_lock(&so->lock);
+		sess_lock(so);
 		if (so->shut_wr) {
 			ret = EPIPE;
-		} else if (block) {
-			/* Waits for credits, and moves large sends by RDMA. */
+		} else if (in_sess) {
 			ret = swc_send(&so->sess, (const char *)buf + done, len - done);
 			if (!ret)
 				done = len;
@@ -1061,7 +1119,7 @@ static ssize_t conn_send(struct sps *so, const void *buf, size_t len, int flags)
 				ret = 0;
 		}
 		poll_sess(so, &r);
-		pthread_mutex_unlock(&so->lock);
+		sess_unlock(so);
 		if (ret) {
 			if (done)
 				return (ssize_t)done;
@@ -1078,9 +1136,35 @@ static ssize_t conn_send(struct sps *so, const void *buf, size_t len, int flags)
 			errno = EAGAIN;
 			return -1;
 		}
-		if (wait_ready(so, true, so->sndtimeo_ms))
+		uint64_t now = now_ms();
+		int left = end ? (now >= end ? -1 : (int)(end - now)) : 0;
+
+		if (left < 0 || wait_ready(so, true, left)) {
+			if (left < 0)
+				errno = EAGAIN;
 			return done ? (ssize_t)done : -1;
+		}
 	}
+}
+
+static ssize_t conn_send(struct sps *so, const void *buf, size_t len, int flags)
+{
+	ssize_t r;
+
+	pthread_mutex_lock(&so->send_mx);
+	r = conn_send_one(so, buf, len, flags);
+	pthread_mutex_unlock(&so->send_mx);
+	return r;
+}
+
+static ssize_t conn_recv(struct sps *so, void *buf, size_t len, int flags)
+{
+	ssize_t r;
+
+	pthread_mutex_lock(&so->recv_mx);
+	r = conn_recv_one(so, buf, len, flags);
+	pthread_mutex_unlock(&so->recv_mx);
+	return r;
 }
 
 static ssize_t conn_recvv(struct sps *so, const struct iovec *iov, int n, int flags)
@@ -1278,7 +1362,7 @@ SPS_EXPORT int shutdown(int fd, int how)
 	}
 	if (!usable(so))
 		return -1;
-	pthread_mutex_lock(&so->lock);
+	sess_lock(so);
 	if (how != SHUT_WR)
 		so->shut_rd = true;
 	if (how != SHUT_RD && !so->shut_wr) {
@@ -1287,7 +1371,7 @@ SPS_EXPORT int shutdown(int fd, int how)
 	}
 	struct swc_ready r;
 	poll_sess(so, &r);
-	pthread_mutex_unlock(&so->lock);
+	sess_unlock(so);
 	if (ret && ret != EPIPE) {
 		errno = ENOTCONN;
 		return -1;
@@ -1410,10 +1494,10 @@ SPS_EXPORT int getsockopt(int fd, int level, int name, void *val, socklen_t *len
 		case SO_ERROR: {
 			int e = 0;
 
-			pthread_mutex_lock(&so->lock);
+			sess_lock(so);
 			if (so->sess.error && !so->sess.eof)
 				e = ECONNRESET;
-			pthread_mutex_unlock(&so->lock);
+			sess_unlock(so);
 			return put_int(val, len, e);
 		}
 		case SO_TYPE:
@@ -1573,9 +1657,9 @@ SPS_EXPORT int ioctl(int fd, unsigned long req, ...)
 
 		if (!usable(so))
 			return -1;
-		pthread_mutex_lock(&so->lock);
+		sess_lock(so);
 		poll_sess(so, &r);
-		pthread_mutex_unlock(&so->lock);
+		sess_unlock(so);
 		*(int *)arg = so->sess.error ? 0 : r.bytes > INT32_MAX ? INT32_MAX : (int)r.bytes;
 		return 0;
 	}

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -19,6 +20,7 @@
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -334,6 +336,145 @@ static int fork_client(void)
 	return san_echo_client();
 }
 
+/*
+ * Non-blocking reads that race the data: small messages trickle in while
+ * the reader spins; no read may answer 0 (EOF) before the shutdown.
+ */
+static int trickle_server(void)
+{
+	int l = listener(), a = accept(l, NULL, NULL);
+	char m[16];
+
+	CHECK(a >= 0 && san(a) == 2);
+	for (int i = 0; i < 20000; i++) {
+		for (size_t k = 0; k < sizeof(m); k++)
+			m[k] = (char)(i + (int)k);
+		CHECK(write(a, m, 1 + (size_t)i % sizeof(m)) == 1 + i % (int)sizeof(m));
+		if (i % 64 == 0)
+			usleep(10);
+	}
+	shutdown(a, SHUT_WR);
+	hear(back[0]);
+	close(a);
+	return 0;
+}
+
+static int trickle_client(void)
+{
+	int fd = dial();
+	uint64_t want = 0, got = 0;
+	char buf[64];
+	ssize_t n;
+
+	CHECK(fd >= 0 && san(fd) == 2);
+	CHECK(!fcntl(fd, F_SETFL, O_NONBLOCK));
+	for (int i = 0; i < 20000; i++)
+		want += 1 + (uint64_t)i % 16;
+	while ((n = recv(fd, buf, sizeof(buf), 0)) != 0) {
+		CHECK(n > 0 || errno == EAGAIN);
+		if (n > 0)
+			got += (uint64_t)n;
+	}
+	if (got != want)
+		fprintf(stderr, "# EOF after %llu of %llu bytes\n", (unsigned long long)got,
+			(unsigned long long)want);
+	tell(back[1]);
+	close(fd);
+	CHECK(got == want);
+	return 0;
+}
+
+/*
+ * Two threads on one socket at each end, one sending and one receiving,
+ * blocking, far more than both rings hold: neither end may stall.
+ */
+#define DUPLEX_BYTES (8u << 20)
+
+static void *duplex_reader(void *arg)
+{
+	static __thread char buf[65536];
+	int fd = *(int *)arg;
+	size_t got = 0;
+	ssize_t n;
+
+	while (got < DUPLEX_BYTES && (n = read(fd, buf, sizeof(buf))) > 0)
+		got += (size_t)n;
+	return (void *)(uintptr_t)(got == DUPLEX_BYTES);
+}
+
+static int duplex_run(int fd)
+{
+	static char out[100000];
+	pthread_t t;
+	void *ok;
+
+	CHECK(fd >= 0 && san(fd) == 2);
+	CHECK(!pthread_create(&t, NULL, duplex_reader, &fd));
+	/* Small writes and large ones (by RDMA) alike. */
+	for (size_t sent = 0, k = 0; sent < DUPLEX_BYTES; k++) {
+		size_t n = k % 2 ? sizeof(out) : 3000;
+
+		if (n > DUPLEX_BYTES - sent)
+			n = DUPLEX_BYTES - sent;
+		CHECK(write(fd, out, n) == (ssize_t)n);
+		sent += n;
+	}
+	pthread_join(t, &ok);
+	CHECK(ok);
+	return 0;
+}
+
+static int duplex_server(void)
+{
+	int l = listener(), a = accept(l, NULL, NULL), r = duplex_run(a);
+
+	hear(back[0]);
+	close(a);
+	return r;
+}
+
+static int duplex_client(void)
+{
+	int fd = dial(), r = duplex_run(fd);
+
+	tell(back[1]);
+	close(fd);
+	return r;
+}
+
+/* SO_SNDTIMEO: a blocking send to a peer that does not read ends with EAGAIN in time. */
+static int sndtimeo_server(void)
+{
+	int l = listener(), a = accept(l, NULL, NULL);
+
+	CHECK(a >= 0 && san(a) == 2);
+	hear(back[0]);
+	close(a);
+	return 0;
+}
+
+static int sndtimeo_client(void)
+{
+	int fd = dial();
+	struct timeval tv = { 0, 200000 }, t0, t1;
+	static char buf[65536];
+	ssize_t n = 0;
+	long ms;
+
+	CHECK(fd >= 0 && san(fd) == 2);
+	CHECK(!setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)));
+	gettimeofday(&t0, NULL);
+	for (int i = 0; i < 10000 && n >= 0; i++)
+		n = write(fd, buf, sizeof(buf));
+	gettimeofday(&t1, NULL);
+	ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_usec - t0.tv_usec) / 1000;
+	CHECK(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+	CHECK(ms >= 150 && ms < 5000);
+	tell(back[1]);
+	close(fd);
+	return 0;
+}
+
 struct tcase {
 	const char *name;
 	int (*server)(void);
@@ -390,6 +531,12 @@ int main(void)
 		{ "dup, dup2, close of the first number", echo_server, dup_client, false },
 		{ "fork: the child accepts TCP clients, the parent SAN ones", fork_server,
 		  fork_client, false },
+		{ "non-blocking reads racing the data: no EOF before the shutdown", trickle_server,
+		  trickle_client, false },
+		{ "one thread sending, one receiving, at both ends, rings full: no stall",
+		  duplex_server, duplex_client, false },
+		{ "SO_SNDTIMEO: a blocking send to a peer that does not read gives EAGAIN",
+		  sndtimeo_server, sndtimeo_client, false },
 	};
 	int n = (int)(sizeof(cases) / sizeof(cases[0]));
 

@@ -79,10 +79,24 @@ static void set_events(int epfd, struct ep *e, bool out)
 	epoll_ctl(epfd, EPOLL_CTL_MOD, e->fd, &ev);
 }
 
+/* After a failed send: the header, if it came, names the connection. */
+static void drain(struct ep *e)
+{
+	while (e->rx_done < sizeof(struct hdr)) {
+		ssize_t k = recv(e->fd, (char *)&e->rx + e->rx_done,
+				 sizeof(struct hdr) - e->rx_done, MSG_DONTWAIT);
+
+		if (k <= 0)
+			break;
+		e->rx_done += (uint64_t)k;
+	}
+}
+
 /* Move what can move now: 1 done, 0 not yet, -1 failed (errno). */
 static int step(int epfd, struct ep *e, uint64_t *r)
 {
 	uint64_t tx_all = sizeof(struct hdr) + e->tx.total;
+	int tx_err = 0;
 
 	while (e->tx_done < tx_all) {
 		size_t n = 1 + rnd(r) % (e->tx.id & 2 ? 300000 : 5000);
@@ -101,9 +115,17 @@ static int step(int epfd, struct ep *e, uint64_t *r)
 		k = send(e->fd, scratch, n, MSG_NOSIGNAL);
 		if (k < 0 && errno == EAGAIN)
 			break;
-		if (k <= 0)
-			return -1;
+		if (k <= 0) {
+			/* What the peer sent before it died is still read (its header names it). */
+			tx_err = k < 0 ? errno : EPIPE;
+			break;
+		}
 		e->tx_done += (uint64_t)k;
+	}
+	if (tx_err) {
+		drain(e);
+		errno = tx_err;
+		return -1;
 	}
 	if (e->tx_done == tx_all && !e->shut) {
 		shutdown(e->fd, SHUT_WR);
@@ -148,6 +170,8 @@ static int step(int epfd, struct ep *e, uint64_t *r)
 	}
 	if (e->eof) {
 		if (e->rx_done != sizeof(struct hdr) + e->rx.total) {
+			fprintf(stderr, "# id %u: the end after %llu of %llu bytes\n", e->rx.id,
+				(unsigned long long)e->rx_done, (unsigned long long)e->rx.total);
 			errno = ECONNRESET; /* ended early */
 			return -1;
 		}
@@ -158,7 +182,7 @@ static int step(int epfd, struct ep *e, uint64_t *r)
 }
 
 /* Serve n connections: their outcomes in *ok and *killed; 0 or -1. */
-static int serve(int l, int n, int *ok, int *killed, int *san)
+static int serve(int l, int n, int *ok, int *killed, int *san, bool kill_phase)
 {
 	int epfd = epoll_create1(0), done = 0;
 	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL }, evs[64];
@@ -196,7 +220,12 @@ static int serve(int l, int n, int *ok, int *killed, int *san)
 				continue;
 			if (ret > 0)
 				(*ok)++;
-			else if (e->rx.id & KILL_BIT)
+			else if ((e->rx.id & KILL_BIT) ||
+				 (kill_phase && e->rx_done < sizeof(struct hdr)))
+				/*
+				 * A killed process's sends that had not moved yet die
+				 * with it (no kernel keeps them): even its header may.
+				 */
 				(*killed)++;
 			else
 				fprintf(stderr, "# server: connection %u: %s\n", e->rx.id,
@@ -299,22 +328,26 @@ int main(int argc, char **argv)
 		if (write(pfd[1], &port, sizeof(port)) != sizeof(port))
 			_exit(2);
 		alarm(240);
-		if (serve(l, n, &ok, &killed, &san))
+		if (serve(l, n, &ok, &killed, &san, false))
 			_exit(3);
 		printf("# server: %d of %d complete, %d over the SAN\n", ok, n, san);
 		if (ok != n || san != n)
 			_exit(4);
+		/* Each phase's clients connect once the last phase is over here. */
+		(void)!write(pfd[1], &port, sizeof(port));
 		ok = killed = 0;
-		if (serve(l, nk, &ok, &killed, &san))
+		if (serve(l, nk, &ok, &killed, &san, true))
 			_exit(5);
 		printf("# server: %d of %d connections of the killed peer ended\n", killed, nk);
 		if (killed != nk)
 			_exit(6);
+		(void)!write(pfd[1], &port, sizeof(port));
 		ok = killed = 0;
-		if (serve(l, nf, &ok, &killed, &san) || ok != nf)
+		if (serve(l, nf, &ok, &killed, &san, false) || ok != nf)
 			_exit(7);
 		_exit(0);
 	}
+	close(pfd[1]);
 	if (read(pfd[0], &port, sizeof(port)) != sizeof(port))
 		return 1;
 	c = fork();
@@ -326,6 +359,7 @@ int main(int argc, char **argv)
 	printf("%sok %d - %d connections both ways, random sizes, every byte checked\n",
 	       WIFEXITED(st) && !WEXITSTATUS(st) ? "" : "not ", ++t, n);
 	fflush(stdout);
+	(void)!read(pfd[0], &port, sizeof(port)); /* EOF: the server failed */
 	c = fork();
 	if (!c) {
 		alarm(240);
@@ -335,6 +369,7 @@ int main(int argc, char **argv)
 	printf("%sok %d - a peer killed mid-stream (%d connections)\n",
 	       WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL ? "" : "not ", ++t, nk);
 	fflush(stdout);
+	(void)!read(pfd[0], &port, sizeof(port));
 	c = fork();
 	if (!c) {
 		alarm(240);

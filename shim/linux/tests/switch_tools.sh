@@ -1,13 +1,15 @@
 #!/bin/sh
-# Real programs under sanprov-run on softnic, TAP: iperf3 (1 and 4 streams)
-# and sockperf ping-pong.  A program that is not installed is a skip.
+# Real programs under sanprov-run on softnic, TAP: iperf3 (1 and 4 streams),
+# sockperf ping-pong, redis-server with redis-benchmark (50 clients, pipelining
+# off and on) and memcached with memcslap.  A program that is not installed is
+# a skip.
 # usage: switch_tools.sh SANPROV_RUN
 run="$1"
 n=0
 port=$((20000 + $$ % 20000))
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-echo "1..3"
+echo "1..6"
 result() { # name, status, san connections seen
 	n=$((n + 1))
 	if [ "$2" = 0 ] && [ "$3" -gt 0 ]; then echo "ok $n - $1 ($3 SAN connections)"
@@ -42,4 +44,49 @@ if command -v sockperf >/dev/null; then
 	result "sockperf ping-pong" $st "$(sans)"
 else
 	skip "sockperf is not installed"
+fi
+redis() { # pipeline depth; the server's log in s.log
+	rm -f "$tmp"/c.log
+	SANPROV_RUN_LOG=3 timeout 60 "$run" redis-benchmark -h 127.0.0.1 -p $port -c 50 -n 20000 \
+		-P "$1" -t set,get -q >"$tmp/c.log" 2>&1
+	st=$?
+	# Both tests report a rate, nothing reports an error.
+	[ "$(tr '\r' '\n' <"$tmp/c.log" | grep -c 'requests per second')" = 2 ] || st=1
+	! grep -qi "error" "$tmp/c.log" || st=1
+	tr '\r' '\n' <"$tmp/c.log" | grep 'requests per second' | sed 's/^/# /'
+	result "redis-benchmark, 50 clients, pipeline $1" $st "$(grep -c 'SAN connection' "$tmp/c.log")"
+}
+if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; then
+	port=$((port + 1))
+	rm -f "$tmp"/*.log
+	SANPROV_RUN_LOG=3 timeout 60 "$run" redis-server --port $port --bind 127.0.0.1 --save '' \
+		--appendonly no >"$tmp/s.log" 2>&1 &
+	srv=$!
+	sleep 0.5
+	redis 1
+	redis 16
+	kill $srv 2>/dev/null
+	wait
+else
+	skip "redis-server or redis-benchmark is not installed"
+	skip "redis-server or redis-benchmark is not installed"
+fi
+if command -v memcached >/dev/null && command -v memcslap >/dev/null; then
+	port=$((port + 1))
+	rm -f "$tmp"/*.log
+	SANPROV_RUN_LOG=3 timeout 60 "$run" memcached -u "$(id -un)" -l 127.0.0.1 -p $port -U 0 -t 2 \
+		>"$tmp/s.log" 2>&1 &
+	srv=$!
+	sleep 0.5
+	SANPROV_RUN_LOG=3 timeout 60 "$run" memcslap --servers=127.0.0.1:$port --concurrency=8 \
+		--execute-number=1000 --binary >"$tmp/c.log" 2>&1
+	st=$?
+	kill $srv 2>/dev/null
+	wait
+	grep -q "Time total" "$tmp/c.log" || st=1
+	! grep -qiE "fail|error" "$tmp/c.log" || st=1
+	grep "Time to set" "$tmp/c.log" | sed 's/^/# /'
+	result "memcached with memcslap, 8 threads" $st "$(grep -c 'SAN connection' "$tmp/c.log")"
+else
+	skip "memcached or memcslap (libmemcached-tools) is not installed"
 fi

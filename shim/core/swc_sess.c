@@ -311,13 +311,14 @@ static int rx_one(struct swc_sess *s, bool *got)
 	s->post_n--;
 	if (wsa) {
 		/*
-		 * After the peer's shutdown its close is no failure; before it,
-		 * the messages already held are read first.
+		 * The connection is gone; the messages already held are read
+		 * first (after the peer's shutdown, its end reads as the end of
+		 * the stream, not a failure), and nothing is sent any more: a
+		 * close does not wait for a shutdown nobody can receive.
 		 */
 		*got = false;
 		s->post_n = 0; /* the later ones complete flushed too */
-		if (!s->eof)
-			rx_broken(s, wsa);
+		rx_broken(s, wsa);
 		return 0;
 	}
 	m = rx_msg(s, i);

@@ -20,6 +20,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -1147,13 +1148,54 @@ static ssize_t conn_send_one(struct sps *so, const void *buf, size_t len, int fl
 	}
 }
 
+/*
+ * Whether the program's len bytes at buf can be read (and written, for a
+ * receive): the kernel answers a bad pointer with EFAULT, the switch must
+ * not crash on it.  The kernel copies one byte of each page onto itself.
+ */
+static bool user_buf_ok(const void *buf, size_t len, bool write)
+{
+	uintptr_t p = (uintptr_t)buf, end = p + len;
+	struct iovec loc[64], rem[64];
+	char scratch;
+
+	if (end < p)
+		return false;
+	while (p < end) {
+		int n = 0;
+		ssize_t r;
+
+		for (; n < 64 && p < end; n++, p = (p | 4095) + 1) {
+			rem[n] = (struct iovec){ (void *)p, 1 };
+			loc[n] = write ? rem[n] : (struct iovec){ &scratch, 1 };
+		}
+		r = process_vm_readv(getpid(), loc, (unsigned long)n, rem, (unsigned long)n, 0);
+		if (r < 0 && (errno == ENOSYS || errno == EPERM))
+			return true; /* no way to tell here */
+		if (r != n)
+			return false;
+	}
+	return true;
+}
+
 static ssize_t conn_send(struct sps *so, const void *buf, size_t len, int flags)
 {
 	ssize_t r;
 
+	if (flags & MSG_OOB) {
+		errno = EOPNOTSUPP;
+		return -1;
+	}
+	if (!user_buf_ok(buf, len, false)) {
+		errno = EFAULT;
+		return -1;
+	}
+	/* A close() by another thread meanwhile leaves so to this call until it returns. */
+	atomic_fetch_add(&so->refs, 1);
 	pthread_mutex_lock(&so->send_mx);
 	r = conn_send_one(so, buf, len, flags);
 	pthread_mutex_unlock(&so->send_mx);
+	sps_put(so);
 	return r;
 }
 
@@ -1161,9 +1203,15 @@ static ssize_t conn_recv(struct sps *so, void *buf, size_t len, int flags)
 {
 	ssize_t r;
 
+	if (!user_buf_ok(buf, len, true)) {
+		errno = EFAULT;
+		return -1;
+	}
+	atomic_fetch_add(&so->refs, 1);
 	pthread_mutex_lock(&so->recv_mx);
 	r = conn_recv_one(so, buf, len, flags);
 	pthread_mutex_unlock(&so->recv_mx);
+	sps_put(so);
 	return r;
 }
 
@@ -1246,12 +1294,20 @@ SPS_EXPORT ssize_t write(int fd, const void *buf, size_t len)
 SPS_EXPORT ssize_t readv(int fd, const struct iovec *iov, int n)
 {
 	CONN_OR(fd, so);
+	if (so && (n < 0 || n > IOV_MAX)) {
+		errno = EINVAL;
+		return -1;
+	}
 	return so ? conn_recvv(so, iov, n, 0) : real.readv(fd, iov, n);
 }
 
 SPS_EXPORT ssize_t writev(int fd, const struct iovec *iov, int n)
 {
 	CONN_OR(fd, so);
+	if (so && (n < 0 || n > IOV_MAX)) {
+		errno = EINVAL;
+		return -1;
+	}
 	return so ? conn_sendv(so, iov, n, 0) : real.writev(fd, iov, n);
 }
 

@@ -476,7 +476,8 @@ static inline struct vb_mw *vb_alloc_mw(struct vb_pd *pd)
  * bound already), ENOMEM (binds in flight fill qp's send queue room or its
  * send CQ's, until that CQ is polled), EOPNOTSUPP or errno.  A bind may
  * complete in the send CQ with VB_WR_ID_RESERVED, which vb_poll_cq() keeps
- * from the caller, in room of its own: cqe counts the caller's entries.
+ * from the caller, in room of its own (a CQ grows for it at the first bind
+ * of a QP on it): cqe counts the caller's entries.
  */
 static inline int vb_bind_mw(struct vb_qp *qp, struct vb_mw *mw, struct vb_mr *mr, void *addr,
 			     size_t length, unsigned int access)

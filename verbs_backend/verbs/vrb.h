@@ -22,7 +22,7 @@
 struct vrb_qp;
 
 /* CQ entries kept for window binds' completions, beyond what the caller asks for. */
-#define VRB_CQ_BIND_ROOM 1024
+#define VRB_CQ_BIND_ROOM 1024 /* entries a CQ grows by for binds, at its first */
 
 /*
  * A connected QP's place in the device's table: its connection events
@@ -86,9 +86,13 @@ struct vrb_cq {
 	_Atomic bool overrun; /* the device reported a CQ error: completions were lost */
 	/*
 	 * Entries kept beyond vcq.cqe for window binds' completions, which
-	 * vrb_poll_cq() swallows: what is left of them.
+	 * vrb_poll_cq() swallows: what is left of them.  None until a QP on
+	 * this CQ binds a window (the CQ then grows: vrb_cq_grow_bind_room()),
+	 * so a CQ that carries no binds overflows exactly past vcq.cqe.
 	 */
 	_Atomic int bind_room;
+	int binds_room_given; /* entries added for binds so far (grow_lock) */
+	pthread_mutex_t grow_lock;
 };
 
 struct vrb_qp {
@@ -138,6 +142,7 @@ void *vrb_buf_alloc(struct vb_device *vdev, size_t length);
 int vrb_buf_free(struct vb_device *vdev, void *buf, size_t length);
 struct vb_cq *vrb_create_cq(struct vb_device *vdev, int cqe);
 int vrb_destroy_cq(struct vb_cq *vcq);
+int vrb_cq_grow_bind_room(struct vrb_cq *cq);
 int vrb_req_notify_cq(struct vb_cq *vcq);
 int vrb_get_cq_event(struct vb_cq *vcq);
 int vrb_poll_cq(struct vb_cq *vcq, int max, struct vb_wc *wc, int *count);

@@ -361,7 +361,7 @@ struct vb_cq *vrb_create_cq(struct vb_device *vdev, int cqe)
 {
 	struct vrb_dev *dev = vrb_dev_of(vdev);
 	struct vrb_cq *cq = calloc(1, sizeof(*cq));
-	int ret, room;
+	int ret;
 
 	if (!cq) {
 		errno = ENOMEM;
@@ -374,23 +374,20 @@ struct vb_cq *vrb_create_cq(struct vb_device *vdev, int cqe)
 	}
 	/* The CQ's fd is polled; reading an event must never block. */
 	fcntl(cq->channel->fd, F_SETFL, fcntl(cq->channel->fd, F_GETFL) | O_NONBLOCK);
-	/* Room of its own for window binds' completions, which the caller never sees. */
-	room = dev->attr.max_cqe / 4 < VRB_CQ_BIND_ROOM ? dev->attr.max_cqe / 4 : VRB_CQ_BIND_ROOM;
 	if (cqe < 1 || cqe > dev->attr.max_cqe) {
 		ret = EINVAL;
 		goto err_channel;
 	}
-	cq->cq =
-	    ibv_create_cq(dev->ctx, cqe > dev->attr.max_cqe - room ? dev->attr.max_cqe : cqe + room,
-			  cq, cq->channel, 0);
+	cq->cq = ibv_create_cq(dev->ctx, cqe, cq, cq->channel, 0);
 	if (!cq->cq) {
 		ret = errno ? errno : EINVAL;
 		goto err_channel;
 	}
 	cq->vcq.dev = vdev;
 	cq->vcq.fd = cq->channel->fd;
-	cq->vcq.cqe = cq->cq->cqe - room;
-	atomic_store(&cq->bind_room, room);
+	cq->vcq.cqe = cq->cq->cqe;
+	atomic_store(&cq->bind_room, 0);
+	pthread_mutex_init(&cq->grow_lock, NULL);
 	atomic_fetch_add(&dev->objects, 1);
 	return &cq->vcq;
 
@@ -410,8 +407,42 @@ int vrb_destroy_cq(struct vb_cq *vcq)
 		return errno ? errno : EBUSY;
 	atomic_fetch_sub(&vrb_dev_of(vcq->dev)->objects, 1);
 	ibv_destroy_comp_channel(cq->channel);
+	pthread_mutex_destroy(&cq->grow_lock);
 	free(cq);
 	return 0;
+}
+
+/*
+ * Room for binds' completions, made at the first bind on the CQ: the CQ
+ * grows by VRB_CQ_BIND_ROOM entries (the device resizes under its own CQ
+ * lock, so pollers may run).  Later, room comes back as binds' completions
+ * are polled.  0, or ENOMEM: the room is in use, or the device cannot grow.
+ */
+int vrb_cq_grow_bind_room(struct vrb_cq *cq)
+{
+	struct vrb_dev *dev = vrb_dev_of(cq->vcq.dev);
+	int ret = 0, want;
+
+	pthread_mutex_lock(&cq->grow_lock);
+	if (atomic_load(&cq->bind_room) > 0)
+		goto out; /* another bind grew it meanwhile, or a poll gave room back */
+	if (cq->binds_room_given) {
+		ret = ENOMEM; /* grown once: the binds in flight fill it until polled */
+		goto out;
+	}
+	want = cq->cq->cqe + VRB_CQ_BIND_ROOM;
+	if (want > dev->attr.max_cqe)
+		want = dev->attr.max_cqe;
+	if (want <= cq->cq->cqe || ibv_resize_cq(cq->cq, want)) {
+		ret = ENOMEM;
+		goto out;
+	}
+	/* The device may round up: everything past the caller's entries and the binds' is room. */
+	atomic_fetch_add(&cq->bind_room, cq->cq->cqe - cq->vcq.cqe - cq->binds_room_given);
+	cq->binds_room_given = cq->cq->cqe - cq->vcq.cqe;
+out:
+	pthread_mutex_unlock(&cq->grow_lock);
+	return ret;
 }
 
 int vrb_req_notify_cq(struct vb_cq *vcq)

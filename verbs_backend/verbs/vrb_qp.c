@@ -206,9 +206,11 @@ int vrb_bind_mw(struct vb_qp *vqp, struct vb_mw *vmw, struct vb_mr *vmr, void *a
 	if (mw->bound)
 		return EBUSY;
 	/* Its completion's entry, taken before the device may write it. */
-	if (atomic_fetch_sub(&scq->bind_room, 1) <= 0) {
+	while (atomic_fetch_sub(&scq->bind_room, 1) <= 0) {
 		atomic_fetch_add(&scq->bind_room, 1);
-		return ENOMEM;
+		/* The first bind on this CQ makes room; later ones wait for polls. */
+		if (vrb_cq_grow_bind_room(scq))
+			return ENOMEM;
 	}
 	wr.bind_mw.mw = mw->mw;
 	wr.bind_mw.rkey = rkey;

@@ -322,7 +322,13 @@ static void *listen_main(void *arg)
 		pthread_mutex_unlock(&so->lock);
 		int r = sp_os_wait2(so->listener->fd, so->closed, SP_LISTEN_TICK_MS, false);
 		pthread_mutex_lock(&so->lock);
-		if (r == 1 && !so->worker_stop && !so->accept_ready) {
+		/*
+		 * Looked at again under the lock: an accept may have taken the
+		 * request since (and re-enabled FD_ACCEPT already); signalling
+		 * it now would leave a stale FD_ACCEPT that blocks the next.
+		 */
+		if (r == 1 && !so->worker_stop && !so->accept_ready &&
+		    sp_os_wait2(so->listener->fd, so->closed, 0, false) == 1) {
 			so->accept_ready = true;
 			sp_sock_signal(so, SP_FD_ACCEPT, SP_FD_ACCEPT_BIT, 0);
 		}

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1066,6 +1067,55 @@ Test(spi_faults, an_accept_whose_connector_gave_up, .timeout = 60)
 	pthread_join(k.t, NULL);
 	cr_assert_eq(k.c, SP_INVALID_SOCKET);
 	cr_assert_eq(k.err, SP_WSAETIMEDOUT, "connect: %d", k.err);
+	cr_assert_eq(sw.p.close_socket(l, &err), 0);
+	unload();
+}
+
+/*
+ * A connect with no descriptor left fails with WSAEMFILE, and its close
+ * gives everything back: the switch does this, then takes TCP.  Each such
+ * connect once kept a socket of the provider's, and after as many as its
+ * limit every socket was refused.
+ */
+Test(spi_faults, connects_failing_with_emfile_keep_no_socket, .timeout = 60)
+{
+	struct rlimit rl, low;
+	struct sockaddr_in sin, local;
+	char *buf;
+	sp_socket l, c, cc, aa;
+	struct acc x;
+	int err = 0, top;
+
+	setenv("SANPROV_SPI_MAX_SOCKETS", "8", 1);
+	load();
+	l = sw_listen(&sw, &sin);
+	cr_assert_neq(l, SP_INVALID_SOCKET);
+	cr_assert_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	tdev_sockaddr(&local, 40000);
+	for (int i = 0; i < 3 * 8; i++) {
+		c = sw.p.socket(AF_INET, SOCK_STREAM, 0, 1, 0, &err);
+		cr_assert_neq(c, SP_INVALID_SOCKET, "socket %d: %d", i, err);
+		cr_assert_eq(sw.p.bind(c, (struct sockaddr *)&local, sizeof(local), &err), 0);
+		top = dup(0);
+		cr_assert_geq(top, 0);
+		close(top);
+		low = rl;
+		low.rlim_cur = (rlim_t)top;
+		cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+		cr_assert_eq(sw.p.connect(c, (const struct sockaddr *)&sin, sizeof(sin), &err),
+			     SP_SOCKET_ERROR, "connect %d with no descriptor left", i);
+		cr_assert_eq(err, SP_WSAEMFILE, "connect %d: %d", i, err);
+		cr_assert_eq(sw.p.close_socket(c, &err), 0, "close %d: %d", i, err);
+		cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	}
+	err = try_pair(l, &sin, &cc, &aa, &x);
+	cr_assert_eq(err, 0, "a connection after the failed ones: %d", err);
+	buf = aligned_alloc(4096, 8192);
+	cr_assert_not_null(buf);
+	send_one(cc, aa, buf, buf + 4096, 512, 5);
+	free(buf);
+	cr_assert_eq(sw.p.close_socket(cc, &err), 0);
+	cr_assert_eq(sw.p.close_socket(aa, &err), 0);
 	cr_assert_eq(sw.p.close_socket(l, &err), 0);
 	unload();
 }

@@ -47,6 +47,7 @@
 #define SPS_EXPORT __attribute__((visibility("default")))
 #define SPS_MAX_FD 65536
 #define SPS_MAX_HANDLES 65536
+#define SPS_ACCEPT_ROOM 12 /* descriptors the provider's accept may need (softnic: 7) */
 #define SPS_EV_READ_ONLY 0xfffffffffffffffeull /* readable, not writable */
 
 enum sps_kind { SPS_LISTEN = 1, SPS_CONN = 2 };
@@ -661,21 +662,84 @@ static int take_number(int fd, int newfd)
 	return k;
 }
 
-/* A connected SAN socket s as a session at number fd (-1: a new number); its fd or -1. */
-static int conn_open(sp_socket s, int fd, struct sps **out)
+/*
+ * The descriptors a SAN connection needs of the process: the progress
+ * thread's wake, the program's number (an eventfd) and the copy that
+ * stays with the session.  Taken before the connection is, so that a
+ * process out of descriptors leaves it where it was (EMFILE, as the
+ * kernel's accept).
+ */
+struct conn_fds {
+	int wake, ev, evfd;
+};
+
+static void conn_fds_close(struct conn_fds *f)
+{
+	if (f->wake >= 0)
+		real.close(f->wake);
+	if (f->ev >= 0)
+		real.close(f->ev);
+	if (f->evfd >= 0)
+		real.close(f->evfd);
+	f->wake = f->ev = f->evfd = -1;
+}
+
+/* 0, or -1 with errno (EMFILE when none is left) and nothing open. */
+static int conn_fds_open(struct conn_fds *f)
+{
+	int err;
+
+	f->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	f->ev = f->wake >= 0 ? eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC) : -1;
+	f->evfd = f->ev >= 0 ? real.fcntl(f->ev, F_DUPFD_CLOEXEC, 0) : -1;
+	if (f->evfd >= 0 && f->ev < SPS_MAX_FD)
+		return 0;
+	err = f->evfd >= 0 ? EMFILE : errno; /* past the switch's table: no number for it */
+	conn_fds_close(f);
+	errno = err;
+	return -1;
+}
+
+/*
+ * Whether the provider's accept finds the descriptors it needs of its own
+ * (softnic: the connection's socket, the peer's segments, the QP's): 0, or
+ * -1 and EMFILE.  Asked before the accept, which takes the connection out
+ * of its queue for good and drops it when it finds none.
+ */
+static int accept_room(int fd)
+{
+	int k[SPS_ACCEPT_ROOM], n, err = 0;
+
+	for (n = 0; n < SPS_ACCEPT_ROOM; n++) {
+		k[n] = real.fcntl(fd, F_DUPFD_CLOEXEC, 0);
+		if (k[n] < 0) {
+			err = errno;
+			break;
+		}
+	}
+	while (n)
+		real.close(k[--n]);
+	errno = err;
+	return err ? -1 : 0;
+}
+
+/*
+ * A connected SAN socket s as a session at number fd (-1: a new number),
+ * with the descriptors f (both s and f are taken on every path); its fd
+ * or -1.
+ */
+static int conn_open(sp_socket s, int fd, struct conn_fds *f, struct sps **out)
 {
 	struct swc_opts o = { 0 };
 	struct sps *so = sps_new(SPS_CONN);
 	struct epoll_event ee = { .events = EPOLLIN | EPOLLET };
-	int ev = -1, ret, err;
+	int ev = f->ev, ret, err;
 
 	if (!so)
 		goto err_sock;
-	so->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	ev = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	so->evfd = ev >= 0 ? real.fcntl(ev, F_DUPFD_CLOEXEC, 0) : -1;
-	if (so->wake < 0 || so->evfd < 0 || ev >= SPS_MAX_FD)
-		goto err_so;
+	so->wake = f->wake;
+	so->evfd = f->evfd;
+	f->wake = f->evfd = -1; /* so has them now */
 	so->events = (struct swc_events){
 		.ctx = so, .create = ev_create, .destroy = ev_destroy, .wait = ev_wait
 	};
@@ -720,11 +784,8 @@ err_live:
 	sps_put(so);
 	errno = err;
 	return -1;
-err_so:
-	if (ev >= 0)
-		real.close(ev);
-	sps_put(so);
 err_sock:
+	conn_fds_close(f);
 	procs.close_socket(s, &err);
 	errno = ENOMEM;
 	return -1;
@@ -854,6 +915,7 @@ static int do_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
 {
 	struct sps *so = lookup(fd), *c;
 	struct sockaddr_storage peer;
+	struct conn_fds f;
 	int plen, err = 0, r;
 	uint64_t v;
 
@@ -867,11 +929,18 @@ static int do_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
 		if (so->pid == getpid()) {
 			sp_socket s;
 
+			/* No descriptor left: EMFILE, the connection stays queued. */
+			if (conn_fds_open(&f) || accept_room(f.wake)) {
+				conn_fds_close(&f);
+				return -1;
+			}
 			(void)!real.read(so->afd, &v, sizeof(v));
 			plen = sizeof(peer);
 			s = procs.accept(so->ls, (struct sockaddr *)&peer, &plen, NULL, 0, &err);
+			if (s == SP_INVALID_SOCKET)
+				conn_fds_close(&f);
 			if (s != SP_INVALID_SOCKET) {
-				r = conn_open(s, -1, &c);
+				r = conn_open(s, -1, &f, &c);
 				if (r < 0)
 					return -1;
 				c->nonblock = flags & SOCK_NONBLOCK;
@@ -919,6 +988,7 @@ SPS_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 	struct sps *so = lookup(fd);
 	struct sockaddr_in local;
 	socklen_t llen = sizeof(local);
+	struct conn_fds f;
 	sp_socket s;
 	int err = 0, e, r;
 
@@ -951,7 +1021,13 @@ SPS_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 	}
 	e = real.fcntl(fd, F_GETFL);
 	r = real.fcntl(fd, F_GETFD);
-	if (conn_open(s, fd, &so) < 0)
+	if (conn_fds_open(&f)) {
+		err = errno;
+		procs.close_socket(s, &e);
+		errno = err;
+		return -1;
+	}
+	if (conn_open(s, fd, &f, &so) < 0)
 		return -1;
 	so->nonblock = e & O_NONBLOCK;
 	so->cloexec = r & FD_CLOEXEC;

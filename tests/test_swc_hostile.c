@@ -443,3 +443,34 @@ Test(swc_hostile, an_old_count_after_a_newer_word)
 	cr_assert_eq(c, 'y');
 	cr_assert_eq(swc_send(&ss, m, sizeof(m)), 0);
 }
+
+/*
+ * A poll after each message read does not write the credit word for it
+ * (an RDMA write per message): the peer is told once half the ring is owed
+ * (its hello and seven messages).
+ */
+Test(swc_hostile, polls_write_credits_by_half_rings)
+{
+	struct swc_ready rd;
+	char c;
+
+	raw_hello(&raw);
+	for (int i = 0; i < 6; i++) {
+		raw_hdr(&raw, SWC_MSG_DATA, 0, 1, 0, NULL, 0, "z",
+			(uint32_t)sizeof(struct swc_hdr) + 1);
+		do
+			cr_assert_eq(swc_poll(&ss, &rd), 0);
+		while (!rd.readable);
+		cr_assert_eq(swc_recv(&ss, &c, 1), 0);
+		cr_assert_eq(swc_poll(&ss, &rd), 0);
+	}
+	cr_assert_eq(ss.st.credit_writes, 0, "%llu credit writes for 6 messages",
+		     (unsigned long long)ss.st.credit_writes);
+	raw_hdr(&raw, SWC_MSG_DATA, 0, 1, 0, NULL, 0, "z", (uint32_t)sizeof(struct swc_hdr) + 1);
+	do
+		cr_assert_eq(swc_poll(&ss, &rd), 0);
+	while (!rd.readable);
+	cr_assert_eq(swc_recv(&ss, &c, 1), 0);
+	cr_assert_eq(swc_poll(&ss, &rd), 0);
+	cr_assert_eq(ss.st.credit_writes, 1);
+}

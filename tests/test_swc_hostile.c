@@ -474,3 +474,28 @@ Test(swc_hostile, polls_write_credits_by_half_rings)
 	cr_assert_eq(swc_poll(&ss, &rd), 0);
 	cr_assert_eq(ss.st.credit_writes, 1);
 }
+
+/* A staged done for a slot never sent, or with another length: a protocol error. */
+Test(swc_hostile, staged_done_nobody_asked_for)
+{
+	raw_hello(&raw);
+	raw_hdr(&raw, SWC_MSG_STAGED_DONE, 0, 0, 5, NULL, 0, NULL, sizeof(struct swc_hdr));
+	cr_assert_eq(recv_byte(), EPROTO);
+}
+
+Test(swc_hostile, staged_done_of_another_length)
+{
+	static char big[100000];
+	struct swc_ready rd;
+	size_t sent;
+
+	raw_hello(&raw);
+	cr_assert_eq(swc_send_some(&ss, big, sizeof(big), &sent), 0);
+	cr_assert_eq(ss.st.staged_msgs, 1);
+	raw_hdr(&raw, SWC_MSG_STAGED_DONE, 0, 0, 5, NULL, 0, NULL, sizeof(struct swc_hdr));
+	for (int i = 0; i < 1000 && !ss.error; i++) {
+		swc_poll(&ss, &rd);
+		usleep(1000);
+	}
+	cr_assert_eq(ss.error, EPROTO);
+}

@@ -893,7 +893,8 @@ int swc_poll(struct swc_sess *s, struct swc_ready *r)
 		r->readable = r->writable = true;
 		return s->error;
 	}
-	r->writable = s->shut || s->rx_error || (credits(s) >= 2 && tx_slot_free(s));
+	r->writable = s->shut || s->rx_error ||
+		      (credits(s) >= 2 && tx_slot_free(s) && s->stage_n < SWC_STAGE_SLOTS);
 	return 0;
 }
 
@@ -989,6 +990,9 @@ int swc_send_some(struct swc_sess *s, const void *data, size_t len, size_t *sent
 		/* Above the threshold: staged (one message, read by RDMA) while a slot is free. */
 		ret = len > s->threshold && len > room(s, 0) ? send_staged(s, buf, len, &piece)
 							     : EAGAIN;
+		/* Every slot on the way: the send buffer is full, as TCP's would be. */
+		if (ret == EAGAIN && s->stage_n == SWC_STAGE_SLOTS)
+			break;
 		if (ret == EAGAIN) {
 			piece = len < room(s, 0) ? len : room(s, 0);
 			h.len = (uint32_t)piece;

@@ -603,7 +603,8 @@ static void sps_free(struct sps *so)
 	int err;
 
 	if (so->kind == SPS_CONN && so->live && so->pid == getpid()) {
-		sps_log(3, "fd %d: %llu copied, %llu large (%llu staged) messages, %llu credit writes",
+		sps_log(3,
+			"fd %d: %llu copied, %llu large (%llu staged) messages, %llu credit writes",
 			so->fd, (unsigned long long)so->sess.st.small_msgs,
 			(unsigned long long)so->sess.st.large_msgs,
 			(unsigned long long)so->sess.st.staged_msgs,

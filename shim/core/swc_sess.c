@@ -210,8 +210,12 @@ static int write_credits(struct swc_sess *s)
 		if (wsa && !s->eof)
 			rx_broken(s, wsa);
 	}
-	/* After the peer's shutdown it sends no more: it needs no credits, and may be gone. */
-	if (s->told == s->reposted || !s->hello || s->rx_error || s->eof)
+	/*
+	 * After the peer's shutdown it sends no data: it needs no credits, and
+	 * may be gone; but the dones of this end's staged messages are still
+	 * to come, each on a credit.
+	 */
+	if (s->told == s->reposted || !s->hello || s->rx_error || (s->eof && !s->stage_n))
 		return 0;
 	s->credit_src[0] = s->reposted;
 	s->credit_src[1] = ~(uint64_t)s->reposted;
@@ -374,9 +378,16 @@ static int progress(struct swc_sess *s, bool idle)
 	ret = read_credit_word(s);
 	if (ret)
 		return ret;
-	/* Half the ring owed, or waiting with anything owed: the peer may be waiting too. */
-	if (s->reposted - s->told >= s->o.ring / 2 || (idle && s->reposted != s->told) ||
-	    s->credit_busy)
+	/*
+	 * Half the ring owed, or waiting with anything owed: the peer may be
+	 * waiting too.  And when the peer may be out of credits as far as this
+	 * end knows (what it owes and holds fill the ring): its application may
+	 * wait for a done that needs one, while this one's reads elsewhere.
+	 */
+	uint32_t owed = s->reposted - s->told;
+
+	if (owed >= s->o.ring / 2 || (idle && owed) ||
+	    (owed && owed + s->held_n + 2 >= s->o.ring) || s->credit_busy)
 		return write_credits(s);
 	return 0;
 }
@@ -754,12 +765,18 @@ static int recv_large(struct swc_sess *s, uint32_t i, char *buf, size_t len, siz
 			return ret;
 		s->large_done += c;
 		if (s->large_done == ri->total) {
-			ret = send_ctl(s,
-				       ri->type == SWC_MSG_LARGE_STAGED ? SWC_MSG_STAGED_DONE
-									: SWC_MSG_DONE,
-				       ri->total, NULL, 0);
-			if (ret)
-				return ret;
+			uint8_t type =
+			    ri->type == SWC_MSG_LARGE_STAGED ? SWC_MSG_STAGED_DONE : SWC_MSG_DONE;
+			uint64_t total = ri->total;
+
+			/*
+			 * The slot goes back first: the done needs a credit, and
+			 * a peer in the same place (reading, with a done to send)
+			 * gets its credit from this repost, or both wait for good.
+			 */
+			*got = (size_t)c;
+			ret = release_held(s);
+			return ret ? ret : send_ctl(s, type, total, NULL, 0);
 		}
 	} else {
 		if (s->spi.register_rdma_memory(s->s, buf, (uint32_t)c, SP_MEM_WRITE, d, &dlen,

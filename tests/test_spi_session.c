@@ -369,3 +369,62 @@ Test(spi_session, peer_closes_while_a_large_send_ends, .timeout = 120)
 	free(out);
 	free(in);
 }
+
+/*
+ * Non-blocking large sends are staged: each returns at once with all its
+ * bytes, before the reader reads (copied messages would stop at the ring's
+ * credits); small ones between them keep their place in the stream; once
+ * every slot is on the way the send buffer is full (EAGAIN); the reader's
+ * dones free the slots.
+ */
+Test(spi_session, non_blocking_large_sends_are_staged, .timeout = 60)
+{
+	enum { BIG = 200000, N = SWC_STAGE_SLOTS };
+	static char out[N * (BIG + 100)], in[sizeof(out)];
+	struct swc_sess a, b;
+	struct swc_ready rd;
+	struct swc_spi spi;
+	struct sw sw;
+	sp_socket c, s;
+	size_t sent, off = 0;
+
+	one_thread_pairs_only_on_softnic();
+	for (size_t i = 0; i < sizeof(out); i++)
+		out[i] = (char)(i * 13 + 5);
+	cr_assert_eq(sw_load(&sw), 0);
+	sw_spi(&sw, &spi);
+	sw_pair(&sw, &c, &s);
+	cr_assert(c != SP_INVALID_SOCKET && s != SP_INVALID_SOCKET);
+	cr_assert_eq(swc_sess_init(&a, &spi, c, NULL), 0);
+	cr_assert_eq(swc_sess_init(&b, &spi, s, NULL), 0);
+	cr_assert_eq(swc_send(&b, "h", 1), 0);
+	cr_assert_eq(swc_recv(&a, in, 1), 0); /* the hellos are in */
+	for (int i = 0; i < N; i++) {
+		cr_assert_eq(swc_send_some(&a, out + off, BIG, &sent), 0, "send %d", i);
+		cr_assert_eq(sent, BIG, "send %d took %zu bytes", i, sent);
+		off += sent;
+		if (i % 2)
+			continue; /* within the ring's credits: the reader reads nothing yet */
+		cr_assert_eq(swc_send_some(&a, out + off, 100, &sent), 0);
+		cr_assert_eq(sent, 100);
+		off += sent;
+	}
+	cr_assert_eq(a.st.staged_msgs, N);
+	int re = swc_send_some(&a, out, BIG, &sent);
+	cr_assert_eq(re, EAGAIN, "more than the slots: %d, %zu bytes, %u staged", re, sent,
+		     a.stage_n);
+	cr_assert_eq(sent, 0);
+	cr_assert_eq(swc_poll(&a, &rd), 0);
+	cr_assert(!rd.writable, "writable with every slot on the way");
+	cr_assert_eq(swc_recv(&b, in, off), 0);
+	cr_assert_eq(memcmp(in, out, off), 0, "the stream is out of order");
+	for (int i = 0; i < 1000 && a.stage_n; i++) {
+		cr_assert_eq(swc_poll(&a, &rd), 0);
+		usleep(1000);
+	}
+	cr_assert_eq(a.stage_n, 0, "the reader's dones did not free the slots");
+	cr_assert(rd.writable);
+	swc_sess_fini(&a);
+	swc_sess_fini(&b);
+	sw_unload(&sw);
+}

@@ -443,3 +443,59 @@ Test(swc_hostile, an_old_count_after_a_newer_word)
 	cr_assert_eq(c, 'y');
 	cr_assert_eq(swc_send(&ss, m, sizeof(m)), 0);
 }
+
+/*
+ * A poll after each message read does not write the credit word for it
+ * (an RDMA write per message): the peer is told once half the ring is owed
+ * (its hello and seven messages).
+ */
+Test(swc_hostile, polls_write_credits_by_half_rings)
+{
+	struct swc_ready rd;
+	char c;
+
+	raw_hello(&raw);
+	for (int i = 0; i < 6; i++) {
+		raw_hdr(&raw, SWC_MSG_DATA, 0, 1, 0, NULL, 0, "z",
+			(uint32_t)sizeof(struct swc_hdr) + 1);
+		do
+			cr_assert_eq(swc_poll(&ss, &rd), 0);
+		while (!rd.readable);
+		cr_assert_eq(swc_recv(&ss, &c, 1), 0);
+		cr_assert_eq(swc_poll(&ss, &rd), 0);
+	}
+	cr_assert_eq(ss.st.credit_writes, 0, "%llu credit writes for 6 messages",
+		     (unsigned long long)ss.st.credit_writes);
+	raw_hdr(&raw, SWC_MSG_DATA, 0, 1, 0, NULL, 0, "z", (uint32_t)sizeof(struct swc_hdr) + 1);
+	do
+		cr_assert_eq(swc_poll(&ss, &rd), 0);
+	while (!rd.readable);
+	cr_assert_eq(swc_recv(&ss, &c, 1), 0);
+	cr_assert_eq(swc_poll(&ss, &rd), 0);
+	cr_assert_eq(ss.st.credit_writes, 1);
+}
+
+/* A staged done for a slot never sent, or with another length: a protocol error. */
+Test(swc_hostile, staged_done_nobody_asked_for)
+{
+	raw_hello(&raw);
+	raw_hdr(&raw, SWC_MSG_STAGED_DONE, 0, 0, 5, NULL, 0, NULL, sizeof(struct swc_hdr));
+	cr_assert_eq(recv_byte(), EPROTO);
+}
+
+Test(swc_hostile, staged_done_of_another_length)
+{
+	static char big[100000];
+	struct swc_ready rd;
+	size_t sent;
+
+	raw_hello(&raw);
+	cr_assert_eq(swc_send_some(&ss, big, sizeof(big), &sent), 0);
+	cr_assert_eq(ss.st.staged_msgs, 1);
+	raw_hdr(&raw, SWC_MSG_STAGED_DONE, 0, 0, 5, NULL, 0, NULL, sizeof(struct swc_hdr));
+	for (int i = 0; i < 1000 && !ss.error; i++) {
+		swc_poll(&ss, &rd);
+		usleep(1000);
+	}
+	cr_assert_eq(ss.error, EPROTO);
+}

@@ -68,11 +68,20 @@ struct swc_opts {
 
 #define SWC_DESC_MAX 64
 
+/*
+ * Non-blocking large sends (swc_send_some) are copied into staging slots,
+ * registered once, that the peer reads when its application asks: the
+ * call returns at once, the slot is free again at the peer's STAGED_DONE.
+ */
+#define SWC_STAGE_SLOTS 8
+#define SWC_STAGE_SLOT (256u << 10)
+
 struct swc_stats {
 	uint64_t small_msgs, large_msgs, ctl_msgs;
 	uint64_t credit_writes; /* credit counts written into the peer's word */
 	uint64_t credit_stalls; /* sends that waited for credits */
 	uint64_t rdma_ops;
+	uint64_t staged_msgs; /* non-blocking large sends through the staging slots */
 	uint64_t bytes_sent, bytes_received;
 };
 
@@ -138,6 +147,14 @@ struct swc_sess {
 	bool upcalled;	  /* the socket's operations complete by up-call */
 	uint64_t rx_msgs; /* stream messages received (swc_poll: a new one is a new edge) */
 	struct sp_overlapped rdma_ov[4];
+
+	/* Staging slots (allocated at the first non-blocking large send), in send order. */
+	char *stage;
+	bool stage_off; /* they could not be set up: copied messages only */
+	uint8_t stage_desc[SWC_STAGE_SLOTS][SWC_DESC_MAX];
+	uint32_t stage_desc_len[SWC_STAGE_SLOTS];
+	uint64_t stage_len[SWC_STAGE_SLOTS];
+	uint32_t stage_head, stage_n;
 	struct swc_stats st;
 };
 

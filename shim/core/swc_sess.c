@@ -210,8 +210,12 @@ static int write_credits(struct swc_sess *s)
 		if (wsa && !s->eof)
 			rx_broken(s, wsa);
 	}
-	/* After the peer's shutdown it sends no more: it needs no credits, and may be gone. */
-	if (s->told == s->reposted || !s->hello || s->rx_error || s->eof)
+	/*
+	 * After the peer's shutdown it sends no data: it needs no credits, and
+	 * may be gone; but the dones of this end's staged messages are still
+	 * to come, each on a credit.
+	 */
+	if (s->told == s->reposted || !s->hello || s->rx_error || (s->eof && !s->stage_n))
 		return 0;
 	s->credit_src[0] = s->reposted;
 	s->credit_src[1] = ~(uint64_t)s->reposted;
@@ -250,6 +254,13 @@ static int take_control(struct swc_sess *s, const struct swc_hdr *h, const uint8
 		if (s->expect != EXPECT_DONE || s->ctl_got || h->desc_len)
 			return fail(s, EPROTO);
 		break;
+	case SWC_MSG_STAGED_DONE:
+		/* The peer reads staged messages in order: the oldest one's slot is free. */
+		if (!s->stage_n || h->desc_len || h->total != s->stage_len[s->stage_head])
+			return fail(s, EPROTO);
+		s->stage_head = (s->stage_head + 1) % SWC_STAGE_SLOTS;
+		s->stage_n--;
+		return 0;
 	case SWC_MSG_WRITE_DESC:
 		if (s->expect != EXPECT_DESC || s->ctl_got || !h->desc_len || !h->total)
 			return fail(s, EPROTO);
@@ -275,6 +286,7 @@ static int check_stream(struct swc_sess *s, const struct swc_hdr *h)
 			return fail(s, EPROTO);
 		return 0;
 	case SWC_MSG_LARGE_READ:
+	case SWC_MSG_LARGE_STAGED:
 		if (!h->desc_len || !h->total || h->total > SWC_LARGE_MAX)
 			return fail(s, EPROTO);
 		return 0;
@@ -335,7 +347,8 @@ static int rx_one(struct swc_sess *s, bool *got)
 	} else if (h.type != SWC_MSG_HELLO || h.credits) {
 		return fail(s, EPROTO);
 	}
-	if (h.type == SWC_MSG_HELLO || h.type == SWC_MSG_DONE || h.type == SWC_MSG_WRITE_DESC) {
+	if (h.type == SWC_MSG_HELLO || h.type == SWC_MSG_DONE || h.type == SWC_MSG_WRITE_DESC ||
+	    h.type == SWC_MSG_STAGED_DONE) {
 		ret = take_control(s, &h, (const uint8_t *)m + sizeof(h));
 		return ret ? ret : repost(s, i);
 	}
@@ -365,9 +378,16 @@ static int progress(struct swc_sess *s, bool idle)
 	ret = read_credit_word(s);
 	if (ret)
 		return ret;
-	/* Half the ring owed, or waiting with anything owed: the peer may be waiting too. */
-	if (s->reposted - s->told >= s->o.ring / 2 || (idle && s->reposted != s->told) ||
-	    s->credit_busy)
+	/*
+	 * Half the ring owed, or waiting with anything owed: the peer may be
+	 * waiting too.  And when the peer may be out of credits as far as this
+	 * end knows (what it owes and holds fill the ring): its application may
+	 * wait for a done that needs one, while this one's reads elsewhere.
+	 */
+	uint32_t owed = s->reposted - s->told;
+
+	if (owed >= s->o.ring / 2 || (idle && owed) ||
+	    (owed && owed + s->held_n + 2 >= s->o.ring) || s->credit_busy)
 		return write_credits(s);
 	return 0;
 }
@@ -732,7 +752,7 @@ static int recv_large(struct swc_sess *s, uint32_t i, char *buf, size_t len, siz
 	uint32_t dlen = sizeof(d);
 	int err = 0, ret, ret2;
 
-	if (ri->type == SWC_MSG_LARGE_READ) {
+	if (ri->type == SWC_MSG_LARGE_READ || ri->type == SWC_MSG_LARGE_STAGED) {
 		void *mh = s->spi.register_memory(s->s, buf, (uint32_t)c, SP_MEM_WRITE, &err);
 
 		if (!mh)
@@ -745,9 +765,18 @@ static int recv_large(struct swc_sess *s, uint32_t i, char *buf, size_t len, siz
 			return ret;
 		s->large_done += c;
 		if (s->large_done == ri->total) {
-			ret = send_ctl(s, SWC_MSG_DONE, ri->total, NULL, 0);
-			if (ret)
-				return ret;
+			uint8_t type =
+			    ri->type == SWC_MSG_LARGE_STAGED ? SWC_MSG_STAGED_DONE : SWC_MSG_DONE;
+			uint64_t total = ri->total;
+
+			/*
+			 * The slot goes back first: the done needs a credit, and
+			 * a peer in the same place (reading, with a done to send)
+			 * gets its credit from this repost, or both wait for good.
+			 */
+			*got = (size_t)c;
+			ret = release_held(s);
+			return ret ? ret : send_ctl(s, type, total, NULL, 0);
 		}
 	} else {
 		if (s->spi.register_rdma_memory(s->s, buf, (uint32_t)c, SP_MEM_WRITE, d, &dlen,
@@ -858,8 +887,14 @@ static bool tx_slot_free(struct swc_sess *s)
 int swc_poll(struct swc_sess *s, struct swc_ready *r)
 {
 	memset(r, 0, sizeof(*r));
+	/*
+	 * Not idle: a look must not cost an RDMA write per message read.  The
+	 * half-ring rule tells the peer before it can stall (a peer without
+	 * credits has ring - 1 messages unacknowledged, and this end owes at
+	 * least half of them once it has read them); waits still tell it all.
+	 */
 	if (!s->error)
-		progress(s, true);
+		progress(s, false);
 	r->rx_msgs = s->rx_msgs;
 	for (uint32_t k = 0; k < s->held_n; k++) {
 		uint32_t i = s->held[(s->held_head + k) % s->o.ring];
@@ -875,7 +910,80 @@ int swc_poll(struct swc_sess *s, struct swc_ready *r)
 		r->readable = r->writable = true;
 		return s->error;
 	}
-	r->writable = s->shut || s->rx_error || (credits(s) >= 2 && tx_slot_free(s));
+	r->writable = s->shut || s->rx_error ||
+		      (credits(s) >= 2 && tx_slot_free(s) && s->stage_n < SWC_STAGE_SLOTS);
+	return 0;
+}
+
+/* Register the staging slots, once; on failure non-blocking sends stay copied. */
+static void stage_init(struct swc_sess *s)
+{
+	uint32_t k;
+	int err = 0;
+
+	s->stage = swc_os_alloc_pages((size_t)SWC_STAGE_SLOTS * SWC_STAGE_SLOT);
+	if (!s->stage)
+		goto err;
+	for (k = 0; k < SWC_STAGE_SLOTS; k++) {
+		s->stage_desc_len[k] = SWC_DESC_MAX;
+		if (s->spi.register_rdma_memory(s->s, s->stage + (size_t)k * SWC_STAGE_SLOT,
+						SWC_STAGE_SLOT, SP_MEM_READ, s->stage_desc[k],
+						&s->stage_desc_len[k], &err))
+			goto err_dereg;
+	}
+	return;
+
+err_dereg:
+	while (k--)
+		s->spi.deregister_rdma_memory(s->s, s->stage_desc[k], s->stage_desc_len[k], &err);
+	swc_os_free_pages(s->stage);
+	s->stage = NULL;
+err:
+	s->stage_off = true;
+}
+
+static void stage_fini(struct swc_sess *s)
+{
+	int err;
+
+	if (!s->stage)
+		return;
+	for (uint32_t k = 0; k < SWC_STAGE_SLOTS; k++)
+		s->spi.deregister_rdma_memory(s->s, s->stage_desc[k], s->stage_desc_len[k], &err);
+	swc_os_free_pages(s->stage);
+	s->stage = NULL;
+}
+
+/*
+ * A large piece without waiting: copied into the next staging slot and
+ * announced; the peer reads it when its application asks.  0 with *piece
+ * bytes taken, EAGAIN when every slot is on the way (or none can be used).
+ */
+static int send_staged(struct swc_sess *s, const char *buf, size_t len, size_t *piece)
+{
+	struct swc_hdr h = { .type = SWC_MSG_LARGE_STAGED };
+	uint32_t k;
+	int ret;
+
+	if (s->o.large != SWC_LARGE_READ || s->stage_off || s->stage_n == SWC_STAGE_SLOTS)
+		return EAGAIN;
+	if (!s->stage) {
+		stage_init(s);
+		if (!s->stage)
+			return EAGAIN;
+	}
+	k = (s->stage_head + s->stage_n) % SWC_STAGE_SLOTS;
+	*piece = len < SWC_STAGE_SLOT ? len : SWC_STAGE_SLOT;
+	memcpy(s->stage + (size_t)k * SWC_STAGE_SLOT, buf, *piece);
+	h.desc_len = (uint8_t)s->stage_desc_len[k];
+	h.total = *piece;
+	ret = send_msg(s, &h, s->stage_desc[k], NULL);
+	if (ret)
+		return ret;
+	s->stage_len[k] = *piece;
+	s->stage_n++;
+	s->st.staged_msgs++;
+	s->st.large_msgs++;
 	return 0;
 }
 
@@ -896,11 +1004,20 @@ int swc_send_some(struct swc_sess *s, const void *data, size_t len, size_t *sent
 		struct swc_hdr h = { .type = SWC_MSG_DATA };
 		size_t piece = len < room(s, 0) ? len : room(s, 0);
 
-		h.len = (uint32_t)piece;
-		ret = send_msg(s, &h, NULL, buf);
+		/* Above the threshold: staged (one message, read by RDMA) while a slot is free. */
+		ret = len > s->threshold && len > room(s, 0) ? send_staged(s, buf, len, &piece)
+							     : EAGAIN;
+		/* Every slot on the way: the send buffer is full, as TCP's would be. */
+		if (ret == EAGAIN && s->stage_n == SWC_STAGE_SLOTS)
+			break;
+		if (ret == EAGAIN) {
+			piece = len < room(s, 0) ? len : room(s, 0);
+			h.len = (uint32_t)piece;
+			ret = send_msg(s, &h, NULL, buf);
+			s->st.small_msgs++;
+		}
 		if (ret)
 			return *sent ? 0 : ret;
-		s->st.small_msgs++;
 		s->st.bytes_sent += piece;
 		*sent += piece;
 		buf += piece;
@@ -1099,7 +1216,8 @@ static bool sends_left_cond(struct swc_sess *s, void *arg)
 			return false;
 		s->credit_busy = false;
 	}
-	return true;
+	/* Staged data is the peer's to read until its done (unless it is gone). */
+	return !s->stage_n || s->rx_error;
 }
 
 void swc_sess_fini(struct swc_sess *s)
@@ -1117,6 +1235,7 @@ void swc_sess_fini(struct swc_sess *s)
 		(void)swc_shutdown(s);
 	if (!s->error)
 		wait_until(s, sends_left_cond, NULL, NULL);
+	stage_fini(s);
 	/* The receives still posted complete aborted, before their memory goes. */
 	s->spi.p->close_socket(s->s, &err);
 	free_all(s);

@@ -17,6 +17,9 @@ enum swc_msg_type {
 	SWC_MSG_WRITE_DESC = 5,	 /* write total bytes through desc, then send done */
 	SWC_MSG_DONE = 6,	 /* total bytes were read or written */
 	SWC_MSG_SHUTDOWN = 7,	 /* no more data from this end */
+	/* As LARGE_READ, from a staging slot of the sender's: answered by STAGED_DONE */
+	SWC_MSG_LARGE_STAGED = 8,
+	SWC_MSG_STAGED_DONE = 9, /* total bytes of the oldest staged message were read */
 };
 
 struct swc_hdr {

@@ -138,6 +138,14 @@ static struct sps *conns;
 static int n_conns;
 static int prog_ep = -1;
 static pthread_t prog_thread;
+/*
+ * Until when (CLOCK_MONOTONIC ns) the progress thread looks without
+ * sleeping: a non-blocking send found no credits, and they come by RDMA
+ * write with no completion, so only a look finds them (a tick would hold
+ * the writer up to a millisecond per ring).
+ */
+static _Atomic uint64_t prog_spin_until;
+#define SPS_WRITER_SPIN_NS 500000
 
 #define sps_log(lvl, ...)                                                                          \
 	do {                                                                                       \
@@ -531,6 +539,14 @@ static int poll_sess(struct sps *so, struct swc_ready *r)
 	return ret;
 }
 
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000 + (uint64_t)ts.tv_nsec;
+}
+
 static void *progress_main(void *arg)
 {
 	struct epoll_event evs[64];
@@ -543,7 +559,12 @@ static void *progress_main(void *arg)
 		pthread_mutex_lock(&conns_lock);
 		n = n_conns;
 		pthread_mutex_unlock(&conns_lock);
-		epoll_wait(prog_ep, evs, 64, n ? 1 : 100);
+		if (n && now_ns() < atomic_load_explicit(&prog_spin_until, memory_order_relaxed)) {
+			epoll_wait(prog_ep, evs, 64, 0);
+			sched_yield();
+		} else {
+			epoll_wait(prog_ep, evs, 64, n ? 1 : 100);
+		}
 		pthread_mutex_lock(&conns_lock);
 		for (struct sps *so = conns; so; so = so->next) {
 			struct swc_ready r;
@@ -584,6 +605,12 @@ static void sps_free(struct sps *so)
 	int err;
 
 	if (so->kind == SPS_CONN && so->live && so->pid == getpid()) {
+		sps_log(3,
+			"fd %d: %llu copied, %llu large (%llu staged) messages, %llu credit writes",
+			so->fd, (unsigned long long)so->sess.st.small_msgs,
+			(unsigned long long)so->sess.st.large_msgs,
+			(unsigned long long)so->sess.st.staged_msgs,
+			(unsigned long long)so->sess.st.credit_writes);
 		pthread_mutex_lock(&conns_lock);
 		for (struct sps **p = &conns; *p; p = &(*p)->next) {
 			if (*p == so) {
@@ -1208,6 +1235,9 @@ static ssize_t conn_send_one(struct sps *so, const void *buf, size_t len, int fl
 		if (done == len)
 			return (ssize_t)done;
 		if (!block) {
+			/* The writer will wait for credits: the progress thread looks for them. */
+			atomic_store_explicit(&prog_spin_until, now_ns() + SPS_WRITER_SPIN_NS,
+					      memory_order_relaxed);
 			if (done)
 				return (ssize_t)done;
 			errno = EAGAIN;

@@ -12,6 +12,13 @@
 
 extern _Atomic unsigned int sp_fork_generation;
 
+/*
+ * Called in a child of fork() after the generation moved on: the
+ * provider's own locks, which a thread of the parent may have held, start
+ * afresh there (sp_startup.c).
+ */
+void sp_fork_child(void);
+
 /* Start counting forks (idempotent, thread-safe). */
 void sp_fork_watch(void);
 

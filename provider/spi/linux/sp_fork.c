@@ -11,6 +11,7 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 static void in_child(void)
 {
 	atomic_fetch_add(&sp_fork_generation, 1);
+	sp_fork_child();
 }
 
 static void install(void)

@@ -238,6 +238,8 @@ int sp_wsp_startup_ex(uint16_t version, struct sp_wsp_data *data, const struct s
 	/* 2.2 is the only version: a caller that cannot take it gets refused. */
 	if ((version & 0xff) < 2 || ((version & 0xff) == 2 && (version >> 8) < 2))
 		return SP_WSAVERNOTSUPPORTED;
+	/* In a fork child whose provider's fork handler has not run yet (it runs later). */
+	sp_fork_check();
 	pthread_mutex_lock(&p->lock);
 	/* The parent's provider: its device, threads and sockets are not this process's. */
 	if ((p->startups || atomic_load(&p->tearing_down)) && sp_forked())

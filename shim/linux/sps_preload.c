@@ -35,6 +35,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -653,12 +654,41 @@ static void fd_drop(int fd)
 }
 
 /*
+ * The switch's own descriptors go high (half the descriptor limit, when
+ * that is room enough), so that the program's numbers stay as dense as
+ * TCP's: programs size tables by them (wrk's event loop refuses a
+ * connection whose number is above 3 per connection).  fd itself, or its
+ * new number.
+ */
+static int high(int fd)
+{
+	static int base = -1;
+	int h;
+
+	if (base < 0) {
+		struct rlimit rl;
+
+		base = !getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur >= 512 &&
+			       rl.rlim_cur != RLIM_INFINITY
+			   ? (int)(rl.rlim_cur / 2 < 32768 ? rl.rlim_cur / 2 : 32768)
+			   : 0;
+	}
+	if (fd < 0 || !base || fd >= base)
+		return fd;
+	h = real.fcntl(fd, F_DUPFD_CLOEXEC, base);
+	if (h < 0)
+		return fd;
+	real.close(fd);
+	return h;
+}
+
+/*
  * Put a new object (newfd) at the program's number fd, the kernel socket
  * there moving to a number of its own: that number, or -1.
  */
 static int take_number(int fd, int newfd)
 {
-	int k = real.fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	int k = high(real.fcntl(fd, F_DUPFD_CLOEXEC, 0));
 
 	if (k < 0)
 		return -1;
@@ -680,9 +710,9 @@ static int conn_open(sp_socket s, int fd, struct sps **out)
 
 	if (!so)
 		goto err_sock;
-	so->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	so->wake = high(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
 	ev = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	so->evfd = ev >= 0 ? real.fcntl(ev, F_DUPFD_CLOEXEC, 0) : -1;
+	so->evfd = ev >= 0 ? high(real.fcntl(ev, F_DUPFD_CLOEXEC, 0)) : -1;
 	if (so->wake < 0 || so->evfd < 0 || ev >= SPS_MAX_FD)
 		goto err_so;
 	so->events = (struct swc_events){
@@ -817,7 +847,7 @@ static void child_listener(struct sps *so, int fd)
 	sp_socket ls = SP_INVALID_SOCKET;
 	int afd, err = 0, e;
 
-	afd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	afd = high(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
 	if (afd >= 0)
 		ls = procs.socket_from_info(so->dup, 0, &err);
 	if (ls != SP_INVALID_SOCKET &&
@@ -900,7 +930,7 @@ SPS_EXPORT int listen(int fd, int backlog)
 	so = sps_new(SPS_LISTEN);
 	if (!so)
 		return 0;
-	so->afd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	so->afd = high(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
 	so->ls = procs.socket(AF_INET, SOCK_STREAM, IPPROTO_TCP, 1, 0, &err);
 	if (so->afd < 0 || so->ls == SP_INVALID_SOCKET ||
 	    procs.bind(so->ls, (struct sockaddr *)&local, sizeof(local), &err) ||
@@ -912,7 +942,7 @@ SPS_EXPORT int listen(int fd, int backlog)
 		goto err_so;
 	so->nonblock = real.fcntl(fd, F_GETFL) & O_NONBLOCK;
 	so->cloexec = real.fcntl(fd, F_GETFD) & FD_CLOEXEC;
-	so->evfd = real.fcntl(ep, F_DUPFD_CLOEXEC, 0);
+	so->evfd = high(real.fcntl(ep, F_DUPFD_CLOEXEC, 0));
 	so->kfd = so->evfd >= 0 ? take_number(fd, ep) : -1;
 	if (so->kfd < 0) {
 		real.close(ep);

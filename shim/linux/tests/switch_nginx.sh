@@ -65,6 +65,8 @@ SANPROV_RUN_LOG=3 timeout 60 "$run" wrk -t 2 -c 16 -d 3s "http://127.0.0.1:$port
 	>"$tmp/wrk.log" 2>"$tmp/wrk.err" || st=1
 grep -q "Requests/sec" "$tmp/wrk.log" || st=1
 ! grep -qE "Socket errors|Non-2xx" "$tmp/wrk.log" || st=1
+# No worker died (the master would start another).
+! grep -q "exited on signal" "$tmp/s.log" || st=1
 sans=$(grep -c "SAN connection\$" "$tmp/wrk.err" || true)
 tcps=$(grep -c "no SAN peer" "$tmp/wrk.err" || true)
 accepted=$(grep -c "SAN connection accepted" "$tmp/s.log" || true)

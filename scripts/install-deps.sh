@@ -6,7 +6,7 @@ set -eu
 pkgs="build-essential meson ninja-build pkg-config python3 clang-format libcriterion-dev libucx-dev clang libclang-rt-14-dev"
 pkgs="$pkgs libibverbs-dev librdmacm-dev ibverbs-providers"
 # The Linux switch's suite runs these under sanprov-run (shim/linux/tests).
-pkgs="$pkgs iperf3 sockperf redis-server redis-tools memcached libmemcached-tools"
+pkgs="$pkgs iperf3 sockperf redis-server redis-tools memcached libmemcached-tools nginx wrk curl"
 pkgs="$pkgs $*"
 
 missing=""

@@ -307,8 +307,10 @@ struct vb_ops {
 	int (*destroy_cq)(struct vb_cq *cq);
 	int (*destroy_listener)(struct vb_listener *lst);
 	int (*destroy_qp)(struct vb_qp *qp);
+	int (*export_listener)(struct vb_listener *lst, void *blob, size_t *len);
 	int (*get_cq_event)(struct vb_cq *cq);
 	struct vb_conn_req *(*get_request)(struct vb_listener *lst, int timeout_ms);
+	struct vb_listener *(*import_listener)(struct vb_device *dev, const void *blob, size_t len);
 	struct vb_device *(*open_device)(const struct vb_ops *ops, const char *dev_name);
 	int (*poll_cq)(struct vb_cq *cq, int max, struct vb_wc *wc, int *count);
 	int (*post_recv)(struct vb_qp *qp, struct vb_recv_wr *wr, struct vb_recv_wr **bad_wr);
@@ -551,6 +553,29 @@ static inline struct vb_listener *vb_create_listener(struct vb_device *dev,
 static inline int vb_destroy_listener(struct vb_listener *lst)
 {
 	return lst->dev->ops->destroy_listener(lst);
+}
+
+/*
+ * Sharing a listener with the children a fork makes: export_listener
+ * writes at most *len bytes (VB_LISTENER_BLOB_MAX is enough) that name
+ * lst's passive endpoint and sets *len; import_listener, in this process
+ * or in a fork child that inherited the endpoint (a child's own device),
+ * makes a second listener on it.  Every listener on an endpoint takes
+ * connect requests from one queue: each request goes to one of them.
+ * The blob is checked (a blob that names no listener of this backend:
+ * EINVAL).  0 or errno; EOPNOTSUPP where the backend cannot share.
+ */
+#define VB_LISTENER_BLOB_MAX 64
+
+static inline int vb_export_listener(struct vb_listener *lst, void *blob, size_t *len)
+{
+	return lst->dev->ops->export_listener(lst, blob, len);
+}
+
+static inline struct vb_listener *vb_import_listener(struct vb_device *dev, const void *blob,
+						     size_t len)
+{
+	return dev->ops->import_listener(dev, blob, len);
 }
 
 /*

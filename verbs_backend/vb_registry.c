@@ -36,8 +36,10 @@ void vb_ops_complete(struct vb_ops *dst, const struct vb_ops *src)
 	VB_FILL(destroy_cq);
 	VB_FILL(destroy_listener);
 	VB_FILL(destroy_qp);
+	VB_FILL(export_listener);
 	VB_FILL(get_cq_event);
 	VB_FILL(get_request);
+	VB_FILL(import_listener);
 	VB_FILL(open_device);
 	VB_FILL(poll_cq);
 	VB_FILL(post_recv);

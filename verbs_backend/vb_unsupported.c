@@ -121,6 +121,20 @@ static int unsup_destroy_qp(struct vb_qp *qp)
 	return EOPNOTSUPP;
 }
 
+static int unsup_export_listener(struct vb_listener *lst, void *blob, size_t *len)
+{
+	(void)lst, (void)blob, (void)len;
+	return EOPNOTSUPP;
+}
+
+static struct vb_listener *unsup_import_listener(struct vb_device *dev, const void *blob,
+						 size_t len)
+{
+	(void)dev, (void)blob, (void)len;
+	errno = EOPNOTSUPP;
+	return NULL;
+}
+
 static int unsup_get_cq_event(struct vb_cq *cq)
 {
 	(void)cq;
@@ -222,6 +236,8 @@ const struct vb_ops vb_unsupported_ops = {
 	.destroy_qp = unsup_destroy_qp,
 	.get_cq_event = unsup_get_cq_event,
 	.get_request = unsup_get_request,
+	.export_listener = unsup_export_listener,
+	.import_listener = unsup_import_listener,
 	.open_device = unsup_open_device,
 	.poll_cq = unsup_poll_cq,
 	.post_recv = unsup_post_recv,

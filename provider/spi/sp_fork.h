@@ -12,6 +12,20 @@
 
 extern _Atomic unsigned int sp_fork_generation;
 
+/*
+ * Called in a child of fork() after the generation moved on: the
+ * provider's own locks, which a thread of the parent may have held, start
+ * afresh there (sp_startup.c).
+ */
+void sp_fork_child(void);
+
+/*
+ * Count this process as a fork child if it is one and was not counted yet:
+ * the fork handlers of other libraries (a switch's, which starts the
+ * provider in the child) may run before the provider's own.
+ */
+void sp_fork_check(void);
+
 /* Start counting forks (idempotent, thread-safe). */
 void sp_fork_watch(void);
 

@@ -330,6 +330,8 @@ sp_socket sp_socket_open(int af, int type, int protocol, uint32_t catalog_id, ui
 			 int *err);
 int sp_bind(sp_socket s, const struct sockaddr *name, int namelen, int *err);
 int sp_listen(sp_socket s, int backlog, int *err);
+int sp_duplicate_socket(sp_socket s, uint32_t process_id, struct sp_protocol_info *info, int *err);
+sp_socket sp_socket_from_info(const struct sp_protocol_info *info, uint32_t flags, int *err);
 sp_socket sp_accept(sp_socket s, struct sockaddr *addr, int *addrlen, sp_condition_fn cond,
 		    uintptr_t callback_data, int *err);
 int sp_connect(sp_socket s, const struct sockaddr *name, int namelen, int *err);

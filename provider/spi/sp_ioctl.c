@@ -25,6 +25,8 @@ void sp_spi_fill_procs(struct sp_proc_table *p)
 		.send = sp_send,
 		.set_sock_opt = sp_set_sock_opt,
 		.socket = sp_socket_open,
+		.duplicate_socket = sp_duplicate_socket,
+		.socket_from_info = sp_socket_from_info,
 	};
 }
 

@@ -31,6 +31,9 @@ void sp_os_wake(vb_waitable w);
  */
 int sp_os_wait2(vb_waitable fd, vb_waitable w, int timeout_ms, bool reset);
 
+/* What process id is to this one: 0 itself, 1 a child, 2 its parent, -1 another or none. */
+int sp_os_process_relation(uint32_t pid);
+
 /* Sleep about us microseconds. */
 void sp_os_sleep_us(unsigned int us);
 

@@ -337,10 +337,64 @@ static void *listen_main(void *arg)
 	return NULL;
 }
 
+/*
+ * so (locked, bound) listens on the backend listener that make() returns
+ * (a new one, or one shared with another socket): 0 or a WSA error.
+ */
+static int listen_start(struct sp_sock *so, int backlog,
+			struct vb_listener *(*make)(struct sp_sock *so, int backlog,
+						    const void *arg),
+			const void *arg)
+{
+	struct vb_listener *l;
+	int ret = 0;
+
+	if (sp_os_wake_open(&so->closed, true))
+		return SP_WSAENOBUFS;
+	/* Deferred requests: as many as the backlog, which bounds what waits anyway. */
+	so->max_deferred = backlog < 1 ? 1 : backlog > SP_MAX_DEFERRED ? SP_MAX_DEFERRED : backlog;
+	so->deferred = calloc(so->max_deferred, sizeof(*so->deferred));
+	if (!so->deferred) {
+		ret = SP_WSAENOBUFS;
+		goto err_deferred;
+	}
+	l = make(so, backlog, arg);
+	if (!l) {
+		ret = sp_wsa_error(errno);
+		goto err_deferred;
+	}
+	so->listener = l;
+	memcpy(&so->local, &l->addr, sizeof(so->local));
+	so->bound = true;
+	so->state = SP_SOCK_LISTENING;
+	so->worker_stop = false;
+	if (pthread_create(&so->worker, NULL, listen_main, so)) {
+		vb_destroy_listener(l);
+		so->listener = NULL;
+		so->state = SP_SOCK_BOUND;
+		ret = SP_WSAENOBUFS;
+		goto err_deferred;
+	}
+	so->worker_running = true;
+	return 0;
+
+err_deferred:
+	free(so->deferred);
+	so->deferred = NULL;
+	sp_os_wake_close(so->closed);
+	return ret;
+}
+
+static struct vb_listener *listener_new(struct sp_sock *so, int backlog, const void *arg)
+{
+	(void)arg;
+	return vb_create_listener(sp_prov.dev, (struct sockaddr *)&so->local,
+				  sockaddr_len(&so->local), backlog > 0 ? backlog : 1);
+}
+
 int sp_listen(sp_socket s, int backlog, int *err)
 {
 	struct sp_sock *so = sp_sock_get(s, err);
-	struct vb_listener *l;
 	int ret = 0;
 
 	if (!so)
@@ -352,45 +406,127 @@ int sp_listen(sp_socket s, int backlog, int *err)
 		ret = so->state == SP_SOCK_NEW ? SP_WSAEINVAL : SP_WSAEISCONN;
 		goto out;
 	}
-	if (sp_os_wake_open(&so->closed, true)) {
-		ret = SP_WSAENOBUFS;
-		goto out;
-	}
-	/* Deferred requests: as many as the backlog, which bounds what waits anyway. */
-	so->max_deferred = backlog < 1 ? 1 : backlog > SP_MAX_DEFERRED ? SP_MAX_DEFERRED : backlog;
-	so->deferred = calloc(so->max_deferred, sizeof(*so->deferred));
-	if (!so->deferred) {
-		ret = SP_WSAENOBUFS;
-		goto err_deferred;
-	}
-	l = vb_create_listener(sp_prov.dev, (struct sockaddr *)&so->local, sockaddr_len(&so->local),
-			       backlog > 0 ? backlog : 1);
-	if (!l) {
-		ret = sp_wsa_error(errno);
-		goto err_deferred;
-	}
-	so->listener = l;
-	memcpy(&so->local, &l->addr, sizeof(so->local));
-	so->state = SP_SOCK_LISTENING;
-	so->worker_stop = false;
-	if (pthread_create(&so->worker, NULL, listen_main, so)) {
-		vb_destroy_listener(l);
-		so->listener = NULL;
-		so->state = SP_SOCK_BOUND;
-		ret = SP_WSAENOBUFS;
-		goto err_deferred;
-	}
-	so->worker_running = true;
-	goto out;
-
-err_deferred:
-	free(so->deferred);
-	so->deferred = NULL;
-	sp_os_wake_close(so->closed);
+	ret = listen_start(so, backlog, listener_new, NULL);
 out:
 	pthread_mutex_unlock(&so->lock);
 	sp_sock_put(so);
 	return ret ? sp_fail(err, ret) : 0;
+}
+
+/* Duplicated sockets ------------------------------------------------------------ */
+
+/* The provider's part of a protocol info. */
+#define SP_DUP_MAGIC 0x53504455u /* "SPDU" */
+#define SP_DUP_VERSION 1
+
+struct sp_dup_blob {
+	uint32_t magic;
+	uint16_t version;
+	uint16_t backend_len;
+	uint32_t creator; /* the process it was made for, again */
+	uint32_t catalog_id;
+	uint8_t backend[VB_LISTENER_BLOB_MAX];
+};
+_Static_assert(sizeof(struct sp_dup_blob) <= SP_PROTOCOL_INFO_RESERVED, "blob too large");
+
+int sp_duplicate_socket(sp_socket s, uint32_t process_id, struct sp_protocol_info *info, int *err)
+{
+	struct sp_dup_blob b = { .magic = SP_DUP_MAGIC, .version = SP_DUP_VERSION };
+	struct sp_sock *so = sp_sock_get(s, err);
+	size_t len = sizeof(b.backend);
+	int ret = 0, rel;
+
+	if (!so)
+		return SP_SOCKET_ERROR;
+	/* The info travels to a process that inherits the listener: self or a child. */
+	rel = sp_os_process_relation(process_id);
+	if (!info)
+		ret = SP_WSAEFAULT;
+	else if (rel != 0 && rel != 1)
+		ret = SP_WSAEINVAL;
+	pthread_mutex_lock(&so->lock);
+	/* A connection is usable in one process at a time: it is not shared. */
+	if (!ret && so->state != SP_SOCK_LISTENING)
+		ret = so->state == SP_SOCK_CONNECTED || so->state == SP_SOCK_CONNECTING
+			  ? SP_WSAEOPNOTSUPP
+			  : SP_WSAEINVAL;
+	if (!ret) {
+		ret = vb_export_listener(so->listener, b.backend, &len);
+		ret = ret == EOPNOTSUPP ? SP_WSAEOPNOTSUPP : ret ? sp_wsa_error(ret) : 0;
+	}
+	if (!ret) {
+		b.backend_len = (uint16_t)len;
+		b.creator = process_id;
+		b.catalog_id = so->catalog_id;
+		memset(info, 0, sizeof(*info));
+		info->catalog_id = so->catalog_id;
+		info->af = so->local.ss_family;
+		info->type = SOCK_STREAM;
+		info->protocol = IPPROTO_TCP;
+		info->process_id = process_id;
+		info->reserved_len = sizeof(b);
+	}
+	pthread_mutex_unlock(&so->lock);
+	sp_sock_put(so);
+	if (ret)
+		return sp_fail(err, ret);
+	memcpy(info->provider_reserved, &b, sizeof(b));
+	return 0;
+}
+
+static bool tail_zero(const uint8_t *p, size_t n)
+{
+	while (n--)
+		if (*p++)
+			return false;
+	return true;
+}
+
+static struct vb_listener *listener_import(struct sp_sock *so, int backlog, const void *arg)
+{
+	const struct sp_dup_blob *b = arg;
+
+	(void)so, (void)backlog;
+	return vb_import_listener(sp_prov.dev, b->backend, b->backend_len);
+}
+
+sp_socket sp_socket_from_info(const struct sp_protocol_info *info, uint32_t flags, int *err)
+{
+	struct sp_dup_blob b;
+	struct sp_sock *so;
+	sp_socket s;
+	int ret, rel, e;
+
+	if (!info) {
+		*err = SP_WSAEFAULT;
+		return SP_INVALID_SOCKET;
+	}
+	/* Made for this process, or for its parent before the fork that made this one. */
+	rel = sp_os_process_relation(info->process_id);
+	memcpy(&b, info->provider_reserved, sizeof(b));
+	if ((rel != 0 && rel != 2) || info->reserved_len != sizeof(b) || b.magic != SP_DUP_MAGIC ||
+	    b.version != SP_DUP_VERSION || b.backend_len > sizeof(b.backend) ||
+	    b.creator != info->process_id || b.catalog_id != info->catalog_id ||
+	    !tail_zero(b.backend + b.backend_len, sizeof(b.backend) - b.backend_len)) {
+		*err = SP_WSAEINVAL;
+		return SP_INVALID_SOCKET;
+	}
+	s = sp_socket_open(info->af, info->type, info->protocol, info->catalog_id, flags, err);
+	if (s == SP_INVALID_SOCKET)
+		return s;
+	so = sp_sock_get(s, err);
+	if (!so)
+		return SP_INVALID_SOCKET;
+	pthread_mutex_lock(&so->lock);
+	ret = listen_start(so, SP_MAX_DEFERRED, listener_import, &b);
+	pthread_mutex_unlock(&so->lock);
+	sp_sock_put(so);
+	if (ret) {
+		sp_close_socket(s, &e);
+		*err = ret;
+		return SP_INVALID_SOCKET;
+	}
+	return s;
 }
 
 /* Close a socket that the switch never saw (a failed accept). */

@@ -324,6 +324,25 @@ struct sp_upcalls {
 					   uint32_t bytes, int *err);
 };
 
+/*
+ * WSAPROTOCOL_INFOW as WSPDuplicateSocket fills it and WSPSocket takes it
+ * (FROM_PROTOCOL_INFO): the catalog entry, the triple, and the provider's
+ * own bytes, which name the shared socket.  Windows has one DWORD
+ * (dwProviderReserved) there: the Windows shim would keep these bytes in
+ * the provider and pass their key.
+ */
+#define SP_PROTOCOL_INFO_RESERVED 128
+
+struct sp_protocol_info {
+	uint32_t catalog_id;
+	int32_t af;
+	int32_t type;
+	int32_t protocol;
+	uint32_t process_id; /* the process it was made for */
+	uint32_t reserved_len;
+	uint8_t provider_reserved[SP_PROTOCOL_INFO_RESERVED];
+};
+
 /* WSPPROC_TABLE, the part the switch calls on a SAN provider. */
 struct sp_proc_table {
 	sp_socket (*accept)(sp_socket s, struct sockaddr *addr, int *addrlen, sp_condition_fn cond,
@@ -356,6 +375,23 @@ struct sp_proc_table {
 			    int *err);
 	sp_socket (*socket)(int af, int type, int protocol, uint32_t catalog_id, uint32_t flags,
 			    int *err);
+	/*
+	 * WSPDuplicateSocket: info for process_id, which turns it into a socket
+	 * of its own with socket_from_info.  Listening sockets only (a
+	 * connected one: WSAEOPNOTSUPP).  process_id is this process or a
+	 * child of it; on Linux the info is also good in the children this
+	 * process forks afterwards (they inherit the listener).  Another
+	 * process: WSAEINVAL; info NULL: WSAEFAULT.
+	 */
+	int (*duplicate_socket)(sp_socket s, uint32_t process_id, struct sp_protocol_info *info,
+				int *err);
+	/*
+	 * WSPSocket with the lpProtocolInfo of a duplicate_socket: a new
+	 * listening socket on the same listener (each connect request goes to
+	 * one of them).  Info made for another process, or damaged: WSAEINVAL.
+	 */
+	sp_socket (*socket_from_info)(const struct sp_protocol_info *info, uint32_t flags,
+				      int *err);
 };
 
 /* WSPDATA */
@@ -370,7 +406,9 @@ struct sp_wsp_data {
 /*
  * WSPStartupEx: check the version, keep the up-calls, fill the data and the
  * proc table.  0 or a WSA error code (returned, as WSPStartupEx does).
- * Every successful startup needs one cleanup.
+ * Every successful startup needs one cleanup.  In a child of fork() the
+ * first startup starts a provider of the child's own; the parent's
+ * sockets stay the parent's (never used nor released in the child).
  */
 int sp_wsp_startup_ex(uint16_t version, struct sp_wsp_data *data, const struct sp_upcalls *upcalls,
 		      struct sp_proc_table *procs);

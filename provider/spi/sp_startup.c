@@ -98,6 +98,45 @@ static void prov_teardown(void)
 	p->dev = NULL;
 }
 
+void sp_fork_child(void)
+{
+	struct sp_prov *p = &sp_prov;
+
+	/* No thread of the parent runs here: what they held is free. */
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->done, NULL);
+	pthread_rwlock_init(&p->life, NULL);
+	pthread_mutex_init(&p->cq_lock, NULL);
+	pthread_mutex_init(&p->ready_lock, NULL);
+	pthread_cond_init(&p->idle, NULL);
+	atomic_store(&p->waiters, 0);
+	sp_stats_fork_child();
+}
+
+/*
+ * In a child of fork(): forget the parent's provider without releasing
+ * any of it (its device, registrations and sockets are the parent's; the
+ * memory stays as fork copied it), so that a startup here makes a new one.
+ */
+static void prov_abandon(void)
+{
+	struct sp_prov *p = &sp_prov;
+
+	p->startups = 0;
+	p->dev = NULL;
+	p->cq = NULL;
+	p->pd = NULL;
+	p->cache = NULL;
+	p->proxy = NULL;
+	p->ready_head = p->ready_tail = NULL;
+	p->progress_running = false;
+	memset(&p->sockets, 0, sizeof(p->sockets));
+	memset(&p->mem, 0, sizeof(p->mem));
+	memset(&p->rdma, 0, sizeof(p->rdma));
+	memset(&p->ops, 0, sizeof(p->ops));
+	atomic_store(&p->tearing_down, false);
+}
+
 static int prov_setup(void)
 {
 	struct sp_prov *p = &sp_prov;
@@ -199,16 +238,18 @@ int sp_wsp_startup_ex(uint16_t version, struct sp_wsp_data *data, const struct s
 	/* 2.2 is the only version: a caller that cannot take it gets refused. */
 	if ((version & 0xff) < 2 || ((version & 0xff) == 2 && (version >> 8) < 2))
 		return SP_WSAVERNOTSUPPORTED;
+	/* In a fork child whose provider's fork handler has not run yet (it runs later). */
+	sp_fork_check();
 	pthread_mutex_lock(&p->lock);
+	/* The parent's provider: its device, threads and sockets are not this process's. */
+	if ((p->startups || atomic_load(&p->tearing_down)) && sp_forked())
+		prov_abandon();
 	/* Another user's last cleanup runs: start afresh once it is done. */
 	while (atomic_load(&p->tearing_down))
 		pthread_cond_wait(&p->idle, &p->lock);
 	if (!p->startups) {
 		p->up = *upcalls;
 		ret = prov_setup();
-	} else if (sp_forked()) {
-		/* The parent's provider: its device, threads and sockets are not this process's. */
-		ret = ENETDOWN;
 	}
 	if (!ret)
 		p->startups++;

@@ -373,6 +373,14 @@ void sp_stats_start(vb_waitable w)
 	signal_installed = true;
 }
 
+void sp_stats_fork_child(void)
+{
+	pthread_mutex_init(&stats_lock, NULL);
+	socks = NULL;
+	atomic_store(&wake_ok, false);
+	atomic_store(&in_handler, 0);
+}
+
 void sp_stats_stop(void)
 {
 	if (signal_installed) {

@@ -142,6 +142,8 @@ int sp_stats_query(struct sp_stats *out, uint32_t *len, int *err);
  */
 void sp_stats_start(vb_waitable wake);
 void sp_stats_stop(void);
+/* In a child of fork(): the parent's sockets and its wake object are not counted here. */
+void sp_stats_fork_child(void);
 
 /* A dump was asked for (the flag the signal handler sets). */
 extern atomic_bool sp_stats_dump_asked;

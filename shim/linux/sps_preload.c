@@ -36,6 +36,8 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -63,6 +65,7 @@ struct sps {
 	int afd;  /* listener: the SAN listener's accept event */
 	int wake; /* connection: the eventfd the provider's up-calls signal */
 	sp_socket ls;
+	struct sp_protocol_info *dup; /* listener: for the fork children (duplicate_socket) */
 	struct swc_sess sess;
 	struct swc_events events;
 	bool live; /* sess started */
@@ -117,6 +120,8 @@ static struct {
 	int (*dup)(int);
 	int (*dup2)(int, int);
 	int (*dup3)(int, int, int);
+	int (*epoll_ctl)(int, int, int, struct epoll_event *);
+	ssize_t (*sendfile)(int, int, off_t *, size_t);
 } real;
 
 static struct sps *_Atomic fdtab[SPS_MAX_FD];
@@ -124,7 +129,7 @@ static struct sps *_Atomic fdtab[SPS_MAX_FD];
 static int log_level = 1;
 static bool disabled;
 static pthread_once_t start_once = PTHREAD_ONCE_INIT;
-static bool started;
+static bool started, exit_set;
 static pid_t started_pid;
 static void *prov_dl;
 static struct sp_proc_table procs;
@@ -199,6 +204,8 @@ __attribute__((constructor)) static void sps_init(void)
 	RESOLVE(dup);
 	RESOLVE(dup2);
 	RESOLVE(dup3);
+	RESOLVE(epoll_ctl);
+	RESOLVE(sendfile);
 	if (!real.fcntl64)
 		real.fcntl64 = real.fcntl;
 	pthread_atfork(NULL, NULL, atfork_child);
@@ -466,8 +473,11 @@ static void start(void)
 	opt_timeout = env_u32("SANPROV_RUN_TIMEOUT_MS", 3600000);
 	started = true;
 	started_pid = getpid();
-	/* Before the libraries' destructors: the provider is still there. */
-	atexit(sps_exit);
+	/* Before the libraries' destructors: the provider is still there (a fork child inherits
+	 * it). */
+	if (!exit_set)
+		atexit(sps_exit);
+	exit_set = true;
 	sps_log(2, "provider started: %s, %d SAN address(es)", data.description, n_san_addrs);
 }
 
@@ -632,6 +642,7 @@ static void sps_free(struct sps *so)
 	}
 	if (so->kind == SPS_LISTEN && so->ls != SP_INVALID_SOCKET && so->pid == getpid())
 		procs.close_socket(so->ls, &err);
+	free(so->dup);
 	if (so->kfd >= 0)
 		real.close(so->kfd);
 	if (so->afd >= 0)
@@ -672,12 +683,41 @@ static void fd_drop(int fd)
 }
 
 /*
+ * The switch's own descriptors go high (half the descriptor limit, when
+ * that is room enough), so that the program's numbers stay as dense as
+ * TCP's: programs size tables by them (wrk's event loop refuses a
+ * connection whose number is above 3 per connection).  fd itself, or its
+ * new number.
+ */
+static int high(int fd)
+{
+	static int base = -1;
+	int h;
+
+	if (base < 0) {
+		struct rlimit rl;
+
+		base = !getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur >= 512 &&
+			       rl.rlim_cur != RLIM_INFINITY
+			   ? (int)(rl.rlim_cur / 2 < 32768 ? rl.rlim_cur / 2 : 32768)
+			   : 0;
+	}
+	if (fd < 0 || !base || fd >= base)
+		return fd;
+	h = real.fcntl(fd, F_DUPFD_CLOEXEC, base);
+	if (h < 0)
+		return fd;
+	real.close(fd);
+	return h;
+}
+
+/*
  * Put a new object (newfd) at the program's number fd, the kernel socket
  * there moving to a number of its own: that number, or -1.
  */
 static int take_number(int fd, int newfd)
 {
-	int k = real.fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	int k = high(real.fcntl(fd, F_DUPFD_CLOEXEC, 0));
 
 	if (k < 0)
 		return -1;
@@ -716,9 +756,10 @@ static int conn_fds_open(struct conn_fds *f)
 {
 	int err;
 
-	f->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	/* The switch's own numbers go high: the program's stay as dense as with TCP. */
+	f->wake = high(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
 	f->ev = f->wake >= 0 ? eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC) : -1;
-	f->evfd = f->ev >= 0 ? real.fcntl(f->ev, F_DUPFD_CLOEXEC, 0) : -1;
+	f->evfd = f->ev >= 0 ? high(real.fcntl(f->ev, F_DUPFD_CLOEXEC, 0)) : -1;
 	if (f->evfd >= 0 && f->ev < SPS_MAX_FD)
 		return 0;
 	err = f->evfd >= 0 ? EMFILE : errno; /* past the switch's table: no number for it */
@@ -841,30 +882,106 @@ static void sps_exit(void)
 }
 
 /*
- * In a child of fork() the provider is the parent's: a listener there
- * is the kernel's listener alone, in an epoll set of the child's own (the
- * parent's set also holds the SAN listener's event, which the child
- * cannot clear).  Connected SAN sockets stay the parent's (ENOTCONN here).
+ * In a child of fork() the provider is the parent's: the child's switch
+ * forgets it (nothing of it is released here).  A listener is at once the
+ * kernel's listener alone, in an epoll set of the child's own (the
+ * parent's set also holds the parent's accept event).  When listeners
+ * were inherited, the child's first accept or epoll_ctl on one of them
+ * starts a provider of the child's own (not here: other libraries' fork
+ * handlers, which run after this one, must have run) and adds a SAN
+ * listener on the parent's backend listener (from the parent's
+ * duplicate_socket), so each worker process accepts SAN connections; a
+ * parent that never accepts holds none back (the backend's queue is one).
+ * Connected SAN sockets stay the parent's (ENOTCONN here).
  */
+static atomic_bool child_pending;
+static pthread_mutex_t child_mx = PTHREAD_MUTEX_INITIALIZER;
+
 static void atfork_child(void)
 {
 	struct epoll_event ee = { .events = EPOLLIN };
+	bool listeners = false;
 
+	pthread_mutex_init(&conns_lock, NULL);
+	pthread_mutex_init(&h_lock, NULL);
+	pthread_mutex_init(&child_mx, NULL);
+	conns = NULL;
+	n_conns = 0;
+	if (prog_ep >= 0)
+		real.close(prog_ep);
+	prog_ep = -1;
 	for (int fd = 0; fd < SPS_MAX_FD; fd++) {
 		struct sps *so = lookup(fd);
 		int ep;
 
 		if (!so || so->kind != SPS_LISTEN || so->fd != fd)
 			continue;
+		pthread_mutex_init(&so->lock, NULL);
+		listeners |= so->dup != NULL;
 		ep = epoll_create1(EPOLL_CLOEXEC);
 		if (ep < 0)
 			continue;
 		ee.data.fd = so->kfd;
-		epoll_ctl(ep, EPOLL_CTL_ADD, so->kfd, &ee);
+		real.epoll_ctl(ep, EPOLL_CTL_ADD, so->kfd, &ee);
 		real.dup3(ep, fd, O_CLOEXEC);
 		real.dup3(ep, so->evfd, O_CLOEXEC);
 		real.close(ep);
 	}
+	atomic_store(&child_pending, started && listeners);
+}
+
+/* A SAN listener of this child's own beside the kernel listener of so (at fd). */
+static void child_listener(struct sps *so, int fd)
+{
+	struct epoll_event ee = { .events = EPOLLIN };
+	sp_socket ls = SP_INVALID_SOCKET;
+	int afd, err = 0, e;
+
+	afd = high(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+	if (afd >= 0)
+		ls = procs.socket_from_info(so->dup, 0, &err);
+	if (ls != SP_INVALID_SOCKET &&
+	    procs.event_select(ls, SP_EVENT_FD(afd), SP_FD_ACCEPT, &err)) {
+		procs.close_socket(ls, &e);
+		ls = SP_INVALID_SOCKET;
+	}
+	if (ls == SP_INVALID_SOCKET) {
+		sps_log(1, "warning: fd %d: no SAN listener in this child (error %d): TCP only", fd,
+			err);
+		if (afd >= 0)
+			real.close(afd);
+		return;
+	}
+	ee.data.fd = afd;
+	real.epoll_ctl(fd, EPOLL_CTL_ADD, afd, &ee);
+	if (so->afd >= 0)
+		real.close(so->afd); /* the parent's accept event */
+	so->afd = afd;
+	so->ls = ls;
+	so->pid = getpid();
+	sps_log(2, "fd %d listens on TCP and the SAN in this child", fd);
+}
+
+/* The first use of an inherited listener in a fork child: the SAN's side of each. */
+static void child_start(void)
+{
+	if (!atomic_load_explicit(&child_pending, memory_order_acquire))
+		return;
+	pthread_mutex_lock(&child_mx);
+	if (atomic_load(&child_pending)) {
+		started = false;
+		n_san_addrs = 0;
+		start_once = (pthread_once_t)PTHREAD_ONCE_INIT;
+		pthread_once(&start_once, start);
+		for (int fd = 0; started && fd < SPS_MAX_FD; fd++) {
+			struct sps *so = lookup(fd);
+
+			if (so && so->kind == SPS_LISTEN && so->fd == fd && so->dup)
+				child_listener(so, fd);
+		}
+		atomic_store(&child_pending, false);
+	}
+	pthread_mutex_unlock(&child_mx);
 }
 
 /* The calls ----------------------------------------------------------------------- */
@@ -903,7 +1020,7 @@ SPS_EXPORT int listen(int fd, int backlog)
 	so = sps_new(SPS_LISTEN);
 	if (!so)
 		return 0;
-	so->afd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	so->afd = high(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
 	so->ls = procs.socket(AF_INET, SOCK_STREAM, IPPROTO_TCP, 1, 0, &err);
 	if (so->afd < 0 || so->ls == SP_INVALID_SOCKET ||
 	    procs.bind(so->ls, (struct sockaddr *)&local, sizeof(local), &err) ||
@@ -915,7 +1032,7 @@ SPS_EXPORT int listen(int fd, int backlog)
 		goto err_so;
 	so->nonblock = real.fcntl(fd, F_GETFL) & O_NONBLOCK;
 	so->cloexec = real.fcntl(fd, F_GETFD) & FD_CLOEXEC;
-	so->evfd = real.fcntl(ep, F_DUPFD_CLOEXEC, 0);
+	so->evfd = high(real.fcntl(ep, F_DUPFD_CLOEXEC, 0));
 	so->kfd = so->evfd >= 0 ? take_number(fd, ep) : -1;
 	if (so->kfd < 0) {
 		real.close(ep);
@@ -927,6 +1044,14 @@ SPS_EXPORT int listen(int fd, int backlog)
 	epoll_ctl(fd, EPOLL_CTL_ADD, so->kfd, &ee);
 	ee.data.fd = so->afd;
 	epoll_ctl(fd, EPOLL_CTL_ADD, so->afd, &ee);
+	/* What a fork child needs to accept on this listener too. */
+	so->dup = malloc(sizeof(*so->dup));
+	if (so->dup && procs.duplicate_socket(so->ls, (uint32_t)getpid(), so->dup, &err)) {
+		sps_log(1, "warning: fd %d: the SAN listener stays with this process (error %d)",
+			fd, err);
+		free(so->dup);
+		so->dup = NULL;
+	}
 	fd_set_sps(fd, so);
 	sps_put(so);
 	sps_log(2, "fd %d listens on TCP and the SAN, port %u", fd, ntohs(local.sin_port));
@@ -952,6 +1077,7 @@ static int do_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
 		errno = EINVAL;
 		return -1;
 	}
+	child_start();
 	for (;;) {
 		if (so->pid == getpid()) {
 			sp_socket s;
@@ -998,6 +1124,26 @@ static int do_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
 		if (poll(&p, 1, -1) < 0)
 			return -1;
 	}
+}
+
+/*
+ * A listener is an epoll instance, which the kernel does not take with
+ * EPOLLEXCLUSIVE (EINVAL): nginx asks for it with several workers.  Every
+ * waiter is woken instead; the accepts that lose the race answer EAGAIN.
+ */
+SPS_EXPORT int epoll_ctl(int ep, int op, int fd, struct epoll_event *ev)
+{
+	struct sps *so = lookup(fd);
+
+	if (so && so->kind == SPS_LISTEN)
+		child_start();
+	if (so && so->kind == SPS_LISTEN && ev && (ev->events & EPOLLEXCLUSIVE)) {
+		struct epoll_event e = *ev;
+
+		e.events &= ~(uint32_t)EPOLLEXCLUSIVE;
+		return real.epoll_ctl(ep, op, fd, &e);
+	}
+	return real.epoll_ctl(ep, op, fd, ev);
 }
 
 SPS_EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *alen)
@@ -1395,6 +1541,65 @@ SPS_EXPORT ssize_t write(int fd, const void *buf, size_t len)
 		return -1;
 	}
 	return conn_send(so, buf, len, 0);
+}
+
+/*
+ * sendfile to a SAN socket copies: the file's bytes are read here and
+ * sent as a write would send them (what the socket takes; the file
+ * offset, or *off, moves by what was sent).
+ */
+static ssize_t conn_sendfile(struct sps *so, int in, off_t *off, size_t count)
+{
+	char buf[32768];
+	size_t total = 0;
+
+	while (total < count) {
+		size_t n = count - total < sizeof(buf) ? count - total : sizeof(buf);
+		ssize_t r = off ? pread(in, buf, n, *off) : real.read(in, buf, n), w;
+
+		if (r <= 0) {
+			if (r < 0 && !total)
+				return -1;
+			break;
+		}
+		w = conn_send(so, buf, (size_t)r, 0);
+		if (w < 0) {
+			int e = errno;
+
+			if (!off)
+				lseek(in, -r, SEEK_CUR);
+			errno = e;
+			return total ? (ssize_t)total : -1;
+		}
+		if (off)
+			*off += w;
+		else if (w < r)
+			lseek(in, w - r, SEEK_CUR);
+		total += (size_t)w;
+		if (w < r)
+			break;
+	}
+	return (ssize_t)total;
+}
+
+SPS_EXPORT ssize_t sendfile(int out, int in, off_t *off, size_t count)
+{
+	struct sps *so = lookup(out);
+
+	if (!so)
+		return real.sendfile(out, in, off, count);
+	if (so->kind != SPS_CONN) {
+		errno = EINVAL;
+		return -1;
+	}
+	return conn_sendfile(so, in, off, count);
+}
+
+_Static_assert(sizeof(off_t) == sizeof(off64_t), "one offset type");
+
+SPS_EXPORT ssize_t sendfile64(int out, int in, off64_t *off, size_t count)
+{
+	return sendfile(out, in, (off_t *)off, count);
 }
 
 SPS_EXPORT ssize_t readv(int fd, const struct iovec *iov, int n)

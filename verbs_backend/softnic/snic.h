@@ -542,6 +542,8 @@ void snic_peer_release_imports(struct snic_peer *peer);
 struct vb_listener *snic_create_listener(struct vb_device *vdev, const struct sockaddr *addr,
 					 socklen_t addrlen, int backlog);
 int snic_destroy_listener(struct vb_listener *lst);
+int snic_export_listener(struct vb_listener *lst, void *blob, size_t *len);
+struct vb_listener *snic_import_listener(struct vb_device *dev, const void *blob, size_t len);
 int snic_connect(struct vb_qp *vqp, const struct sockaddr *addr, socklen_t addrlen,
 		 const struct vb_conn_param *param);
 struct vb_conn_req *snic_get_request(struct vb_listener *lst, int timeout_ms);
@@ -558,6 +560,11 @@ void snic_peer_unmap(struct snic_dev *dev, struct snic_peer *peer);
  */
 int snic_peer_admit(struct snic_peer *peer, snic_handle sock);
 void snic_peer_dismiss(struct snic_peer *peer);
+/*
+ * The answer to a connect came from process pid (0: unknown), not the
+ * listener's (a listener shared with a fork child): that one is the peer.
+ */
+int snic_peer_readmit(struct snic_peer *peer, pid_t pid);
 /* A listener's connections that have not sent their request yet. */
 struct snic_pending {
 	pthread_mutex_t lock; /* one accept at a time takes from them */

@@ -65,10 +65,11 @@ static void send_rej(snic_handle sock, int status)
 }
 
 /* Receive one message; fds[] gets exactly SNIC_CONN_NFDS handles or none. */
-static int recv_msg(snic_handle sock, struct snic_conn_msg *m, snic_handle *fds, int *nfds,
-		    int timeout_ms)
+static int recv_msg_from(snic_handle sock, struct snic_conn_msg *m, snic_handle *fds, int *nfds,
+			 int timeout_ms, pid_t *sender)
 {
-	int ret = snic_os_recv(sock, m, sizeof(*m), fds, nfds, SNIC_CONN_NFDS, timeout_ms);
+	int ret =
+	    snic_os_recv_from(sock, m, sizeof(*m), fds, nfds, SNIC_CONN_NFDS, timeout_ms, sender);
 
 	if (ret)
 		return ret;
@@ -81,6 +82,12 @@ static int recv_msg(snic_handle sock, struct snic_conn_msg *m, snic_handle *fds,
 			snic_os_close(fds[--*nfds]);
 	}
 	return ret;
+}
+
+static int recv_msg(snic_handle sock, struct snic_conn_msg *m, snic_handle *fds, int *nfds,
+		    int timeout_ms)
+{
+	return recv_msg_from(sock, m, fds, nfds, timeout_ms, NULL);
 }
 
 static void local_msg(struct snic_qp *qp, struct snic_conn_msg *m, snic_handle *fds, uint16_t type,
@@ -230,6 +237,7 @@ int snic_connect(struct vb_qp *vqp, const struct sockaddr *addr, socklen_t addrl
 	snic_handle fds[SNIC_CONN_NFDS], sock;
 	int nfds, ret;
 	uint16_t port;
+	pid_t sender = 0;
 
 	ret = check_param(param);
 	if (!ret)
@@ -258,7 +266,7 @@ int snic_connect(struct vb_qp *vqp, const struct sockaddr *addr, socklen_t addrl
 	local_msg(qp, &m, fds, SNIC_CONN_REQ, param);
 	ret = send_msg(sock, &m, fds, SNIC_CONN_NFDS);
 	if (!ret)
-		ret = recv_msg(sock, &m, fds, &nfds, param_timeout(param));
+		ret = recv_msg_from(sock, &m, fds, &nfds, param_timeout(param), &sender);
 	if (ret == ECONNRESET || ret == EPIPE)
 		ret = ECONNREFUSED; /* closed unanswered: its listener went */
 	if (ret)
@@ -267,7 +275,10 @@ int snic_connect(struct vb_qp *vqp, const struct sockaddr *addr, socklen_t addrl
 		ret = m.type == SNIC_CONN_REJ && m.status > 0 ? m.status : ECONNREFUSED;
 		goto err_state;
 	}
-	ret = map_peer(qp, sock, &m, fds);
+	/* Accepted by a fork child that shares the listener: the child is the peer. */
+	ret = snic_peer_readmit(&qp->peer, sender);
+	if (!ret)
+		ret = map_peer(qp, sock, &m, fds);
 	if (ret)
 		goto err_state;
 	qp->state = VB_QPS_RTS;
@@ -434,22 +445,18 @@ out:
 	return ret;
 }
 
-struct vb_listener *snic_create_listener(struct vb_device *vdev, const struct sockaddr *addr,
-					 socklen_t addrlen, int backlog)
+/* A listener around the listening handle fd (taken over, closed on failure) of port. */
+static struct vb_listener *listener_wrap(struct vb_device *vdev, const struct sockaddr *addr,
+					 uint16_t port, snic_handle fd)
 {
 	struct snic_dev *dev = snic_dev_of(vdev);
 	struct snic_listener *l;
-	snic_handle fd;
-	uint16_t port;
 	int ret;
 
-	ret = vb_sockaddr_port(addr, addrlen, &port);
-	if (ret)
-		goto err;
 	l = calloc(1, sizeof(*l));
 	if (!l) {
 		ret = ENOMEM;
-		goto err;
+		goto err_sock;
 	}
 	l->ready = snic_os_watch_create();
 	if (!l->ready) {
@@ -459,12 +466,9 @@ struct vb_listener *snic_create_listener(struct vb_device *vdev, const struct so
 	ret = snic_pending_init(&l->pending, l->ready);
 	if (ret)
 		goto err_watch;
-	ret = snic_os_listen(&port, backlog, &fd);
-	if (ret)
-		goto err_pending;
 	ret = snic_os_watch_event(l->ready, fd, 0);
 	if (ret)
-		goto err_sock;
+		goto err_pending;
 	memcpy(&l->vl.addr, addr,
 	       addr->sa_family == AF_INET ? sizeof(struct sockaddr_in)
 					  : sizeof(struct sockaddr_in6));
@@ -481,17 +485,93 @@ struct vb_listener *snic_create_listener(struct vb_device *vdev, const struct so
 	pthread_mutex_unlock(&dev->lock);
 	return &l->vl;
 
-err_sock:
-	snic_os_close(fd);
 err_pending:
 	snic_pending_fini(&l->pending);
 err_watch:
 	snic_os_watch_destroy(l->ready);
 err_free:
 	free(l);
-err:
+err_sock:
+	snic_os_close(fd);
 	errno = ret;
 	return NULL;
+}
+
+struct vb_listener *snic_create_listener(struct vb_device *vdev, const struct sockaddr *addr,
+					 socklen_t addrlen, int backlog)
+{
+	snic_handle fd;
+	uint16_t port;
+	int ret;
+
+	ret = vb_sockaddr_port(addr, addrlen, &port);
+	if (!ret)
+		ret = snic_os_listen(&port, backlog, &fd);
+	if (ret) {
+		errno = ret;
+		return NULL;
+	}
+	return listener_wrap(vdev, addr, port, fd);
+}
+
+/* What export_listener writes: the listening handle, valid where it is inherited. */
+#define SNIC_LISTENER_BLOB_MAGIC 0x534e4c42u /* "SNLB" */
+
+struct snic_listener_blob {
+	uint32_t magic;
+	uint16_t port;
+	uint16_t reserved;
+	int64_t handle;
+	struct sockaddr_in6 addr; /* the bound address (IPv4 or IPv6) */
+	uint32_t reserved2;	  /* no padding: every byte is checked or named */
+};
+_Static_assert(sizeof(struct snic_listener_blob) <= VB_LISTENER_BLOB_MAX, "blob too large");
+
+int snic_export_listener(struct vb_listener *vl, void *blob, size_t *len)
+{
+	struct snic_listener *l = vb_container_of(vl, struct snic_listener, vl);
+	struct snic_listener_blob b = { .magic = SNIC_LISTENER_BLOB_MAGIC };
+
+	if (!blob || !len || *len < sizeof(b)) {
+		if (len)
+			*len = sizeof(b);
+		return EINVAL;
+	}
+	b.port =
+	    ntohs(vl->addr.ss_family == AF_INET ? ((struct sockaddr_in *)&vl->addr)->sin_port
+						: ((struct sockaddr_in6 *)&vl->addr)->sin6_port);
+	b.handle = (int64_t)(intptr_t)l->sock;
+	memcpy(&b.addr, &vl->addr,
+	       vl->addr.ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(b.addr));
+	memcpy(blob, &b, sizeof(b));
+	*len = sizeof(b);
+	return 0;
+}
+
+struct vb_listener *snic_import_listener(struct vb_device *vdev, const void *blob, size_t len)
+{
+	struct snic_listener_blob b;
+	snic_handle fd;
+	int ret;
+
+	if (!blob || len != sizeof(b)) {
+		errno = EINVAL;
+		return NULL;
+	}
+	memcpy(&b, blob, sizeof(b));
+	if (b.magic != SNIC_LISTENER_BLOB_MAGIC || b.reserved || b.reserved2 ||
+	    (b.addr.sin6_family != AF_INET && b.addr.sin6_family != AF_INET6) || b.handle < 0 ||
+	    b.handle > INT32_MAX) {
+		errno = EINVAL;
+		return NULL;
+	}
+	/* The OS checks that the handle is that port's listener, here. */
+	ret = snic_os_listen_share(b.port, (snic_handle)(intptr_t)b.handle, &fd);
+	if (ret) {
+		errno = ret;
+		return NULL;
+	}
+	return listener_wrap(vdev, (struct sockaddr *)&b.addr, b.port, fd);
 }
 
 int snic_destroy_listener(struct vb_listener *vl)

@@ -92,6 +92,13 @@ int snic_os_watch_wait(struct snic_os_watch *w, uint32_t *keys, int max);
 
 /* Listen on *port (0: a free one, stored back): 0, EADDRINUSE or errno. */
 int snic_os_listen(uint16_t *port, int backlog, snic_handle *lst);
+/*
+ * The listener of port that h names in this process (inherited across a
+ * fork, or this process's own) as a handle of its own in *lst: 0, EINVAL
+ * when h is no softnic listener of that port, EOPNOTSUPP where listeners
+ * cannot be shared, or errno.
+ */
+int snic_os_listen_share(uint16_t port, snic_handle h, snic_handle *lst);
 /* Take a waiting connection without blocking: 0, EAGAIN, or errno. */
 int snic_os_accept(snic_handle lst, snic_handle *conn);
 /*
@@ -119,6 +126,16 @@ int snic_os_send(snic_handle conn, const void *msg, size_t len, const snic_handl
  */
 int snic_os_recv(snic_handle conn, void *msg, size_t len, snic_handle *h, int *nh, int max,
 		 int timeout_ms);
+/*
+ * snic_os_recv() that also tells which process sent the message (*sender,
+ * as the OS vouches for it; 0 where it cannot), on a connection made by
+ * snic_os_connect().  A listener may be shared across a fork: the process
+ * that answers is then not the one that listened.
+ */
+int snic_os_recv_from(snic_handle conn, void *msg, size_t len, snic_handle *h, int *nh, int max,
+		      int timeout_ms, pid_t *sender);
+/* The process pid: whether it is this one, a handle on it. */
+int snic_os_peer_open(pid_t pid, bool *self, snic_handle *proc);
 /* The process at the other end: its id, whether it is this one, a handle on it. */
 int snic_os_conn_peer(snic_handle conn, pid_t *pid, bool *self, snic_handle *proc);
 /* Two handles of this process on one object (an event a peer sent twice). */

@@ -33,6 +33,30 @@ int snic_peer_admit(struct snic_peer *peer, snic_handle sock)
 	return 0;
 }
 
+int snic_peer_readmit(struct snic_peer *peer, pid_t pid)
+{
+	snic_handle proc;
+	bool self;
+	int ret;
+
+	if (!pid || pid == peer->pid)
+		return 0;
+	ret = snic_os_peer_open(pid, &self, &proc);
+	if (!ret && !self)
+		ret = snic_os_peer_trust(pid);
+	if (ret) {
+		snic_os_close(proc);
+		return ret;
+	}
+	snic_peer_dismiss(peer);
+	snic_os_close(peer->pidfd);
+	peer->pid = pid;
+	peer->self = self;
+	peer->pidfd = proc;
+	peer->admitted = true;
+	return 0;
+}
+
 void snic_peer_dismiss(struct snic_peer *peer)
 {
 	if (peer->admitted && !peer->self)

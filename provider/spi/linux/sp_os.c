@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /* Linux: an event object is an eventfd; the switch's harness owns it. */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -93,4 +96,33 @@ int sp_os_wait2(vb_waitable fd, vb_waitable w, int timeout_ms, bool reset)
 void sp_os_sleep_us(unsigned int us)
 {
 	usleep(us);
+}
+
+int sp_os_process_relation(uint32_t pid)
+{
+	char path[64], buf[512], *p;
+	unsigned long ppid;
+	ssize_t n;
+	int fd;
+
+	if (!pid || pid > INT32_MAX)
+		return -1;
+	if (pid == (uint32_t)getpid())
+		return 0;
+	if (pid == (uint32_t)getppid())
+		return 2;
+	snprintf(path, sizeof(path), "/proc/%u/stat", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	/* pid (comm) state ppid: comm may hold anything, so from the last ')'. */
+	p = strrchr(buf, ')');
+	if (!p || sscanf(p + 1, " %*c %lu", &ppid) != 1)
+		return -1;
+	return ppid == (unsigned long)getpid() ? 1 : -1;
 }

@@ -7,3 +7,7 @@ _Atomic unsigned int sp_fork_generation;
 void sp_fork_watch(void)
 {
 }
+
+void sp_fork_check(void)
+{
+}

@@ -68,3 +68,9 @@ void sp_os_sleep_us(unsigned int us)
 {
 	Sleep(us < 1000 ? 1 : us / 1000);
 }
+
+int sp_os_process_relation(uint32_t pid)
+{
+	/* Sharing with another process would need its handles: only this one. */
+	return pid && pid == GetCurrentProcessId() ? 0 : -1;
+}

@@ -19,6 +19,8 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -336,6 +338,134 @@ static int fork_client(void)
 	return san_echo_client();
 }
 
+/* A worker of fork_workers_server: epoll (EPOLLEXCLUSIVE, as nginx) and echo, until killed. */
+static int epoll_worker(int l)
+{
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLEXCLUSIVE };
+	int ep = epoll_create1(0), a;
+	char buf[5];
+
+	CHECK(ep >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, l, &ev) == 0);
+	for (;;) {
+		CHECK(epoll_wait(ep, &ev, 1, -1) >= 0 || errno == EINTR);
+		a = accept4(l, NULL, NULL, SOCK_NONBLOCK);
+		if (a < 0) {
+			CHECK(errno == EAGAIN);
+			continue;
+		}
+		/* Each worker takes SAN clients (the parent never accepts). */
+		CHECK(san(a) == 2);
+		fcntl(a, F_SETFL, 0);
+		CHECK(read_all(a, buf, 5) == 0 && write(a, buf, 5) == 5);
+		close(a);
+	}
+}
+
+/*
+ * Worker processes accept on a listener their parent made and never
+ * accepts on (nginx's master): every client is a SAN one, without a
+ * connect timeout.
+ */
+static int fork_workers_server(void)
+{
+	int l = listener(), st;
+	pid_t w[2];
+
+	CHECK(l >= 0 && san(l) == 1);
+	fcntl(l, F_SETFL, O_NONBLOCK);
+	for (int i = 0; i < 2; i++) {
+		w[i] = fork();
+		if (!w[i]) {
+			prctl(PR_SET_PDEATHSIG, SIGKILL); /* a server that fails takes them along */
+			_exit(epoll_worker(l));
+		}
+	}
+	hear(back[0]); /* the client is done */
+	for (int i = 0; i < 2; i++)
+		kill(w[i], SIGKILL);
+	for (int i = 0; i < 2; i++) {
+		waitpid(w[i], &st, 0);
+		CHECK(WIFSIGNALED(st)); /* no worker failed a check before */
+	}
+	return 0;
+}
+
+static int fork_workers_client_run(void)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	struct timeval t0, t1;
+	uint16_t port;
+	char buf[5];
+
+	CHECK(read(ctl[0], &port, sizeof(port)) == sizeof(port));
+	sin.sin_port = htons(port);
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	for (int i = 0; i < 6; i++) {
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+		gettimeofday(&t0, NULL);
+		CHECK(connect(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0 && san(fd) == 2);
+		gettimeofday(&t1, NULL);
+		CHECK((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_usec - t0.tv_usec) / 1000 < 3000);
+		CHECK(write(fd, "hello", 5) == 5 && read_all(fd, buf, 5) == 0 &&
+		      !memcmp(buf, "hello", 5));
+		close(fd);
+	}
+	return 0;
+}
+
+static int fork_workers_client(void)
+{
+	int r = fork_workers_client_run();
+
+	tell(back[1]); /* done, or failed: the server stops its workers either way */
+	return r;
+}
+
+/* sendfile to a SAN socket (copied), with and without an offset. */
+static int sendfile_server(void)
+{
+	int l = listener(), a = accept(l, NULL, NULL), f;
+	char path[] = "/tmp/sanprov-sendfile-XXXXXX", buf[4096];
+	off_t off = 1000;
+
+	CHECK(a >= 0 && san(a) == 2);
+	f = mkstemp(path);
+	CHECK(f >= 0);
+	unlink(path);
+	for (int i = 0; i < 50; i++) {
+		for (size_t k = 0; k < sizeof(buf); k++)
+			buf[k] = (char)(i * 31 + k);
+		CHECK(write(f, buf, sizeof(buf)) == (ssize_t)sizeof(buf));
+	}
+	/* 50 pages: from byte 1000 by offset (the file's position stays), then from 0. */
+	CHECK(lseek(f, 0, SEEK_SET) == 0);
+	CHECK(sendfile(a, f, &off, 50 * 4096 - 1000) == 50 * 4096 - 1000 && off == 50 * 4096);
+	CHECK(lseek(f, 0, SEEK_CUR) == 0);
+	CHECK(sendfile(a, f, NULL, 50 * 4096) == 50 * 4096 && lseek(f, 0, SEEK_CUR) == 50 * 4096);
+	close(f);
+	close(a);
+	return 0;
+}
+
+static int sendfile_client(void)
+{
+	int fd = dial();
+	size_t n = 2 * 50 * 4096 - 1000;
+	char *got = malloc(n);
+
+	CHECK(fd >= 0 && san(fd) == 2 && got);
+	CHECK(read_all(fd, got, n) == 0);
+	for (size_t k = 0; k < n; k++) {
+		size_t at = k < 50 * 4096 - 1000 ? k + 1000 : k - (50 * 4096 - 1000);
+
+		CHECK(got[k] == (char)(at / 4096 * 31 + at % 4096));
+	}
+	free(got);
+	close(fd);
+	return 0;
+}
+
 /*
  * Non-blocking reads that race the data: small messages trickle in while
  * the reader spins; no read may answer 0 (EOF) before the shutdown.
@@ -537,6 +667,11 @@ int main(void)
 		  duplex_server, duplex_client, false },
 		{ "SO_SNDTIMEO: a blocking send to a peer that does not read gives EAGAIN",
 		  sndtimeo_server, sndtimeo_client, false },
+		{ "fork: workers on epoll (EPOLLEXCLUSIVE) take SAN clients, the parent never "
+		  "accepts",
+		  fork_workers_server, fork_workers_client, false },
+		{ "sendfile to a SAN socket, with and without an offset", sendfile_server,
+		  sendfile_client, false },
 	};
 	int n = (int)(sizeof(cases) / sizeof(cases[0]));
 

@@ -551,6 +551,28 @@ int snic_os_listen(uint16_t *port, int backlog, snic_handle *lst)
 	return 0;
 }
 
+int snic_os_listen_share(uint16_t port, snic_handle h, snic_handle *lst)
+{
+	struct sockaddr_un want, un;
+	socklen_t wlen = unix_name(&want, port), len = sizeof(un), olen;
+	int v = 0, fd;
+
+	/* Whatever h is, it must be our listening socket of that name. */
+	olen = sizeof(v);
+	if (h < 0 || getsockopt(h, SOL_SOCKET, SO_TYPE, &v, &olen) || v != SOCK_SEQPACKET)
+		return EINVAL;
+	olen = sizeof(v);
+	if (getsockopt(h, SOL_SOCKET, SO_ACCEPTCONN, &v, &olen) || !v)
+		return EINVAL;
+	if (getsockname(h, (struct sockaddr *)&un, &len) || len != wlen || memcmp(&un, &want, wlen))
+		return EINVAL;
+	fd = fcntl(h, F_DUPFD_CLOEXEC, 0);
+	if (fd < 0)
+		return errno;
+	*lst = fd;
+	return 0;
+}
+
 int snic_os_accept(snic_handle lst, snic_handle *conn)
 {
 	int fd = accept4(lst, NULL, NULL, SOCK_CLOEXEC);
@@ -569,6 +591,8 @@ int snic_os_connect(uint16_t port, snic_handle *conn)
 
 	if (fd < 0)
 		return errno;
+	/* The answer's sender: another process than the listener's, after a fork. */
+	setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &(int){ 1 }, sizeof(int));
 	if (connect(fd, (struct sockaddr *)&un, len)) {
 		ret = errno == ENOENT ? ECONNREFUSED : errno;
 		close(fd);
@@ -647,8 +671,15 @@ int snic_os_send(snic_handle conn, const void *msg, size_t len, const snic_handl
 int snic_os_recv(snic_handle conn, void *msg, size_t len, snic_handle *h, int *nh, int max,
 		 int timeout_ms)
 {
+	return snic_os_recv_from(conn, msg, len, h, nh, max, timeout_ms, NULL);
+}
+
+int snic_os_recv_from(snic_handle conn, void *msg, size_t len, snic_handle *h, int *nh, int max,
+		      int timeout_ms, pid_t *sender)
+{
 	union {
-		char buf[CMSG_SPACE(sizeof(int) * SNIC_OS_MAX_HANDLES)];
+		char buf[CMSG_SPACE(sizeof(int) * SNIC_OS_MAX_HANDLES) +
+			 CMSG_SPACE(sizeof(struct ucred))];
 		struct cmsghdr align;
 	} u;
 	struct iovec iov = { msg, len };
@@ -670,7 +701,16 @@ int snic_os_recv(snic_handle conn, void *msg, size_t len, snic_handle *h, int *n
 	n = recvmsg(conn, &mh, MSG_CMSG_CLOEXEC);
 	if (n < 0)
 		return errno;
+	if (sender)
+		*sender = 0;
 	for (c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS && sender &&
+		    c->cmsg_len >= CMSG_LEN(sizeof(struct ucred))) {
+			struct ucred cr;
+
+			memcpy(&cr, CMSG_DATA(c), sizeof(cr));
+			*sender = cr.pid;
+		}
 		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
 			continue;
 		int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
@@ -706,6 +746,16 @@ bool snic_os_process_alive(snic_handle proc)
 
 	/* A pidfd turns readable when its process exits. */
 	return proc >= 0 && poll(&p, 1, 0) == 0;
+}
+
+int snic_os_peer_open(pid_t pid, bool *self, snic_handle *proc)
+{
+	*self = pid == getpid();
+	*proc = -1;
+	if (*self)
+		return 0;
+	*proc = pidfd_open(pid, 0);
+	return *proc < 0 ? errno : 0;
 }
 
 int snic_os_conn_peer(snic_handle conn, pid_t *pid, bool *self, snic_handle *proc)

@@ -453,6 +453,13 @@ int snic_os_listen(uint16_t *port, int backlog, snic_handle *lst)
 	return 0;
 }
 
+/* A listener lives in one process's registry here: nothing to share. */
+int snic_os_listen_share(uint16_t port, snic_handle h, snic_handle *lst)
+{
+	(void)port, (void)h, (void)lst;
+	return EOPNOTSUPP;
+}
+
 int snic_os_accept(snic_handle lst, snic_handle *conn)
 {
 	struct object *o;
@@ -654,6 +661,20 @@ bool snic_os_same_object(snic_handle a, snic_handle b)
 bool snic_os_process_alive(snic_handle proc)
 {
 	return proc && WaitForSingleObject(proc, 0) == WAIT_TIMEOUT;
+}
+
+int snic_os_recv_from(snic_handle conn, void *msg, size_t len, snic_handle *h, int *nh, int max,
+		      int timeout_ms, pid_t *sender)
+{
+	/* A listener is one process's here: the answer comes from it. */
+	*sender = 0;
+	return snic_os_recv(conn, msg, len, h, nh, max, timeout_ms);
+}
+
+int snic_os_peer_open(pid_t pid, bool *self, snic_handle *proc)
+{
+	(void)pid, (void)self, (void)proc;
+	return EOPNOTSUPP;
 }
 
 int snic_os_conn_peer(snic_handle conn, pid_t *pid, bool *self, snic_handle *proc)

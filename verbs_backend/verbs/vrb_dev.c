@@ -361,7 +361,7 @@ struct vb_cq *vrb_create_cq(struct vb_device *vdev, int cqe)
 {
 	struct vrb_dev *dev = vrb_dev_of(vdev);
 	struct vrb_cq *cq = calloc(1, sizeof(*cq));
-	int ret;
+	int ret, room = 0;
 
 	if (!cq) {
 		errno = ENOMEM;
@@ -378,6 +378,16 @@ struct vb_cq *vrb_create_cq(struct vb_device *vdev, int cqe)
 		ret = EINVAL;
 		goto err_channel;
 	}
+	/*
+	 * A CQ near the device's largest cannot grow at its first bind: its
+	 * room for binds is kept now, out of what the caller asked (cqe says
+	 * what is left).  Smaller ones grow when a QP on them binds.
+	 */
+	if (cqe > dev->attr.max_cqe - VRB_CQ_BIND_ROOM) {
+		room = dev->attr.max_cqe / 4 < VRB_CQ_BIND_ROOM ? dev->attr.max_cqe / 4
+								: VRB_CQ_BIND_ROOM;
+		cqe = dev->attr.max_cqe;
+	}
 	cq->cq = ibv_create_cq(dev->ctx, cqe, cq, cq->channel, 0);
 	if (!cq->cq) {
 		ret = errno ? errno : EINVAL;
@@ -385,8 +395,9 @@ struct vb_cq *vrb_create_cq(struct vb_device *vdev, int cqe)
 	}
 	cq->vcq.dev = vdev;
 	cq->vcq.fd = cq->channel->fd;
-	cq->vcq.cqe = cq->cq->cqe;
-	atomic_store(&cq->bind_room, 0);
+	cq->vcq.cqe = cq->cq->cqe - room;
+	cq->binds_room_given = room;
+	atomic_store(&cq->bind_room, room);
 	pthread_mutex_init(&cq->grow_lock, NULL);
 	atomic_fetch_add(&dev->objects, 1);
 	return &cq->vcq;

@@ -653,9 +653,34 @@ int snic_os_wait_any(const snic_handle *h, int n, int timeout_ms)
 	return idx[r - WAIT_OBJECT_0];
 }
 
+/* CompareObjectHandles is Windows 10's (kernelbase); older systems compare the values only. */
+typedef BOOL(WINAPI *compare_handles_fn)(HANDLE, HANDLE);
+
+static compare_handles_fn compare_handles(void)
+{
+	static compare_handles_fn fn;
+	static bool looked;
+
+	if (!looked) {
+		HMODULE m = GetModuleHandleW(L"kernelbase.dll");
+		FARPROC p = m ? GetProcAddress(m, "CompareObjectHandles") : NULL;
+
+		memcpy(&fn, &p, sizeof(fn));
+		looked = true;
+	}
+	return fn;
+}
+
 bool snic_os_same_object(snic_handle a, snic_handle b)
 {
-	return a && b && CompareObjectHandles(a, b);
+	compare_handles_fn fn;
+
+	if (!a || !b)
+		return false;
+	if (a == b)
+		return true;
+	fn = compare_handles();
+	return fn && fn(a, b);
 }
 
 bool snic_os_process_alive(snic_handle proc)

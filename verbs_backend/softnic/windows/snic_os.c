@@ -245,25 +245,6 @@ snic_handle snic_os_watch_waitable(struct snic_os_watch *w, snic_handle fallback
 	return fallback;
 }
 
-int snic_os_watch_conn(struct snic_os_watch *w, snic_handle conn, uint32_t key)
-{
-	return watch_add(w, conn, key);
-}
-
-void snic_os_watch_remove(struct snic_os_watch *w, snic_handle h)
-{
-	pthread_mutex_lock(&w->lock);
-	for (int i = 0; i < w->n; i++) {
-		if (w->h[i] == h) {
-			w->h[i] = w->h[w->n - 1];
-			w->key[i] = w->key[--w->n];
-			break;
-		}
-	}
-	pthread_mutex_unlock(&w->lock);
-	SetEvent(w->changed);
-}
-
 int snic_os_watch_wait(struct snic_os_watch *w, uint32_t *keys, int max)
 {
 	HANDLE h[MAXIMUM_WAIT_OBJECTS];
@@ -336,6 +317,48 @@ static struct object *find(HANDLE h)
 		if (objects[i].h == h)
 			return &objects[i];
 	return NULL;
+}
+
+/*
+ * A connection wakes its watcher when its peer closes (the handle) and
+ * when a message arrives (its inbox's event: a peer's ring), both with key.
+ */
+int snic_os_watch_conn(struct snic_os_watch *w, snic_handle conn, uint32_t key)
+{
+	HANDLE arrived = NULL;
+	struct object *o;
+	int ret;
+
+	pthread_mutex_lock(&reg_lock);
+	o = find(conn);
+	if (o && o->chan)
+		arrived = o->chan->arrived[o->end];
+	pthread_mutex_unlock(&reg_lock);
+	ret = watch_add(w, conn, key);
+	if (!ret && arrived && (ret = watch_add(w, arrived, key)))
+		snic_os_watch_remove(w, conn);
+	return ret;
+}
+
+/* h, and what was watched with its key (a connection's inbox event). */
+void snic_os_watch_remove(struct snic_os_watch *w, snic_handle h)
+{
+	pthread_mutex_lock(&w->lock);
+	for (int i = 0; i < w->n; i++) {
+		if (w->h[i] == h) {
+			uint32_t key = w->key[i];
+
+			for (int k = w->n - 1; k >= 0; k--) {
+				if (w->h[k] == h || (w->key[k] == key && key)) {
+					w->h[k] = w->h[w->n - 1];
+					w->key[k] = w->key[--w->n];
+				}
+			}
+			break;
+		}
+	}
+	pthread_mutex_unlock(&w->lock);
+	SetEvent(w->changed);
 }
 
 static struct listener *find_port(uint16_t port)
@@ -692,7 +715,8 @@ int snic_os_recv_from(snic_handle conn, void *msg, size_t len, snic_handle *h, i
 		      int timeout_ms, pid_t *sender)
 {
 	/* A listener is one process's here: the answer comes from it. */
-	*sender = 0;
+	if (sender)
+		*sender = 0;
 	return snic_os_recv(conn, msg, len, h, nh, max, timeout_ms);
 }
 

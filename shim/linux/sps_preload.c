@@ -1401,12 +1401,15 @@ static ssize_t conn_send_one(struct sps *so, const void *buf, size_t len, int fl
 }
 
 /*
- * Whether the program's len bytes at buf can be read (and written, for a
- * receive): the kernel answers a bad pointer with EFAULT, the switch must
- * not crash on it.  The kernel copies one byte of each page onto itself.
+ * Whether the program's len bytes at buf are mapped: the kernel answers a
+ * bad pointer with EFAULT, the switch must not crash on it.  The kernel
+ * reads one byte of each page into scratch.  Nothing is written: a write
+ * probe would race the program's other threads on bytes past what the
+ * call fills (a receive into a read-only mapping still faults).
  */
 static bool user_buf_ok(const void *buf, size_t len, bool write)
 {
+	(void)write;
 	uintptr_t p = (uintptr_t)buf, end = p + len;
 	struct iovec loc[64], rem[64];
 	char scratch;
@@ -1419,7 +1422,7 @@ static bool user_buf_ok(const void *buf, size_t len, bool write)
 
 		for (; n < 64 && p < end; n++, p = (p | 4095) + 1) {
 			rem[n] = (struct iovec){ (void *)p, 1 };
-			loc[n] = write ? rem[n] : (struct iovec){ &scratch, 1 };
+			loc[n] = (struct iovec){ &scratch, 1 };
 		}
 		r = process_vm_readv(getpid(), loc, (unsigned long)n, rem, (unsigned long)n, 0);
 		if (r < 0 && (errno == ENOSYS || errno == EPERM))

@@ -75,7 +75,8 @@ static _Atomic uintptr_t *slot_for(struct sp_rcache *c, uint64_t page, int level
 		d = dir_alloc(c);
 		if (!d)
 			return NULL;
-		ST(c->root, d);
+		/* Release: a lock-free lookup sees the directory's entries empty. */
+		atomic_store_explicit(&c->root, d, memory_order_release);
 	}
 	for (int l = LEVELS - 1; l > level; l--) {
 		_Atomic uintptr_t *e = &d->e[idx(page, l)];
@@ -84,7 +85,7 @@ static _Atomic uintptr_t *slot_for(struct sp_rcache *c, uint64_t page, int level
 			struct sp_rdir *n = dir_alloc(c);
 			if (!n)
 				return NULL;
-			ST(*e, (uintptr_t)n);
+			atomic_store_explicit(e, (uintptr_t)n, memory_order_release);
 			d->used++;
 			v = (uintptr_t)n;
 		}

@@ -82,13 +82,20 @@ int snic_dev_watch(struct snic_dev *dev, snic_handle conn, uint32_t qpn)
 	return snic_os_watch_conn(dev->watch, conn, qpn);
 }
 
+/*
+ * The handles peers share (snic_dev_share()): a lock of their own, taken
+ * under a QP's lock at connect and accept, never with dev->lock, which the
+ * progress thread holds while it takes QPs' locks.
+ */
+static pthread_mutex_t share_lock = PTHREAD_MUTEX_INITIALIZER;
+
 snic_handle snic_dev_share(struct snic_dev *dev, snic_handle h, pid_t pid)
 {
 	struct snic_shared *s;
 
 	if (h == SNIC_NO_HANDLE)
 		return h;
-	pthread_mutex_lock(&dev->lock);
+	pthread_mutex_lock(&share_lock);
 	for (uint32_t i = 0; i < dev->n_shared; i++) {
 		s = &dev->shared[i];
 		/*
@@ -99,7 +106,7 @@ snic_handle snic_dev_share(struct snic_dev *dev, snic_handle h, pid_t pid)
 		if (pid ? s->pid == pid && snic_os_process_alive(s->h)
 			: !s->pid && snic_os_same_object(s->h, h)) {
 			s->refs++;
-			pthread_mutex_unlock(&dev->lock);
+			pthread_mutex_unlock(&share_lock);
 			snic_os_close(h);
 			return s->h;
 		}
@@ -108,14 +115,14 @@ snic_handle snic_dev_share(struct snic_dev *dev, snic_handle h, pid_t pid)
 		uint32_t cap = dev->cap_shared ? 2 * dev->cap_shared : 16;
 		s = realloc(dev->shared, cap * sizeof(*s));
 		if (!s) {
-			pthread_mutex_unlock(&dev->lock);
+			pthread_mutex_unlock(&share_lock);
 			return h; /* kept by its connection alone */
 		}
 		dev->shared = s;
 		dev->cap_shared = cap;
 	}
 	dev->shared[dev->n_shared++] = (struct snic_shared){ .h = h, .pid = pid, .refs = 1 };
-	pthread_mutex_unlock(&dev->lock);
+	pthread_mutex_unlock(&share_lock);
 	return h;
 }
 
@@ -123,7 +130,7 @@ void snic_dev_unshare(struct snic_dev *dev, snic_handle h)
 {
 	if (h == SNIC_NO_HANDLE)
 		return;
-	pthread_mutex_lock(&dev->lock);
+	pthread_mutex_lock(&share_lock);
 	for (uint32_t i = 0; i < dev->n_shared; i++) {
 		if (dev->shared[i].h != h)
 			continue;
@@ -133,7 +140,7 @@ void snic_dev_unshare(struct snic_dev *dev, snic_handle h)
 			dev->shared[i] = dev->shared[--dev->n_shared];
 		break;
 	}
-	pthread_mutex_unlock(&dev->lock);
+	pthread_mutex_unlock(&share_lock);
 	snic_os_close(h);
 }
 

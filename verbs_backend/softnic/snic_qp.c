@@ -97,6 +97,8 @@ struct vb_qp *snic_create_qp(struct vb_pd *vpd, const struct vb_qp_init_attr *at
 	if (ret)
 		goto err_shm;
 
+	/* Set before the QP is in the device's list, where others look at it. */
+	qp->dev = dev;
 	pthread_mutex_lock(&dev->lock);
 	if (dev->n_qp >= dev->max_qp) {
 		pthread_mutex_unlock(&dev->lock);
@@ -122,7 +124,6 @@ struct vb_qp *snic_create_qp(struct vb_pd *vpd, const struct vb_qp_init_attr *at
 	atomic_fetch_add(&snic_pd_of(vpd)->refs, 1);
 	atomic_fetch_add(&snic_cq_of(attr->send_cq)->refs, 1);
 	atomic_fetch_add(&snic_cq_of(attr->recv_cq)->refs, 1);
-	qp->dev = dev;
 	qp->sq_sig_all = attr->sq_sig_all != 0;
 	qp->seg->magic = SNIC_QP_MAGIC;
 	qp->seg->qpn = qpn;

@@ -25,6 +25,31 @@ unsigned int sp_mem_access(uint32_t flags)
 	return VB_ACCESS_MW_BIND | (flags & SP_MEM_WRITE ? VB_ACCESS_LOCAL_WRITE : 0);
 }
 
+/*
+ * A region of the process's cache over buf for flags, every page checked
+ * for what the flags ask: 0, or a WSA error with nothing held.
+ */
+int sp_mem_region_get(void *buf, uint32_t len, uint32_t flags, struct sp_region **region)
+{
+	struct sp_rcache *cache = sp_watched_cache(sp_prov.cache);
+	uintptr_t fault;
+	int ret = sp_rcache_get(cache, buf, len, sp_mem_access(flags), region);
+
+	/* EFAULT: not all valid memory; ENOBUFS: a limit; others: the NIC. */
+	if (ret)
+		return ret == EINVAL ? SP_WSAEFAULT : sp_wsa_error(ret);
+	/*
+	 * A cache hit does not see a protection changed since its region was
+	 * made (no event reports mprotect): every page must still allow what
+	 * the flags ask.
+	 */
+	if (vb_mem_probe(buf, len, flags & SP_MEM_WRITE, &fault)) {
+		sp_rcache_put(cache, *region);
+		return SP_WSAEFAULT;
+	}
+	return 0;
+}
+
 int sp_mem_check_args(const void *buf, uint32_t len, uint32_t flags)
 {
 	if (!flags || flags & ~SP_MEM_READWRITE)
@@ -89,7 +114,6 @@ void *sp_register_memory(sp_socket s, void *buf, uint32_t len, uint32_t flags, i
 {
 	struct sp_sock *so = sp_sock_get(s, err);
 	struct sp_memh *h;
-	uintptr_t fault;
 	int ret;
 
 	if (!so)
@@ -126,22 +150,9 @@ void *sp_register_memory(sp_socket s, void *buf, uint32_t len, uint32_t flags, i
 	h->len = len;
 	h->flags = flags;
 	h->refs = 1;
-	ret = sp_rcache_get(sp_watched_cache(sp_prov.cache), buf, len, sp_mem_access(flags),
-			    &h->region);
-	if (ret) {
-		/* EFAULT: not all valid memory; ENOBUFS: a limit; others: the NIC. */
-		ret = ret == EINVAL ? SP_WSAEFAULT : sp_wsa_error(ret);
+	ret = sp_mem_region_get(buf, len, flags, &h->region);
+	if (ret)
 		goto err_free;
-	}
-	/*
-	 * A cache hit does not see a protection changed since its region was
-	 * made (no event reports mprotect): every page must still allow what
-	 * the flags ask.
-	 */
-	if (vb_mem_probe(buf, len, flags & SP_MEM_WRITE, &fault)) {
-		ret = SP_WSAEFAULT;
-		goto err_put;
-	}
 	h->lkey = sp_watched_mr(h->region)->lkey;
 	if (sp_htab_add(&sp_prov.mem, h, &h->handle)) {
 		ret = SP_WSAENOBUFS;

@@ -166,7 +166,6 @@ int sp_register_rdma_memory(sp_socket s, void *buf, uint32_t len, uint32_t flags
 	struct sp_rdma_reg *r;
 	struct sp_rdma_desc d;
 	bool probe = false;
-	uintptr_t fault;
 	uint64_t gen;
 	int ret = 0, tries = 0;
 
@@ -202,16 +201,9 @@ again:
 	gen = live_gen;
 	pthread_mutex_unlock(&live_lock);
 	/* Outside the socket's lock: a miss registers. */
-	ret = sp_rcache_get(cache, buf, len, sp_mem_access(flags), &r->region);
-	if (ret) {
-		ret = ret == EINVAL ? SP_WSAEFAULT : sp_wsa_error(ret);
+	ret = sp_mem_region_get(buf, len, flags, &r->region);
+	if (ret)
 		goto err_free;
-	}
-	/* A hit does not see a protection changed since the region was made. */
-	if (vb_mem_probe(buf, len, flags & SP_MEM_WRITE, &fault)) {
-		ret = SP_WSAEFAULT;
-		goto err_put;
-	}
 	r->mw = rdma_mw_alloc();
 	if (!r->mw) {
 		ret = sp_wsa_error(errno);

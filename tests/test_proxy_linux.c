@@ -407,13 +407,19 @@ static double unsecure_cost(uint32_t n)
 	cr_assert_not_null(h);
 	for (uint32_t i = 0; i < n; i++)
 		cr_assert_eq(kp_secure(kp, (uintptr_t)(x + (size_t)i * PG), PG, RW, &h[i]), KP_OK);
-	/* Every other range of the middle: each has secured neighbours on both sides. */
-	for (uint32_t i = n / 2 - 4; i < n / 2 + 4; i += 2) {
+	/*
+	 * Ranges of the middle, each with secured neighbours on both sides,
+	 * unsecured and secured again 64 times: the treap's rotations are
+	 * constant on average only, so a handful of samples would be noise.
+	 */
+	for (uint32_t round = 0; round < 64; round++) {
+		uint32_t i = n / 2 - 3 + round % 7;
+
 		p0 = kp_uffd_test_probes(kp);
 		cr_assert_eq(kp_unsecure(kp, h[i]), KP_OK);
 		total += kp_uffd_test_probes(kp) - p0;
 		samples++;
-		h[i] = 0;
+		cr_assert_eq(kp_secure(kp, (uintptr_t)(x + (size_t)i * PG), PG, RW, &h[i]), KP_OK);
 	}
 	for (uint32_t i = 0; i < n; i++)
 		if (h[i])

@@ -64,6 +64,8 @@ struct sp_prov {
 	atomic_bool tearing_down; /* the last cleanup runs: startups wait (changed under lock) */
 	pthread_cond_t idle;	  /* broadcast when a teardown ends */
 	vb_waitable wake;	  /* the progress thread sleeps on it and the CQ */
+	/* When an application thread last polled the CQ (ns): the progress thread keeps off. */
+	_Atomic uint64_t app_poll_ns;
 	struct sp_upcalls up;
 	struct sp_prov_config cfg;
 	struct vb_device *dev;
@@ -237,9 +239,8 @@ int sp_progress_start(void);
 void sp_progress_stop(void);
 /*
  * Poll the CQ (unless another thread is polling it: never blocks) and
- * deliver so's completions that need no up-call, in order, from the
- * calling thread; up-calls are left to the progress thread, unless the
- * caller is the progress thread (in an up-call) or so is NULL.
+ * deliver so's completions in order from the calling thread, up-calls
+ * included (unless another thread delivers so's FIFO right now).
  */
 void sp_progress_poll(struct sp_sock *so);
 /*

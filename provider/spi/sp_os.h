@@ -27,9 +27,9 @@ void sp_os_wake_close(vb_waitable w);
 void sp_os_wake(vb_waitable w);
 /*
  * Sleep until fd is ready (1), w is woken (2; reset with reset, for a plain
- * one) or timeout_ms passes (0); or -errno.
+ * one) or timeout_us passes (0; negative: no timeout); or -errno.
  */
-int sp_os_wait2(vb_waitable fd, vb_waitable w, int timeout_ms, bool reset);
+int sp_os_wait2(vb_waitable fd, vb_waitable w, int timeout_us, bool reset);
 
 /* What process id is to this one: 0 itself, 1 a child, 2 its parent, -1 another or none. */
 int sp_os_process_relation(uint32_t pid);

@@ -11,10 +11,17 @@
  * One thread at a time delivers a socket's FIFO, oldest first (the
  * socket's delivering flag); an up-call may re-enter the provider, and
  * the same thread may then deliver more of the same socket.  The progress
- * thread delivers everything; a polling caller delivers only operations
- * that need no up-call (bit 0 of the event) at the head of its socket's
- * FIFO, and leaves the rest, in order, to the progress thread; a closing
- * socket delivers its whole FIFO before it aborts what never completed.
+ * thread delivers everything; a polling caller (WSPGetOverlappedResult)
+ * delivers its own socket's FIFO, up-calls included: the completion it
+ * waits for then needs no thread wake-up (WPUCompleteOverlappedRequest may
+ * be called from any thread); a closing socket delivers its whole FIFO
+ * before it aborts what never completed.
+ *
+ * While application threads poll, the progress thread keeps off the CQ:
+ * two spinning threads per process would share the cores with the ones
+ * that move the data.  It sleeps until the polling stops (or a poller
+ * hands it other sockets' completions), then polls, spins and sleeps on
+ * the CQ as before.
  */
 #include <errno.h>
 #include <sched.h>
@@ -27,6 +34,8 @@
 
 #define SP_PROGRESS_BATCH 32
 #define SP_PROGRESS_TICK_MS 100 /* how soon the thread sees stop */
+/* An application thread that polled this recently is still polling (a wait's poll gap). */
+#define SP_PROGRESS_APP_POLL_NS 20000u
 
 /* Up-calls the calling thread is inside of (sp_op_complete counts them). */
 static VB_THREAD_LOCAL unsigned int upcall_depth;
@@ -195,8 +204,11 @@ static void deliver(struct sp_sock *so, bool may_upcall)
 
 void sp_progress_poll(struct sp_sock *so)
 {
-	bool self = sp_progress_is_self(), others = false;
+	bool others = false;
 
+	if (!sp_progress_is_self())
+		atomic_store_explicit(&sp_prov.app_poll_ns, sp_progress_now_ns(),
+				      memory_order_relaxed);
 	if (!pthread_mutex_trylock(&sp_prov.cq_lock)) {
 		poll_batch(so, &others);
 		pthread_mutex_unlock(&sp_prov.cq_lock);
@@ -205,7 +217,7 @@ void sp_progress_poll(struct sp_sock *so)
 			kick();
 	}
 	if (so)
-		deliver(so, self);
+		deliver(so, true);
 }
 
 bool sp_progress_own(struct sp_sock *so)
@@ -263,10 +275,28 @@ static void *progress_main(void *arg)
 
 	(void)arg;
 	while (!atomic_load(&sp_prov.stop)) {
+		uint64_t now = sp_progress_now_ns();
+		uint64_t app =
+		    now - atomic_load_explicit(&sp_prov.app_poll_ns, memory_order_relaxed);
 		/* Soon after activity: poll again rather than sleep (adaptive polling). */
-		bool spin = spin_ns && sp_progress_now_ns() - last < spin_ns;
+		bool spin = spin_ns && now - last < spin_ns;
 
 		sp_stats_poll_dump();
+		if (app < SP_PROGRESS_APP_POLL_NS) {
+			/* An application thread polls: until it stops, only what it hands over. */
+			while ((so = take_ready())) {
+				deliver(so, true);
+				sp_sock_put(so);
+			}
+			/* The CQ may be armed from before: its event is taken, or it stays ready.
+			 */
+			if (sp_os_wait2(sp_prov.cq->fd, sp_prov.wake,
+					(int)((SP_PROGRESS_APP_POLL_NS - app) / 1000) + 1,
+					true) == 1)
+				(void)vb_get_cq_event(sp_prov.cq);
+			last = sp_progress_now_ns();
+			continue;
+		}
 		pthread_mutex_lock(&sp_prov.cq_lock);
 		n = poll_batch(NULL, &others);
 		/* Armed, then polled again: a completion that came before the arm raised no event.
@@ -296,7 +326,7 @@ static void *progress_main(void *arg)
 			sched_yield(); /* on a busy host, the peer may need this core */
 			continue;
 		}
-		ret = sp_os_wait2(sp_prov.cq->fd, sp_prov.wake, SP_PROGRESS_TICK_MS, true);
+		ret = sp_os_wait2(sp_prov.cq->fd, sp_prov.wake, SP_PROGRESS_TICK_MS * 1000, true);
 		if (ret == 1) {
 			ret = vb_get_cq_event(sp_prov.cq);
 			if (ret && ret != EAGAIN)

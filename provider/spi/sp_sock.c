@@ -320,7 +320,7 @@ static void *listen_main(void *arg)
 			continue;
 		}
 		pthread_mutex_unlock(&so->lock);
-		int r = sp_os_wait2(so->listener->fd, so->closed, SP_LISTEN_TICK_MS, false);
+		int r = sp_os_wait2(so->listener->fd, so->closed, SP_LISTEN_TICK_MS * 1000, false);
 		pthread_mutex_lock(&so->lock);
 		/*
 		 * Looked at again under the lock: an accept may have taken the
@@ -567,7 +567,7 @@ static struct vb_conn_req *accept_next(struct sp_sock *so, int *ret)
 
 		pthread_mutex_unlock(&so->lock);
 		/* A close wakes every waiter at once (the closed object stays woken). */
-		r = sp_os_wait2(so->listener->fd, so->closed, tick, false);
+		r = sp_os_wait2(so->listener->fd, so->closed, tick * 1000, false);
 		r = r == 1 ? 0 : r == 0 ? ETIMEDOUT : r == 2 ? EINTR : -r;
 		/*
 		 * Ready: a connection arrived, its request may still be on the

@@ -77,11 +77,12 @@ void sp_os_wake(vb_waitable w)
 		return;
 }
 
-int sp_os_wait2(vb_waitable fd, vb_waitable w, int timeout_ms, bool reset)
+int sp_os_wait2(vb_waitable fd, vb_waitable w, int timeout_us, bool reset)
 {
 	struct pollfd p[2] = { { .fd = fd, .events = POLLIN }, { .fd = w, .events = POLLIN } };
+	struct timespec ts = { timeout_us / 1000000, (long)(timeout_us % 1000000) * 1000 };
 	uint64_t v;
-	int n = poll(p, 2, timeout_ms);
+	int n = ppoll(p, 2, timeout_us < 0 ? NULL : &ts, NULL);
 
 	if (n < 0)
 		return errno == EINTR ? 0 : -errno;

@@ -50,12 +50,13 @@ void sp_os_wake(vb_waitable w)
 	SetEvent(w);
 }
 
-int sp_os_wait2(vb_waitable fd, vb_waitable w, int timeout_ms, bool reset)
+int sp_os_wait2(vb_waitable fd, vb_waitable w, int timeout_us, bool reset)
 {
 	(void)reset; /* the event's kind decides: auto-reset, or manual (sticky) */
 	HANDLE h[2] = { fd, w };
-	DWORD r =
-	    WaitForMultipleObjects(2, h, FALSE, timeout_ms < 0 ? INFINITE : (DWORD)timeout_ms);
+	/* Milliseconds, rounded up: a short wait must still wait. */
+	DWORD r = WaitForMultipleObjects(2, h, FALSE,
+					 timeout_us < 0 ? INFINITE : (DWORD)(timeout_us + 999) / 1000);
 
 	if (r == WAIT_OBJECT_0)
 		return 1;

@@ -287,6 +287,23 @@ void sp_op_complete(struct sp_op *op, int wsa_error, uint32_t bytes)
 
 	sp_stats_op_done(&so->stats, (unsigned int)op->kind, wsa_error, bytes, upcall);
 	sp_mem_release_op(op);
+	if (!upcall) {
+		/*
+		 * Polled (bit 0 of the event set): nothing runs between the
+		 * steps below, so they take the socket's lock once.  Waiters
+		 * sleep on cond under it: the broadcast reaches them.
+		 */
+		pthread_mutex_lock(&so->lock);
+		free_slot(op);
+		ov->internal_high = bytes;
+		__atomic_store_n(&ov->internal, (uintptr_t)wsa_error, __ATOMIC_SEQ_CST);
+		unlink_op(op);
+		op_put(so, op);
+		pthread_cond_broadcast(&so->cond);
+		pthread_mutex_unlock(&so->lock);
+		sp_sock_put(so);
+		return;
+	}
 	/*
 	 * Its slot first: a switch that reposts a receive from the up-call (or
 	 * as soon as it sees the status) finds room for it.
@@ -308,13 +325,9 @@ void sp_op_complete(struct sp_op *op, int wsa_error, uint32_t bytes)
 		pthread_cond_broadcast(&so->cond);
 		pthread_mutex_unlock(&so->lock);
 	}
-	/* With bit 0 of the event set the switch polls: no up-call then. */
-	if (upcall) {
-		sp_progress_upcall_enter();
-		sp_prov.up.complete_overlapped_request(so->handle, ov, (uint32_t)wsa_error, bytes,
-						       &err);
-		sp_progress_upcall_leave();
-	}
+	sp_progress_upcall_enter();
+	sp_prov.up.complete_overlapped_request(so->handle, ov, (uint32_t)wsa_error, bytes, &err);
+	sp_progress_upcall_leave();
 	/*
 	 * Unlinked last: closesocket waits for the list to empty, so once it
 	 * returns no completion touches the switch's overlapped structures.

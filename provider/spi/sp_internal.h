@@ -151,6 +151,7 @@ struct sp_sock {
 	 */
 	struct sp_op *op_chunks[SP_OP_MAX_CHUNKS];
 	uint32_t op_chunk_size, n_op_chunks;
+	uint32_t op_fresh; /* slots handed out at least once */
 	struct sp_op *op_free;
 	uint64_t conn;
 	atomic_uint waiters; /* WSPGetOverlappedResult calls waiting on cond */

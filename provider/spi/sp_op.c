@@ -53,26 +53,42 @@ static uint64_t wr_id_of(const struct sp_sock *so, const struct sp_op *op)
 	       op->idx;
 }
 
-/* One more chunk of so's slab, on its free list (socket lock held, or so not shared yet). */
+/*
+ * One more chunk of so's slab (socket lock held, or so not shared yet).
+ * Its operations are handed out in slot order the first time, and only
+ * then touched: a connection with few operations in flight keeps the
+ * rest of its chunk untouched (zero pages), and the free list, last in
+ * first out, reuses the same few.
+ */
 static int slab_grow(struct sp_sock *so)
 {
-	uint32_t n = so->op_chunk_size, first = so->n_op_chunks * n;
 	struct sp_op *c;
 
 	if (so->n_op_chunks == SP_OP_MAX_CHUNKS)
 		return ENOBUFS;
-	c = calloc(n, sizeof(*c));
+	c = calloc(so->op_chunk_size, sizeof(*c));
 	if (!c)
 		return ENOMEM;
-	/* Lowest slot first out. */
-	for (uint32_t i = n; i-- > 0;) {
-		c[i].idx = first + i;
-		c[i].gen = 1;
-		c[i].next = so->op_free;
-		so->op_free = &c[i];
-	}
 	so->op_chunks[so->n_op_chunks++] = c;
 	return 0;
+}
+
+/* An operation of so's slab not in use (socket lock held): NULL when the slab is full. */
+static struct sp_op *slab_take(struct sp_sock *so)
+{
+	uint32_t n = so->op_chunk_size;
+	struct sp_op *op = so->op_free;
+
+	if (op) {
+		so->op_free = op->next;
+		return op;
+	}
+	/* Out of operations only when up-calls hold completed ones while the switch reposts. */
+	if (!n || (so->op_fresh == so->n_op_chunks * n && slab_grow(so)))
+		return NULL;
+	op = &so->op_chunks[so->op_fresh / n][so->op_fresh % n];
+	op->idx = so->op_fresh++;
+	return op;
 }
 
 int sp_op_slab_init(struct sp_sock *so, uint32_t send_depth, uint32_t recv_depth)
@@ -108,6 +124,7 @@ void sp_op_slab_free(struct sp_sock *so)
 	for (uint32_t i = 0; i < so->n_op_chunks; i++)
 		free(so->op_chunks[i]);
 	so->n_op_chunks = 0;
+	so->op_fresh = 0;
 	so->op_free = NULL;
 }
 
@@ -121,7 +138,7 @@ struct sp_op *sp_op_take(struct sp_sock *so, uint64_t wr_id)
 	uint32_t idx = (uint32_t)wr_id & 0xffff, n = so->op_chunk_size;
 	struct sp_op *op;
 
-	if (!n || idx / n >= so->n_op_chunks)
+	if (idx >= so->op_fresh)
 		return NULL;
 	op = &so->op_chunks[idx / n][idx % n];
 	if (op->gen != (uint16_t)(wr_id >> 16) || op->state != SP_OP_POSTED)
@@ -148,17 +165,12 @@ struct sp_op *sp_op_new(struct sp_sock *so, enum sp_op_kind kind, struct sp_over
 		*err = SP_WSAENOBUFS;
 		return NULL;
 	}
-	/*
-	 * Out of operations only when up-calls hold completed ones while the
-	 * switch reposts (or a QP never made its slab): then one more chunk.
-	 */
-	if (!so->op_free && (!so->n_op_chunks || slab_grow(so))) {
+	op = slab_take(so);
+	if (!op) {
 		atomic_fetch_add_explicit(&sp_prov.cq_credits, 1, memory_order_relaxed);
 		*err = SP_WSAENOBUFS;
 		return NULL;
 	}
-	op = so->op_free;
-	so->op_free = op->next;
 	op->state = SP_OP_STARTING;
 	op->handle = wr_id_of(so, op);
 	op->next = op->prev = op->done_next = NULL;

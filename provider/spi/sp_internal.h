@@ -76,7 +76,10 @@ struct sp_prov {
 	struct sp_htab sockets; /* socket contexts */
 	struct sp_htab mem;	/* WSPRegisterMemory handles */
 	struct sp_htab rdma;	/* WSPRegisterRdmaMemory registrations */
-	/* Sockets with a QP, until what it completed is delivered: named by their wr_ids. */
+	/*
+	 * Sockets with a QP, until what it completed is delivered: named by
+	 * their wr_ids, with SP_CONN_GEN_BITS of generation.
+	 */
 	struct sp_htab conns;
 	pthread_t progress;
 	bool progress_running;
@@ -97,6 +100,8 @@ enum sp_sock_state {
 
 struct sp_op;
 struct sp_memh;
+/* Bits of a socket's generation in sp_prov.conns that a wr_id keeps (sp_op.c). */
+#define SP_CONN_GEN_BITS 10
 /* Chunks of a socket's operation slab: the first made with the QP, the others if ever needed. */
 #define SP_OP_MAX_CHUNKS 8
 struct sp_rdma_reg;

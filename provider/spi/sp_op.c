@@ -39,8 +39,8 @@ static bool cq_credit_take(void)
  * table keeps 10 bits of generation), the operation's slot and its
  * generation (16 bits each).
  */
-#define CONN_GEN_BITS 10
 #define CONN_IDX_MASK 0x3fffffu
+_Static_assert(SP_CONN_GEN_BITS == 64 - 54, "the wr_id keeps 10 bits of a socket's generation");
 
 static uint64_t conn_of_wr_id(uint64_t wr_id)
 {

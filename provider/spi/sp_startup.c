@@ -154,10 +154,10 @@ static int prov_setup(void)
 	    sp_htab_init(&p->rdma, p->cfg.max_mem_handles) ||
 	    /*
 	     * A closed socket keeps its slot until its QP's completions are
-	     * delivered: room for as many again.  Generations in 10 bits, for
-	     * the wr_id (sp_op.c).
+	     * delivered: room for as many again.  Generations as the wr_id
+	     * keeps them (sp_op.c).
 	     */
-	    sp_htab_init_bits(&p->conns, 2 * p->cfg.max_sockets, 10)) {
+	    sp_htab_init_bits(&p->conns, 2 * p->cfg.max_sockets, SP_CONN_GEN_BITS)) {
 		ret = ENOMEM;
 		goto err;
 	}

@@ -125,9 +125,17 @@ static void *enter(struct sp_htab *t, uint64_t handle, struct sp_htab_slot **sp)
 	 * lookup reading NULL, and one that saw this reader waits for it.
 	 */
 	atomic_fetch_add(&s->readers, 1);
-	obj = atomic_load(&s->obj);
-	/* Read after obj: a generation that still matches is obj's. */
-	if (!obj || atomic_load(&s->gen) != gen) {
+	/*
+	 * The generation before and after obj: a removal clears obj before it
+	 * moves the generation on, so the same generation on both sides is
+	 * obj's.  (Read only after, a removal between the two reads could pass
+	 * its object off under the next generation, a stale handle's when the
+	 * generations wrap.)  Every removal that starts meanwhile waits for
+	 * this lookup: the generation cannot come round again unless as many
+	 * removals of this slot run at once as it has values.
+	 */
+	if (atomic_load(&s->gen) != gen || !(obj = atomic_load(&s->obj)) ||
+	    atomic_load(&s->gen) != gen) {
 		atomic_fetch_sub_explicit(&s->readers, 1, memory_order_release);
 		return NULL;
 	}

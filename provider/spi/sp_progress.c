@@ -12,10 +12,14 @@
  * socket's delivering flag); an up-call may re-enter the provider, and
  * the same thread may then deliver more of the same socket.  The progress
  * thread delivers everything; a polling caller (WSPGetOverlappedResult)
- * delivers its own socket's FIFO, up-calls included: the completion it
- * waits for then needs no thread wake-up (WPUCompleteOverlappedRequest may
- * be called from any thread); a closing socket delivers its whole FIFO
- * before it aborts what never completed.
+ * delivers only operations that need no up-call (bit 0 of the event) at
+ * the head of its socket's FIFO, and leaves the rest, in order, to the
+ * progress thread; a closing socket delivers its whole FIFO before it
+ * aborts what never completed.  Up-calls stay on one thread: an up-call
+ * may wait (GetOverlappedResult) for a later completion of its own socket
+ * or of another one, which only a thread that can nest deliveries of every
+ * socket brings; two pollers, each inside an up-call of its socket and
+ * waiting on the other's, would wait for ever.
  *
  * While application threads poll, the progress thread keeps off the CQ:
  * two spinning threads per process would share the cores with the ones
@@ -225,8 +229,9 @@ void sp_progress_poll(struct sp_sock *so)
 		if (others)
 			kick();
 	}
+	/* Up-calls only on the progress thread (or re-entered, from a deliverer's up-call). */
 	if (so)
-		deliver(so, true);
+		deliver(so, sp_progress_is_self());
 }
 
 bool sp_progress_own(struct sp_sock *so)

@@ -1,0 +1,242 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * Completions delivered by an application thread that polls
+ * (WSPGetOverlappedResult), up-calls included, next to the progress
+ * thread: an up-call made on the polling thread that waits
+ * (GetOverlappedResult, fWait) for a later operation of the same socket,
+ * and two polling threads whose up-calls wait on each other's socket.
+ * Each case in a child process under a watchdog (a hang fails it); TAP.
+ *   spi_poll_deliver [case letter]   (SPI_POLL_DELIVER_ROUNDS, SPI_POLL_DELIVER_WATCHDOG)
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sw.h"
+#include "tcase.h"
+
+static struct sw sw;
+
+static uintptr_t ov_status(struct sp_overlapped *ov)
+{
+	return __atomic_load_n(&ov->internal, __ATOMIC_ACQUIRE);
+}
+
+static int rounds(int dflt)
+{
+	const char *v = getenv("SPI_POLL_DELIVER_ROUNDS");
+
+	return v ? atoi(v) : dflt;
+}
+
+/* A. An up-call on the polling thread waits for a later receive of its socket ----- */
+
+static struct sw_ov a_r[2];
+static sp_socket a_sock;
+static pthread_t a_poller;
+static atomic_int a_on_poller, a_in_hook, a_gor_ret = 99;
+
+static void a_hook(sp_socket s, struct sp_overlapped *ov, uint32_t error, uint32_t bytes)
+{
+	uint32_t n = 0, fl = 0;
+	int err = 0;
+
+	(void)s;
+	(void)error;
+	(void)bytes;
+	if (ov != &a_r[0].ov)
+		return;
+	if (pthread_equal(pthread_self(), a_poller))
+		atomic_store(&a_on_poller, 1);
+	atomic_store(&a_in_hook, 1);
+	/* r[1]'s message is sent only once this up-call runs. */
+	tcase_stage = "up-call: GetOverlappedResult(wait) on the socket's next receive";
+	atomic_store(&a_gor_ret, sw.p.get_overlapped_result(a_sock, &a_r[1].ov, &n, 1, &fl, &err));
+}
+
+static void *a_poll_main(void *arg)
+{
+	uint32_t n = 0, fl = 0;
+	int err = 0;
+
+	(void)arg;
+	sw.p.get_overlapped_result(a_sock, &a_r[0].ov, &n, 1, &fl, &err);
+	return NULL;
+}
+
+static void case_wait_in_upcall_same_socket(void)
+{
+	char *rbuf = aligned_alloc(4096, 4096), *sbuf = aligned_alloc(4096, 4096);
+	int on_poller = 0, n = rounds(10);
+	sp_socket c;
+	int err = 0;
+
+	sw_on_complete(a_hook);
+	for (int r = 0; r < n && on_poller < 3; r++) {
+		sw_pair(&sw, &c, &a_sock);
+		CHECK(c != SP_INVALID_SOCKET && a_sock != SP_INVALID_SOCKET);
+		void *hr = sw.register_memory(a_sock, rbuf, 4096, SP_MEM_WRITE, &err);
+		void *hs = sw.register_memory(c, sbuf, 4096, SP_MEM_READ, &err);
+		CHECK(hr && hs);
+		atomic_store(&a_on_poller, 0);
+		atomic_store(&a_in_hook, 0);
+		atomic_store(&a_gor_ret, 99);
+		CHECK(sw_post_recv(&sw, a_sock, rbuf, 64, hr, &a_r[0], false) == 0);
+		CHECK(sw_post_recv(&sw, a_sock, rbuf + 64, 64, hr, &a_r[1], false) == 0);
+		pthread_create(&a_poller, NULL, a_poll_main, NULL);
+		usleep(2000); /* the poller spins in its wait (SANPROV_SPI_POLL_US) */
+		tcase_stage = "first message";
+		CHECK(sw_send_wait(&sw, c, sbuf, 8, hs) == 0);
+		while (!atomic_load(&a_in_hook))
+			usleep(100);
+		usleep(150000); /* past the up-call's polling (SANPROV_SPI_POLL_US): it sleeps */
+		tcase_stage = "second message, for the receive the up-call waits on";
+		CHECK(sw_send_wait(&sw, c, sbuf, 8, hs) == 0);
+		tcase_stage = "the up-call's wait ends";
+		for (int i = 0; i < 300 && atomic_load(&a_gor_ret) == 99; i++)
+			usleep(10000);
+		if (atomic_load(&a_gor_ret) == 99) {
+			printf(
+			    "FAIL: round %d: the up-call (on the %s thread) waits for ever for a "
+			    "receive that completed (status %#lx)\n",
+			    r, atomic_load(&a_on_poller) ? "polling" : "progress",
+			    (unsigned long)ov_status(&a_r[1].ov));
+			exit(1);
+		}
+		CHECK(atomic_load(&a_gor_ret) == 0);
+		pthread_join(a_poller, NULL);
+		on_poller += atomic_load(&a_on_poller);
+		sw.p.close_socket(a_sock, &err);
+		sw.p.close_socket(c, &err);
+	}
+	sw_on_complete(NULL);
+	/* Up-calls on the polling thread are what hung; made on the progress thread, none. */
+	printf("# %d rounds with the up-call on the polling thread\n", on_poller);
+	free(rbuf);
+	free(sbuf);
+	printf("ok\n");
+}
+
+/* B. Two polling threads, each one's up-call waits on the other's socket ---------- */
+
+static struct sw_ov b_r[2][2];
+static sp_socket b_sock[2];
+static pthread_t b_poller[2];
+static atomic_int b_on_poller[2], b_in_hook[2], b_gor_ret[2];
+
+static void b_hook(sp_socket s, struct sp_overlapped *ov, uint32_t error, uint32_t bytes)
+{
+	uint32_t n = 0, fl = 0;
+	int err = 0;
+
+	(void)s;
+	(void)error;
+	(void)bytes;
+	for (int k = 0; k < 2; k++) {
+		if (ov != &b_r[k][0].ov)
+			continue;
+		if (pthread_equal(pthread_self(), b_poller[k]))
+			atomic_store(&b_on_poller[k], 1);
+		atomic_store(&b_in_hook[k], 1);
+		/* Both up-calls at once (bounded: the progress thread may run both in turn). */
+		for (int i = 0; i < 200 && !atomic_load(&b_in_hook[!k]); i++)
+			usleep(1000);
+		atomic_store(&b_gor_ret[k], sw.p.get_overlapped_result(b_sock[!k], &b_r[!k][1].ov,
+								       &n, 1, &fl, &err));
+	}
+}
+
+static void *b_poll_main(void *arg)
+{
+	int k = (int)(intptr_t)arg;
+	uint32_t n = 0, fl = 0;
+	int err = 0;
+
+	sw.p.get_overlapped_result(b_sock[k], &b_r[k][0].ov, &n, 1, &fl, &err);
+	return NULL;
+}
+
+static void case_wait_in_upcall_cross(void)
+{
+	char *rbuf = aligned_alloc(4096, 8192), *sbuf = aligned_alloc(4096, 4096);
+	int both = 0, n = rounds(10);
+	sp_socket c[2];
+	void *hr[2], *hs[2];
+	int err = 0;
+
+	sw_on_complete(b_hook);
+	for (int r = 0; r < n && both < 3; r++) {
+		for (int k = 0; k < 2; k++) {
+			sw_pair(&sw, &c[k], &b_sock[k]);
+			CHECK(c[k] != SP_INVALID_SOCKET && b_sock[k] != SP_INVALID_SOCKET);
+			hr[k] = sw.register_memory(b_sock[k], rbuf + 4096 * k, 4096, SP_MEM_WRITE,
+						   &err);
+			hs[k] = sw.register_memory(c[k], sbuf, 4096, SP_MEM_READ, &err);
+			CHECK(hr[k] && hs[k]);
+			atomic_store(&b_on_poller[k], 0);
+			atomic_store(&b_in_hook[k], 0);
+			atomic_store(&b_gor_ret[k], 99);
+			for (int j = 0; j < 2; j++)
+				CHECK(sw_post_recv(&sw, b_sock[k], rbuf + 4096 * k + 64 * j, 64,
+						   hr[k], &b_r[k][j], false) == 0);
+		}
+		for (int k = 0; k < 2; k++)
+			pthread_create(&b_poller[k], NULL, b_poll_main, (void *)(intptr_t)k);
+		usleep(2000);
+		tcase_stage = "first messages";
+		for (int k = 0; k < 2; k++)
+			CHECK(sw_send_wait(&sw, c[k], sbuf, 8, hs[k]) == 0);
+		while (!atomic_load(&b_in_hook[0]) || !atomic_load(&b_in_hook[1]))
+			usleep(100);
+		usleep(20000);
+		tcase_stage = "second messages, for the receives the up-calls wait on";
+		for (int k = 0; k < 2; k++)
+			CHECK(sw_send_wait(&sw, c[k], sbuf, 8, hs[k]) == 0);
+		tcase_stage = "the up-calls' waits end";
+		for (int i = 0; i < 300 && (atomic_load(&b_gor_ret[0]) == 99 ||
+					    atomic_load(&b_gor_ret[1]) == 99);
+		     i++)
+			usleep(10000);
+		if (atomic_load(&b_gor_ret[0]) == 99 || atomic_load(&b_gor_ret[1]) == 99) {
+			printf(
+			    "FAIL: round %d: up-calls on the %s/%s threads wait for ever on each "
+			    "other's socket (statuses %#lx %#lx)\n",
+			    r, atomic_load(&b_on_poller[0]) ? "polling" : "progress",
+			    atomic_load(&b_on_poller[1]) ? "polling" : "progress",
+			    (unsigned long)ov_status(&b_r[0][1].ov),
+			    (unsigned long)ov_status(&b_r[1][1].ov));
+			exit(1);
+		}
+		CHECK(atomic_load(&b_gor_ret[0]) == 0 && atomic_load(&b_gor_ret[1]) == 0);
+		for (int k = 0; k < 2; k++) {
+			pthread_join(b_poller[k], NULL);
+			sw.p.close_socket(b_sock[k], &err);
+			sw.p.close_socket(c[k], &err);
+		}
+		both += atomic_load(&b_on_poller[0]) && atomic_load(&b_on_poller[1]);
+	}
+	sw_on_complete(NULL);
+	printf("# %d rounds with both up-calls on their polling threads\n", both);
+	free(rbuf);
+	free(sbuf);
+	printf("ok\n");
+}
+
+static const struct tcase cases[] = {
+	{ "A wait_in_upcall_same_socket", case_wait_in_upcall_same_socket, false },
+	{ "B wait_in_upcall_cross", case_wait_in_upcall_cross, false },
+};
+
+int main(int argc, char **argv)
+{
+	const char *secs = getenv("SPI_POLL_DELIVER_WATCHDOG");
+
+	setenv("SANPROV_SPI_CONNECT_TIMEOUT_MS", "2000", 0);
+	/* Long polling waits: the completions come while the application thread polls. */
+	setenv("SANPROV_SPI_POLL_US", "50000", 0);
+	return tcase_main(&sw, cases, sizeof(cases) / sizeof(cases[0]), argc > 1 ? argv[1] : NULL,
+			  secs ? (unsigned int)atoi(secs) : 30);
+}

@@ -393,10 +393,182 @@ static void case_many_sockets_threads(void)
 	printf("ok\n");
 }
 
+/* D. Up-calls that re-enter (post, poll another socket, close), a close racing pollers */
+
+#define D_K 8
+
+static struct sw_ov d_r[D_K], d_re[D_K], d_other;
+static sp_socket d_a, d_a2;
+static void *d_hr;
+static char *d_rbuf;
+static atomic_int d_upcalls[D_K], d_reposts, d_bad, d_closed_in_upcall, d_after_close, d_in_hook;
+static atomic_bool d_close_returned, d_stop;
+
+#define d_bad_msg(fmt, x, y)                                                                       \
+	do {                                                                                       \
+		if (atomic_fetch_add(&d_bad, 1) < 8)                                               \
+			printf("# " fmt "\n", x, y);                                               \
+	} while (0)
+
+static void d_hook(sp_socket s, struct sp_overlapped *ov, uint32_t error, uint32_t bytes)
+{
+	uint32_t n = 0, fl = 0;
+	int err = 0;
+
+	(void)bytes;
+	if (s != d_a || (char *)ov < (char *)d_r || (char *)ov >= (char *)(d_r + D_K))
+		return;
+	int j = (int)(((char *)ov - (char *)d_r) / (long)sizeof(d_r[0]));
+	atomic_fetch_add(&d_in_hook, 1);
+	if (atomic_load(&d_close_returned))
+		atomic_fetch_add(&d_after_close, 1);
+	if (atomic_fetch_add(&d_upcalls[j], 1))
+		d_bad_msg("receive %d: up-call %d", j, 2);
+	for (int k = 0; k < j; k++)
+		if (ov_status(&d_r[k].ov) == SP_OV_PENDING)
+			d_bad_msg("receive %d up-called before %d", j, k);
+	if (error)
+		goto out;
+	/* Re-enter: another receive, a poll of another socket, then a close of this one. */
+	int k = atomic_fetch_add(&d_reposts, 1);
+	if (k < D_K)
+		sw_post_recv(&sw, d_a, d_rbuf + 64 * (D_K + k), 64, d_hr, &d_re[k], k % 2);
+	/* WSAENOTSOCK: a late up-call, the round is over. */
+	if (!sw.p.get_overlapped_result(d_a2, &d_other.ov, &n, 0, &fl, &err) ||
+	    (err != SP_WSA_IO_INCOMPLETE && err != SP_WSAENOTSOCK))
+		d_bad_msg("the other socket's receive: error %d%d", err, 0);
+	if (j == 3 && !atomic_exchange(&d_closed_in_upcall, 1))
+		/* WSAENOTSOCK: the main thread's close came first, and waits for this up-call. */
+		if (sw.p.close_socket(d_a, &err) && err != SP_WSAENOTSOCK)
+			d_bad_msg("close from the up-call: error %d%d", err, 0);
+out:
+	atomic_fetch_sub(&d_in_hook, 1);
+}
+
+static void *d_poll_main(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&d_stop))
+		for (int j = 0; j < D_K; j++) {
+			uint32_t n = 0, fl = 0;
+			int err = 0;
+
+			if (SP_OV_NO_UPCALL(&d_r[j].ov) && ov_status(&d_r[j].ov) == SP_OV_PENDING)
+				sw.p.get_overlapped_result(d_a, &d_r[j].ov, &n, 0, &fl, &err);
+		}
+	return NULL;
+}
+
+static void case_reentry_and_close(void)
+{
+	char *sbuf = aligned_alloc(4096, 4096);
+	int n = rounds(100), err = 0, upcalls = 0, aborted = 0;
+	sp_socket c, c2;
+
+	d_rbuf = aligned_alloc(4096, 4096);
+	CHECK(d_rbuf && sbuf);
+	sw_on_complete(d_hook);
+	srand(77);
+	for (int r = 0; r < n; r++) {
+		pthread_t pt[2];
+
+		sw_pair(&sw, &c, &d_a);
+		sw_pair(&sw, &c2, &d_a2);
+		CHECK(c != SP_INVALID_SOCKET && d_a != SP_INVALID_SOCKET);
+		CHECK(c2 != SP_INVALID_SOCKET && d_a2 != SP_INVALID_SOCKET);
+		d_hr = sw.register_memory(d_a, d_rbuf, 4096, SP_MEM_WRITE, &err);
+		void *h2 = sw.register_memory(d_a2, d_rbuf + 2048, 2048, SP_MEM_WRITE, &err);
+		void *hs = sw.register_memory(c, sbuf, 4096, SP_MEM_READ, &err);
+		CHECK(d_hr && h2 && hs);
+		CHECK(sw_post_recv(&sw, d_a2, d_rbuf + 2048, 64, h2, &d_other, false) == 0);
+		atomic_store(&d_reposts, 0);
+		atomic_store(&d_closed_in_upcall, 0);
+		atomic_store(&d_close_returned, false);
+		atomic_store(&d_stop, false);
+		for (int j = 0; j < D_K; j++) {
+			atomic_store(&d_upcalls[j], 0);
+			CHECK(sw_post_recv(&sw, d_a, d_rbuf + 64 * j, 64, d_hr, &d_r[j],
+					   rand() % 2) == 0);
+		}
+		for (int k = 0; k < 2; k++)
+			pthread_create(&pt[k], NULL, d_poll_main, NULL);
+		tcase_stage = "sending while pollers and up-calls deliver";
+		int sends = rand() % (D_K + 1);
+		for (int j = 0; j < sends; j++)
+			if (sw_send_wait(&sw, c, sbuf, 8, hs))
+				break;
+		usleep((useconds_t)(rand() % 300));
+		tcase_stage = "closesocket racing the pollers";
+		if (!sw.p.close_socket(d_a, &err))
+			atomic_store(&d_close_returned, true);
+		else if (err != SP_WSAENOTSOCK || !atomic_load(&d_closed_in_upcall))
+			d_bad_msg("close: error %d%d", err, 0);
+		/* A close from an up-call may still be aborting: it has 2 s. */
+		for (int t = 0, left = 1; t < 2000 && left; t++) {
+			left = 0;
+			for (int j = 0; j < D_K; j++)
+				left |= ov_status(&d_r[j].ov) == SP_OV_PENDING;
+			if (left)
+				usleep(1000);
+		}
+		atomic_store(&d_stop, true);
+		for (int k = 0; k < 2; k++)
+			pthread_join(pt[k], NULL);
+		tcase_stage = "checking";
+		bool aborted_seen = false;
+		for (int j = 0; j < D_K; j++) {
+			uintptr_t st = ov_status(&d_r[j].ov);
+
+			if (st == SP_OV_PENDING)
+				d_bad_msg("receive %d still pending after close (round %d)", j, r);
+			else if (st == SP_WSA_OPERATION_ABORTED)
+				aborted_seen = true, aborted++;
+			else if (st)
+				d_bad_msg("receive %d: error %d", j, (int)st);
+			else if (aborted_seen)
+				d_bad_msg("receive %d done after an earlier one aborted (round %d)",
+					  j, r);
+			if (!SP_OV_NO_UPCALL(&d_r[j].ov)) {
+				if (atomic_load(&d_upcalls[j]) != 1)
+					d_bad_msg("receive %d: %d up-calls", j,
+						  atomic_load(&d_upcalls[j]));
+				upcalls++;
+			}
+		}
+		if (atomic_load(&d_after_close))
+			d_bad_msg("%d up-calls after close returned%d", atomic_load(&d_after_close),
+				  0);
+		while (atomic_load(&d_in_hook))
+			usleep(100);
+		sw.p.close_socket(d_a2, &err);
+		if (ov_status(&d_other.ov) != SP_WSA_OPERATION_ABORTED)
+			d_bad_msg("the other socket's receive: %d%d", (int)ov_status(&d_other.ov),
+				  0);
+		sw.p.close_socket(c, &err);
+		sw.p.close_socket(c2, &err);
+		for (int j = 0; j < D_K; j++)
+			sw_ov_fini(&d_r[j]);
+		for (int k = 0; k < atomic_load(&d_reposts) && k < D_K; k++)
+			sw_ov_fini(&d_re[k]);
+		sw_ov_fini(&d_other);
+		if (atomic_load(&d_bad)) {
+			printf("FAIL: round %d: %d errors\n", r, atomic_load(&d_bad));
+			exit(1);
+		}
+	}
+	sw_on_complete(NULL);
+	CHECK(sw_open_handles() == 0);
+	printf("# %d rounds, %d up-calls, %d aborted\n", n, upcalls, aborted);
+	free(d_rbuf);
+	free(sbuf);
+	printf("ok\n");
+}
+
 static const struct tcase cases[] = {
 	{ "A wait_in_upcall_same_socket", case_wait_in_upcall_same_socket, false },
 	{ "B wait_in_upcall_cross", case_wait_in_upcall_cross, false },
 	{ "C many_sockets_threads", case_many_sockets_threads, false },
+	{ "D reentry_and_close", case_reentry_and_close, false },
 };
 
 int main(int argc, char **argv)

@@ -5,6 +5,8 @@
  * thread: an up-call made on the polling thread that waits
  * (GetOverlappedResult, fWait) for a later operation of the same socket,
  * and two polling threads whose up-calls wait on each other's socket.
+ * Also: 64 connections and 4 threads (order, events), up-calls that re-enter
+ * and close, slots reused past the wr_id's generations.
  * Each case in a child process under a watchdog (a hang fails it); TAP.
  *   spi_poll_deliver [case letter]   (SPI_POLL_DELIVER_ROUNDS, SPI_POLL_DELIVER_WATCHDOG)
  */
@@ -564,11 +566,108 @@ static void case_reentry_and_close(void)
 	printf("ok\n");
 }
 
+/* E. Slots reused past the wr_id's generations while a closed socket's peer still sends */
+
+#define E_K 4
+
+static struct sw_ov e_r[E_K];
+static sp_socket e_a;
+static atomic_int e_close_after_us;
+
+static void *e_close_main(void *arg)
+{
+	int err = 0;
+
+	(void)arg;
+	usleep((useconds_t)atomic_load(&e_close_after_us));
+	sw.p.close_socket(e_a, &err);
+	return NULL;
+}
+
+static void case_slot_reuse_stale(void)
+{
+	char *rbuf = aligned_alloc(4096, 4096), *sbuf = aligned_alloc(4096, 4096);
+	/* 2^SP_CONN_GEN_BITS closes of the same slot and more: the generation wraps. */
+	int n = rounds(1500), err = 0, done = 0, aborted = 0;
+	sp_socket c;
+
+	CHECK(rbuf && sbuf);
+	srand(99);
+	for (int r = 0; r < n; r++) {
+		pthread_t ct;
+
+		tcase_stage = "pair";
+		sw_pair(&sw, &c, &e_a);
+		CHECK(c != SP_INVALID_SOCKET && e_a != SP_INVALID_SOCKET);
+		void *hr = sw.register_memory(e_a, rbuf, 4096, SP_MEM_WRITE, &err);
+		void *hs = sw.register_memory(c, sbuf, 4096, SP_MEM_READ, &err);
+		CHECK(hr && hs);
+		memset(rbuf, 0xff, 64 * E_K);
+		for (int j = 0; j < E_K; j++)
+			CHECK(sw_post_recv(&sw, e_a, rbuf + 64 * j, 64, hr, &e_r[j], j % 2) == 0);
+		/* Nothing sent yet: a completion now is a stale one found under a new generation.
+		 */
+		for (int j = 0; j < E_K; j++)
+			if (ov_status(&e_r[j].ov) != SP_OV_PENDING) {
+				printf(
+				    "FAIL: round %d: receive %d completed (%#lx) before any send\n",
+				    r, j, (unsigned long)ov_status(&e_r[j].ov));
+				exit(1);
+			}
+		atomic_store(&e_close_after_us, rand() % 50);
+		pthread_create(&ct, NULL, e_close_main, NULL);
+		tcase_stage = "sending while the receiver closes";
+		for (int j = 0; j < E_K; j++) {
+			int v = r * E_K + j;
+
+			memcpy(sbuf + 64 * j, &v, sizeof(v));
+			if (sw_send_wait(&sw, c, sbuf + 64 * j, sizeof(v), hs))
+				break;
+		}
+		pthread_join(ct, NULL);
+		tcase_stage = "checking";
+		bool ab = false;
+		for (int j = 0; j < E_K; j++) {
+			uintptr_t st = ov_status(&e_r[j].ov);
+			int v;
+
+			memcpy(&v, rbuf + 64 * j, sizeof(v));
+			if (st == SP_WSA_OPERATION_ABORTED) {
+				ab = true;
+				aborted++;
+				continue;
+			}
+			if (st || ab || v != r * E_K + j) {
+				printf("FAIL: round %d: receive %d: status %#lx, message %d%s\n", r,
+				       j, (unsigned long)st, v, ab ? ", after an aborted one" : "");
+				exit(1);
+			}
+			done++;
+		}
+		for (int j = 0; j < E_K; j++) {
+			/* An up-called receive's event: its up-call ran. */
+			uint32_t b;
+
+			if (!SP_OV_NO_UPCALL(&e_r[j].ov))
+				CHECK(sw_ov_wait(&sw, e_a, &e_r[j], &b, 5000) != -1 ||
+				      ov_status(&e_r[j].ov) != SP_OV_PENDING);
+			sw_ov_fini(&e_r[j]);
+		}
+		CHECK(sw.p.close_socket(c, &err) == 0);
+	}
+	CHECK(sw_open_handles() == 0);
+	printf("# %d rounds, %d received, %d aborted\n", n, done, aborted);
+	free(rbuf);
+	free(sbuf);
+	printf("ok\n");
+}
+
 static const struct tcase cases[] = {
 	{ "A wait_in_upcall_same_socket", case_wait_in_upcall_same_socket, false },
 	{ "B wait_in_upcall_cross", case_wait_in_upcall_cross, false },
 	{ "C many_sockets_threads", case_many_sockets_threads, false },
 	{ "D reentry_and_close", case_reentry_and_close, false },
+	{ "E slot_reuse_stale", case_slot_reuse_stale, false },
 };
 
 int main(int argc, char **argv)

@@ -1,13 +1,13 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
- * Completions delivered by an application thread that polls
- * (WSPGetOverlappedResult), up-calls included, next to the progress
- * thread: an up-call made on the polling thread that waits
- * (GetOverlappedResult, fWait) for a later operation of the same socket,
- * and two polling threads whose up-calls wait on each other's socket.
- * Also: 64 connections and 4 threads (order, events), up-calls that re-enter
- * and close, slots reused past the wr_id's generations.
- * Each case in a child process under a watchdog (a hang fails it); TAP.
+ * Completions while application threads poll (WSPGetOverlappedResult)
+ * next to the progress thread: an up-call that waits (GetOverlappedResult,
+ * fWait) for a later operation of its own socket, two up-calls that wait
+ * on each other's socket (both hung while a polling thread made the
+ * up-calls of its socket), 64 connections and 4 threads (order, events),
+ * up-calls that re-enter and close, a slot reused past the wr_id's
+ * generations.  Each case in a child process under a watchdog (a hang
+ * fails it); TAP.
  *   spi_poll_deliver [case letter]   (SPI_POLL_DELIVER_ROUNDS, SPI_POLL_DELIVER_WATCHDOG)
  */
 #include <pthread.h>

@@ -447,16 +447,18 @@ out:
 	atomic_fetch_sub(&d_in_hook, 1);
 }
 
+/* Poller 1 waits in GetOverlappedResult: the close must wake it. */
 static void *d_poll_main(void *arg)
 {
-	(void)arg;
+	int wait = (int)(intptr_t)arg;
+
 	while (!atomic_load(&d_stop))
 		for (int j = 0; j < D_K; j++) {
 			uint32_t n = 0, fl = 0;
 			int err = 0;
 
 			if (SP_OV_NO_UPCALL(&d_r[j].ov) && ov_status(&d_r[j].ov) == SP_OV_PENDING)
-				sw.p.get_overlapped_result(d_a, &d_r[j].ov, &n, 0, &fl, &err);
+				sw.p.get_overlapped_result(d_a, &d_r[j].ov, &n, wait, &fl, &err);
 		}
 	return NULL;
 }
@@ -493,7 +495,7 @@ static void case_reentry_and_close(void)
 					   rand() % 2) == 0);
 		}
 		for (int k = 0; k < 2; k++)
-			pthread_create(&pt[k], NULL, d_poll_main, NULL);
+			pthread_create(&pt[k], NULL, d_poll_main, (void *)(intptr_t)k);
 		tcase_stage = "sending while pollers and up-calls deliver";
 		int sends = rand() % (D_K + 1);
 		for (int j = 0; j < sends; j++)

@@ -10,6 +10,7 @@
  * fails it); TAP.
  *   spi_poll_deliver [case letter]   (SPI_POLL_DELIVER_ROUNDS, SPI_POLL_DELIVER_WATCHDOG)
  */
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -664,12 +665,118 @@ static void case_slot_reuse_stale(void)
 	printf("ok\n");
 }
 
+/* F. A closing thread's abort up-call and the progress thread's up-call wait on each other */
+
+static struct sw_ov f_x2, f_y2, f_r1, f_y1;
+static sp_socket f_s1, f_s2;
+static atomic_int f_step, f_ret1 = 99, f_ret2 = 99;
+
+static void f_hook(sp_socket s, struct sp_overlapped *ov, uint32_t error, uint32_t bytes)
+{
+	uint32_t n = 0, fl = 0;
+	int err = 0;
+
+	(void)s;
+	(void)error;
+	(void)bytes;
+	if (ov == &f_x2.ov) {
+		/* The progress thread, delivering s2: wait for s1's receive y1. */
+		atomic_store(&f_step, 1);
+		atomic_store(&f_ret2, sw.p.get_overlapped_result(f_s1, &f_y1.ov, &n, 1, &fl, &err));
+	} else if (ov == &f_r1.ov) {
+		/* The closing thread, aborting s1: wait for s2's receive y2. */
+		atomic_store(&f_step, 2);
+		atomic_store(&f_ret1, sw.p.get_overlapped_result(f_s2, &f_y2.ov, &n, 1, &fl, &err));
+	}
+}
+
+static void *f_close_main(void *arg)
+{
+	int err = 0;
+
+	(void)arg;
+	sw.p.close_socket(f_s1, &err);
+	return NULL;
+}
+
+static void close_upcall_cycle_round(void)
+{
+	char *rbuf = aligned_alloc(4096, 4096), *sbuf = aligned_alloc(4096, 4096);
+	sp_socket c1, c2;
+	pthread_t ct;
+	int err = 0;
+
+	sw_pair(&sw, &c1, &f_s1);
+	sw_pair(&sw, &c2, &f_s2);
+	CHECK(f_s1 != SP_INVALID_SOCKET && f_s2 != SP_INVALID_SOCKET);
+	void *h1 = sw.register_memory(f_s1, rbuf, 2048, SP_MEM_WRITE, &err);
+	void *h2 = sw.register_memory(f_s2, rbuf + 2048, 2048, SP_MEM_WRITE, &err);
+	void *hs = sw.register_memory(c2, sbuf, 4096, SP_MEM_READ, &err);
+	CHECK(h1 && h2 && hs);
+	CHECK(sw_post_recv(&sw, f_s1, rbuf, 64, h1, &f_r1, false) == 0);
+	CHECK(sw_post_recv(&sw, f_s1, rbuf + 64, 64, h1, &f_y1, false) == 0);
+	CHECK(sw_post_recv(&sw, f_s2, rbuf + 2048, 64, h2, &f_x2, false) == 0);
+	CHECK(sw_post_recv(&sw, f_s2, rbuf + 2048 + 64, 64, h2, &f_y2, false) == 0);
+	sw_on_complete(f_hook);
+	tcase_stage = "x2's up-call waits for s1's y1";
+	CHECK(sw_send_wait(&sw, c2, sbuf, 8, hs) == 0);
+	while (atomic_load(&f_step) < 1)
+		usleep(1000);
+	tcase_stage = "closesocket(s1): r1's abort up-call waits for s2's y2";
+	pthread_create(&ct, NULL, f_close_main, NULL);
+	for (int i = 0; i < 1000 && atomic_load(&f_step) < 2; i++)
+		usleep(1000);
+	usleep(20000);
+	tcase_stage = "y2's message";
+	CHECK(sw_send_wait(&sw, c2, sbuf, 8, hs) == 0);
+	tcase_stage = "both waits end";
+	for (int i = 0; i < 500 && (atomic_load(&f_ret1) == 99 || atomic_load(&f_ret2) == 99); i++)
+		usleep(10000);
+	if (atomic_load(&f_ret1) == 99 || atomic_load(&f_ret2) == 99) {
+		printf("FAIL: the closing thread's up-call and the progress thread's up-call wait "
+		       "for each other (y1 %#lx, y2 %#lx)\n",
+		       (unsigned long)ov_status(&f_y1.ov), (unsigned long)ov_status(&f_y2.ov));
+		exit(1);
+	}
+	pthread_join(ct, NULL);
+	sw_on_complete(NULL);
+	atomic_store(&f_step, 0);
+	atomic_store(&f_ret1, 99);
+	atomic_store(&f_ret2, 99);
+	/* Each event signalled (its up-call is over) before it is closed. */
+	struct sw_ov *ovs[] = { &f_x2, &f_y2, &f_r1, &f_y1 };
+	for (int i = 0; i < 4; i++) {
+		struct pollfd p = { .fd = ovs[i]->fd, .events = POLLIN };
+
+		uint64_t v;
+
+		CHECK(poll(&p, 1, 5000) == 1);
+		CHECK(read(ovs[i]->fd, &v, sizeof(v)) == sizeof(v));
+		sw_ov_fini(ovs[i]);
+	}
+	sw.p.close_socket(f_s2, &err);
+	sw.p.close_socket(c1, &err);
+	sw.p.close_socket(c2, &err);
+	free(rbuf);
+	free(sbuf);
+}
+
+/* Which thread polls y2's completion first varies: a few rounds. */
+static void case_close_upcall_cycle(void)
+{
+	for (int r = 0; r < rounds(3) && r < 10; r++)
+		close_upcall_cycle_round();
+	CHECK(sw_open_handles() == 0);
+	printf("ok\n");
+}
+
 static const struct tcase cases[] = {
 	{ "A wait_in_upcall_same_socket", case_wait_in_upcall_same_socket, false },
 	{ "B wait_in_upcall_cross", case_wait_in_upcall_cross, false },
 	{ "C many_sockets_threads", case_many_sockets_threads, false },
 	{ "D reentry_and_close", case_reentry_and_close, false },
 	{ "E slot_reuse_stale", case_slot_reuse_stale, false },
+	{ "F close_upcall_cycle", case_close_upcall_cycle, false },
 };
 
 int main(int argc, char **argv)

@@ -177,9 +177,10 @@ static int poll_batch(struct sp_sock *mine, bool *others)
  * Deliver so's FIFO, oldest first, while its head may be delivered here;
  * one deliverer at a time, the same thread again from an up-call.  What is
  * left (an up-call this thread may not make, or another thread delivering)
- * goes back on the ready list.
+ * goes back on the ready list.  True when another thread delivers so and
+ * its FIFO is not empty.
  */
-static void deliver(struct sp_sock *so, bool may_upcall)
+static bool deliver(struct sp_sock *so, bool may_upcall)
 {
 	bool mine = false;
 	struct sp_op *op;
@@ -187,8 +188,9 @@ static void deliver(struct sp_sock *so, bool may_upcall)
 	pthread_mutex_lock(&so->lock);
 	if (so->delivering && !pthread_equal(so->deliverer, pthread_self())) {
 		/* Its deliverer looks at the FIFO again when it lets go. */
+		op = so->done_head;
 		pthread_mutex_unlock(&so->lock);
-		return;
+		return op != NULL;
 	}
 	if (!so->delivering) {
 		so->delivering = true;
@@ -213,6 +215,7 @@ static void deliver(struct sp_sock *so, bool may_upcall)
 	pthread_mutex_unlock(&so->lock);
 	if (op && mine && make_ready(so))
 		kick();
+	return false;
 }
 
 void sp_progress_poll(struct sp_sock *so)
@@ -229,35 +232,65 @@ void sp_progress_poll(struct sp_sock *so)
 		if (others)
 			kick();
 	}
-	/* Up-calls only on the progress thread (or re-entered, from a deliverer's up-call). */
-	if (so)
-		deliver(so, sp_progress_is_self());
+	/*
+	 * Up-calls only on the progress thread (or re-entered, from a
+	 * deliverer's up-call).  What this thread polled for so while another
+	 * delivers it goes on the ready list too: its deliverer may be the
+	 * progress thread waiting in an up-call, which delivers that list.
+	 */
+	if (so && deliver(so, sp_progress_is_self()) && !sp_progress_is_self() && make_ready(so))
+		kick();
+	/*
+	 * The progress thread waits in an up-call: the sockets it delivers
+	 * (outer up-calls) and those it polled for others go out from here, or
+	 * a thread waiting on one of them waits for ever.
+	 */
+	if (sp_progress_is_self()) {
+		struct sp_sock *r;
+
+		while ((r = take_ready())) {
+			deliver(r, true);
+			sp_sock_put(r);
+		}
+	}
 }
 
-bool sp_progress_own(struct sp_sock *so)
+bool sp_progress_try_own(struct sp_sock *so, bool wait, bool *owned)
 {
-	bool owned = false;
-
-	/* What its QP completed is in the CQ: all of it into the FIFOs. */
 	bool others = false;
 
+	*owned = false;
+	pthread_mutex_lock(&so->lock);
+	if (!so->delivering || !pthread_equal(so->deliverer, pthread_self())) {
+		if (so->delivering && !wait) {
+			/* Its deliverer (the closing thread) completes what is left. */
+			pthread_mutex_unlock(&so->lock);
+			return false;
+		}
+		while (so->delivering)
+			pthread_cond_wait(&so->cond, &so->lock);
+		so->delivering = true;
+		so->deliverer = pthread_self();
+		*owned = true;
+	}
+	pthread_mutex_unlock(&so->lock);
+	/* What its QP completed is in the CQ: all of it into the FIFOs. */
 	pthread_mutex_lock(&sp_prov.cq_lock);
 	while (poll_batch(so, &others) > 0)
 		;
 	pthread_mutex_unlock(&sp_prov.cq_lock);
 	if (others)
 		kick();
-	pthread_mutex_lock(&so->lock);
-	if (!so->delivering || !pthread_equal(so->deliverer, pthread_self())) {
-		while (so->delivering)
-			pthread_cond_wait(&so->cond, &so->lock);
-		so->delivering = true;
-		so->deliverer = pthread_self();
-		owned = true;
-	}
-	pthread_mutex_unlock(&so->lock);
 	/* Owned (or re-entered): the FIFO goes out here, up-calls included. */
 	deliver(so, true);
+	return true;
+}
+
+bool sp_progress_own(struct sp_sock *so)
+{
+	bool owned;
+
+	sp_progress_try_own(so, true, &owned);
 	return owned;
 }
 

@@ -6,8 +6,9 @@
  * on each other's socket (both hung while a polling thread made the
  * up-calls of its socket), 64 connections and 4 threads (order, events),
  * up-calls that re-enter and close, a slot reused past the wr_id's
- * generations.  Each case in a child process under a watchdog (a hang
- * fails it); TAP.
+ * generations, a closing thread's abort up-call and the progress thread's
+ * up-call that wait on each other.  Each case in a child process under a
+ * watchdog (a hang fails it); TAP.
  *   spi_poll_deliver [case letter]   (SPI_POLL_DELIVER_ROUNDS, SPI_POLL_DELIVER_WATCHDOG)
  */
 #include <poll.h>

@@ -261,6 +261,11 @@ void sp_op_complete(struct sp_op *op, int wsa_error, uint32_t bytes);
  */
 void sp_op_abort_all(struct sp_sock *so);
 /*
+ * The same, unless another thread delivers so's FIFO (the closing thread,
+ * which then aborts them itself): no wait for it.
+ */
+void sp_op_try_abort_all(struct sp_sock *so);
+/*
  * The socket's operation slab and its slot in sp_prov.conns, when it gets
  * its QP (0 or errno); sp_op_slab_unpublish() once the QP is gone and what
  * it completed was delivered, sp_op_slab_free() when the socket is freed.
@@ -285,8 +290,10 @@ int sp_progress_start(void);
 void sp_progress_stop(void);
 /*
  * Poll the CQ (unless another thread is polling it: never blocks) and
- * deliver so's completions in order from the calling thread, up-calls
- * included (unless another thread delivers so's FIFO right now).
+ * deliver so's completions in order from the calling thread: only those
+ * without an up-call, unless it is the progress thread (which then also
+ * delivers the ready sockets), or re-enters from its up-call on so (and
+ * nothing unless no other thread delivers so's FIFO right now).
  */
 void sp_progress_poll(struct sp_sock *so);
 /*
@@ -296,6 +303,11 @@ void sp_progress_poll(struct sp_sock *so);
  * delivers it, from an up-call); sp_progress_release() gives it back.
  */
 bool sp_progress_own(struct sp_sock *so);
+/*
+ * The same, but without a wait when another thread delivers so's FIFO
+ * (false then, nothing done; else true and *owned).
+ */
+bool sp_progress_try_own(struct sp_sock *so, bool wait, bool *owned);
 void sp_progress_release(struct sp_sock *so, bool owned);
 /* The calling thread runs a completion up-call (it must not tear the provider down). */
 bool sp_progress_in_upcall(void);

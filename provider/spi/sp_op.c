@@ -353,7 +353,7 @@ void sp_op_complete(struct sp_op *op, int wsa_error, uint32_t bytes)
 	sp_sock_put(so);
 }
 
-void sp_op_abort_all(struct sp_sock *so)
+static void abort_all(struct sp_sock *so, bool wait)
 {
 	struct sp_op *op;
 	bool owned;
@@ -364,7 +364,8 @@ void sp_op_abort_all(struct sp_sock *so)
 	if (!op)
 		return; /* nothing outstanding: nothing in the CQ either */
 	/* Its QP is gone: what it completed goes out first, with its result. */
-	owned = sp_progress_own(so);
+	if (!sp_progress_try_own(so, wait, &owned))
+		return;
 	pthread_mutex_lock(&so->lock);
 	for (op = so->ops; op;) {
 		/*
@@ -383,4 +384,14 @@ void sp_op_abort_all(struct sp_sock *so)
 	}
 	pthread_mutex_unlock(&so->lock);
 	sp_progress_release(so, owned);
+}
+
+void sp_op_abort_all(struct sp_sock *so)
+{
+	abort_all(so, true);
+}
+
+void sp_op_try_abort_all(struct sp_sock *so)
+{
+	abort_all(so, false);
 }

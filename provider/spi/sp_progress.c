@@ -12,10 +12,14 @@
  * socket's delivering flag); an up-call may re-enter the provider, and
  * the same thread may then deliver more of the same socket.  The progress
  * thread delivers everything; a polling caller (WSPGetOverlappedResult)
- * delivers its own socket's FIFO, up-calls included: the completion it
- * waits for then needs no thread wake-up (WPUCompleteOverlappedRequest may
- * be called from any thread); a closing socket delivers its whole FIFO
- * before it aborts what never completed.
+ * delivers only operations that need no up-call (bit 0 of the event) at
+ * the head of its socket's FIFO, and leaves the rest, in order, to the
+ * progress thread; a closing socket delivers its whole FIFO before it
+ * aborts what never completed.  Up-calls stay on one thread: an up-call
+ * may wait (GetOverlappedResult) for a later completion of its own socket
+ * or of another one, which only a thread that can nest deliveries of every
+ * socket brings; two pollers, each inside an up-call of its socket and
+ * waiting on the other's, would wait for ever.
  *
  * While application threads poll, the progress thread keeps off the CQ:
  * two spinning threads per process would share the cores with the ones
@@ -173,9 +177,10 @@ static int poll_batch(struct sp_sock *mine, bool *others)
  * Deliver so's FIFO, oldest first, while its head may be delivered here;
  * one deliverer at a time, the same thread again from an up-call.  What is
  * left (an up-call this thread may not make, or another thread delivering)
- * goes back on the ready list.
+ * goes back on the ready list.  True when another thread delivers so and
+ * its FIFO is not empty.
  */
-static void deliver(struct sp_sock *so, bool may_upcall)
+static bool deliver(struct sp_sock *so, bool may_upcall)
 {
 	bool mine = false;
 	struct sp_op *op;
@@ -183,8 +188,9 @@ static void deliver(struct sp_sock *so, bool may_upcall)
 	pthread_mutex_lock(&so->lock);
 	if (so->delivering && !pthread_equal(so->deliverer, pthread_self())) {
 		/* Its deliverer looks at the FIFO again when it lets go. */
+		op = so->done_head;
 		pthread_mutex_unlock(&so->lock);
-		return;
+		return op != NULL;
 	}
 	if (!so->delivering) {
 		so->delivering = true;
@@ -209,6 +215,7 @@ static void deliver(struct sp_sock *so, bool may_upcall)
 	pthread_mutex_unlock(&so->lock);
 	if (op && mine && make_ready(so))
 		kick();
+	return false;
 }
 
 void sp_progress_poll(struct sp_sock *so)
@@ -225,34 +232,65 @@ void sp_progress_poll(struct sp_sock *so)
 		if (others)
 			kick();
 	}
-	if (so)
-		deliver(so, true);
+	/*
+	 * Up-calls only on the progress thread (or re-entered, from a
+	 * deliverer's up-call).  What this thread polled for so while another
+	 * delivers it goes on the ready list too: its deliverer may be the
+	 * progress thread waiting in an up-call, which delivers that list.
+	 */
+	if (so && deliver(so, sp_progress_is_self()) && !sp_progress_is_self() && make_ready(so))
+		kick();
+	/*
+	 * The progress thread waits in an up-call: the sockets it delivers
+	 * (outer up-calls) and those it polled for others go out from here, or
+	 * a thread waiting on one of them waits for ever.
+	 */
+	if (sp_progress_is_self()) {
+		struct sp_sock *r;
+
+		while ((r = take_ready())) {
+			deliver(r, true);
+			sp_sock_put(r);
+		}
+	}
 }
 
-bool sp_progress_own(struct sp_sock *so)
+bool sp_progress_try_own(struct sp_sock *so, bool wait, bool *owned)
 {
-	bool owned = false;
-
-	/* What its QP completed is in the CQ: all of it into the FIFOs. */
 	bool others = false;
 
+	*owned = false;
+	pthread_mutex_lock(&so->lock);
+	if (!so->delivering || !pthread_equal(so->deliverer, pthread_self())) {
+		if (so->delivering && !wait) {
+			/* Its deliverer (the closing thread) completes what is left. */
+			pthread_mutex_unlock(&so->lock);
+			return false;
+		}
+		while (so->delivering)
+			pthread_cond_wait(&so->cond, &so->lock);
+		so->delivering = true;
+		so->deliverer = pthread_self();
+		*owned = true;
+	}
+	pthread_mutex_unlock(&so->lock);
+	/* What its QP completed is in the CQ: all of it into the FIFOs. */
 	pthread_mutex_lock(&sp_prov.cq_lock);
 	while (poll_batch(so, &others) > 0)
 		;
 	pthread_mutex_unlock(&sp_prov.cq_lock);
 	if (others)
 		kick();
-	pthread_mutex_lock(&so->lock);
-	if (!so->delivering || !pthread_equal(so->deliverer, pthread_self())) {
-		while (so->delivering)
-			pthread_cond_wait(&so->cond, &so->lock);
-		so->delivering = true;
-		so->deliverer = pthread_self();
-		owned = true;
-	}
-	pthread_mutex_unlock(&so->lock);
 	/* Owned (or re-entered): the FIFO goes out here, up-calls included. */
 	deliver(so, true);
+	return true;
+}
+
+bool sp_progress_own(struct sp_sock *so)
+{
+	bool owned;
+
+	sp_progress_try_own(so, true, &owned);
 	return owned;
 }
 

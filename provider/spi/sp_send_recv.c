@@ -97,10 +97,12 @@ int sp_get_overlapped_result(sp_socket s, struct sp_overlapped *ov, uint32_t *by
 			/*
 			 * Closed meanwhile by another thread, which waits for this
 			 * one (its deliverer) to let go: what is left is aborted
-			 * here, in the order posted.
+			 * here, in the order posted.  Unless the closing thread
+			 * delivers it (its abort up-call may wait on a socket this
+			 * thread delivers): it aborts the rest itself.
 			 */
 			if (sp_sock_closed(so))
-				sp_op_abort_all(so);
+				sp_op_try_abort_all(so);
 			if (spins < 1000)
 				sched_yield();
 			else

@@ -30,9 +30,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "switch_tenv.h"
 #include "sw.h"
 #include "swc_wire.h"
+#include "switch_tenv.h"
 
 static int (*is_san)(int);
 static int ctl[2];  /* server -> client: the port */

@@ -686,8 +686,8 @@ int main(void)
 
 		/* A listening rdma_cm_id is one process's: the workers stay on TCP there. */
 		if (cases[i].server == fork_workers_server && switch_tenv_verbs()) {
-			printf("ok %d # SKIP %s: the verbs backend cannot share a listener\n", i + 1,
-			       cases[i].name);
+			printf("ok %d # SKIP %s: the verbs backend cannot share a listener\n",
+			       i + 1, cases[i].name);
 			continue;
 		}
 		r = run(&cases[i]);

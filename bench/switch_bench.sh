@@ -54,33 +54,52 @@ fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 port=$((30000 + $$ % 20000))
-# rsockets' preload has no epoll: with -R every sockperf server multiplexes with poll.
-sr_opts=
-[ -z "$rs" ] || sr_opts="-F poll"
+# What a tool said when it gave no figure (stderr: the table stays on stdout).
+why() { # label, files...
+	l=$1
+	shift
+	echo "switch_bench: $l gave no figure:" >&2
+	tail -n 4 "$@" | sed 's/^/  /' >&2
+}
 
-# One sockperf ping-pong: its average latency in usec.
-lat() { # wrapper...
+# One sockperf ping-pong: its average latency in usec.  rsockets' preload
+# has no epoll (sockperf's server default): with -R every server polls
+# (-F poll, which sockperf takes with a connection list only).
+lat() { # label, wrapper (words)
 	port=$((port + 1))
-	# shellcheck disable=SC2086
-	timeout $((secs + 30)) "$@" sockperf sr --tcp $sr_opts -i "$addr" -p $port >"$tmp/sr" 2>&1 &
+	if [ -n "$rs" ]; then
+		echo "T:$addr:$port" >"$tmp/feed"
+		# shellcheck disable=SC2086
+		timeout $((secs + 30)) $2 sockperf sr -f "$tmp/feed" -F poll >"$tmp/sr" 2>&1 &
+	else
+		# shellcheck disable=SC2086
+		timeout $((secs + 30)) $2 sockperf sr --tcp -i "$addr" -p $port >"$tmp/sr" 2>&1 &
+	fi
 	srv=$!
-	sleep 1
-	timeout $((secs + 30)) "$@" sockperf pp --tcp -i "$addr" -p $port -t "$secs" >"$tmp/pp" 2>&1 || true
+	sleep 2
+	# shellcheck disable=SC2086
+	timeout $((secs + 30)) $2 sockperf pp --tcp -i "$addr" -p $port -t "$secs" >"$tmp/pp" 2>&1 || true
 	kill $srv 2>/dev/null || true
 	wait $srv 2>/dev/null || true
-	sed -n 's/.*avg-latency=\([0-9.]*\).*/\1/p' "$tmp/pp" | tail -1
+	v=$(sed -n 's/.*avg-latency=\([0-9.]*\).*/\1/p' "$tmp/pp" | tail -1)
+	[ -n "$v" ] || why "sockperf ($1)" "$tmp/sr" "$tmp/pp"
+	echo "$v"
 }
 
 # One iperf3 run: the receiver's Gbit/s.
-tput() { # wrapper...
+tput() { # label, wrapper (words)
 	port=$((port + 1))
-	timeout $((secs + 30)) "$@" iperf3 -s -1 -B "$addr" -p $port >"$tmp/is" 2>&1 &
+	# shellcheck disable=SC2086
+	timeout $((secs + 30)) $2 iperf3 -s -1 -B "$addr" -p $port >"$tmp/is" 2>&1 &
 	srv=$!
-	sleep 1
-	timeout $((secs + 30)) "$@" iperf3 -c "$addr" -p $port -t "$secs" -P "$streams" -f g >"$tmp/ip" 2>&1 || true
+	sleep 2
+	# shellcheck disable=SC2086
+	timeout $((secs + 30)) $2 iperf3 -c "$addr" -p $port -t "$secs" -P "$streams" -f g >"$tmp/ip" 2>&1 || true
 	kill $srv 2>/dev/null || true
 	wait $srv 2>/dev/null || true
-	grep receiver "$tmp/ip" | tail -1 | awk '{ for (i = 1; i < NF; i++) if ($(i + 1) == "Gbits/sec") v = $i } END { print v }'
+	v=$(grep receiver "$tmp/ip" | tail -1 | awk '{ for (i = 1; i < NF; i++) if ($(i + 1) == "Gbits/sec") v = $i } END { print v }')
+	[ -n "$v" ] && [ "$v" != 0.00 ] || why "iperf3 ($1)" "$tmp/is" "$tmp/ip"
+	echo "$v"
 }
 
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR) print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
@@ -89,12 +108,12 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a > 0) printf "%.2f", a 
 : >"$tmp/lt"; : >"$tmp/ls"; : >"$tmp/lr"; : >"$tmp/tt"; : >"$tmp/ts"; : >"$tmp/tr"
 i=0
 while [ $i -lt "$runs" ]; do
-	lat env >>"$tmp/lt"
-	lat "$run" >>"$tmp/ls"
-	[ -z "$rs" ] || lat env LD_PRELOAD="$rspreload" >>"$tmp/lr"
-	tput env >>"$tmp/tt"
-	tput "$run" >>"$tmp/ts"
-	[ -z "$rs" ] || tput env LD_PRELOAD="$rspreload" >>"$tmp/tr"
+	lat tcp env >>"$tmp/lt"
+	lat switch "$run" >>"$tmp/ls"
+	[ -z "$rs" ] || lat rsockets "env LD_PRELOAD=$rspreload" >>"$tmp/lr"
+	tput tcp env >>"$tmp/tt"
+	tput switch "$run" >>"$tmp/ts"
+	[ -z "$rs" ] || tput rsockets "env LD_PRELOAD=$rspreload" >>"$tmp/tr"
 	i=$((i + 1))
 done
 lt=$(median <"$tmp/lt"); ls=$(median <"$tmp/ls"); lr=$(median <"$tmp/lr")

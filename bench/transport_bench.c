@@ -17,6 +17,7 @@
 #include <getopt.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,11 @@ static const size_t sizes[] = { 64, 4096, 65536, 1u << 20 };
 #define MAXLEN (1u << 20)
 #define BUFLEN (MAXLEN + 4096)
 #define DEPTH 4
+/*
+ * Polling loops let the core go now and then: when both ends share a core
+ * (a loaded host) a spin that never yields costs a scheduler slice per turn.
+ */
+#define SPIN_YIELD 64
 /* The transports: TCP, the session polled and by up-call, RDMA through the SPI, the backend. */
 enum { X_TCP, X_SESS, X_UPCALL, X_SPI, X_BACKEND, NX };
 static const char *const names[NX] = { "tcp", "session", "upcall", "spi", "backend" };
@@ -106,9 +112,13 @@ static int spi_reap(struct rpath *r)
 	uint32_t bytes, flags;
 	int err;
 
-	while (g_sw.p.get_overlapped_result(p->s, &p->ov[p->first], &bytes, 0, &flags, &err))
+	for (unsigned int i = 1;
+	     g_sw.p.get_overlapped_result(p->s, &p->ov[p->first], &bytes, 0, &flags, &err); i++) {
 		if (err != SP_WSA_IO_INCOMPLETE)
 			return -1;
+		if (i % SPIN_YIELD == 0)
+			sched_yield();
+	}
 	p->first = (p->first + 1) % DEPTH;
 	r->in_flight--;
 	return 0;
@@ -149,10 +159,12 @@ static int be_reap(struct rpath *r)
 	struct vb_wc wc;
 	int got = 0;
 
-	do
+	for (unsigned int i = 1; !got; i++) {
 		if (vb_poll_cq(p->cq, 1, &wc, &got))
 			return -1;
-	while (!got);
+		if (!got && i % SPIN_YIELD == 0)
+			sched_yield();
+	}
 	r->in_flight--;
 	return wc.status == VB_WC_SUCCESS ? 0 : -1;
 }
@@ -168,8 +180,10 @@ static void put_seq(char *buf, size_t n, uint64_t seq)
 
 static void wait_seq(char *buf, size_t n, uint64_t seq)
 {
-	while (__atomic_load_n((uint64_t *)(buf + n - 8), __ATOMIC_ACQUIRE) != seq)
-		;
+	for (unsigned int i = 1;
+	     __atomic_load_n((uint64_t *)(buf + n - 8), __ATOMIC_ACQUIRE) != seq; i++)
+		if (i % SPIN_YIELD == 0)
+			sched_yield();
 }
 
 static uint64_t seq_no;

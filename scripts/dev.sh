@@ -51,7 +51,7 @@ test)
 	# weakly ordered CPUs, and every access TSan checks there is atomic anyway.
 	setup build-tsan -Dtests=enabled -Dwerror=true -Db_sanitize=thread -Db_lundef=false \
 		-Dbenchmarks=disabled -Dc_args=-Wno-tsan
-	meson compile -C build-tsan stress_rcache stress_mutex stress_stale spi_stress spi_reentry spi_delivery sanprov >/dev/null
+	meson compile -C build-tsan stress_rcache stress_mutex stress_htab stress_stale spi_stress spi_reentry spi_delivery sanprov >/dev/null
 	TSAN_OPTIONS=halt_on_error=1 meson test -C build-tsan --no-rebuild --print-errorlogs \
 		--suite stress || status=1
 	# The fuzz targets (the proxy core, the provider's wire decoders, the Windows

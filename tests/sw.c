@@ -173,15 +173,8 @@ static const char *library(char *buf, size_t len)
 	return buf;
 }
 
-int sw_load(struct sw *sw)
+static void sw_env(void)
 {
-	char path[4096];
-	const char *lib = library(path, sizeof(path));
-	int (*startup)(uint16_t, struct sp_wsp_data *, const struct sp_upcalls *,
-		       struct sp_proc_table *);
-	int ret;
-
-	memset(sw, 0, sizeof(*sw));
 	/* The provider reads the backend and device the suites run on. */
 	setenv("SANPROV_BACKEND", tdev_backend(), 1);
 	if (getenv("SANPROV_TEST_DEVICE"))
@@ -189,6 +182,16 @@ int sw_load(struct sw *sw)
 	/* The SAN serves the test address (the provider's default is loopback on softnic only). */
 	if (getenv("SANPROV_TEST_ADDR"))
 		setenv("SANPROV_SPI_ADDRESSES", getenv("SANPROV_TEST_ADDR"), 1);
+}
+
+int sw_load(struct sw *sw)
+{
+	char path[4096];
+	const char *lib = library(path, sizeof(path));
+	sw_startup_fn startup;
+
+	memset(sw, 0, sizeof(*sw));
+	sw_env();
 	if (!lib)
 		return ENOENT;
 	sw->dl = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
@@ -199,6 +202,17 @@ int sw_load(struct sw *sw)
 	*(void **)&startup = dlsym(sw->dl, "sp_wsp_startup_ex");
 	if (!startup)
 		return ENOENT;
+	return sw_start(sw, startup);
+}
+
+int sw_start(struct sw *sw, sw_startup_fn startup)
+{
+	int ret;
+
+	if (!sw->dl) {
+		memset(sw, 0, sizeof(*sw));
+		sw_env();
+	}
 	ret = startup(SP_SPI_VERSION, &sw->data, &upcalls, &sw->p);
 	if (ret)
 		return ret;

@@ -31,6 +31,10 @@ struct sw {
 
 /* Load the library (SANPROV_TEST_SPI_LIBRARY), start it, fetch the extensions: 0 or an error. */
 int sw_load(struct sw *sw);
+/* The same with a provider linked into the program (its sp_wsp_startup_ex). */
+typedef int (*sw_startup_fn)(uint16_t version, struct sp_wsp_data *data,
+			     const struct sp_upcalls *upcalls, struct sp_proc_table *procs);
+int sw_start(struct sw *sw, sw_startup_fn startup);
 void sw_unload(struct sw *sw);
 
 /* Up-call bookkeeping the tests look at. */

@@ -45,8 +45,6 @@ struct sp_prov_config {
 
 struct sp_prov {
 	pthread_mutex_t lock; /* startups, the device and the table of sockets */
-	pthread_cond_t done;  /* broadcast after an operation completes, if someone waits */
-	atomic_uint waiters;  /* WSPGetOverlappedResult calls waiting on done */
 	/* Changed under lock; read without it by every call (a socket needs a started provider). */
 	atomic_uint startups;
 	unsigned int fork_gen; /* sp_fork_generation at startup: a child must not use it */
@@ -78,7 +76,11 @@ struct sp_prov {
 	struct sp_htab sockets; /* socket contexts */
 	struct sp_htab mem;	/* WSPRegisterMemory handles */
 	struct sp_htab rdma;	/* WSPRegisterRdmaMemory registrations */
-	struct sp_htab ops;	/* outstanding operations: their handle is the wr_id */
+	/*
+	 * Sockets with a QP, until what it completed is delivered: named by
+	 * their wr_ids, with SP_CONN_GEN_BITS of generation.
+	 */
+	struct sp_htab conns;
 	pthread_t progress;
 	bool progress_running;
 	atomic_bool stop;
@@ -98,6 +100,10 @@ enum sp_sock_state {
 
 struct sp_op;
 struct sp_memh;
+/* Bits of a socket's generation in sp_prov.conns that a wr_id keeps (sp_op.c). */
+#define SP_CONN_GEN_BITS 10
+/* Chunks of a socket's operation slab: the first made with the QP, the others if ever needed. */
+#define SP_OP_MAX_CHUNKS 8
 struct sp_rdma_reg;
 
 struct sp_sock {
@@ -144,6 +150,17 @@ struct sp_sock {
 	uint32_t max_rdma;
 	struct sp_op *ops, *ops_tail; /* outstanding overlapped operations, oldest first */
 	/*
+	 * The operations' slab (sp_op.c), made with the QP: chunks of
+	 * op_chunk_size, a free list (under lock), and the socket's slot in
+	 * sp_prov.conns, which every wr_id of its operations names.
+	 */
+	struct sp_op *op_chunks[SP_OP_MAX_CHUNKS];
+	uint32_t op_chunk_size, n_op_chunks;
+	uint32_t op_fresh; /* slots handed out at least once */
+	struct sp_op *op_free;
+	uint64_t conn;
+	atomic_uint waiters; /* WSPGetOverlappedResult calls waiting on cond */
+	/*
 	 * Memory handles of this socket: a list, and a hash of (address,
 	 * length, flags) for re-registrations (under lock; grows by doubling).
 	 */
@@ -181,8 +198,18 @@ enum sp_op_kind { SP_OP_SEND, SP_OP_RECV, SP_OP_RDMA_WRITE, SP_OP_RDMA_READ };
 
 #define SP_OP_MAX_SGE 8
 
+enum sp_op_state {
+	SP_OP_FREE,	/* in its socket's slab */
+	SP_OP_STARTING, /* being posted (socket lock held) */
+	SP_OP_POSTED,	/* in flight: whoever takes it out owns its completion */
+	SP_OP_TAKEN,	/* in its socket's FIFO, or being completed */
+};
+
 struct sp_op {
-	uint64_t handle;	   /* in sp_prov.ops; the WR's wr_id */
+	uint64_t handle; /* the WR's wr_id: the socket's slot, this op's slot and generation */
+	uint32_t idx;	 /* in its socket's slab */
+	uint16_t gen;	 /* moves on each time it goes back to the slab */
+	uint8_t state;	 /* enum sp_op_state (under the socket's lock) */
 	struct sp_op *next, *prev; /* in the socket's list */
 	struct sp_sock *sock;
 	enum sp_op_kind kind;
@@ -214,17 +241,17 @@ int sp_op_begin(struct sp_sock *so, enum sp_op_kind kind, struct sp_overlapped *
 int sp_op_end(struct sp_sock *so, struct sp_op *op, int ret, uint32_t *bytes, int *err);
 
 /*
- * A new operation of so, linked into the socket (socket lock held; the
- * caller puts it in the table of operations once it is complete); NULL
- * with *err set.
+ * A new operation of so from its slab, linked into the socket (socket
+ * lock held; the caller marks it posted once it is complete); NULL with
+ * *err set.
  */
 struct sp_op *sp_op_new(struct sp_sock *so, enum sp_op_kind kind, struct sp_overlapped *ov,
 			sp_completion_fn cr, int *err);
-/* Posting failed: unlink and free it, nothing reported (socket lock held). */
+/* Posting failed: unlink it and give it back, nothing reported (socket lock held). */
 void sp_op_cancel(struct sp_op *op);
 /*
  * Its completion arrived (or the socket closes): unlink it, report the
- * result to the switch and free it.  Socket lock not held.
+ * result to the switch and give it back to the slab.  Socket lock not held.
  */
 void sp_op_complete(struct sp_op *op, int wsa_error, uint32_t bytes);
 /*
@@ -233,6 +260,25 @@ void sp_op_complete(struct sp_op *op, int wsa_error, uint32_t bytes);
  * gone).  Runs their up-calls in the calling thread.
  */
 void sp_op_abort_all(struct sp_sock *so);
+/*
+ * The socket's operation slab and its slot in sp_prov.conns, when it gets
+ * its QP (0 or errno); sp_op_slab_unpublish() once the QP is gone and what
+ * it completed was delivered, sp_op_slab_free() when the socket is freed.
+ */
+int sp_op_slab_init(struct sp_sock *so, uint32_t send_depth, uint32_t recv_depth);
+void sp_op_slab_unpublish(struct sp_sock *so);
+void sp_op_slab_free(struct sp_sock *so);
+/*
+ * A work completion's socket, with a reference, or NULL when the wr_id
+ * names no socket with a QP (left over from a closed one).  No lock.
+ */
+struct sp_sock *sp_op_wc_sock(uint64_t wr_id);
+/*
+ * Take the operation wr_id names out of so, when it is in flight: the
+ * caller owns its completion.  NULL when it is not (aborted by the closing
+ * socket, or a stale wr_id).  Socket lock held.
+ */
+struct sp_op *sp_op_take(struct sp_sock *so, uint64_t wr_id);
 
 /* sp_progress.c */
 int sp_progress_start(void);

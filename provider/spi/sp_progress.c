@@ -112,16 +112,23 @@ static void kick(void)
  */
 static bool handle_wc(const struct vb_wc *wc, struct sp_sock *mine)
 {
-	struct sp_op *op = sp_htab_remove(&sp_prov.ops, wc->wr_id);
-	struct sp_sock *so;
+	struct sp_sock *so = sp_op_wc_sock(wc->wr_id);
+	struct sp_op *op;
 	uint32_t bytes;
+	bool ready;
 	int err = 0;
 
-	if (!op)
-		return false; /* the socket closed and aborted it already */
-	so = op->sock;
-	bytes = op->kind == SP_OP_RECV ? wc->byte_len : op->bytes;
+	if (!so)
+		return false; /* its socket closed: the QP's completions were delivered */
 	pthread_mutex_lock(&so->lock);
+	op = sp_op_take(so, wc->wr_id);
+	if (!op) {
+		/* The socket closes and aborted it already. */
+		pthread_mutex_unlock(&so->lock);
+		sp_sock_put(so);
+		return false;
+	}
+	bytes = op->kind == SP_OP_RECV ? wc->byte_len : op->bytes;
 	if (wc->status != VB_WC_SUCCESS) {
 		err = sp_wsa_wc_error(wc->status, so->state == SP_SOCK_CLOSED);
 		bytes = 0;
@@ -140,7 +147,9 @@ static bool handle_wc(const struct vb_wc *wc, struct sp_sock *mine)
 		so->done_head = op;
 	so->done_tail = op;
 	pthread_mutex_unlock(&so->lock);
-	return so != mine && make_ready(so);
+	ready = so != mine && make_ready(so);
+	sp_sock_put(so);
+	return ready;
 }
 
 /*

@@ -117,12 +117,13 @@ int sp_get_overlapped_result(sp_socket s, struct sp_overlapped *ov, uint32_t *by
 		}
 	}
 	if (st == SP_OV_PENDING && !sp_progress_is_self()) {
-		pthread_mutex_lock(&sp_prov.lock);
-		atomic_fetch_add(&sp_prov.waiters, 1);
+		/* ov is an operation of s (the SPI says so): its completion wakes s's waiters. */
+		pthread_mutex_lock(&so->lock);
+		atomic_fetch_add(&so->waiters, 1);
 		while ((st = __atomic_load_n(&ov->internal, __ATOMIC_SEQ_CST)) == SP_OV_PENDING)
-			pthread_cond_wait(&sp_prov.done, &sp_prov.lock);
-		atomic_fetch_sub(&sp_prov.waiters, 1);
-		pthread_mutex_unlock(&sp_prov.lock);
+			pthread_cond_wait(&so->cond, &so->lock);
+		atomic_fetch_sub(&so->waiters, 1);
+		pthread_mutex_unlock(&so->lock);
 	}
 	sp_sock_put(so);
 	*bytes = (uint32_t)ov->internal_high;

@@ -71,6 +71,7 @@ void sp_sock_put(struct sp_sock *so)
 	if (atomic_fetch_sub(&so->refs, 1) != 1)
 		return;
 	sp_stats_sock_fini(&so->stats);
+	sp_op_slab_free(so);
 	pthread_cond_destroy(&so->cond);
 	pthread_mutex_destroy(&so->lock);
 	free(so);
@@ -184,6 +185,8 @@ static void conn_release(struct sp_sock *so)
 	if (qp)
 		teardown_failed("destroying a QP", vb_destroy_qp(qp));
 	sp_op_abort_all(so);
+	/* Whatever the QP completed is delivered: its wr_ids find nothing from now on. */
+	sp_op_slab_unpublish(so);
 	sp_rdma_release_socket(so);
 	sp_mem_release_socket(so);
 }
@@ -211,9 +214,17 @@ static int conn_resources(struct sp_sock *so)
 	 * its entry when it is posted (sp_op.c), so the CQ bounds the
 	 * operations in flight, not the connections.
 	 */
+	int ret;
+
 	qp = vb_create_qp(sp_prov.pd, &attr);
 	if (!qp)
 		return errno ? errno : ENOMEM;
+	/* Its operations, made now: posting allocates nothing. */
+	ret = sp_op_slab_init(so, depth, depth);
+	if (ret) {
+		teardown_failed("destroying a QP", vb_destroy_qp(qp));
+		return ret;
+	}
 	so->qp = qp;
 	so->sq_free = depth;
 	so->rq_free = depth;

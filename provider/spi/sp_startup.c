@@ -9,7 +9,6 @@
 
 struct sp_prov sp_prov = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
-	.done = PTHREAD_COND_INITIALIZER,
 	.life = PTHREAD_RWLOCK_INITIALIZER,
 	.cq_lock = PTHREAD_MUTEX_INITIALIZER,
 	.ready_lock = PTHREAD_MUTEX_INITIALIZER,
@@ -18,8 +17,6 @@ struct sp_prov sp_prov = {
 
 /* One CQ serves every QP: room for this many operations in flight by default. */
 #define SP_CQ_ENTRIES 65536u
-/* Outstanding operations: never more than the CQ's entries anyway. */
-#define SP_MAX_OPS (1u << 24)
 
 static uint32_t env_u32(const char *name, uint32_t def, uint32_t min, uint32_t max)
 {
@@ -92,7 +89,7 @@ static void prov_teardown(void)
 	sp_htab_fini(&p->sockets);
 	sp_htab_fini(&p->mem);
 	sp_htab_fini(&p->rdma);
-	sp_htab_fini(&p->ops);
+	sp_htab_fini(&p->conns);
 	p->cq = NULL;
 	p->proxy = NULL;
 	p->dev = NULL;
@@ -104,12 +101,10 @@ void sp_fork_child(void)
 
 	/* No thread of the parent runs here: what they held is free. */
 	pthread_mutex_init(&p->lock, NULL);
-	pthread_cond_init(&p->done, NULL);
 	pthread_rwlock_init(&p->life, NULL);
 	pthread_mutex_init(&p->cq_lock, NULL);
 	pthread_mutex_init(&p->ready_lock, NULL);
 	pthread_cond_init(&p->idle, NULL);
-	atomic_store(&p->waiters, 0);
 	sp_stats_fork_child();
 }
 
@@ -133,7 +128,7 @@ static void prov_abandon(void)
 	memset(&p->sockets, 0, sizeof(p->sockets));
 	memset(&p->mem, 0, sizeof(p->mem));
 	memset(&p->rdma, 0, sizeof(p->rdma));
-	memset(&p->ops, 0, sizeof(p->ops));
+	memset(&p->conns, 0, sizeof(p->conns));
 	atomic_store(&p->tearing_down, false);
 }
 
@@ -141,7 +136,6 @@ static int prov_setup(void)
 {
 	struct sp_prov *p = &sp_prov;
 	struct vb_device_attr da;
-	uint64_t max_ops;
 	int ret;
 
 	config_init(&p->cfg);
@@ -155,14 +149,15 @@ static int prov_setup(void)
 	if (!getenv("SANPROV_RCACHE_MAX_REGIONS") && p->cache_cfg.max_regions &&
 	    p->cache_cfg.max_regions < p->cfg.max_mem_handles)
 		p->cache_cfg.max_regions = p->cfg.max_mem_handles;
-	/* Every socket's queues full, in 64 bits: 2^20 sockets of depth 4096 is 2^33. */
-	max_ops = (uint64_t)p->cfg.max_sockets * 2 * p->cfg.queue_depth;
-	if (max_ops > SP_MAX_OPS)
-		max_ops = SP_MAX_OPS;
 	if (sp_htab_init(&p->sockets, p->cfg.max_sockets) ||
 	    sp_htab_init(&p->mem, p->cfg.max_mem_handles) ||
 	    sp_htab_init(&p->rdma, p->cfg.max_mem_handles) ||
-	    sp_htab_init(&p->ops, (uint32_t)max_ops)) {
+	    /*
+	     * A closed socket keeps its slot until its QP's completions are
+	     * delivered: room for as many again.  Generations as the wr_id
+	     * keeps them (sp_op.c).
+	     */
+	    sp_htab_init_bits(&p->conns, 2 * p->cfg.max_sockets, SP_CONN_GEN_BITS)) {
 		ret = ENOMEM;
 		goto err;
 	}

@@ -425,8 +425,15 @@ static int wait_until(struct swc_sess *s, swc_cond_fn cond, void *arg, struct sp
 			now = swc_os_now_ns();
 		if (now - start >= limit)
 			return fail(s, ETIMEDOUT);
-		if (now - start < spin)
+		if (now - start < spin) {
+			/*
+			 * The core goes to whoever else may run on it, the peer
+			 * perhaps: spinning without that costs a ping-pong two spin
+			 * times whenever both ends share a core.
+			 */
+			swc_os_yield();
 			continue;
+		}
 		/*
 		 * With events the host's wait runs even when nothing of this
 		 * end's is posted (a ring full of data not yet read): a host

@@ -162,6 +162,8 @@ static _Atomic uint64_t prog_spin_until;
 	} while (0)
 
 static void atfork_child(void);
+/* This process (getpid() is a system call, asked on every send and receive). */
+static pid_t self_pid;
 
 /* glibc's fortified entry points (_FORTIFY_SOURCE), which programs call instead. */
 ssize_t __read_chk(int fd, void *buf, size_t len, size_t buflen);
@@ -208,6 +210,7 @@ __attribute__((constructor)) static void sps_init(void)
 	RESOLVE(sendfile);
 	if (!real.fcntl64)
 		real.fcntl64 = real.fcntl;
+	self_pid = getpid();
 	pthread_atfork(NULL, NULL, atfork_child);
 	v = getenv("SANPROV_RUN_LOG");
 	if (v)
@@ -472,7 +475,7 @@ static void start(void)
 	opt_spin = env_u32("SANPROV_RUN_SPIN_US", 20);
 	opt_timeout = env_u32("SANPROV_RUN_TIMEOUT_MS", 3600000);
 	started = true;
-	started_pid = getpid();
+	started_pid = self_pid;
 	/* Before the libraries' destructors: the provider is still there (a fork child inherits
 	 * it). */
 	if (!exit_set)
@@ -487,7 +490,7 @@ static bool san_ready(void)
 	if (disabled)
 		return false;
 	pthread_once(&start_once, start);
-	return started && started_pid == getpid();
+	return started && started_pid == self_pid;
 }
 
 static bool san_reaches(const struct sockaddr *sa, socklen_t len)
@@ -605,7 +608,7 @@ static struct sps *sps_new(int kind)
 	so->kind = kind;
 	so->kfd = so->fd = so->evfd = so->afd = so->wake = -1;
 	so->ls = SP_INVALID_SOCKET;
-	so->pid = getpid();
+	so->pid = self_pid;
 	so->sndbuf = so->rcvbuf = (int)(opt_ring * opt_msg);
 	return so;
 }
@@ -614,7 +617,7 @@ static void sps_free(struct sps *so)
 {
 	int err;
 
-	if (so->kind == SPS_CONN && so->live && so->pid == getpid()) {
+	if (so->kind == SPS_CONN && so->live && so->pid == self_pid) {
 		sps_log(3,
 			"fd %d: %llu copied, %llu large (%llu staged) messages, %llu credit writes",
 			so->fd, (unsigned long long)so->sess.st.small_msgs,
@@ -640,7 +643,7 @@ static void sps_free(struct sps *so)
 		swc_sess_fini(&so->sess);
 		sess_unlock(so);
 	}
-	if (so->kind == SPS_LISTEN && so->ls != SP_INVALID_SOCKET && so->pid == getpid())
+	if (so->kind == SPS_LISTEN && so->ls != SP_INVALID_SOCKET && so->pid == self_pid)
 		procs.close_socket(so->ls, &err);
 	free(so->dup);
 	if (so->kfd >= 0)
@@ -865,7 +868,7 @@ err_sock:
  */
 static void sps_exit(void)
 {
-	if (started_pid != getpid())
+	if (started_pid != self_pid)
 		return;
 	pthread_mutex_lock(&conns_lock);
 	for (struct sps *so = conns; so; so = so->next) {
@@ -902,6 +905,7 @@ static void atfork_child(void)
 	struct epoll_event ee = { .events = EPOLLIN };
 	bool listeners = false;
 
+	self_pid = getpid();
 	pthread_mutex_init(&conns_lock, NULL);
 	pthread_mutex_init(&h_lock, NULL);
 	pthread_mutex_init(&child_mx, NULL);
@@ -958,7 +962,7 @@ static void child_listener(struct sps *so, int fd)
 		real.close(so->afd); /* the parent's accept event */
 	so->afd = afd;
 	so->ls = ls;
-	so->pid = getpid();
+	so->pid = self_pid;
 	sps_log(2, "fd %d listens on TCP and the SAN in this child", fd);
 }
 
@@ -1046,7 +1050,7 @@ SPS_EXPORT int listen(int fd, int backlog)
 	epoll_ctl(fd, EPOLL_CTL_ADD, so->afd, &ee);
 	/* What a fork child needs to accept on this listener too. */
 	so->dup = malloc(sizeof(*so->dup));
-	if (so->dup && procs.duplicate_socket(so->ls, (uint32_t)getpid(), so->dup, &err)) {
+	if (so->dup && procs.duplicate_socket(so->ls, (uint32_t)self_pid, so->dup, &err)) {
 		/* Expected where the backend cannot share a listener (verbs): no warning. */
 		sps_log(err == SP_WSAEOPNOTSUPP ? 2 : 1,
 			"%sfd %d: the SAN listener stays with this process (error %d)",
@@ -1081,7 +1085,7 @@ static int do_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
 	}
 	child_start();
 	for (;;) {
-		if (so->pid == getpid()) {
+		if (so->pid == self_pid) {
 			sp_socket s;
 
 			/* No descriptor left: EMFILE, the connection stays queued. */
@@ -1096,6 +1100,14 @@ static int do_accept(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
 				conn_fds_close(&f);
 			if (s != SP_INVALID_SOCKET) {
 				r = conn_open(s, -1, &f, &c);
+				/*
+				 * Its peer went before the session started (a client
+				 * whose provider failed after the connect, EMFILE say):
+				 * TCP's accept never returns such a connection either.
+				 */
+				if (r < 0 && (errno == ECONNRESET || errno == ECONNABORTED ||
+					      errno == EPIPE || errno == ETIMEDOUT))
+					continue;
 				if (r < 0)
 					return -1;
 				c->nonblock = flags & SOCK_NONBLOCK;
@@ -1224,7 +1236,7 @@ static int conn_error(struct sps *so, bool write)
 
 static bool usable(struct sps *so)
 {
-	if (so->pid != getpid()) {
+	if (so->pid != self_pid) {
 		errno = ENOTCONN; /* a connection stays with the process that made it */
 		return false;
 	}
@@ -1426,7 +1438,7 @@ static bool user_buf_ok(const void *buf, size_t len, bool write)
 			rem[n] = (struct iovec){ (void *)p, 1 };
 			loc[n] = (struct iovec){ &scratch, 1 };
 		}
-		r = process_vm_readv(getpid(), loc, (unsigned long)n, rem, (unsigned long)n, 0);
+		r = process_vm_readv(self_pid, loc, (unsigned long)n, rem, (unsigned long)n, 0);
 		if (r < 0 && (errno == ENOSYS || errno == EPERM))
 			return true; /* no way to tell here */
 		if (r != n)

@@ -55,8 +55,8 @@ int sp_os_wait2(vb_waitable fd, vb_waitable w, int timeout_us, bool reset)
 	(void)reset; /* the event's kind decides: auto-reset, or manual (sticky) */
 	HANDLE h[2] = { fd, w };
 	/* Milliseconds, rounded up: a short wait must still wait. */
-	DWORD r = WaitForMultipleObjects(2, h, FALSE,
-					 timeout_us < 0 ? INFINITE : (DWORD)(timeout_us + 999) / 1000);
+	DWORD r = WaitForMultipleObjects(
+	    2, h, FALSE, timeout_us < 0 ? INFINITE : (DWORD)(timeout_us + 999) / 1000);
 
 	if (r == WAIT_OBJECT_0)
 		return 1;

@@ -7,6 +7,8 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "tpair.h"
 #include "verbs/vrb.h"
@@ -64,4 +66,56 @@ Test(verbs_cm, a_disconnect_finds_its_qp_without_a_walk, .timeout = 120)
 	cr_assert_eq(vb_destroy_cq(cq), 0);
 	cr_assert_eq(vb_dealloc_pd(pd), 0);
 	cr_assert_eq(vb_close_device(dev), 0);
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/*
+ * A send that meets no receive waits for the receiver-not-ready timer the
+ * peer's QP gives, then retries: after a receive posted 50 ms later it
+ * completes within the timer's 0.64 ms and the retry, not the 655 ms the
+ * kernel's CM leaves in the QP (each of the switch's sends that beats the
+ * peer's repost paid that).
+ */
+Test(verbs_cm, a_send_waits_a_short_rnr_timer, .timeout = 60)
+{
+	static char src[64], dst[64];
+	struct vb_mr *smr, *dmr;
+	struct vb_wc wc;
+	struct tpair p;
+	uint64_t t0, took;
+
+	if (tdev_is_softnic())
+		cr_skip_test("the verbs backend's QP attributes (softnic retries at once)");
+	tpair_init(&p, tdev_open(), NULL);
+	smr = vb_reg_mr(p.a.pd, src, sizeof(src), VB_ACCESS_LOCAL_WRITE);
+	dmr = vb_reg_mr(p.b.pd, dst, sizeof(dst), VB_ACCESS_LOCAL_WRITE);
+	cr_assert(smr && dmr);
+	memset(src, 'r', sizeof(src));
+	/* Three rounds: the first RNR may come before the timer of a fresh QP. */
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(
+		    post_rdma(p.a.qp, VB_WR_SEND, 7, src, 64, smr->lkey, 0, 0, VB_SEND_SIGNALED),
+		    0);
+		usleep(50000);
+		t0 = now_ms();
+		cr_assert_eq(post_recv1(p.b.qp, 9, dst, sizeof(dst), dmr->lkey), 0);
+		wc = tpair_wait(p.a.scq);
+		took = now_ms() - t0;
+		cr_assert_eq(wc.status, VB_WC_SUCCESS);
+		wc = tpair_wait(p.b.rcq);
+		cr_assert_eq(wc.byte_len, 64);
+		/* 655 ms before; the emulated CPU of the VM tier leaves room for a slow retry. */
+		cr_assert_lt(took, 300, "round %d: the send completed %llu ms after the receive", i,
+			     (unsigned long long)took);
+	}
+	cr_assert_eq(vb_dereg_mr(smr), 0);
+	cr_assert_eq(vb_dereg_mr(dmr), 0);
+	tpair_fini(&p);
 }

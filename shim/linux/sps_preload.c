@@ -1051,8 +1051,10 @@ SPS_EXPORT int listen(int fd, int backlog)
 	/* What a fork child needs to accept on this listener too. */
 	so->dup = malloc(sizeof(*so->dup));
 	if (so->dup && procs.duplicate_socket(so->ls, (uint32_t)self_pid, so->dup, &err)) {
-		sps_log(1, "warning: fd %d: the SAN listener stays with this process (error %d)",
-			fd, err);
+		/* Expected where the backend cannot share a listener (verbs): no warning. */
+		sps_log(err == SP_WSAEOPNOTSUPP ? 2 : 1,
+			"%sfd %d: the SAN listener stays with this process (error %d)",
+			err == SP_WSAEOPNOTSUPP ? "" : "warning: ", fd, err);
 		free(so->dup);
 		so->dup = NULL;
 	}

@@ -22,6 +22,8 @@
 #include "vrb.h"
 
 #define RESOLVE_MS 5000
+/* The receiver-not-ready wait a peer is told, in the IB spec's code: 12 is 0.64 ms. */
+#define VRB_MIN_RNR_TIMER 12
 #define VRB_REJ_CONSUMER_DEFINED 28 /* the IB CM's reason for a reject by the consumer */
 
 static int cm_status(enum rdma_cm_event_type e)
@@ -91,6 +93,13 @@ static int move_qp(struct rdma_cm_id *id, struct ibv_qp *qp, enum ibv_qp_state s
 	if (st == IBV_QPS_INIT)
 		a.qp_access_flags =
 		    IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ;
+	/*
+	 * The kernel's CM gives 0, which the IB spec reads as 655 ms: every
+	 * send that meets no receive would wait that long before its retry
+	 * (softnic retries at once).  The peer waits what this end says.
+	 */
+	if (st == IBV_QPS_RTR && mask & IBV_QP_MIN_RNR_TIMER)
+		a.min_rnr_timer = VRB_MIN_RNR_TIMER;
 	return ibv_modify_qp(qp, &a, mask) ? (errno ? errno : EIO) : 0;
 }
 

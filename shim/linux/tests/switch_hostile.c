@@ -32,6 +32,7 @@
 
 #include "sw.h"
 #include "swc_wire.h"
+#include "switch_tenv.h"
 
 static int (*is_san)(int);
 static int ctl[2];  /* server -> client: the port */
@@ -80,7 +81,7 @@ static int listener(void)
 	int l = socket(AF_INET, SOCK_STREAM, 0);
 	uint16_t port;
 
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sin.sin_addr.s_addr = switch_tenv_addr();
 	if (l < 0 || bind(l, (struct sockaddr *)&sin, sizeof(sin)) || listen(l, 64) ||
 	    getsockname(l, (struct sockaddr *)&sin, &len))
 		return -1;
@@ -107,7 +108,7 @@ static int dial(void)
 	if (fd < 0)
 		return -1;
 	sin.sin_port = htons(the_port());
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sin.sin_addr.s_addr = switch_tenv_addr();
 	if (connect(fd, (struct sockaddr *)&sin, sizeof(sin))) {
 		e = errno;
 		close(fd);
@@ -856,6 +857,7 @@ int main(int argc, char **argv)
 	char name[128];
 
 	self = argv[0];
+	switch_tenv_setup();
 	*(void **)&is_san = dlsym(RTLD_DEFAULT, "sanprov_preload_is_san");
 	if (argc == 3 && !strcmp(argv[1], "peer")) {
 		/* The pipes are the parent's, at fixed numbers. */

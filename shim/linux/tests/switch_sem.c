@@ -26,6 +26,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "switch_tenv.h"
+
 static int (*is_san)(int);
 static int ctl[2];	   /* server -> client: the port, then go-aheads */
 static int back[2];	   /* client -> server: go-aheads */
@@ -65,7 +67,7 @@ static int listener(void)
 	int l = socket(AF_INET, SOCK_STREAM, 0);
 	uint16_t port;
 
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sin.sin_addr.s_addr = switch_tenv_addr();
 	if (bind(l, (struct sockaddr *)&sin, sizeof(sin)) || listen(l, 8) ||
 	    getsockname(l, (struct sockaddr *)&sin, &len))
 		return -1;
@@ -83,7 +85,7 @@ static int dial(void)
 	if (read(ctl[0], &port, sizeof(port)) != sizeof(port))
 		return -1;
 	sin.sin_port = htons(port);
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sin.sin_addr.s_addr = switch_tenv_addr();
 	return connect(fd, (struct sockaddr *)&sin, sizeof(sin)) ? -1 : fd;
 }
 
@@ -399,7 +401,7 @@ static int fork_workers_client_run(void)
 
 	CHECK(read(ctl[0], &port, sizeof(port)) == sizeof(port));
 	sin.sin_port = htons(port);
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sin.sin_addr.s_addr = switch_tenv_addr();
 	for (int i = 0; i < 6; i++) {
 		int fd = socket(AF_INET, SOCK_STREAM, 0);
 
@@ -619,6 +621,24 @@ static void on_pipe(int sig)
 	pipes++;
 }
 
+/* SWITCH_SEM_CASES=1,3,...: those cases only (the soft-RoCE tier's short variant). */
+static bool wanted(int n)
+{
+	const char *v = getenv("SWITCH_SEM_CASES");
+	char *end;
+
+	if (!v || !*v)
+		return true;
+	while (*v) {
+		if (strtol(v, &end, 10) == n)
+			return true;
+		if (end == v)
+			return false;
+		v = *end == ',' ? end + 1 : end;
+	}
+	return false;
+}
+
 /* Both ends in processes of their own; 0 when both passed. */
 static int run(const struct tcase *t)
 {
@@ -676,10 +696,23 @@ int main(void)
 	};
 	int n = (int)(sizeof(cases) / sizeof(cases[0]));
 
+	switch_tenv_setup();
 	*(void **)&is_san = dlsym(RTLD_DEFAULT, "sanprov_preload_is_san");
 	printf("1..%d\n", n);
 	for (int i = 0; i < n; i++) {
-		int r = run(&cases[i]);
+		int r;
+
+		if (!wanted(i + 1)) {
+			printf("ok %d # SKIP not in SWITCH_SEM_CASES\n", i + 1);
+			continue;
+		}
+		/* A listening rdma_cm_id is one process's: the workers stay on TCP there. */
+		if (cases[i].server == fork_workers_server && switch_tenv_verbs()) {
+			printf("ok %d # SKIP %s: the verbs backend cannot share a listener\n",
+			       i + 1, cases[i].name);
+			continue;
+		}
+		r = run(&cases[i]);
 
 		printf("%sok %d - %s\n", r ? "not " : "", i + 1, cases[i].name);
 		fflush(stdout);

@@ -26,6 +26,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "switch_tenv.h"
+
 #define KILL_BIT 0x80000000u
 #define BUF (512 * 1024)
 
@@ -248,7 +250,7 @@ static int client(uint16_t port, int n, uint64_t max, bool kill_me, uint32_t bas
 	struct epoll_event evs[64];
 	uint64_t r = base * 7919u + 1, moved = 0;
 
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sin.sin_addr.s_addr = switch_tenv_addr();
 	for (int i = 0; i < n; i++) {
 		struct ep *e = &eps[i];
 		struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT, .data.ptr = e };
@@ -310,6 +312,7 @@ int main(int argc, char **argv)
 	pid_t srv, c;
 	uint16_t port;
 
+	switch_tenv_setup();
 	*(void **)&is_san = dlsym(RTLD_DEFAULT, "sanprov_preload_is_san");
 	printf("1..4\n");
 	fflush(stdout);
@@ -319,7 +322,7 @@ int main(int argc, char **argv)
 	if (!srv) {
 		int ok = 0, killed = 0, san = 0;
 
-		sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		sin.sin_addr.s_addr = switch_tenv_addr();
 		l = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
 		if (bind(l, (struct sockaddr *)&sin, sizeof(sin)) || listen(l, 128) ||
 		    getsockname(l, (struct sockaddr *)&sin, &len))

@@ -40,6 +40,7 @@ struct sp_prov_config {
 	uint32_t max_mem_handles;
 	int connect_timeout_ms;
 	uint32_t poll_us;    /* spin this long after activity before sleeping (0: never) */
+	bool inline_upcalls; /* a polling caller makes its socket's up-calls (they never wait) */
 	uint32_t cq_entries; /* the shared CQ: operations in flight at most, every socket's */
 };
 

@@ -234,11 +234,13 @@ void sp_progress_poll(struct sp_sock *so)
 	}
 	/*
 	 * Up-calls only on the progress thread (or re-entered, from a
-	 * deliverer's up-call).  What this thread polled for so while another
+	 * deliverer's up-call), unless the switch's never wait
+	 * (SANPROV_SPI_INLINE_UPCALLS).  What this thread polled for so while another
 	 * delivers it goes on the ready list too: its deliverer may be the
 	 * progress thread waiting in an up-call, which delivers that list.
 	 */
-	if (so && deliver(so, sp_progress_is_self()) && !sp_progress_is_self() && make_ready(so))
+	if (so && deliver(so, sp_progress_is_self() || sp_prov.cfg.inline_upcalls) &&
+	    !sp_progress_is_self() && make_ready(so))
 		kick();
 	/*
 	 * The progress thread waits in an up-call: the sockets it delivers

@@ -52,6 +52,14 @@ static void config_init(struct sp_prov_config *c)
 	 */
 	c->poll_us = env_u32("SANPROV_SPI_POLL_US", 100, 0, 1000000);
 	c->cq_entries = env_u32("SANPROV_SPI_CQ_ENTRIES", SP_CQ_ENTRIES, 16, 1u << 22);
+	/*
+	 * A switch whose completion up-call never waits in the provider (it
+	 * signals an event, as WPUCompleteOverlappedRequest does) may have it
+	 * made by the thread that polls WSPGetOverlappedResult: no thread
+	 * wake-up between the completion and the poller.  An up-call that
+	 * waits there could hold a delivery nobody else can make.
+	 */
+	c->inline_upcalls = env_u32("SANPROV_SPI_INLINE_UPCALLS", 0, 0, 1) != 0;
 }
 
 static void teardown_status(const char *what, int ret)

@@ -88,6 +88,14 @@ struct sps {
 	struct sockaddr_storage local, peer;
 	socklen_t local_len, peer_len;
 	struct sps *next; /* every connection, for the progress thread */
+	/* Which thread is in a session call on it (the address of its tls_mark), or 0. */
+	atomic_uintptr_t holder;
+	/*
+	 * A receive is inside the session, perhaps waiting with the lock let
+	 * go (a large message read by RDMA): nobody else polls the session
+	 * meanwhile; the receive publishes on its way out.
+	 */
+	bool in_recv;
 };
 
 /* The kernel's entry points. */
@@ -150,6 +158,7 @@ static pthread_t prog_thread;
  * the writer up to a millisecond per ring).
  */
 static _Atomic uint64_t prog_spin_until;
+static _Thread_local char tls_mark;
 #define SPS_WRITER_SPIN_NS 500000
 
 #define sps_log(lvl, ...)                                                                          \
@@ -237,10 +246,12 @@ static void sess_lock(struct sps *so)
 {
 	pthread_mutex_lock(&so->lock);
 	so->held = true;
+	atomic_store_explicit(&so->holder, (uintptr_t)&tls_mark, memory_order_relaxed);
 }
 
 static void sess_unlock(struct sps *so)
 {
+	atomic_store_explicit(&so->holder, 0, memory_order_relaxed);
 	so->held = false;
 	pthread_mutex_unlock(&so->lock);
 }
@@ -250,7 +261,14 @@ static bool sess_trylock(struct sps *so)
 	if (pthread_mutex_trylock(&so->lock))
 		return false;
 	so->held = true;
+	atomic_store_explicit(&so->holder, (uintptr_t)&tls_mark, memory_order_relaxed);
 	return true;
+}
+
+/* The calling thread is in a session call on so (it publishes on its way out). */
+static bool sess_mine(struct sps *so)
+{
+	return atomic_load_explicit(&so->holder, memory_order_relaxed) == (uintptr_t)&tls_mark;
 }
 
 /* Up-calls: the socket handles the provider asks for --------------------------------- */
@@ -317,18 +335,35 @@ static int up_query(sp_socket s, uintptr_t *ctx, int *err)
 	return 0;
 }
 
+static int poll_sess(struct sps *so, struct swc_ready *r);
+
+/*
+ * As WPUCompleteOverlappedRequest: signal the operation's event (the
+ * connection's wake eventfd, which its session's waits and the progress
+ * thread sleep on).  And when the session is free, the program's readiness
+ * is published here and now: a program asleep in epoll_wait wakes with no
+ * hop through the progress thread (whose look each millisecond stays, for
+ * credits and for whatever this misses).  Never waits.
+ */
 static int up_complete(sp_socket s, struct sp_overlapped *ov, uint32_t error, uint32_t bytes,
 		       int *err)
 {
+	struct sps *so = (struct sps *)ov->event;
+	struct swc_ready r;
 	uint64_t one = 1;
 
 	(void)s;
 	(void)error;
 	(void)bytes;
 	(void)err;
-	/* As WPUCompleteOverlappedRequest: signal the operation's event. */
-	if (ov->event && !SP_OV_NO_UPCALL(ov))
-		(void)!real.write(SP_EVENT_TO_FD(ov->event), &one, sizeof(one));
+	if (!so || SP_OV_NO_UPCALL(ov))
+		return 0;
+	(void)!real.write(so->wake, &one, sizeof(one));
+	if (!sess_mine(so) && sess_trylock(so)) {
+		if (so->live && !so->sess.error && !so->in_recv)
+			poll_sess(so, &r);
+		sess_unlock(so);
+	}
 	return 0;
 }
 
@@ -340,9 +375,10 @@ static const struct sp_upcalls upcalls = {
 };
 
 /* The session's events: every operation of a connection signals its wake eventfd. */
+/* The event up_complete gets back: the connection itself. */
 static int ev_create(void *ctx, sp_event *ev)
 {
-	*ev = SP_EVENT_FD(((struct sps *)ctx)->wake);
+	*ev = (sp_event)ctx;
 	return 0;
 }
 
@@ -584,7 +620,7 @@ static void *progress_main(void *arg)
 
 			if (!sess_trylock(so))
 				continue;
-			if (so->live && !so->sess.error)
+			if (so->live && !so->sess.error && !so->in_recv)
 				poll_sess(so, &r);
 			sess_unlock(so);
 		}
@@ -634,6 +670,9 @@ static void sps_free(struct sps *so)
 		}
 		pthread_mutex_unlock(&conns_lock);
 		sess_lock(so);
+		/* Its waits below let the lock go: up-calls must not poll a session on its way out.
+		 */
+		so->live = false;
 		/* A close ends the stream as TCP's does (EOF), unless SO_LINGER asked to abort. */
 		so->sess.o.timeout_ms = 2000;
 		if (!so->linger0 && !so->sess.error && !so->shut_wr)
@@ -1304,12 +1343,15 @@ static ssize_t conn_recv_one(struct sps *so, void *buf, size_t len, int flags)
 		bool eof = false;
 
 		sess_lock(so);
+		so->in_recv = true;
 		if (so->shut_rd) {
+			so->in_recv = false;
 			sess_unlock(so);
 			return (ssize_t)done;
 		}
 		ret = poll_sess(so, &r);
 		if (ret) {
+			so->in_recv = false;
 			sess_unlock(so);
 			if (done)
 				return (ssize_t)done;
@@ -1327,6 +1369,7 @@ static ssize_t conn_recv_one(struct sps *so, void *buf, size_t len, int flags)
 			done += got;
 			swc_poll(&so->sess, &r);
 		}
+		so->in_recv = false;
 		poll_sess(so, &r);
 		sess_unlock(so);
 		if (ret && !done) {

@@ -87,15 +87,26 @@ struct sps {
 	bool last_w;
 	struct sockaddr_storage local, peer;
 	socklen_t local_len, peer_len;
-	struct sps *next; /* every connection, for the progress thread */
+	struct sps *next; /* every connection (conns_lock) */
 	/* Which thread is in a session call on it (the address of its tls_mark), or 0. */
 	atomic_uintptr_t holder;
 	/*
+	 * For the progress thread (dirty_lock): on the list of connections to
+	 * look at (dirty), and whether it may go on it (listed).  want_w (the
+	 * session's lock): a writer waits for credits, which come by RDMA
+	 * with no completion, so only a look finds them.
+	 */
+	bool listed, dirty, want_w;
+	struct sps *dirty_next;
+	struct sps *work_next; /* the progress thread's own copy of the list it took */
+	/*
 	 * A receive is inside the session, perhaps waiting with the lock let
-	 * go (a large message read by RDMA): nobody else polls the session
-	 * meanwhile; the receive publishes on its way out.
+	 * go (a large message read by RDMA): nobody else looks at the
+	 * session meanwhile (the lock's holder or the receive publishes).
 	 */
 	bool in_recv;
+	/* An up-call came while this thread held it: its poll looks once more. */
+	bool again;
 };
 
 /* The kernel's entry points. */
@@ -149,7 +160,6 @@ static uint32_t opt_ring, opt_msg, opt_spin, opt_timeout;
 static pthread_mutex_t conns_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct sps *conns;
 static int n_conns;
-static int prog_ep = -1;
 static pthread_t prog_thread;
 /*
  * Until when (CLOCK_MONOTONIC ns) the progress thread looks without
@@ -158,7 +168,19 @@ static pthread_t prog_thread;
  * the writer up to a millisecond per ring).
  */
 static _Atomic uint64_t prog_spin_until;
+
+/*
+ * The connections the progress thread looks at: those an up-call came for
+ * while their session was busy, and those whose writers wait for credits.
+ * Not every connection at every tick: an idle one costs nothing.
+ */
+static pthread_mutex_t dirty_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct sps *dirty_head;
+static uint64_t dirty_marks; /* marks that asked for a wake-up */
+static int prog_wake = -1;   /* the progress thread sleeps on it */
+static atomic_bool prog_asleep;
 static _Thread_local char tls_mark;
+static atomic_uint_fast64_t prog_looks; /* sessions the progress thread looked at */
 #define SPS_WRITER_SPIN_NS 500000
 
 #define sps_log(lvl, ...)                                                                          \
@@ -180,6 +202,7 @@ ssize_t __recv_chk(int fd, void *buf, size_t len, size_t buflen, int flags);
 ssize_t __recvfrom_chk(int fd, void *buf, size_t len, size_t buflen, int flags,
 		       struct sockaddr *from, socklen_t *fromlen);
 int sanprov_preload_is_san(int fd);
+uint64_t sanprov_preload_progress_looks(void);
 
 #define RESOLVE(name) (*(void **)&real.name = dlsym(RTLD_NEXT, #name))
 
@@ -265,10 +288,44 @@ static bool sess_trylock(struct sps *so)
 	return true;
 }
 
-/* The calling thread is in a session call on so (it publishes on its way out). */
+/* The calling thread is in a session call on so: it publishes so's readiness on its way out. */
 static bool sess_mine(struct sps *so)
 {
 	return atomic_load_explicit(&so->holder, memory_order_relaxed) == (uintptr_t)&tls_mark;
+}
+
+/* Put so on the progress thread's list; wake it up unless the look can wait for its tick. */
+static void mark_dirty(struct sps *so, bool wake)
+{
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&dirty_lock);
+	if (so->listed && !so->dirty) {
+		so->dirty = true;
+		so->dirty_next = dirty_head;
+		dirty_head = so;
+	}
+	if (wake)
+		dirty_marks++;
+	pthread_mutex_unlock(&dirty_lock);
+	if (wake && atomic_exchange(&prog_asleep, false))
+		(void)!real.write(prog_wake, &one, sizeof(one));
+}
+
+static void unmark_dirty(struct sps *so)
+{
+	pthread_mutex_lock(&dirty_lock);
+	so->listed = false;
+	if (so->dirty) {
+		for (struct sps **p = &dirty_head; *p; p = &(*p)->dirty_next) {
+			if (*p == so) {
+				*p = so->dirty_next;
+				break;
+			}
+		}
+		so->dirty = false;
+	}
+	pthread_mutex_unlock(&dirty_lock);
 }
 
 /* Up-calls: the socket handles the provider asks for --------------------------------- */
@@ -338,12 +395,12 @@ static int up_query(sp_socket s, uintptr_t *ctx, int *err)
 static int poll_sess(struct sps *so, struct swc_ready *r);
 
 /*
- * As WPUCompleteOverlappedRequest: signal the operation's event (the
- * connection's wake eventfd, which its session's waits and the progress
- * thread sleep on).  And when the session is free, the program's readiness
- * is published here and now: a program asleep in epoll_wait wakes with no
- * hop through the progress thread (whose look each millisecond stays, for
- * credits and for whatever this misses).  Never waits.
+ * As WPUCompleteOverlappedRequest: signal the operation's event, the
+ * connection's wake eventfd (its session's waits sleep on it).  And the
+ * program's readiness follows at once: published here when the session is
+ * free (no thread hop between the completion and an epoll_wait), by the
+ * calling thread's own session call when it is inside one, else by the
+ * progress thread.
  */
 static int up_complete(sp_socket s, struct sp_overlapped *ov, uint32_t error, uint32_t bytes,
 		       int *err)
@@ -359,11 +416,17 @@ static int up_complete(sp_socket s, struct sp_overlapped *ov, uint32_t error, ui
 	if (!so || SP_OV_NO_UPCALL(ov))
 		return 0;
 	(void)!real.write(so->wake, &one, sizeof(one));
-	if (!sess_mine(so) && sess_trylock(so)) {
+	if (sess_mine(so)) {
+		so->again = true;
+		return 0;
+	}
+	if (sess_trylock(so)) {
 		if (so->live && !so->sess.error && !so->in_recv)
 			poll_sess(so, &r);
 		sess_unlock(so);
+		return 0;
 	}
+	mark_dirty(so, true);
 	return 0;
 }
 
@@ -375,7 +438,7 @@ static const struct sp_upcalls upcalls = {
 };
 
 /* The session's events: every operation of a connection signals its wake eventfd. */
-/* The event up_complete gets back: the connection itself. */
+/* The event the provider hands back to up_complete: the connection itself. */
 static int ev_create(void *ctx, sp_event *ev)
 {
 	*ev = (sp_event)ctx;
@@ -416,6 +479,7 @@ static int ev_wait(void *ctx, sp_event ev, int timeout_ms)
 
 static void *progress_main(void *arg);
 static void sps_exit(void);
+static int high(int fd);
 
 static int fetch(const struct sp_guid *g, void *fn, size_t fn_size)
 {
@@ -496,8 +560,8 @@ static void start(void)
 	if (!ret)
 		ret = address_list();
 	if (!ret) {
-		prog_ep = epoll_create1(EPOLL_CLOEXEC);
-		if (prog_ep < 0 || pthread_create(&prog_thread, NULL, progress_main, NULL))
+		prog_wake = high(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+		if (prog_wake < 0 || pthread_create(&prog_thread, NULL, progress_main, NULL))
 			ret = ENOMEM;
 	}
 	if (ret) {
@@ -578,11 +642,25 @@ static void publish(struct sps *so, const struct swc_ready *r)
 	}
 	so->last_rx = r->rx_msgs;
 	so->last_w = r->writable;
+	/* Told "not writable" (or EAGAIN): credits must be looked for until they come. */
+	if (want == SPS_EV_READ_ONLY && !so->want_w) {
+		/* Told "not writable": the progress thread looks for credits until they come. */
+		so->want_w = true;
+		mark_dirty(so, true);
+	} else if (r->writable) {
+		so->want_w = false;
+	}
 }
 
 static int poll_sess(struct sps *so, struct swc_ready *r)
 {
-	int ret = swc_poll(&so->sess, r);
+	int ret;
+
+	/* What an up-call delivered in this very poll, after it read the messages, is read too. */
+	do {
+		so->again = false;
+		ret = swc_poll(&so->sess, r);
+	} while (so->again && !ret);
 
 	publish(so, r);
 	return ret;
@@ -598,33 +676,66 @@ static uint64_t now_ns(void)
 
 static void *progress_main(void *arg)
 {
-	struct epoll_event evs[64];
+	uint64_t v;
 
 	(void)arg;
 	for (;;) {
-		int n;
+		struct sps *list, *so, *next;
+		bool looking = false, news;
+		uint64_t seen;
+		int t;
 
-		/* Credits come by RDMA into a word, with no completion here: a tick looks. */
 		pthread_mutex_lock(&conns_lock);
-		n = n_conns;
-		pthread_mutex_unlock(&conns_lock);
-		if (n && now_ns() < atomic_load_explicit(&prog_spin_until, memory_order_relaxed)) {
-			epoll_wait(prog_ep, evs, 64, 0);
-			sched_yield();
-		} else {
-			epoll_wait(prog_ep, evs, 64, n ? 1 : 100);
+		pthread_mutex_lock(&dirty_lock);
+		list = dirty_head;
+		dirty_head = NULL;
+		seen = dirty_marks;
+		/*
+		 * Walked by its own links: once off the list, an up-call may put
+		 * one back on the new list (dirty_next) while this walks it.
+		 */
+		for (so = list; so; so = so->dirty_next) {
+			so->dirty = false;
+			so->work_next = so->dirty_next;
 		}
-		pthread_mutex_lock(&conns_lock);
-		for (struct sps *so = conns; so; so = so->next) {
+		pthread_mutex_unlock(&dirty_lock);
+		/* Each one on the list is listed: unlisting it takes conns_lock, held here. */
+		for (so = list; so; so = next) {
 			struct swc_ready r;
+			bool again = true;
 
-			if (!sess_trylock(so))
-				continue;
-			if (so->live && !so->sess.error && !so->in_recv)
-				poll_sess(so, &r);
-			sess_unlock(so);
+			next = so->work_next;
+			atomic_fetch_add_explicit(&prog_looks, 1, memory_order_relaxed);
+			if (sess_trylock(so)) {
+				if (so->live && !so->sess.error && !so->in_recv)
+					poll_sess(so, &r);
+				again = so->want_w && !so->sess.error;
+				sess_unlock(so);
+			}
+			/* Busy (its holder publishes), or waiting for credits: looked at again. */
+			if (again) {
+				mark_dirty(so, false);
+				looking = true;
+			}
 		}
 		pthread_mutex_unlock(&conns_lock);
+		t = !looking								      ? 100
+		    : now_ns() < atomic_load_explicit(&prog_spin_until, memory_order_relaxed) ? 0
+											      : 1;
+		atomic_store(&prog_asleep, true);
+		pthread_mutex_lock(&dirty_lock);
+		news = dirty_marks != seen;
+		pthread_mutex_unlock(&dirty_lock);
+		if (!news) {
+			struct pollfd p = { .fd = prog_wake, .events = POLLIN };
+
+			if (t)
+				poll(&p, 1, t);
+			else
+				sched_yield();
+		}
+		atomic_store(&prog_asleep, false);
+		(void)!real.read(prog_wake, &v, sizeof(v));
 	}
 	return NULL;
 }
@@ -668,9 +779,12 @@ static void sps_free(struct sps *so)
 				break;
 			}
 		}
+		unmark_dirty(so);
 		pthread_mutex_unlock(&conns_lock);
 		sess_lock(so);
-		/* Its waits below let the lock go: up-calls must not poll a session on its way out.
+		/*
+		 * Its waits below let the lock go: an up-call must not look at a
+		 * session on its way out (live is read under the lock).
 		 */
 		so->live = false;
 		/* A close ends the stream as TCP's does (EOF), unless SO_LINGER asked to abort. */
@@ -842,7 +956,6 @@ static int conn_open(sp_socket s, int fd, struct conn_fds *f, struct sps **out)
 {
 	struct swc_opts o = { 0 };
 	struct sps *so = sps_new(SPS_CONN);
-	struct epoll_event ee = { .events = EPOLLIN | EPOLLET };
 	int ev = f->ev, ret, err;
 
 	if (!so)
@@ -867,7 +980,6 @@ static int conn_open(sp_socket s, int fd, struct conn_fds *f, struct sps **out)
 		return -1;
 	}
 	so->live = true;
-	epoll_ctl(prog_ep, EPOLL_CTL_ADD, so->wake, &ee);
 	if (fd >= 0) {
 		so->kfd = take_number(fd, ev);
 		if (so->kfd < 0)
@@ -880,7 +992,12 @@ static int conn_open(sp_socket s, int fd, struct conn_fds *f, struct sps **out)
 	so->next = conns;
 	conns = so;
 	n_conns++;
+	pthread_mutex_lock(&dirty_lock);
+	so->listed = true;
+	pthread_mutex_unlock(&dirty_lock);
 	pthread_mutex_unlock(&conns_lock);
+	/* What came before it was listed: published now. */
+	mark_dirty(so, true);
 	fd_set_sps(fd, so);
 	*out = so;
 	sps_put(so); /* the fd holds it */
@@ -948,11 +1065,14 @@ static void atfork_child(void)
 	pthread_mutex_init(&conns_lock, NULL);
 	pthread_mutex_init(&h_lock, NULL);
 	pthread_mutex_init(&child_mx, NULL);
+	pthread_mutex_init(&dirty_lock, NULL);
 	conns = NULL;
 	n_conns = 0;
-	if (prog_ep >= 0)
-		real.close(prog_ep);
-	prog_ep = -1;
+	dirty_head = NULL;
+	atomic_store(&prog_asleep, false);
+	if (prog_wake >= 0)
+		real.close(prog_wake);
+	prog_wake = -1;
 	for (int fd = 0; fd < SPS_MAX_FD; fd++) {
 		struct sps *so = lookup(fd);
 		int ep;
@@ -1441,6 +1561,10 @@ static ssize_t conn_send_one(struct sps *so, const void *buf, size_t len, int fl
 			/* The writer will wait for credits: the progress thread looks for them. */
 			atomic_store_explicit(&prog_spin_until, now_ns() + SPS_WRITER_SPIN_NS,
 					      memory_order_relaxed);
+			sess_lock(so);
+			so->want_w = true;
+			sess_unlock(so);
+			mark_dirty(so, true);
 			if (done)
 				return (ssize_t)done;
 			errno = EAGAIN;
@@ -2127,6 +2251,12 @@ SPS_EXPORT int dup3(int oldfd, int newfd, int flags)
 }
 
 /* Whether fd is a SAN socket (the tests look it up with dlsym; absent without the switch). */
+/* How many times the progress thread looked at a session (an idle connection: never). */
+SPS_EXPORT uint64_t sanprov_preload_progress_looks(void)
+{
+	return atomic_load_explicit(&prog_looks, memory_order_relaxed);
+}
+
 SPS_EXPORT int sanprov_preload_is_san(int fd)
 {
 	struct sps *so = lookup(fd);

@@ -608,6 +608,62 @@ static int sndtimeo_client(void)
 	return 0;
 }
 
+/*
+ * Idle connections cost nothing: the progress thread looks only at those
+ * an up-call or a waiting writer asks it to (it once looked at every
+ * connection every millisecond).
+ */
+enum { IDLE_CONNS = 32 };
+
+static int idle_server(void)
+{
+	int l = listener(), a[IDLE_CONNS];
+	struct sockaddr_in sin;
+	socklen_t len = sizeof(sin);
+	uint16_t port;
+	char c;
+
+	CHECK(l >= 0 && !getsockname(l, (struct sockaddr *)&sin, &len));
+	/* dial() reads the port once per connection. */
+	port = ntohs(sin.sin_port);
+	for (int i = 1; i < IDLE_CONNS; i++)
+		CHECK(write(ctl[1], &port, sizeof(port)) == sizeof(port));
+	for (int i = 0; i < IDLE_CONNS; i++) {
+		a[i] = accept(l, NULL, NULL);
+		CHECK(a[i] >= 0 && read(a[i], &c, 1) == 1 && write(a[i], &c, 1) == 1);
+	}
+	hear(back[0]);
+	for (int i = 0; i < IDLE_CONNS; i++)
+		close(a[i]);
+	return 0;
+}
+
+static int idle_client(void)
+{
+	uint64_t (*looks)(void);
+	uint64_t before;
+	int fd[IDLE_CONNS];
+	char c;
+
+	*(void **)&looks = dlsym(RTLD_DEFAULT, "sanprov_preload_progress_looks");
+	CHECK(looks);
+	for (int i = 0; i < IDLE_CONNS; i++) {
+		fd[i] = dial();
+		CHECK(fd[i] >= 0 && san(fd[i]) == 2);
+		CHECK(write(fd[i], "i", 1) == 1 && read(fd[i], &c, 1) == 1 && c == 'i');
+	}
+	usleep(50000); /* what the connections' start asked for is done */
+	before = looks();
+	usleep(300000);
+	fprintf(stderr, "# %d idle connections, 300 ms: %llu looks\n", IDLE_CONNS,
+		(unsigned long long)(looks() - before));
+	CHECK(looks() - before < IDLE_CONNS);
+	tell(back[1]);
+	for (int i = 0; i < IDLE_CONNS; i++)
+		close(fd[i]);
+	return 0;
+}
+
 struct tcase {
 	const char *name;
 	int (*server)(void);
@@ -693,6 +749,8 @@ int main(void)
 		  fork_workers_server, fork_workers_client, false },
 		{ "sendfile to a SAN socket, with and without an offset", sendfile_server,
 		  sendfile_client, false },
+		{ "idle connections: the progress thread looks at none of them", idle_server,
+		  idle_client, false },
 	};
 	int n = (int)(sizeof(cases) / sizeof(cases[0]));
 

@@ -270,24 +270,31 @@ static void one_thread_pairs_only_on_softnic(void)
  * own, as an HTTP/1.0 server does): the reader gets every byte, then the
  * end of the stream, never a reset.
  */
+/* The provider loaded, a connected pair in this process, a session at each end. */
+static void sess_pair(struct sw *sw, struct swc_sess *a, struct swc_sess *b)
+{
+	struct swc_spi spi;
+	sp_socket c, s;
+
+	cr_assert_eq(sw_load(sw), 0);
+	sw_spi(sw, &spi);
+	sw_pair(sw, &c, &s);
+	cr_assert(c != SP_INVALID_SOCKET && s != SP_INVALID_SOCKET);
+	cr_assert_eq(swc_sess_init(a, &spi, c, NULL), 0);
+	cr_assert_eq(swc_sess_init(b, &spi, s, NULL), 0);
+}
+
 Test(spi_session, close_right_after_sending_is_graceful, .timeout = 60)
 {
 	static char out[200000], in[sizeof(out)];
 	struct swc_sess a, b;
-	struct swc_spi spi;
 	struct sw sw;
-	sp_socket c, s;
 	size_t got = 1;
 
 	one_thread_pairs_only_on_softnic();
 	for (size_t i = 0; i < sizeof(out); i++)
 		out[i] = (char)(i * 7 + 3);
-	cr_assert_eq(sw_load(&sw), 0);
-	sw_spi(&sw, &spi);
-	sw_pair(&sw, &c, &s);
-	cr_assert(c != SP_INVALID_SOCKET && s != SP_INVALID_SOCKET);
-	cr_assert_eq(swc_sess_init(&a, &spi, c, NULL), 0);
-	cr_assert_eq(swc_sess_init(&b, &spi, s, NULL), 0);
+	sess_pair(&sw, &a, &b);
 	/* Small messages only (below the threshold): the sender need not wait for the reader. */
 	for (size_t off = 0; off < 8 * 1000; off += 1000)
 		cr_assert_eq(swc_send(&a, out + off, 1000), 0);
@@ -383,20 +390,13 @@ Test(spi_session, non_blocking_large_sends_are_staged, .timeout = 60)
 	static char out[N * (BIG + 100)], in[sizeof(out)];
 	struct swc_sess a, b;
 	struct swc_ready rd;
-	struct swc_spi spi;
 	struct sw sw;
-	sp_socket c, s;
 	size_t sent, off = 0;
 
 	one_thread_pairs_only_on_softnic();
 	for (size_t i = 0; i < sizeof(out); i++)
 		out[i] = (char)(i * 13 + 5);
-	cr_assert_eq(sw_load(&sw), 0);
-	sw_spi(&sw, &spi);
-	sw_pair(&sw, &c, &s);
-	cr_assert(c != SP_INVALID_SOCKET && s != SP_INVALID_SOCKET);
-	cr_assert_eq(swc_sess_init(&a, &spi, c, NULL), 0);
-	cr_assert_eq(swc_sess_init(&b, &spi, s, NULL), 0);
+	sess_pair(&sw, &a, &b);
 	cr_assert_eq(swc_send(&b, "h", 1), 0);
 	cr_assert_eq(swc_recv(&a, in, 1), 0); /* the hellos are in */
 	for (int i = 0; i < N; i++) {

@@ -453,12 +453,14 @@ static void ev_destroy(void *ctx, sp_event ev)
 
 static int ev_wait(void *ctx, sp_event ev, int timeout_ms)
 {
-	struct pollfd p = { .fd = SP_EVENT_TO_FD(ev), .events = POLLIN };
 	struct sps *so = ctx;
+	/* Every event of the connection is the connection (ev_create): its wake eventfd. */
+	struct pollfd p = { .fd = so->wake, .events = POLLIN };
 	bool held = so->held;
 	uint64_t v;
 	int n;
 
+	(void)ev;
 	/*
 	 * A session call that waits (a blocking send for credits, or for the
 	 * end of a large transfer) lets the socket go meanwhile: a thread

@@ -69,11 +69,6 @@ struct sps {
 	struct swc_sess sess;
 	struct swc_events events;
 	bool live; /* sess started */
-	/*
-	 * The holder of lock is in a session call: the session's waits let the
-	 * lock go (another thread may receive while this one waits to send).
-	 */
-	bool held;
 	/* One sender and one receiver at a time (their calls interleave in the waits). */
 	pthread_mutex_t send_mx, recv_mx;
 	pid_t pid; /* the process that made it: a child of a fork cannot use it */
@@ -88,7 +83,7 @@ struct sps {
 	struct sockaddr_storage local, peer;
 	socklen_t local_len, peer_len;
 	struct sps *next; /* every connection (conns_lock) */
-	/* Which thread is in a session call on it (the address of its tls_mark), or 0. */
+	/* Which thread holds lock, in a session call (the address of its tls_mark), or 0. */
 	atomic_uintptr_t holder;
 	/*
 	 * For the progress thread (dirty_lock): on the list of connections to
@@ -268,14 +263,12 @@ static struct sps *lookup(int fd)
 static void sess_lock(struct sps *so)
 {
 	pthread_mutex_lock(&so->lock);
-	so->held = true;
 	atomic_store_explicit(&so->holder, (uintptr_t)&tls_mark, memory_order_relaxed);
 }
 
 static void sess_unlock(struct sps *so)
 {
 	atomic_store_explicit(&so->holder, 0, memory_order_relaxed);
-	so->held = false;
 	pthread_mutex_unlock(&so->lock);
 }
 
@@ -283,7 +276,6 @@ static bool sess_trylock(struct sps *so)
 {
 	if (pthread_mutex_trylock(&so->lock))
 		return false;
-	so->held = true;
 	atomic_store_explicit(&so->holder, (uintptr_t)&tls_mark, memory_order_relaxed);
 	return true;
 }
@@ -456,7 +448,11 @@ static int ev_wait(void *ctx, sp_event ev, int timeout_ms)
 	struct sps *so = ctx;
 	/* Every event of the connection is the connection (ev_create): its wake eventfd. */
 	struct pollfd p = { .fd = so->wake, .events = POLLIN };
-	bool held = so->held;
+	/*
+	 * A session call's waits let the lock go when this thread holds it
+	 * (another thread may receive while this one waits to send).
+	 */
+	bool held = sess_mine(so);
 	uint64_t v;
 	int n;
 
@@ -644,9 +640,8 @@ static void publish(struct sps *so, const struct swc_ready *r)
 	}
 	so->last_rx = r->rx_msgs;
 	so->last_w = r->writable;
-	/* Told "not writable" (or EAGAIN): credits must be looked for until they come. */
+	/* Told "not writable": the progress thread looks for credits until they come. */
 	if (want == SPS_EV_READ_ONLY && !so->want_w) {
-		/* Told "not writable": the progress thread looks for credits until they come. */
 		so->want_w = true;
 		mark_dirty(so, true);
 	} else if (r->writable) {

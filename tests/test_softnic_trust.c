@@ -865,7 +865,7 @@ Test(trust, keys_are_unpredictable_and_stale_keys_stay_dead, .timeout = 60)
  * policy runs as if Yama were there (it is not everywhere); a real Yama is
  * checked below.
  */
-static pid_t peer_child(uint16_t port, int *done_pipe, int *result)
+static pid_t peer_child(uint16_t port, int *done_pipe, int *result, const void *probe)
 {
 	int res[2], done[2];
 	pid_t pid;
@@ -894,6 +894,13 @@ static pid_t peer_child(uint16_t port, int *done_pipe, int *result)
 			if (qp)
 				ret = vb_connect(qp, (struct sockaddr *)&sin, sizeof(sin), &param);
 		}
+		/* Connected, the peer reads a byte of the server (its parent) directly. */
+		if (!ret && probe) {
+			struct iovec l = { &c, 1 }, r = { (void *)probe, 1 };
+
+			if (process_vm_readv(getppid(), &l, 1, &r, 1, 0) != 1)
+				ret = errno ? errno : EIO;
+		}
 		(void)!write(res[1], &ret, sizeof(ret));
 		(void)!read(done[0], &c, 1);
 		_exit(0);
@@ -917,7 +924,7 @@ Test(trust, only_the_connected_peer_may_attach, .timeout = 30)
 	server_open(&s);
 	cr_assert_eq(snic_os_peer_trusted(), 0, "nobody before a connection");
 	server_accept_async(&s, 5000);
-	c1 = peer_child(s.port, &done1, &r1);
+	c1 = peer_child(s.port, &done1, &r1, NULL);
 	cr_assert_eq(r1, 0, "connect: %s", strerror(r1));
 	cr_assert_eq(server_accept_wait(&s), 0);
 	cr_assert_eq(snic_os_peer_trusted(), c1, "the peer, and only it");
@@ -931,7 +938,7 @@ Test(trust, only_the_connected_peer_may_attach, .timeout = 30)
 	struct vb_qp *keep = s.qp;
 	s.qp = qp2;
 	server_accept_async(&s, 5000);
-	c2 = peer_child(s.port, &done2, &r2);
+	c2 = peer_child(s.port, &done2, &r2, NULL);
 	int acc = server_accept_wait(&s);
 	cr_assert_eq(acc, EBUSY, "accept: %s", strerror(acc));
 	cr_assert_eq(r2, EBUSY, "the second peer learns why: %s", strerror(r2));
@@ -949,10 +956,12 @@ Test(trust, only_the_connected_peer_may_attach, .timeout = 30)
 	snic_os_set_ptrace_scope(-1);
 }
 
-/* The same with the kernel's Yama, where there is one. */
-Test(trust, yama_lets_in_the_connected_peer_only, .timeout = 30)
+#define YAMA_SCOPE "/proc/sys/kernel/yama/ptrace_scope"
+
+/* The kernel's Yama scope; -1: no Yama. */
+static int yama_scope(void)
 {
-	FILE *f = fopen("/proc/sys/kernel/yama/ptrace_scope", "r");
+	FILE *f = fopen(YAMA_SCOPE, "r");
 	int scope = -1;
 
 	if (f) {
@@ -960,9 +969,54 @@ Test(trust, yama_lets_in_the_connected_peer_only, .timeout = 30)
 			scope = -1;
 		fclose(f);
 	}
+	return scope;
+}
+
+static int yama_set(int scope)
+{
+	FILE *f = fopen(YAMA_SCOPE, "w");
+	int ret;
+
+	if (!f)
+		return errno;
+	ret = fprintf(f, "%d\n", scope) < 0;
+	ret |= fclose(f) != 0;
+	return ret ? EIO : 0;
+}
+
+static int yama_was = -1;
+
+/*
+ * SANPROV_TEST_YAMA=1 (the soft-RoCE VM's run, a machine of our own): the
+ * case sets the system-wide scope to 1 itself, and puts it back after.
+ */
+static void yama_init(void)
+{
+	const char *set = getenv("SANPROV_TEST_YAMA");
+	int scope = yama_scope();
+
+	if (!set || strcmp(set, "1") || scope < 0 || scope == 1)
+		return;
+	cr_assert_eq(yama_set(1), 0, "setting " YAMA_SCOPE " to 1");
+	yama_was = scope;
+}
+
+static void yama_fini(void)
+{
+	if (yama_was >= 0)
+		yama_set(yama_was);
+}
+
+/* The same with the kernel's Yama, where there is one. */
+Test(trust, yama_lets_in_the_connected_peer_only, .init = yama_init, .fini = yama_fini,
+     .timeout = 30)
+{
+	int scope = yama_scope();
+
 	if (scope != 1)
-		cr_skip_test("needs Yama with ptrace_scope 1 (here: %s)",
-			     f ? "another scope" : "no Yama");
+		cr_skip_test(
+		    "needs Yama with ptrace_scope 1 (here: %s; SANPROV_TEST_YAMA=1 sets it)",
+		    scope < 0 ? "no Yama" : "another scope");
 	struct server s;
 	int done, r;
 	pid_t c;
@@ -977,10 +1031,10 @@ Test(trust, yama_lets_in_the_connected_peer_only, .timeout = 30)
 	cr_assert_eq(syscall(SYS_capset, &ch, cd), 0, "capset: %s", strerror(errno));
 	server_open(&s);
 	server_accept_async(&s, 5000);
-	c = peer_child(s.port, &done, &r);
-	cr_assert_eq(r, 0);
+	c = peer_child(s.port, &done, &r, &s);
+	cr_assert_eq(r, 0, "the peer's connect, or its read of this process: %s", strerror(r));
 	cr_assert_eq(server_accept_wait(&s), 0);
-	/* The peer may attach (its transfers work); a third process of the user may not. */
+	/* The peer could attach; a third process of the user may not. */
 	pid_t third = fork();
 	if (!third) {
 		char b;

@@ -176,6 +176,8 @@ static int prog_wake = -1;   /* the progress thread sleeps on it */
 static atomic_bool prog_asleep;
 static _Thread_local char tls_mark;
 static atomic_uint_fast64_t prog_looks; /* sessions the progress thread looked at */
+/* A session's waits, and those its connection's wake eventfd ended (the rest timed out). */
+static atomic_uint_fast64_t sess_waits, sess_wakes;
 #define SPS_WRITER_SPIN_NS 500000
 
 #define sps_log(lvl, ...)                                                                          \
@@ -198,6 +200,7 @@ ssize_t __recvfrom_chk(int fd, void *buf, size_t len, size_t buflen, int flags,
 		       struct sockaddr *from, socklen_t *fromlen);
 int sanprov_preload_is_san(int fd);
 uint64_t sanprov_preload_progress_looks(void);
+void sanprov_preload_wait_stats(uint64_t *waits, uint64_t *wakes);
 
 #define RESOLVE(name) (*(void **)&real.name = dlsym(RTLD_NEXT, #name))
 
@@ -466,8 +469,9 @@ static int ev_wait(void *ctx, sp_event ev, int timeout_ms)
 	if (held)
 		sess_unlock(so);
 	n = poll(&p, 1, timeout_ms);
-	if (n == 1)
-		(void)!real.read(p.fd, &v, sizeof(v));
+	atomic_fetch_add_explicit(&sess_waits, 1, memory_order_relaxed);
+	if (n == 1 && real.read(p.fd, &v, sizeof(v)) == sizeof(v))
+		atomic_fetch_add_explicit(&sess_wakes, 1, memory_order_relaxed);
 	if (held)
 		sess_lock(so);
 	return n == 1 ? 0 : ETIMEDOUT;
@@ -2252,6 +2256,13 @@ SPS_EXPORT int dup3(int oldfd, int newfd, int flags)
 SPS_EXPORT uint64_t sanprov_preload_progress_looks(void)
 {
 	return atomic_load_explicit(&prog_looks, memory_order_relaxed);
+}
+
+/* A session's waits (a blocked send or receive, 1 ms each), and those an event ended. */
+SPS_EXPORT void sanprov_preload_wait_stats(uint64_t *waits, uint64_t *wakes)
+{
+	*waits = atomic_load_explicit(&sess_waits, memory_order_relaxed);
+	*wakes = atomic_load_explicit(&sess_wakes, memory_order_relaxed);
 }
 
 SPS_EXPORT int sanprov_preload_is_san(int fd)

@@ -664,6 +664,52 @@ static int idle_client(void)
 	return 0;
 }
 
+/*
+ * A blocked writer sleeps on its connection's wake eventfd, which the
+ * provider's up-calls signal: the reader's returned credits end its waits
+ * (once they polled a number made of a pointer's bits instead, and every
+ * wait ran out its millisecond or spun).
+ */
+enum { WAKE_BYTES = 8 << 20 };
+
+static int wake_server(void)
+{
+	static char buf[65536];
+	int l = listener(), a = accept(l, NULL, NULL);
+	size_t got = 0;
+	ssize_t n = 1;
+
+	CHECK(a >= 0 && san(a) == 2);
+	usleep(100000); /* the writer fills the rings and waits */
+	while (got < WAKE_BYTES && (n = read(a, buf, sizeof(buf))) > 0)
+		got += (size_t)n;
+	CHECK(got == WAKE_BYTES && write(a, "k", 1) == 1);
+	close(a);
+	return 0;
+}
+
+static int wake_client(void)
+{
+	void (*stats)(uint64_t *, uint64_t *);
+	uint64_t w0, k0, w1, k1;
+	static char buf[65536];
+	int fd = dial();
+	char c;
+
+	*(void **)&stats = dlsym(RTLD_DEFAULT, "sanprov_preload_wait_stats");
+	CHECK(stats && fd >= 0 && san(fd) == 2);
+	stats(&w0, &k0);
+	for (size_t sent = 0; sent < WAKE_BYTES; sent += sizeof(buf))
+		CHECK(write(fd, buf, sizeof(buf)) == (ssize_t)sizeof(buf));
+	CHECK(read(fd, &c, 1) == 1 && c == 'k');
+	stats(&w1, &k1);
+	fprintf(stderr, "# %llu waits, %llu ended by the wake eventfd\n",
+		(unsigned long long)(w1 - w0), (unsigned long long)(k1 - k0));
+	CHECK(w1 > w0 && k1 > k0);
+	close(fd);
+	return 0;
+}
+
 struct tcase {
 	const char *name;
 	int (*server)(void);
@@ -751,6 +797,8 @@ int main(void)
 		  sendfile_client, false },
 		{ "idle connections: the progress thread looks at none of them", idle_server,
 		  idle_client, false },
+		{ "a blocked writer is woken by its connection's events, not its timer",
+		  wake_server, wake_client, false },
 	};
 	int n = (int)(sizeof(cases) / sizeof(cases[0]));
 

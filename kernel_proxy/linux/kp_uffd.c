@@ -131,6 +131,7 @@ struct kp_client {
 	/* What is registered (table_lock). */
 	struct kp_seg *root, *first; /* the treap, the list */
 	struct kp_seg *pool, *free_segs;
+	size_t pool_bytes; /* a mapping of its own: pages untouched cost nothing */
 	uint32_t pool_used;
 	uint32_t seed;
 	uint32_t runs, max_runs;
@@ -218,7 +219,8 @@ static struct kp_seg *seg_new(struct kp_client *k, uint64_t start, uint64_t end,
 	struct kp_seg *s = k->free_segs;
 
 	/* The pool holds twice the ranges the core allows: it never runs out.
-	 * Untouched until needed, so an idle proxy costs no memory for it. */
+	 * Untouched until needed (anonymous memory), so an idle proxy costs no
+	 * memory for it. */
 	if (s)
 		k->free_segs = s->r;
 	else
@@ -906,7 +908,11 @@ struct kp_client *kp_uffd_open_test(unsigned int flags)
 	}
 	k->shm_dev = find_shm_dev(k);
 	k->max_runs = map_budget(lim.max_ranges);
-	k->pool = calloc(n_segs, sizeof(*k->pool));
+	k->pool_bytes = (size_t)n_segs * sizeof(*k->pool);
+	k->pool =
+	    mmap(NULL, k->pool_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (k->pool == MAP_FAILED)
+		k->pool = NULL;
 	k->seed = (uint32_t)k->pid * 2654435761u;
 	k->core = kp_core_create(&lim, &linux_platform, k);
 	k->stop_fd = eventfd(0, EFD_CLOEXEC);
@@ -928,7 +934,8 @@ err:
 	ret = errno;
 	if (k->core)
 		kp_core_destroy(k->core);
-	free(k->pool);
+	if (k->pool)
+		munmap(k->pool, k->pool_bytes);
 	if (k->uffd >= 0)
 		close(k->uffd);
 	if (k->stop_fd >= 0)
@@ -965,7 +972,7 @@ void kp_client_close(struct kp_client *k)
 		close(k->stop_fd);
 		if (k->maps_fd >= 0)
 			close(k->maps_fd);
-		free(k->pool);
+		munmap(k->pool, k->pool_bytes);
 		free(k);
 		return;
 	}
@@ -988,7 +995,7 @@ void kp_client_close(struct kp_client *k)
 	close(k->stop_fd);
 	if (k->maps_fd >= 0)
 		close(k->maps_fd);
-	free(k->pool);
+	munmap(k->pool, k->pool_bytes);
 	pthread_mutex_destroy(&k->table_lock);
 	pthread_mutex_destroy(&k->ring_lock);
 	pthread_mutex_destroy(&k->sink_lock);
@@ -1085,4 +1092,10 @@ uint64_t kp_uffd_test_probes(struct kp_client *k)
 	n = k->probes;
 	pthread_mutex_unlock(&k->table_lock);
 	return n;
+}
+
+void kp_uffd_test_pool(struct kp_client *k, void **base, size_t *len)
+{
+	*base = k->pool;
+	*len = k->pool_bytes;
 }

@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * For tests only: open the Linux proxy as it would run on a kernel that
- * gives it less than this one does.
+ * gives it less than this one does; see what its calls cost.
  */
 #ifndef SANPROV_KP_UFFD_TEST_H
 #define SANPROV_KP_UFFD_TEST_H
+
+#include <stddef.h>
+#include <stdint.h>
 
 struct kp_client;
 
@@ -17,5 +20,11 @@ struct kp_client *kp_uffd_open_test(unsigned int flags);
 
 /* Segments of the registered set examined by unsecures so far (their cost, whatever the set). */
 uint64_t kp_uffd_test_probes(struct kp_client *k);
+
+/*
+ * The pool the registered set's segments come from: a mapping of its own,
+ * which only the calls of the client touch (never the event thread).
+ */
+void kp_uffd_test_pool(struct kp_client *k, void **base, size_t *len);
 
 #endif

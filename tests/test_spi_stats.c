@@ -265,6 +265,91 @@ Test(spi_stats, counters_after_known_work)
  * on the event): how many of their up-calls the polling thread made.
  * Every event is signaled, whichever thread made the up-call.
  */
+static sp_progress_fn progress_fn;
+
+static void fetch_progress(void)
+{
+	uint32_t bytes = 0;
+	int err = 0;
+
+	cr_assert_eq(sw.p.ioctl(SP_INVALID_SOCKET, SP_SIO_GET_EXTENSION_FUNCTION_POINTER,
+				(void *)&sp_guid_progress, sizeof(sp_guid_progress), &progress_fn,
+				sizeof(progress_fn), &bytes, NULL, NULL, NULL, &err),
+		     0, "fetching sp_progress_fn: %d", err);
+	cr_assert_eq(bytes, sizeof(progress_fn));
+}
+
+/*
+ * N RDMA writes that ask for an up-call, each completion taken by calls of
+ * sp_progress_fn (a switch's spin before it sleeps, as the Linux switch's
+ * epoll_wait) until its event is signalled: how many of their up-calls the
+ * spinning thread made.
+ */
+static uint64_t upcalls_by_spinner(void)
+{
+	enum { N = 200, LEN = 4096 };
+	char *src = aligned_alloc(4096, LEN), *dst = aligned_alloc(4096, LEN);
+	uint32_t dlen = 128;
+	uint8_t desc[128];
+	struct sw_ov o;
+	sp_socket c, a;
+	int err = 0;
+
+	cr_assert(src && dst);
+	memset(src, 3, LEN);
+	load();
+	fetch_progress();
+	sw_pair(&sw, &c, &a);
+	void *h = sw.register_memory(c, src, LEN, SP_MEM_READ, &err);
+	cr_assert_not_null(h);
+	cr_assert_eq(sw.register_rdma_memory(a, dst, LEN, SP_MEM_READWRITE, desc, &dlen, &err), 0);
+	struct sp_stats before = query();
+	for (int i = 0; i < N; i++) {
+		struct sp_wsabufex b = { 64, src, h };
+		struct pollfd p;
+		uint64_t v = 0;
+		int spins = 0;
+
+		sw_ov_init(&o, false);
+		PENDING(sw.rdma_write(c, &b, 1, desc, dlen, 0, NULL, 0, &o.ov, NULL, NULL, &perr));
+		do {
+			cr_assert_geq(progress_fn(&err), 0, "sp_progress_fn: %d", err);
+			p = (struct pollfd){ .fd = o.fd, .events = POLLIN };
+			cr_assert_lt(++spins, 10000000, "write %d: its event never came", i);
+		} while (poll(&p, 1, 0) != 1);
+		cr_assert_eq(read(o.fd, &v, sizeof(v)), sizeof(v));
+		sw_ov_fini(&o);
+	}
+	struct sp_stats s = query();
+	cr_assert_eq(s.upcalls - before.upcalls, N);
+	cr_assert_eq(sw.deregister_rdma_memory(a, desc, dlen, &err), 0);
+	cr_assert_eq(sw.deregister_memory(c, h, &err), 0);
+	/* After the last cleanup there is nothing to poll. */
+	cr_assert_eq(sw.p.cleanup(&err), 0);
+	cr_assert_eq(progress_fn(&err), SP_SOCKET_ERROR);
+	cr_assert_eq(err, SP_WSANOTINITIALISED);
+	sw.p.cleanup = NULL;
+	unload();
+	free(src);
+	free(dst);
+	cr_log_info("%d up-calls, %llu made by the spinning thread", N,
+		    (unsigned long long)(s.delivered_by_caller - before.delivered_by_caller));
+	return s.delivered_by_caller - before.delivered_by_caller;
+}
+
+Test(spi_stats, a_spinning_switch_makes_the_up_calls_when_they_never_wait)
+{
+	setenv("SANPROV_SPI_INLINE_UPCALLS", "1", 1);
+	cr_assert_gt(upcalls_by_spinner(), 0, "every up-call waited for the progress thread");
+	unsetenv("SANPROV_SPI_INLINE_UPCALLS");
+}
+
+Test(spi_stats, a_spinning_switch_leaves_up_calls_to_the_progress_thread_by_default)
+{
+	unsetenv("SANPROV_SPI_INLINE_UPCALLS");
+	cr_assert_eq(upcalls_by_spinner(), 0, "up-calls made on the spinning thread");
+}
+
 static uint64_t upcalls_by_poller(void)
 {
 	enum { N = 200, LEN = 4096 };

@@ -24,3 +24,8 @@ const struct sp_guid sp_guid_memory_registration_cache_callback = {
 const struct sp_guid sp_guid_stats_query = {
 	0x6F2A9B32u, 0x7A4F, 0x4035, { 0x94, 0xA9, 0xD5, 0xE6, 0x08, 0xA9, 0xE4, 0xD4 }
 };
+
+/* Not Microsoft's: sanprov's completion processing on the caller's thread (sp_progress_fn). */
+const struct sp_guid sp_guid_progress = {
+	0x3C1E5D07u, 0x9B2A, 0x4F6E, { 0x8D, 0x41, 0x7A, 0x0C, 0x52, 0xE3, 0x96, 0x1B }
+};

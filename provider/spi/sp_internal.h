@@ -297,6 +297,8 @@ void sp_progress_stop(void);
  * nothing unless no other thread delivers so's FIFO right now).
  */
 void sp_progress_poll(struct sp_sock *so);
+/* The extension function (sp_progress_fn). */
+int sp_progress_app(int *err);
 /*
  * Poll the CQ dry (so's QP is gone: whatever it completed is now in its
  * FIFO), then deliver so's FIFO in the calling thread, up-calls included.

@@ -48,6 +48,7 @@ static sp_fn extension(const struct sp_guid *g)
 		{ &sp_guid_memory_registration_cache_callback,
 		  (sp_fn)sp_memory_registration_cache_callback },
 		{ &sp_guid_stats_query, (sp_fn)sp_stats_query },
+		{ &sp_guid_progress, (sp_fn)sp_progress_app },
 	};
 
 	for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)

@@ -257,6 +257,46 @@ void sp_progress_poll(struct sp_sock *so)
 	}
 }
 
+int sp_progress_app(int *err)
+{
+	bool others = false;
+	struct sp_sock *so;
+	int n = 0;
+
+	if (!err)
+		return SP_SOCKET_ERROR;
+	/* The last cleanup's teardown takes life for writing: the CQ stays while this runs. */
+	if (pthread_rwlock_tryrdlock(&sp_prov.life))
+		return sp_fail(err, SP_WSANOTINITIALISED);
+	if (!atomic_load(&sp_prov.startups) || atomic_load(&sp_prov.tearing_down) || !sp_prov.cq) {
+		pthread_rwlock_unlock(&sp_prov.life);
+		return sp_fail(err, SP_WSANOTINITIALISED);
+	}
+	if (sp_forked()) {
+		pthread_rwlock_unlock(&sp_prov.life);
+		return sp_fail(err, SP_WSAENETDOWN);
+	}
+	atomic_store_explicit(&sp_prov.app_poll_ns, sp_progress_now_ns(), memory_order_relaxed);
+	if (!pthread_mutex_trylock(&sp_prov.cq_lock)) {
+		n = poll_batch(NULL, &others);
+		pthread_mutex_unlock(&sp_prov.cq_lock);
+	}
+	/*
+	 * Up-calls here only when the switch's never wait, and not from inside
+	 * one (its thread may wait for what the progress thread brings).
+	 */
+	if (sp_prov.cfg.inline_upcalls && !sp_progress_in_upcall() && !sp_progress_is_self()) {
+		while ((so = take_ready())) {
+			deliver(so, true);
+			sp_sock_put(so);
+		}
+	} else if (others) {
+		kick();
+	}
+	pthread_rwlock_unlock(&sp_prov.life);
+	return n < 0 ? 0 : n;
+}
+
 bool sp_progress_try_own(struct sp_sock *so, bool wait, bool *owned)
 {
 	bool others = false;

@@ -206,8 +206,9 @@ extern const struct sp_guid sp_guid_deregister_rdma_memory;
 extern const struct sp_guid sp_guid_rdma_write;
 extern const struct sp_guid sp_guid_rdma_read;
 extern const struct sp_guid sp_guid_memory_registration_cache_callback;
-/* sanprov's own: sp_stats_query_fn. */
+/* sanprov's own: sp_stats_query_fn, sp_progress_fn. */
 extern const struct sp_guid sp_guid_stats_query;
+extern const struct sp_guid sp_guid_progress;
 
 /* The SAN extension functions, as the GUID query returns them. */
 typedef void *(*sp_register_memory_fn)(sp_socket s, void *buf, uint32_t len, uint32_t flags,
@@ -314,6 +315,18 @@ struct sp_stats {
  * a moment.
  */
 typedef int (*sp_stats_query_fn)(struct sp_stats *out, uint32_t *len, int *err);
+
+/*
+ * One round of completion processing on the calling thread, for a switch
+ * that spins before it sleeps (the Linux switch's epoll_wait): the CQ is
+ * polled once and what it held delivered here, the up-calls too when they
+ * are made by polling threads (SANPROV_SPI_INLINE_UPCALLS), else by the
+ * progress thread.  The progress thread keeps off the CQ meanwhile, as for
+ * WSPGetOverlappedResult pollers.  The completions taken (0: none), or
+ * SOCKET_ERROR with WSANOTINITIALISED (no started provider) or
+ * WSAENETDOWN (a fork child's inherited one).
+ */
+typedef int (*sp_progress_fn)(int *err);
 
 /* The up-calls the switch gives the provider (WSPUPCALLTABLEEX, the part used). */
 struct sp_upcalls {

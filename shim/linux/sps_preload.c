@@ -135,6 +135,8 @@ static struct {
 	int (*dup2)(int, int);
 	int (*dup3)(int, int, int);
 	int (*epoll_ctl)(int, int, int, struct epoll_event *);
+	int (*epoll_wait)(int, struct epoll_event *, int, int);
+	int (*epoll_pwait)(int, struct epoll_event *, int, int, const sigset_t *);
 	ssize_t (*sendfile)(int, int, off_t *, size_t);
 } real;
 
@@ -150,11 +152,11 @@ static struct sp_proc_table procs;
 static struct swc_spi spi;
 static struct in_addr san_addrs[16];
 static int n_san_addrs;
-static uint32_t opt_ring, opt_msg, opt_spin, opt_timeout;
+static uint32_t opt_ring, opt_msg, opt_spin, opt_epoll_spin, opt_timeout;
 
 static pthread_mutex_t conns_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct sps *conns;
-static int n_conns;
+static atomic_int n_conns; /* read without conns_lock by epoll_wait's spin */
 static pthread_t prog_thread;
 /*
  * Until when (CLOCK_MONOTONIC ns) the progress thread looks without
@@ -178,6 +180,10 @@ static _Thread_local char tls_mark;
 static atomic_uint_fast64_t prog_looks; /* sessions the progress thread looked at */
 /* A session's waits, and those its connection's wake eventfd ended (the rest timed out). */
 static atomic_uint_fast64_t sess_waits, sess_wakes;
+/* The provider's completion processing on the caller's thread; NULL until it starts. */
+static _Atomic sp_progress_fn prov_progress;
+/* epoll_waits that found events while they spun, and those that went to sleep. */
+static atomic_uint_fast64_t epoll_spun, epoll_slept;
 #define SPS_WRITER_SPIN_NS 500000
 
 #define sps_log(lvl, ...)                                                                          \
@@ -200,6 +206,7 @@ ssize_t __recvfrom_chk(int fd, void *buf, size_t len, size_t buflen, int flags,
 		       struct sockaddr *from, socklen_t *fromlen);
 int sanprov_preload_is_san(int fd);
 uint64_t sanprov_preload_progress_looks(void);
+void sanprov_preload_epoll_stats(uint64_t *spun, uint64_t *slept);
 void sanprov_preload_wait_stats(uint64_t *waits, uint64_t *wakes);
 
 #define RESOLVE(name) (*(void **)&real.name = dlsym(RTLD_NEXT, #name))
@@ -237,6 +244,8 @@ __attribute__((constructor)) static void sps_init(void)
 	RESOLVE(dup2);
 	RESOLVE(dup3);
 	RESOLVE(epoll_ctl);
+	RESOLVE(epoll_wait);
+	RESOLVE(epoll_pwait);
 	RESOLVE(sendfile);
 	if (!real.fcntl64)
 		real.fcntl64 = real.fcntl;
@@ -575,9 +584,17 @@ static void start(void)
 	opt_ring = env_u32("SANPROV_RUN_RING", 32);
 	opt_msg = env_u32("SANPROV_RUN_MSG_SIZE", 8192);
 	opt_spin = env_u32("SANPROV_RUN_SPIN_US", 20);
+	opt_epoll_spin = env_u32("SANPROV_RUN_EPOLL_SPIN_US", opt_spin);
 	opt_timeout = env_u32("SANPROV_RUN_TIMEOUT_MS", 3600000);
 	started = true;
 	started_pid = self_pid;
+	{
+		sp_progress_fn fn = NULL;
+
+		/* An older provider without it: epoll_wait sleeps at once, as before. */
+		if (!fetch(&sp_guid_progress, &fn, sizeof(fn)))
+			atomic_store_explicit(&prov_progress, fn, memory_order_release);
+	}
 	/* Before the libraries' destructors: the provider is still there (a fork child inherits
 	 * it). */
 	if (!exit_set)
@@ -1318,6 +1335,70 @@ SPS_EXPORT int epoll_ctl(int ep, int op, int fd, struct epoll_event *ev)
 		return real.epoll_ctl(ep, op, fd, &e);
 	}
 	return real.epoll_ctl(ep, op, fd, ev);
+}
+
+/*
+ * epoll_wait spins before it sleeps while this process has SAN
+ * connections: the provider's completions are taken on this thread, whose
+ * up-calls publish the connections' readiness to their eventfds, which
+ * this epoll set then shows.  A message that comes within the spin costs
+ * no thread wake-up; asleep it costs two (the provider's progress thread,
+ * then this one), where TCP's costs one.  The events found, or -1 with
+ * errno EAGAIN when the spin found none (the caller sleeps).
+ */
+static int epoll_spin(int ep, struct epoll_event *ev, int max, int *timeout)
+{
+	sp_progress_fn progress = atomic_load_explicit(&prov_progress, memory_order_acquire);
+	uint64_t start, spin = (uint64_t)opt_epoll_spin * 1000;
+	int n, err;
+
+	if (!*timeout || !progress || !spin || started_pid != self_pid ||
+	    !atomic_load_explicit(&n_conns, memory_order_relaxed))
+		goto sleep;
+	start = now_ns();
+	do {
+		progress(&err);
+		n = real.epoll_wait(ep, ev, max, 0);
+		if (n) {
+			if (n > 0)
+				atomic_fetch_add_explicit(&epoll_spun, 1, memory_order_relaxed);
+			return n;
+		}
+		sched_yield(); /* the peer may need this core */
+	} while (now_ns() - start < spin);
+	if (*timeout > 0) {
+		uint64_t ms = (now_ns() - start) / 1000000;
+
+		*timeout = ms >= (uint64_t)*timeout ? 0 : *timeout - (int)ms;
+	}
+	atomic_fetch_add_explicit(&epoll_slept, 1, memory_order_relaxed);
+sleep:
+	errno = EAGAIN;
+	return -1;
+}
+
+SPS_EXPORT int epoll_wait(int ep, struct epoll_event *ev, int max, int timeout)
+{
+	int saved = errno, n = epoll_spin(ep, ev, max, &timeout);
+
+	if (n >= 0 || errno != EAGAIN)
+		return n;
+	errno = saved;
+	return real.epoll_wait(ep, ev, max, timeout);
+}
+
+/* With a signal mask, no spin: the mask is the program's only while it waits. */
+SPS_EXPORT int epoll_pwait(int ep, struct epoll_event *ev, int max, int timeout, const sigset_t *ss)
+{
+	int saved = errno, n;
+
+	if (ss)
+		return real.epoll_pwait(ep, ev, max, timeout, ss);
+	n = epoll_spin(ep, ev, max, &timeout);
+	if (n >= 0 || errno != EAGAIN)
+		return n;
+	errno = saved;
+	return real.epoll_pwait(ep, ev, max, timeout, NULL);
 }
 
 SPS_EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *alen)
@@ -2256,6 +2337,13 @@ SPS_EXPORT int dup3(int oldfd, int newfd, int flags)
 SPS_EXPORT uint64_t sanprov_preload_progress_looks(void)
 {
 	return atomic_load_explicit(&prog_looks, memory_order_relaxed);
+}
+
+/* epoll_waits that found events in their spin, and those that slept (with SAN connections). */
+SPS_EXPORT void sanprov_preload_epoll_stats(uint64_t *spun, uint64_t *slept)
+{
+	*spun = atomic_load_explicit(&epoll_spun, memory_order_relaxed);
+	*slept = atomic_load_explicit(&epoll_slept, memory_order_relaxed);
 }
 
 /* A session's waits (a blocked send or receive, 1 ms each), and those an event ended. */

@@ -21,6 +21,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -1237,4 +1238,350 @@ Test(trust, dereg_waits_for_a_peers_access_in_flight, .timeout = 30)
 Test(trust, destroy_qp_then_dereg_waits_for_a_peers_access_in_flight, .timeout = 30)
 {
 	dereg_with_access_in_flight(true);
+}
+
+/*
+ * A fork child that shares the listener answers the request: the
+ * connecting side takes the answer's sender (its kernel credentials) as
+ * its peer, and names it, not the listener's creator, as the process that
+ * may attach.
+ */
+Test(trust, a_fork_child_that_answers_is_the_peer, .timeout = 30)
+{
+	char blob[VB_LISTENER_BLOB_MAX];
+	size_t blen = sizeof(blob);
+	struct vb_conn_param param = { .timeout_ms = 5000 };
+	struct sockaddr_in sin;
+	struct server s;
+	int res[2], done[2], acc = -1;
+	pid_t pid;
+
+	unsetenv("SANPROV_SOFTNIC_PTRACER");
+	snic_os_set_ptrace_scope(1);
+	server_open(&s);
+	cr_assert_eq(vb_export_listener(s.l, blob, &blen), 0);
+	cr_assert_eq(pipe(res), 0);
+	cr_assert_eq(pipe(done), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (!pid) {
+		struct vb_qp_init_attr attr = { .cap = { .max_send_wr = 4, .max_recv_wr = 4 } };
+		struct vb_conn_param cp = { .timeout_ms = 5000 };
+		struct vb_device *dev = tdev_open();
+		struct vb_pd *pd = dev ? vb_alloc_pd(dev) : NULL;
+		struct vb_cq *cq = dev ? vb_create_cq(dev, 8) : NULL;
+		struct vb_listener *l = dev ? vb_import_listener(dev, blob, blen) : NULL;
+		int ret = EIO;
+		char c;
+
+		close(res[0]);
+		close(done[1]);
+		if (pd && cq && l) {
+			attr.send_cq = attr.recv_cq = cq;
+			struct vb_qp *qp = vb_create_qp(pd, &attr);
+			if (qp)
+				ret = vb_accept(l, qp, &cp);
+		}
+		(void)!write(res[1], &ret, sizeof(ret));
+		(void)!read(done[0], &c, 1);
+		_exit(0);
+	}
+	close(res[1]);
+	close(done[0]);
+	struct vb_qp_init_attr attr = { .cap = { .max_send_wr = 4, .max_recv_wr = 4 },
+					.send_cq = s.cq,
+					.recv_cq = s.cq };
+	struct vb_qp *qp = vb_create_qp(s.pd, &attr);
+	cr_assert_not_null(qp);
+	tdev_sockaddr(&sin, s.port);
+	int ret = vb_connect(qp, (struct sockaddr *)&sin, sizeof(sin), &param);
+	cr_assert_eq(read(res[0], &acc, sizeof(acc)), (ssize_t)sizeof(acc));
+	cr_assert_eq(acc, 0, "the child's accept: %s", strerror(acc));
+	cr_assert_eq(ret, 0, "connect: %s", strerror(ret));
+	/* The listening socket names this process; the answer came from the child. */
+	cr_assert_eq(snic_os_peer_trusted(), pid, "named %d, the child is %d",
+		     (int)snic_os_peer_trusted(), (int)pid);
+	close(done[1]);
+	close(res[0]);
+	waitpid(pid, NULL, 0);
+	cr_assert_eq(tpair_wait_qp_state(qp, VB_QPS_ERR, 5000), VB_QPS_ERR);
+	cr_assert_eq(vb_destroy_qp(qp), 0);
+	cr_assert_eq(snic_os_peer_trusted(), 0, "still named after the disconnect");
+	server_close(&s);
+	snic_os_set_ptrace_scope(-1);
+}
+
+/*
+ * A fork child of a process that named its peer starts with nobody named:
+ * it may name a peer of its own.  The peer, which has the ptrace right,
+ * reads this process's memory directly (what it could do anyway).
+ */
+Test(trust, a_fork_child_starts_with_nobody_named, .timeout = 30)
+{
+	struct server s;
+	int done, r;
+	pid_t c, f;
+
+	unsetenv("SANPROV_SOFTNIC_PTRACER");
+	snic_os_set_ptrace_scope(1);
+	server_open(&s);
+	server_accept_async(&s, 5000);
+	c = peer_child(s.port, &done, &r, &s);
+	cr_assert_eq(r, 0, "the peer's connect, or its read of this process: %s", strerror(r));
+	cr_assert_eq(server_accept_wait(&s), 0);
+	cr_assert_eq(snic_os_peer_trusted(), c);
+	f = fork();
+	cr_assert_geq(f, 0);
+	if (!f) {
+		if (snic_os_peer_trusted() != 0)
+			_exit(1);
+		/* Not refused as a second peer: this process has none yet. */
+		if (snic_os_peer_trust(getppid()) || snic_os_peer_trusted() != getppid())
+			_exit(2);
+		_exit(0);
+	}
+	int code = child_status(f);
+	cr_assert_eq(code, 0, "the fork child %s",
+		     code == 1 ? "inherited the name" : "was refused");
+	cr_assert_eq(snic_os_peer_trusted(), c, "the parent's name stays");
+	close(done);
+	waitpid(c, NULL, 0);
+	server_close(&s);
+	snic_os_set_ptrace_scope(-1);
+}
+
+/*
+ * A listener holds 16 connections that have not spoken: the 17th makes the
+ * oldest go, and the others stay for their own deadline.
+ */
+Test(trust, sixteen_silent_connections_are_held, .timeout = 30)
+{
+	struct sockaddr_un un;
+	struct server s;
+	int silent[SNIC_MAX_PENDING + 1];
+	char b;
+
+	cr_assert_eq(SNIC_MAX_PENDING, 16);
+	server_open(&s);
+	for (int i = 0; i <= SNIC_MAX_PENDING; i++) {
+		silent[i] = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+		cr_assert_eq(connect(silent[i], (struct sockaddr *)&un, wire_name(&un, s.port)), 0);
+	}
+	server_accept_async(&s, 300);
+	cr_assert_eq(server_accept_wait(&s), ETIMEDOUT);
+	cr_assert_eq(recv(silent[0], &b, 1, MSG_DONTWAIT), 0, "the oldest was not closed");
+	for (int i = 1; i <= SNIC_MAX_PENDING; i++) {
+		cr_assert_eq(recv(silent[i], &b, 1, MSG_DONTWAIT), -1, "connection %d was closed",
+			     i);
+		cr_assert_eq(errno, EAGAIN);
+	}
+	for (int i = 0; i <= SNIC_MAX_PENDING; i++)
+		close(silent[i]);
+	server_close(&s);
+}
+
+/* The peer's own QP segment, as the server maps it. */
+static struct snic_qp_seg *evil_qp_seg(struct evil *ev)
+{
+	struct snic_qp_seg *qs =
+	    mmap(NULL, snic_qp_seg_size(4, 1), PROT_READ | PROT_WRITE, MAP_SHARED, ev->mine[1], 0);
+
+	cr_assert_neq(qs, MAP_FAILED);
+	return qs;
+}
+
+/* Run fn with stderr sent to a pipe; what it wrote, in out. */
+static void with_stderr(void (*fn)(void *), void *arg, char *out, size_t len)
+{
+	int p[2], saved = dup(2);
+	ssize_t n;
+
+	cr_assert_eq(pipe(p), 0);
+	fflush(stderr);
+	cr_assert_eq(dup2(p[1], 2), 2);
+	fn(arg);
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	close(p[1]);
+	n = read(p[0], out, len - 1);
+	out[n > 0 ? n : 0] = '\0';
+	close(p[0]);
+}
+
+struct timed {
+	struct server *s;
+	struct vb_mr *mr;
+	uint64_t ms;
+	int ret;
+};
+
+static void timed_dereg(void *arg)
+{
+	struct timed *t = arg;
+	uint64_t start = now_ms();
+
+	t->ret = vb_dereg_mr(t->mr);
+	t->ms = now_ms() - start;
+}
+
+static void timed_destroy_qp(void *arg)
+{
+	struct timed *t = arg;
+	uint64_t start = now_ms();
+
+	t->ret = vb_destroy_qp(t->s->qp);
+	t->ms = now_ms() - start;
+	t->s->qp = NULL;
+}
+
+/*
+ * A peer announces an access it never ends: dereg_mr, and destroy_qp,
+ * wait SANPROV_SOFTNIC_DEREG_TIMEOUT_MS for it, then let go with a message.
+ */
+Test(trust, an_access_never_ended_holds_dereg_for_the_timeout_only, .timeout = 10)
+{
+	static uint64_t buf[2];
+	struct timed t = { 0 };
+	struct server s;
+	struct evil ev;
+	char msg[512];
+
+	setenv("SANPROV_SOFTNIC_DEREG_TIMEOUT_MS", "300", 1);
+	server_open(&s);
+	t.s = &s;
+	struct vb_mr *mr =
+	    vb_reg_mr(s.pd, &buf[0], 8, VB_ACCESS_LOCAL_WRITE | VB_ACCESS_REMOTE_WRITE);
+	struct vb_mr *mr2 =
+	    vb_reg_mr(s.pd, &buf[1], 8, VB_ACCESS_LOCAL_WRITE | VB_ACCESS_REMOTE_WRITE);
+	cr_assert(mr && mr2);
+	server_accept_async(&s, 5000);
+	cr_assert_eq(evil_connect(&ev, s.port, true, 5000), 0);
+	cr_assert_eq(server_accept_wait(&s), 0);
+	struct snic_qp_seg *qs = evil_qp_seg(&ev);
+
+	atomic_store(&qs->held[0], mr->rkey);
+	t.mr = mr;
+	with_stderr(timed_dereg, &t, msg, sizeof(msg));
+	cr_assert_eq(t.ret, 0);
+	cr_assert_geq(t.ms, 300, "dereg_mr returned after %llu ms", (unsigned long long)t.ms);
+	cr_assert_lt(t.ms, 1500, "dereg_mr took %llu ms", (unsigned long long)t.ms);
+	cr_assert(strstr(msg, "still busy after 300 ms"), "no message: \"%s\"", msg);
+
+	atomic_store(&qs->held[0], mr2->rkey);
+	with_stderr(timed_destroy_qp, &t, msg, sizeof(msg));
+	cr_assert_eq(t.ret, 0);
+	cr_assert_geq(t.ms, 300, "destroy_qp returned after %llu ms", (unsigned long long)t.ms);
+	cr_assert_lt(t.ms, 1500, "destroy_qp took %llu ms", (unsigned long long)t.ms);
+	cr_assert(strstr(msg, "still announces an access after 300 ms"), "no message: \"%s\"", msg);
+	/* The QP let go of its peer: nothing holds the region any more. */
+	t.mr = mr2;
+	timed_dereg(&t);
+	cr_assert_eq(t.ret, 0);
+	cr_assert_lt(t.ms, 200, "dereg_mr after destroy_qp took %llu ms", (unsigned long long)t.ms);
+
+	munmap(qs, snic_qp_seg_size(4, 1));
+	evil_close(&ev);
+	s.qp = vb_create_qp(
+	    s.pd, &(struct vb_qp_init_attr){ .cap = { .max_send_wr = 4, .max_recv_wr = 4 },
+					     .send_cq = s.cq,
+					     .recv_cq = s.cq });
+	cr_assert_not_null(s.qp);
+	server_close(&s);
+	unsetenv("SANPROV_SOFTNIC_DEREG_TIMEOUT_MS");
+}
+
+/* A connected peer reads the whole MR table: every region's address, length, rights, key. */
+Test(trust, a_peer_reads_the_whole_mr_table, .timeout = 30)
+{
+	static char buf[64];
+	struct server s;
+	struct evil ev;
+	struct stat st;
+
+	server_open(&s);
+	struct vb_mr *mr = vb_reg_mr(s.pd, buf, sizeof(buf), VB_ACCESS_REMOTE_READ);
+	cr_assert_not_null(mr);
+	server_accept_async(&s, 5000);
+	cr_assert_eq(evil_connect(&ev, s.port, true, 5000), 0);
+	cr_assert_eq(server_accept_wait(&s), 0);
+	cr_assert_eq(fstat(ev.theirs[0], &st), 0);
+	struct snic_dev_seg *dev =
+	    mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, ev.theirs[0], 0);
+	cr_assert_neq(dev, MAP_FAILED);
+	bool found = false;
+	for (uint32_t i = 0; i < dev->max_mr && !found; i++) {
+		const struct snic_mr_entry *e = &dev->mr[i];
+
+		found = atomic_load(&e->key) == mr->rkey && e->addr == (uintptr_t)buf &&
+			e->length == sizeof(buf) && (e->access & VB_ACCESS_REMOTE_READ);
+	}
+	cr_assert(found, "the region's key, address, length and rights are not in the table");
+	munmap(dev, (size_t)st.st_size);
+	evil_close(&ev);
+	cr_assert_eq(vb_dereg_mr(mr), 0);
+	server_close(&s);
+}
+
+/*
+ * A peer lies within what a responder could report: the next posted
+ * receive completes with the status, length and immediate it says, though
+ * no byte came.  It takes the second receive and never reports it: that
+ * receive does not complete, and the QP stays up.
+ */
+Test(trust, a_peer_can_lie_within_what_a_responder_reports, .timeout = 30)
+{
+	uint64_t rbuf[2] = { 0, 0 };
+	struct vb_wc wc;
+	struct server s;
+	struct evil ev;
+	enum vb_qp_state st;
+	int n;
+
+	server_open(&s);
+	struct vb_mr *mr = vb_reg_mr(s.pd, rbuf, sizeof(rbuf), VB_ACCESS_LOCAL_WRITE);
+	cr_assert_not_null(mr);
+	for (int i = 0; i < 2; i++)
+		cr_assert_eq(post_recv1(s.qp, (uint64_t)i + 1, &rbuf[i], 8, mr->lkey), 0);
+	server_accept_async(&s, 5000);
+	cr_assert_eq(evil_connect(&ev, s.port, true, 5000), 0);
+	cr_assert_eq(server_accept_wait(&s), 0);
+	struct snic_qp_seg *qs =
+	    mmap(NULL, snic_qp_seg_size(4, 1), PROT_READ | PROT_WRITE, MAP_SHARED, ev.theirs[1], 0);
+	cr_assert_neq(qs, MAP_FAILED);
+	struct snic_inb *r = snic_inb_at(qs->rq, 4, snic_rwqe_size(1), 0);
+	*r = (struct snic_inb){ .idx = 0,
+				.status = VB_WC_SUCCESS,
+				.opcode = VB_WC_RECV,
+				.byte_len = 3,
+				.imm_data = 0x1234,
+				.wc_flags = VB_WC_WITH_IMM };
+	atomic_store(&qs->rq_head, 2); /* both taken, one reported */
+	atomic_store(&qs->inb_tail, 1);
+	if (!atomic_load(&qs->polled) && !atomic_exchange(&qs->rung, 1))
+		cr_assert_eq(send(ev.sock, "r", 1, 0), 1);
+	munmap(qs, snic_qp_seg_size(4, 1));
+	wc = tpair_wait(s.cq);
+	cr_assert_eq(wc.wr_id, 1);
+	cr_assert_eq(wc.status, VB_WC_SUCCESS);
+	cr_assert_eq(wc.byte_len, 3);
+	cr_assert(wc.wc_flags & VB_WC_WITH_IMM);
+	cr_assert_eq(wc.imm_data, 0x1234);
+	cr_assert_eq(rbuf[0], 0, "a byte moved");
+	uint64_t start = now_ms();
+	while (now_ms() - start < 300) {
+		cr_assert_eq(vb_poll_cq(s.cq, 1, &wc, &n), 0);
+		cr_assert_eq(n, 0, "wr_id %llu completed", (unsigned long long)wc.wr_id);
+		usleep(10000);
+	}
+	cr_assert_eq(vb_query_qp(s.qp, &st), 0);
+	cr_assert_eq(st, VB_QPS_RTS, "the lies took the QP down");
+	evil_close(&ev);
+	cr_assert_eq(tpair_wait_qp_state(s.qp, VB_QPS_ERR, 5000), VB_QPS_ERR);
+	/* The flush returns the receive the peer kept, with its wr_id. */
+	wc = tpair_wait(s.cq);
+	cr_assert_eq(wc.wr_id, 2);
+	cr_assert_eq(wc.status, VB_WC_WR_FLUSH_ERR);
+	cr_assert_eq(vb_dereg_mr(mr), 0);
+	server_close(&s);
 }

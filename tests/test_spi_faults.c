@@ -812,6 +812,55 @@ Test(spi_faults, a_source_made_prot_none_fails_the_write_not_the_process, .init 
 	free(dst);
 }
 
+/*
+ * A range registered for write and then made read-only: no event reports
+ * mprotect, so every registration checks the rights now there, a cache hit
+ * and the same handle again included.  Reading it is still allowed.
+ */
+Test(spi_faults, a_range_made_read_only_is_refused_for_write, .init = load, .timeout = 60)
+{
+	sp_socket c, a;
+	struct sockaddr_in sin;
+	sp_socket l = sw_listen(&sw, &sin);
+	char *buf = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct sp_rdma_desc d;
+	uint32_t dlen = sizeof(d);
+	struct acc x;
+	int err = 0;
+
+	cr_assert(buf != MAP_FAILED && l != SP_INVALID_SOCKET);
+	cr_assert_eq(try_pair(l, &sin, &c, &a, &x), 0);
+	memset(buf, 'w', 4096);
+	/* Cached: registered for write, then its handle given back. */
+	void *h = sw.register_memory(c, buf, 4096, SP_MEM_WRITE, &err);
+	cr_assert_not_null(h, "register: %d", err);
+	cr_assert_eq(sw.deregister_memory(c, h, &err), 0);
+	cr_assert_eq(mprotect(buf, 4096, PROT_READ), 0);
+	cr_assert_null(sw.register_memory(c, buf, 4096, SP_MEM_WRITE, &err),
+		       "a cached range made read-only was registered for write");
+	cr_assert_eq(err, SP_WSAEFAULT, "register cached read-only for write: %d", err);
+	cr_assert_eq(sw.register_rdma_memory(a, buf, 4096, SP_MEM_WRITE, &d, &dlen, &err),
+		     SP_SOCKET_ERROR, "a read-only range was registered as an RDMA target");
+	cr_assert_eq(err, SP_WSAEFAULT, "register_rdma read-only for write: %d", err);
+	void *r = sw.register_memory(c, buf, 4096, SP_MEM_READ, &err);
+	cr_assert_not_null(r, "a read-only range can still be a source: %d", err);
+	cr_assert_eq(sw.deregister_memory(c, r, &err), 0);
+	/* A handle still held: registering the same buffer again checks it too. */
+	cr_assert_eq(mprotect(buf, 4096, PROT_READ | PROT_WRITE), 0);
+	h = sw.register_memory(c, buf, 4096, SP_MEM_WRITE, &err);
+	cr_assert_not_null(h, "register: %d", err);
+	cr_assert_eq(mprotect(buf, 4096, PROT_READ), 0);
+	cr_assert_null(sw.register_memory(c, buf, 4096, SP_MEM_WRITE, &err),
+		       "a held handle's range made read-only was handed out again for write");
+	cr_assert_eq(err, SP_WSAEFAULT, "register held read-only for write: %d", err);
+	/* The refusal took no reference: one deregistration frees the handle. */
+	cr_assert_eq(sw.deregister_memory(c, h, &err), 0);
+	cr_assert_eq(sw.deregister_memory(c, h, &err), SP_SOCKET_ERROR);
+	cr_assert_eq(sw.p.close_socket(l, &err), 0);
+	unload();
+	munmap(buf, 4096);
+}
+
 /* The rows of docs/spi-errors.md that no other case shows. */
 static void load_depth4(void)
 {

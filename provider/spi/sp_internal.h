@@ -350,6 +350,7 @@ void sp_mem_release_socket(struct sp_sock *so);
 /* The rights a cached region needs for a buffer registered with SP_MEM_* flags. */
 unsigned int sp_mem_access(uint32_t flags);
 int sp_mem_region_get(void *buf, uint32_t len, uint32_t flags, struct sp_region **region);
+int sp_mem_probe(const void *buf, uint32_t len, uint32_t flags);
 
 /* The SPI's checks of a buffer to register: 0, WSAEINVAL (flags) or WSAEFAULT (range). */
 int sp_mem_check_args(const void *buf, uint32_t len, uint32_t flags);

@@ -32,22 +32,27 @@ unsigned int sp_mem_access(uint32_t flags)
 int sp_mem_region_get(void *buf, uint32_t len, uint32_t flags, struct sp_region **region)
 {
 	struct sp_rcache *cache = sp_watched_cache(sp_prov.cache);
-	uintptr_t fault;
 	int ret = sp_rcache_get(cache, buf, len, sp_mem_access(flags), region);
 
 	/* EFAULT: not all valid memory; ENOBUFS: a limit; others: the NIC. */
 	if (ret)
 		return ret == EINVAL ? SP_WSAEFAULT : sp_wsa_error(ret);
-	/*
-	 * A cache hit does not see a protection changed since its region was
-	 * made (no event reports mprotect): every page must still allow what
-	 * the flags ask.
-	 */
-	if (vb_mem_probe(buf, len, flags & SP_MEM_WRITE, &fault)) {
+	ret = sp_mem_probe(buf, len, flags);
+	if (ret)
 		sp_rcache_put(cache, *region);
-		return SP_WSAEFAULT;
-	}
-	return 0;
+	return ret;
+}
+
+/*
+ * A cache hit, or a handle given again, does not see a protection changed
+ * since its region was made (no event reports mprotect): every page must
+ * still allow what the flags ask.  0 or WSAEFAULT.
+ */
+int sp_mem_probe(const void *buf, uint32_t len, uint32_t flags)
+{
+	uintptr_t fault;
+
+	return vb_mem_probe(buf, len, flags & SP_MEM_WRITE, &fault) ? SP_WSAEFAULT : 0;
 }
 
 int sp_mem_check_args(const void *buf, uint32_t len, uint32_t flags)
@@ -128,6 +133,9 @@ void *sp_register_memory(sp_socket s, void *buf, uint32_t len, uint32_t flags, i
 	}
 	h = memh_lookup(so, buf, len, flags);
 	if (h) {
+		ret = sp_mem_probe(buf, len, flags);
+		if (ret)
+			goto out_unlock;
 		if (h->refs == UINT32_MAX) {
 			ret = SP_WSAENOBUFS;
 			goto out_unlock;

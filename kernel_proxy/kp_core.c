@@ -94,7 +94,7 @@ static void free_slots(struct kp_core *c, uint32_t from, uint32_t to)
 static int grow_slots(struct kp_core *c)
 {
 	uint32_t n = c->n_slots, want;
-	struct kp_slot *s;
+	struct kp_slot *s, *old;
 
 	if (n >= c->lim.max_ranges)
 		return -1;
@@ -103,9 +103,14 @@ static int grow_slots(struct kp_core *c)
 	if (!s)
 		return -1;
 	memcpy(s, c->slots, sizeof(*s) * n);
-	c->pf->free(c->ctx, c->slots);
+	/*
+	 * Swap, then free: a child forked by another thread meanwhile (which
+	 * only abandons its copy) never holds a pointer already freed.
+	 */
+	old = c->slots;
 	c->slots = s;
 	c->n_slots = want;
+	c->pf->free(c->ctx, old);
 	free_slots(c, n, want);
 	return 0;
 }
@@ -136,8 +141,8 @@ static void free_owners(struct kp_core *c, uint32_t from, uint32_t to)
 /* Room for more owners, with a hash to match: 0, or -1 (nothing changed). */
 static int grow_owners(struct kp_core *c)
 {
-	uint32_t n = c->n_owners, want, mask, *h;
-	struct kp_owner *o;
+	uint32_t n = c->n_owners, want, mask, *h, *old_h;
+	struct kp_owner *o, *old_o;
 
 	if (n >= c->lim.max_owners)
 		return -1;
@@ -151,8 +156,8 @@ static int grow_owners(struct kp_core *c)
 		return -1;
 	}
 	memcpy(o, c->owners, sizeof(*o) * n);
-	c->pf->free(c->ctx, c->owners);
-	c->pf->free(c->ctx, c->hash);
+	old_o = c->owners;
+	old_h = c->hash;
 	c->owners = o;
 	c->n_owners = want;
 	c->hash = h;
@@ -167,6 +172,9 @@ static int grow_owners(struct kp_core *c)
 		h[b] = i + 1;
 	}
 	free_owners(c, n, want);
+	/* Freed last, as in grow_slots. */
+	c->pf->free(c->ctx, old_o);
+	c->pf->free(c->ctx, old_h);
 	return 0;
 }
 

@@ -283,8 +283,9 @@ static const KPW_OPS Ops = {
 };
 
 /*
- * The core's table is allocated whole at load (nonpaged); per process and
- * per user records come and go with the processes.
+ * The core's tables start small and grow to these limits (nonpaged, under
+ * the device lock at PASSIVE_LEVEL); per process and per user records come
+ * and go with the processes.
  */
 static const KPW_LIMITS Limits = {
 	.Core = { .max_ranges = 65536,

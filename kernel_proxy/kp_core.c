@@ -12,6 +12,12 @@
  * knows its owner's record, an owner's slots are a list, and owners are
  * found by a hash of their id.  Unsecure and a process's release cost the
  * same whatever the table holds (counted in kp_core_counts.probes).
+ *
+ * The slot and owner arrays start small and double, up to the limits, when
+ * a secure or a new owner finds them full.  Growth copies an array under
+ * the table lock: a handle is an index, not a pointer, so every handle
+ * stays valid; nothing keeps a pointer into an array across a growth.
+ * They never shrink.
  */
 #include <string.h>
 
@@ -49,11 +55,13 @@ struct kp_core {
 	const struct kp_platform *pf;
 	void *ctx;
 	struct kp_slot *slots;
+	uint32_t n_slots;   /* allocated, slot 0 included; at most lim.max_ranges */
 	uint32_t free_head; /* slot index; 0: none (slot 0 is never used) */
 	uint32_t n_ranges;
 	uint64_t bytes;
 	uint64_t probes;
 	struct kp_owner *owners;
+	uint32_t n_owners;   /* records allocated; at most lim.max_owners */
 	uint32_t owner_free; /* record index + 1; 0: none */
 	uint32_t hash_mask;
 	uint32_t *hash; /* owner id -> record index + 1, linear probing; 0: empty */
@@ -67,12 +75,113 @@ static uint64_t make_handle(uint32_t slot, uint32_t gen)
 	return (uint64_t)slot << 32 | gen;
 }
 
+static uint32_t min_u32(uint32_t a, uint32_t b)
+{
+	return a < b ? a : b;
+}
+
+/* Add slots [from, to) to the free list, in index order. */
+static void free_slots(struct kp_core *c, uint32_t from, uint32_t to)
+{
+	for (uint32_t i = to - 1; i >= from; i--) {
+		c->slots[i].next = c->free_head;
+		c->slots[i].gen = 1;
+		c->free_head = i;
+	}
+}
+
+/* Room for more slots: 0, or -1 when at the limit or out of memory (nothing changed). */
+static int grow_slots(struct kp_core *c)
+{
+	uint32_t n = c->n_slots, want;
+	struct kp_slot *s, *old;
+
+	if (n >= c->lim.max_ranges)
+		return -1;
+	want = n > c->lim.max_ranges / 2 ? c->lim.max_ranges : 2 * n;
+	s = c->pf->alloc(c->ctx, sizeof(*s) * want);
+	if (!s)
+		return -1;
+	memcpy(s, c->slots, sizeof(*s) * n);
+	/*
+	 * Swap, then free: a child forked by another thread meanwhile (which
+	 * only abandons its copy) never holds a pointer already freed.
+	 */
+	old = c->slots;
+	c->slots = s;
+	c->n_slots = want;
+	c->pf->free(c->ctx, old);
+	free_slots(c, n, want);
+	return 0;
+}
+
+/* The hash of owner ids for the records now allocated: at most half full. */
+static uint32_t *owner_hash(struct kp_core *c, uint32_t n_owners, uint32_t *mask)
+{
+	uint32_t buckets = 2, *h;
+
+	while (buckets < 2 * n_owners)
+		buckets *= 2;
+	h = c->pf->alloc(c->ctx, sizeof(*h) * buckets);
+	*mask = buckets - 1;
+	return h;
+}
+
+static uint32_t owner_bucket(const struct kp_core *c, uint64_t id);
+
+/* Add owner records [from, to) to the free list, in index order. */
+static void free_owners(struct kp_core *c, uint32_t from, uint32_t to)
+{
+	for (uint32_t i = to; i > from; i--) {
+		c->owners[i - 1].next_free = c->owner_free;
+		c->owner_free = i;
+	}
+}
+
+/* Room for more owners, with a hash to match: 0, or -1 (nothing changed). */
+static int grow_owners(struct kp_core *c)
+{
+	uint32_t n = c->n_owners, want, mask, *h, *old_h;
+	struct kp_owner *o, *old_o;
+
+	if (n >= c->lim.max_owners)
+		return -1;
+	want = n > c->lim.max_owners / 2 ? c->lim.max_owners : 2 * n;
+	o = c->pf->alloc(c->ctx, sizeof(*o) * want);
+	if (!o)
+		return -1;
+	h = owner_hash(c, want, &mask);
+	if (!h) {
+		c->pf->free(c->ctx, o);
+		return -1;
+	}
+	memcpy(o, c->owners, sizeof(*o) * n);
+	old_o = c->owners;
+	old_h = c->hash;
+	c->owners = o;
+	c->n_owners = want;
+	c->hash = h;
+	c->hash_mask = mask;
+	/* Rehash: buckets depend on the mask. */
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t b;
+		if (!o[i].used)
+			continue;
+		for (b = owner_bucket(c, o[i].id); h[b]; b = (b + 1) & mask)
+			;
+		h[b] = i + 1;
+	}
+	free_owners(c, n, want);
+	/* Freed last, as in grow_slots. */
+	c->pf->free(c->ctx, old_o);
+	c->pf->free(c->ctx, old_h);
+	return 0;
+}
+
 struct kp_core *kp_core_create(const struct kp_core_limits *lim, const struct kp_platform *pf,
 			       void *ctx)
 {
 	struct kp_core *c;
-
-	uint32_t buckets = 2;
 
 	if (!lim || !pf || !lim->max_ranges || lim->max_ranges >= UINT32_MAX - 1 ||
 	    !lim->max_owners || lim->max_owners > (1u << 30) || !lim->page_size ||
@@ -85,26 +194,19 @@ struct kp_core *kp_core_create(const struct kp_core_limits *lim, const struct kp
 	c->lim = *lim;
 	c->pf = pf;
 	c->ctx = ctx;
-	c->slots = pf->alloc(ctx, sizeof(*c->slots) * lim->max_ranges);
-	c->owners = pf->alloc(ctx, sizeof(*c->owners) * lim->max_owners);
+	/* Slot 0 is never used (handle 0 is never valid): two at least, if allowed. */
+	c->n_slots = lim->init_ranges ? lim->init_ranges : KP_CORE_INIT_RANGES;
+	c->n_slots = min_u32(lim->max_ranges, c->n_slots < 2 ? 2 : c->n_slots);
+	c->n_owners =
+	    min_u32(lim->max_owners, lim->init_owners ? lim->init_owners : KP_CORE_INIT_OWNERS);
+	c->slots = pf->alloc(ctx, sizeof(*c->slots) * c->n_slots);
+	c->owners = pf->alloc(ctx, sizeof(*c->owners) * c->n_owners);
 	c->ring = pf->alloc(ctx, sizeof(*c->ring) * lim->event_ring);
-	/* At most half full: a lookup examines one or two buckets. */
-	while (buckets < 2 * lim->max_owners)
-		buckets *= 2;
-	c->hash = pf->alloc(ctx, sizeof(*c->hash) * buckets);
-	c->hash_mask = buckets - 1;
+	c->hash = owner_hash(c, c->n_owners, &c->hash_mask);
 	if (!c->slots || !c->owners || !c->ring || !c->hash)
 		goto err;
-	/* Slot 0 is never used: handle 0 is never valid. */
-	for (uint32_t i = lim->max_ranges - 1; i >= 1; i--) {
-		c->slots[i].next = c->free_head;
-		c->slots[i].gen = 1;
-		c->free_head = i;
-	}
-	for (uint32_t i = lim->max_owners; i >= 1; i--) {
-		c->owners[i - 1].next_free = c->owner_free;
-		c->owner_free = i;
-	}
+	free_slots(c, 1, c->n_slots);
+	free_owners(c, 0, c->n_owners);
 	c->ring_head = 1;
 	return c;
 err:
@@ -141,8 +243,15 @@ static struct kp_owner *find_owner(struct kp_core *c, uint64_t id, int create)
 		if (c->owners[c->hash[b] - 1].id == id)
 			return &c->owners[c->hash[b] - 1];
 	}
-	if (!create || !c->owner_free)
+	if (!create)
 		return NULL;
+	if (!c->owner_free) {
+		if (grow_owners(c))
+			return NULL;
+		/* The new hash has its own empty bucket for id. */
+		for (b = owner_bucket(c, id); c->hash[b]; b = (b + 1) & c->hash_mask)
+			;
+	}
 	idx = c->owner_free - 1;
 	o = &c->owners[idx];
 	c->owner_free = o->next_free;
@@ -208,7 +317,7 @@ void kp_core_destroy(struct kp_core *c)
 	if (!c)
 		return;
 	c->pf->lock(c->ctx);
-	for (uint32_t i = 1; i < c->lim.max_ranges; i++)
+	for (uint32_t i = 1; i < c->n_slots; i++)
 		if (c->slots[i].in_use)
 			release_slot(c, i);
 	c->pf->unlock(c->ctx);
@@ -248,7 +357,8 @@ static uint32_t lookup_handle(struct kp_core *c, uint64_t owner, uint64_t handle
 	uint32_t slot = (uint32_t)(handle >> 32), gen = (uint32_t)handle;
 	struct kp_slot *s;
 
-	if (!slot || slot >= c->lim.max_ranges || !gen)
+	/* A slot not yet allocated was never issued. */
+	if (!slot || slot >= c->n_slots || !gen)
 		return KP_E_UNKNOWN_HANDLE;
 	s = &c->slots[slot];
 	c->probes++;
@@ -270,6 +380,7 @@ static uint32_t do_secure(struct kp_core *c, uint64_t owner, const struct kp_sec
 	uint64_t mask = c->lim.page_size - 1;
 	struct kp_owner *o;
 	struct kp_slot *s;
+	void *cookie = NULL;
 	uint32_t idx, st;
 
 	if (!r->len)
@@ -285,15 +396,19 @@ static uint32_t do_secure(struct kp_core *c, uint64_t owner, const struct kp_sec
 	o = find_owner(c, owner, 1);
 	if (!o)
 		return KP_E_NO_MEMORY;
-	if (o->ranges >= c->lim.max_ranges_per_owner || !c->free_head)
+	if (o->ranges >= c->lim.max_ranges_per_owner)
 		return KP_E_QUOTA_RANGES;
+	/* Growing moves the slots only: o stays valid.  Full at the limit is a quota. */
+	if (!c->free_head && grow_slots(c))
+		return c->n_slots < c->lim.max_ranges ? KP_E_NO_MEMORY : KP_E_QUOTA_RANGES;
 	if (r->len > c->lim.max_bytes_per_owner - o->bytes)
 		return KP_E_QUOTA_BYTES;
 	idx = c->free_head;
-	s = &c->slots[idx];
-	st = c->pf->secure(c->ctx, owner, r->addr, r->len, r->access, &s->cookie);
+	st = c->pf->secure(c->ctx, owner, r->addr, r->len, r->access, &cookie);
 	if (st)
 		return st;
+	s = &c->slots[idx];
+	s->cookie = cookie;
 	c->free_head = s->next;
 	s->in_use = 1;
 	s->owner = owner;
@@ -462,7 +577,7 @@ void kp_core_counts(struct kp_core *c, struct kp_core_counts *n)
 	n->bytes = c->bytes;
 	n->probes = c->probes;
 	n->owners = 0;
-	for (uint32_t i = 0; i < c->lim.max_owners; i++)
+	for (uint32_t i = 0; i < c->n_owners; i++)
 		n->owners += c->owners[i].used && c->owners[i].ranges;
 	c->pf->unlock(c->ctx);
 }

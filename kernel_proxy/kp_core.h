@@ -7,9 +7,10 @@
  *
  * It is plain C with no library calls: allocation, locking and the memory
  * manager come through struct kp_platform, so the same code runs in user
- * mode, in a kernel, and in tests with a fake memory manager.  All memory
- * is allocated when the core is created; serving a request allocates
- * nothing.
+ * mode, in a kernel, and in tests with a fake memory manager.  The tables
+ * start small and grow, under the table lock, when a secure or a new
+ * process finds them full: the platform's alloc must work there.  Nothing
+ * else a request does allocates.
  */
 #ifndef SANPROV_KP_CORE_H
 #define SANPROV_KP_CORE_H
@@ -34,9 +35,15 @@ struct kp_platform {
 	void (*unsecure)(void *ctx, uint64_t owner, uint64_t addr, uint64_t len, void *cookie);
 };
 
+/* The tables' sizes at creation, unless the limits say otherwise. */
+#define KP_CORE_INIT_RANGES 64
+#define KP_CORE_INIT_OWNERS 16
+
 struct kp_core_limits {
-	uint32_t max_ranges; /* all owners together: the table's size */
+	uint32_t max_ranges; /* all owners together: the table's size (slot 0 unused) */
 	uint32_t max_owners;
+	uint32_t init_ranges; /* slots allocated at creation (0: KP_CORE_INIT_RANGES) */
+	uint32_t init_owners; /* owner records at creation (0: KP_CORE_INIT_OWNERS) */
 	uint32_t max_ranges_per_owner;
 	uint64_t max_bytes_per_owner;
 	uint64_t user_addr_max; /* ranges must end at or below */

@@ -7,6 +7,8 @@
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -24,22 +26,44 @@ struct fake_mm {
 	int locked;    /* table lock depth: must be 1 around the mm calls */
 	int bad_lock;  /* the mm was called without the lock */
 	size_t allocated;
+	size_t bytes;	 /* allocated now */
+	int fail_alloc;	 /* the fail_alloc-th allocation from now fails (0: none) */
+	int alloc_calls; /* allocations asked for */
 };
 
 static struct fake_mm mm;
 
+/* Each block carries its size, so that the bytes in use can be counted. */
+struct block {
+	size_t size;
+	_Alignas(16) unsigned char data[];
+};
+
 static void *f_alloc(void *ctx, size_t n)
 {
+	struct block *b;
+
 	(void)ctx;
+	mm.alloc_calls++;
+	if (mm.fail_alloc && --mm.fail_alloc == 0)
+		return NULL;
+	b = calloc(1, sizeof(*b) + n);
+	if (!b)
+		return NULL;
+	b->size = n;
 	mm.allocated++;
-	return calloc(1, n);
+	mm.bytes += n;
+	return b->data;
 }
 
 static void f_free(void *ctx, void *p)
 {
+	struct block *b = (struct block *)((unsigned char *)p - offsetof(struct block, data));
+
 	(void)ctx;
 	mm.allocated--;
-	free(p);
+	mm.bytes -= b->size;
+	free(b);
 }
 
 static void f_lock(void *ctx)
@@ -577,5 +601,180 @@ Test(core, statuses_have_names_and_errnos)
 	}
 	cr_assert_eq(kp_status_errno(KP_OK), 0);
 	cr_assert_str_eq(kp_status_str(KP_E_MAX), "unknown status");
+	teardown();
+}
+
+static const struct kp_core_limits large = {
+	.max_ranges = 65536,
+	.max_owners = 1024,
+	.max_ranges_per_owner = 65535,
+	.max_bytes_per_owner = UINT64_MAX,
+	.user_addr_max = (uint64_t)1 << 47,
+	.page_size = PG,
+	.event_ring = 8,
+};
+
+/* Every handle issued so far still names its range. */
+static void all_valid(const uint64_t *h, const uint64_t *owner, int n)
+{
+	for (int i = 0; i < n; i++) {
+		struct kp_query_rsp q;
+		cr_assert_eq(by_handle(owner[i], KP_QUERY, h[i], &q), KP_OK, "handle %d", i);
+		cr_assert_eq(q.addr, 0x10000 + (uint64_t)i * PG, "handle %d", i);
+	}
+}
+
+/*
+ * A core sized for 65,535 ranges and 1,024 processes takes a few KiB at
+ * creation, not megabytes; the tables grow as ranges and processes come,
+ * and no growth moves a handle.
+ */
+Test(core, tables_start_small_and_grow_keeping_every_handle)
+{
+	enum { N = 3000, OWNERS = 200 };
+	struct kp_core *small = core;
+	uint64_t *h = calloc(N, sizeof(*h)), *owner = calloc(N, sizeof(*owner));
+	size_t start, before, growths = 0;
+
+	cr_assert(h && owner);
+	before = mm.bytes;
+	core = kp_core_create(&large, &fake, NULL);
+	cr_assert_not_null(core);
+	start = mm.bytes - before;
+	fprintf(stderr, "core of %u ranges, %u owners: %zu bytes at creation\n", large.max_ranges,
+		large.max_owners, start);
+	cr_assert_leq(start, 16384, "%zu bytes allocated at creation", start);
+	for (int i = 0; i < N; i++) {
+		size_t b = mm.bytes;
+		/* The first OWNERS ranges each bring a new process. */
+		owner[i] = i < OWNERS ? 100 + (uint64_t)i : 100 + (uint64_t)(i % OWNERS);
+		cr_assert_eq(
+		    secure(owner[i], 0x10000 + (uint64_t)i * PG, PG, KP_ACCESS_READ, &h[i]), KP_OK,
+		    "range %d", i);
+		if (mm.bytes != b) {
+			growths++;
+			all_valid(h, owner, i + 1);
+		}
+	}
+	fprintf(stderr, "%d ranges of %d owners: %zu bytes after %zu growths\n", N, OWNERS,
+		mm.bytes - before, growths);
+	cr_assert_geq(growths, 2 + 2, "slots and owners grew");
+	cr_assert_leq(mm.bytes - before, 64 * (size_t)N + 64 * 1024,
+		      "%zu bytes for %d ranges of %d owners", mm.bytes - before, N, OWNERS);
+	/* Released and reissued, old handles stay stale, new ones work. */
+	for (int i = 0; i < N; i += 3)
+		cr_assert_eq(by_handle(owner[i], KP_UNSECURE, h[i], NULL), KP_OK);
+	for (int i = 0; i < N; i += 3)
+		cr_assert_eq(by_handle(owner[i], KP_QUERY, h[i], NULL), KP_E_STALE_HANDLE);
+	kp_core_release_owner(core, 100);
+	struct kp_core_counts n;
+	kp_core_counts(core, &n);
+	cr_assert_eq(n.owners, OWNERS - 1);
+	cr_assert_eq(n.ranges, (uint32_t)mm.secured);
+	kp_core_destroy(core);
+	cr_assert_eq(mm.bytes, before, "all freed");
+	free(h);
+	free(owner);
+	core = small;
+	teardown();
+}
+
+/* The tables grow up to the limits, not past them, whatever their sizes. */
+Test(core, tables_grow_to_the_limits_exactly)
+{
+	struct kp_core_limits lim = large;
+	struct kp_core *small = core;
+	uint64_t h;
+
+	lim.max_ranges = 100; /* 99 ranges: slot 0 is never used */
+	lim.max_owners = 20;
+	lim.init_ranges = 3;
+	lim.init_owners = 1;
+	core = kp_core_create(&lim, &fake, NULL);
+	cr_assert_not_null(core);
+	for (uint64_t i = 0; i < 99; i++)
+		cr_assert_eq(secure(1 + i % 20, 0x10000 + i * PG, PG, KP_ACCESS_READ, &h), KP_OK,
+			     "range %llu", (unsigned long long)i);
+	cr_assert_eq((h >> 32) < 100, 1);
+	cr_assert_eq(secure(1, 0x900000, PG, KP_ACCESS_READ, NULL), KP_E_QUOTA_RANGES);
+	cr_assert_eq(by_handle(1, KP_QUERY, (uint64_t)100 << 32 | 1, NULL), KP_E_UNKNOWN_HANDLE);
+	cr_assert_eq(by_handle(1, KP_UNSECURE, h, NULL), KP_E_FOREIGN_HANDLE);
+	cr_assert_eq(by_handle(1 + 98 % 20, KP_UNSECURE, h, NULL), KP_OK);
+	cr_assert_eq(secure(21, 0x900000, PG, KP_ACCESS_READ, NULL), KP_E_NO_MEMORY,
+		     "a 21st process");
+	cr_assert_eq(secure(19, 0x900000, PG, KP_ACCESS_READ, NULL), KP_OK, "room again");
+	kp_core_destroy(core);
+	core = small;
+	teardown();
+}
+
+/*
+ * An allocation that fails while a table grows refuses that request
+ * (no memory) before the memory manager sees it, and changes nothing:
+ * every range secured before can be queried and unsecured, and the next
+ * request grows the table.
+ */
+Test(core, growth_that_cannot_allocate_refuses_and_changes_nothing)
+{
+	enum { FIRST = KP_CORE_INIT_RANGES - 1 };
+	struct kp_core *small = core;
+	uint64_t h[FIRST + 1], owner[FIRST + 1];
+	int secures;
+
+	core = kp_core_create(&large, &fake, NULL);
+	cr_assert_not_null(core);
+	for (int i = 0; i < FIRST; i++) {
+		owner[i] = 1 + (uint64_t)i % 4;
+		cr_assert_eq(
+		    secure(owner[i], 0x10000 + (uint64_t)i * PG, PG, KP_ACCESS_READ, &h[i]), KP_OK);
+	}
+	/* The slots are full: the next secure grows them, and that allocation fails. */
+	secures = mm.secures;
+	mm.fail_alloc = 1;
+	cr_assert_eq(secure(1, 0x10000 + (uint64_t)FIRST * PG, PG, KP_ACCESS_READ, NULL),
+		     KP_E_NO_MEMORY);
+	cr_assert_eq(mm.fail_alloc, 0, "the secure tried to grow the table");
+	cr_assert_eq(mm.secures, secures, "nothing reached the memory manager");
+	struct kp_core_counts n;
+	kp_core_counts(core, &n);
+	cr_assert_eq(n.ranges, FIRST);
+	all_valid(h, owner, FIRST);
+	/* A released slot is reused without growing; then the table grows. */
+	cr_assert_eq(by_handle(owner[5], KP_UNSECURE, h[5], NULL), KP_OK);
+	mm.fail_alloc = 1;
+	cr_assert_eq(secure(owner[5], 0x10000 + 5 * PG, PG, KP_ACCESS_READ, &h[5]), KP_OK);
+	cr_assert_eq(mm.fail_alloc, 1, "no allocation for a free slot");
+	mm.fail_alloc = 0;
+	owner[FIRST] = 2;
+	cr_assert_eq(
+	    secure(owner[FIRST], 0x10000 + (uint64_t)FIRST * PG, PG, KP_ACCESS_READ, &h[FIRST]),
+	    KP_OK);
+	all_valid(h, owner, FIRST + 1);
+
+	/* The owners are full (16): a 17th fails on its records, then on its hash. */
+	for (uint64_t o = 5; o <= KP_CORE_INIT_OWNERS; o++)
+		cr_assert_eq(secure(o, 0x4000000, PG, KP_ACCESS_READ, NULL), KP_OK);
+	for (int k = 1; k <= 2; k++) {
+		size_t bytes = mm.bytes;
+		mm.fail_alloc = k;
+		secures = mm.secures;
+		cr_assert_eq(secure(99, 0x4000000, PG, KP_ACCESS_READ, NULL), KP_E_NO_MEMORY,
+			     "allocation %d fails", k);
+		cr_assert_eq(mm.fail_alloc, 0);
+		cr_assert_eq(mm.secures, secures);
+		cr_assert_eq(mm.bytes, bytes, "the half-grown table was freed");
+	}
+	/* Every process is still found by its id. */
+	for (uint64_t o = 5; o <= KP_CORE_INIT_OWNERS; o++)
+		cr_assert_eq(secure(o, 0x5000000, PG, KP_ACCESS_READ, NULL), KP_OK);
+	all_valid(h, owner, FIRST + 1);
+	cr_assert_eq(secure(99, 0x4000000, PG, KP_ACCESS_READ, NULL), KP_OK, "grows now");
+	for (uint64_t o = 1; o <= KP_CORE_INIT_OWNERS; o++)
+		kp_core_release_owner(core, o);
+	kp_core_counts(core, &n);
+	cr_assert_eq(n.ranges, 1);
+	cr_assert_eq(n.owners, 1);
+	kp_core_destroy(core);
+	core = small;
 	teardown();
 }

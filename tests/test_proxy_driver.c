@@ -512,6 +512,48 @@ Test(driver, out_of_memory_at_create_and_open)
 	teardown();
 }
 
+/*
+ * The core's tables grow as processes secure: a growth that cannot
+ * allocate answers KP_E_NO_MEMORY, and the range the logic secured for
+ * that request is unsecured, in its process, before the request returns.
+ */
+Test(driver, a_table_growth_without_memory_unsecures_the_range)
+{
+	KPW_LIMITS small = limits;
+	KPW_FILE *f, *f2;
+	uint64_t h, h2;
+
+	KpwDeviceDestroy(dev);
+	small.Core.init_ranges = 2; /* one range: slot 0 is never used */
+	small.Core.init_owners = 1;
+	cr_assert_eq(KpwDeviceCreate(&small, &fake_ops, &k, &dev), KPW_SUCCESS);
+	f = open_file();
+	cr_assert_eq(secure(f, 0x10000, PAGE, &h), KP_OK);
+	/* Alloc 1: the range's record; alloc 2: the core's slots, refused. */
+	k.fail_alloc_after = 1;
+	cr_assert_eq(secure(f, 0x20000, PAGE, NULL), KP_E_NO_MEMORY);
+	cr_assert_eq(k.fail_alloc_after, -1, "the secure grew the table");
+	cr_assert_eq(p1->secured, 1, "the range secured for the request was unsecured");
+	cr_assert_eq(secure(f, 0x20000, PAGE, &h2), KP_OK, "grows now");
+	cr_assert_eq(unsecure(f, h), KP_OK);
+	/* A second process needs a second owner record: refused, then its hash. */
+	fake_run_as(p2);
+	f2 = open_file();
+	for (int i = 1; i <= 2; i++) {
+		k.fail_alloc_after = i;
+		cr_assert_eq(secure(f2, 0x10000, PAGE, NULL), KP_E_NO_MEMORY, "alloc %d", i);
+		cr_assert_eq(k.fail_alloc_after, -1);
+		cr_assert_eq(p2->secured, 0);
+	}
+	cr_assert_eq(secure(f2, 0x10000, PAGE, NULL), KP_OK);
+	close_file(f2);
+	cr_assert_eq(p2->secured, 0);
+	fake_run_as(p1);
+	cr_assert_eq(unsecure(f, h2), KP_OK);
+	close_file(f);
+	teardown();
+}
+
 Test(driver, limits_are_checked)
 {
 	KPW_LIMITS l = limits;

@@ -4,7 +4,8 @@
 
     check_image.py DRIVER.sys
 
-x64 machine, native subsystem, the WDM_DRIVER flag, NX and ASLR, and
+x64 machine, native subsystem, the WDM_DRIVER flag, NX and ASLR,
+FORCE_INTEGRITY (the process-notify routine needs it), and
 imports from ntoskrnl.exe and hal.dll only: a kernel driver links against
 nothing else.
 """
@@ -31,6 +32,8 @@ def main(path):
     ok(subsystem == 1, "native subsystem (got %d)" % subsystem)
     ok(dllchars & 0x2000, "WDM_DRIVER in DllCharacteristics (0x%x)" % dllchars)
     ok(dllchars & 0x0100 and dllchars & 0x0040, "NX compatible, dynamic base")
+    # PsSetCreateProcessNotifyRoutineEx refuses an image without it.
+    ok(dllchars & 0x0080, "FORCE_INTEGRITY in DllCharacteristics (0x%x)" % dllchars)
     entry = struct.unpack_from("<I", data, opt + 16)[0]
     ok(entry != 0, "an entry point (DriverEntry)")
 

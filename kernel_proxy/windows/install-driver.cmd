@@ -5,6 +5,8 @@ rem The driver is test-signed: once per host, "bcdedit /set testsigning on" and 
 rem reboot, then sign the image with a test certificate, for example
 rem   makecert -r -pe -ss PrivateCertStore -n "CN=sanprov test" sanprov-test.cer
 rem   signtool sign /fd sha256 /s PrivateCertStore /n "sanprov test" sanprov_proxy.sys
+rem The image is linked with FORCE_INTEGRITY (its process-notify routine needs it):
+rem unsigned, it does not load.
 rem
 rem   install-driver.cmd install [PATH\sanprov_proxy.sys]   copy, create the service, start it
 rem   install-driver.cmd stop | start | uninstall | status

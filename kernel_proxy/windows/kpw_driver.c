@@ -283,8 +283,9 @@ static const KPW_OPS Ops = {
 };
 
 /*
- * The core's table is allocated whole at load (nonpaged); per process and
- * per user records come and go with the processes.
+ * The core's tables start small and grow to these limits (nonpaged, under
+ * the device lock at PASSIVE_LEVEL); per process and per user records come
+ * and go with the processes.
  */
 static const KPW_LIMITS Limits = {
 	.Core = { .max_ranges = 65536,
@@ -301,19 +302,19 @@ static const KPW_LIMITS Limits = {
 	.MaxBytesPerUser = 128ull << 30,
 };
 
-/* Process exit, in the context of its last thread, before its address space goes. */
-static void KpwProcessNotify(HANDLE ParentId, HANDLE ProcessId, BOOLEAN Create)
+/*
+ * Process exit (CreateInfo NULL), before its address space goes.  The
+ * kernel hands over the process object itself, referenced for the call:
+ * no lookup by id, which could fail or find another process, stands
+ * between an exit and the release of what it secured.  The logic
+ * attaches if the routine runs in another context.
+ */
+static void KpwProcessNotify(PEPROCESS Process, HANDLE ProcessId, PPS_CREATE_NOTIFY_INFO CreateInfo)
 {
-	PEPROCESS P;
-
-	(void)ParentId;
-	if (Create || !NotifyLogic)
+	(void)ProcessId;
+	if (CreateInfo || !NotifyLogic)
 		return;
-	/* Still in the table while its notify routines run; the logic attaches if need be. */
-	if (NT_SUCCESS(PsLookupProcessByProcessId(ProcessId, &P))) {
-		KpwProcessExit(NotifyLogic, P);
-		ObDereferenceObject(P);
-	}
+	KpwProcessExit(NotifyLogic, Process);
 }
 
 /* Dispatch ------------------------------------------------------------------ */
@@ -441,7 +442,7 @@ static void KpwUnload(PDRIVER_OBJECT Driver)
 	x = Device->DeviceExtension;
 	/* Removal waits for routines in progress: none runs after this. */
 	if (x->NotifyRegistered)
-		PsSetCreateProcessNotifyRoutine(KpwProcessNotify, TRUE);
+		PsSetCreateProcessNotifyRoutineEx(KpwProcessNotify, TRUE);
 	NotifyLogic = NULL;
 	KpwDeviceDestroy(x->Logic);
 	if (x->LockReady)
@@ -474,9 +475,13 @@ NTSTATUS DriverEntry(PDRIVER_OBJECT Driver, PUNICODE_STRING Registry)
 	s = Protect(Device);
 	if (!NT_SUCCESS(s))
 		goto err_logic;
-	/* Without it a process could exit with ranges secured: no driver then. */
+	/*
+	 * Without it a process could exit with ranges secured: no driver then.
+	 * The Ex routine needs an image linked with FORCE_INTEGRITY (and so
+	 * signed): it answers STATUS_ACCESS_DENIED otherwise.
+	 */
 	NotifyLogic = x->Logic;
-	s = PsSetCreateProcessNotifyRoutine(KpwProcessNotify, FALSE);
+	s = PsSetCreateProcessNotifyRoutineEx(KpwProcessNotify, FALSE);
 	if (!NT_SUCCESS(s))
 		goto err_logic;
 	x->NotifyRegistered = TRUE;
@@ -493,7 +498,7 @@ NTSTATUS DriverEntry(PDRIVER_OBJECT Driver, PUNICODE_STRING Registry)
 	return STATUS_SUCCESS;
 
 err_notify:
-	PsSetCreateProcessNotifyRoutine(KpwProcessNotify, TRUE);
+	PsSetCreateProcessNotifyRoutineEx(KpwProcessNotify, TRUE);
 err_logic:
 	NotifyLogic = NULL;
 	KpwDeviceDestroy(x->Logic);

@@ -6,6 +6,10 @@
  * stream the core is destroyed: every range secured must have been
  * released exactly once, and nothing allocated may be left.
  *
+ * The tables start smaller than the limits, so requests grow them, and an
+ * op can make the next allocation fail: a growth that fails must leave
+ * the core as it was.
+ *
  * Input: repeated [op][owner][len][len bytes of request]
  */
 #include <stdint.h>
@@ -15,10 +19,15 @@
 #include "kp_core.h"
 
 static long secured, allocated;
+static int fail_next_alloc;
 
 static void *f_alloc(void *ctx, size_t n)
 {
 	(void)ctx;
+	if (fail_next_alloc) {
+		fail_next_alloc = 0;
+		return NULL;
+	}
 	allocated++;
 	return calloc(1, n);
 }
@@ -75,6 +84,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const struct kp_core_limits lim = {
 		.max_ranges = 32,
 		.max_owners = 3,
+		.init_ranges = 2,
+		.init_owners = 1,
 		.max_ranges_per_owner = 12,
 		.max_bytes_per_owner = 64 << 12,
 		.user_addr_max = (uint64_t)1 << 47,
@@ -96,7 +107,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			len = (uint8_t)size;
 		switch (op % 8) {
 		case 0:
-			kp_core_release_owner(core, owner);
+			if (op & 0x80)
+				fail_next_alloc = 1;
+			else
+				kp_core_release_owner(core, owner);
 			break;
 		case 1:
 			kp_core_post_event(core, owner, op >> 3, (uint64_t)len << 12, 4096);
@@ -120,6 +134,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		size -= len;
 	}
 	kp_core_destroy(core);
+	fail_next_alloc = 0;
 	if (secured || allocated)
 		abort(); /* leaked or double-released */
 	return 0;

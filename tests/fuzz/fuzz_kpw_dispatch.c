@@ -24,6 +24,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static const KPW_LIMITS limits = {
 	.Core = { .max_ranges = 32,
 		  .max_owners = 4,
+		  .init_ranges = 2, /* the core's tables grow as the program secures */
+		  .init_owners = 1,
 		  .max_ranges_per_owner = 8,
 		  .max_bytes_per_owner = 1u << 20,
 		  .user_addr_max = 0x00007fffffffffffull,

@@ -12,10 +12,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/types.h>
 
 #include "sp_spi.h"
 #include "swc.h"
+#include "tfork.h"
 
 struct sw {
 	void *dl;
@@ -37,15 +37,6 @@ typedef int (*sw_startup_fn)(uint16_t version, struct sp_wsp_data *data,
 			     const struct sp_upcalls *upcalls, struct sp_proc_table *procs);
 int sw_start(struct sw *sw, sw_startup_fn startup);
 void sw_unload(struct sw *sw);
-
-/*
- * fork() once every other thread of the process sleeps in the kernel: the
- * child of a fork taken while a thread was inside ASan's allocator (which
- * takes no lock at fork before LLVM 18, GCC 12's libasan included) finds
- * that lock held forever.  glibc's malloc needs none of this; the wait is
- * bounded (a thread that never settles only narrows the window).
- */
-pid_t sw_fork(void);
 
 /* Up-call bookkeeping the tests look at. */
 unsigned int sw_open_handles(void);

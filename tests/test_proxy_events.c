@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "sp_watched_cache.h"
+#include "tfork.h"
 #include "tpair.h"
 
 #define PG 4096u
@@ -429,7 +430,7 @@ Test(events, scattered_cached_registrations_leave_the_application_its_mappings, 
 Test(events, a_child_never_uses_the_parents_registrations)
 {
 	uint8_t *x = cached_mapping();
-	pid_t pid = fork();
+	pid_t pid = tfork_settled(); /* the event thread runs: settled first */
 
 	if (!pid) {
 		struct sp_region *r;

@@ -22,6 +22,7 @@
 
 #include "kp_client.h"
 #include "linux/kp_uffd_test.h"
+#include "tfork.h"
 #include "tpages.h"
 
 #define PG 4096u
@@ -307,7 +308,7 @@ static int close_then_unmap(int grow)
 
 static void no_hang_after_close(int grow)
 {
-	pid_t pid = fork();
+	pid_t pid = tfork_settled(); /* the child allocates: no thread inside the allocator */
 	int status = 0;
 
 	if (!pid)

@@ -127,7 +127,7 @@ Test(spi_dup, a_fork_child_accepts_on_the_parents_listener, .timeout = 60)
 
 	cr_assert_neq(l, SP_INVALID_SOCKET);
 	cr_assert_eq(sw.p.duplicate_socket(l, (uint32_t)getpid(), &info, &err), 0, "%d", err);
-	pid = sw_fork();
+	pid = tfork_settled();
 	cr_assert_geq(pid, 0);
 	if (pid == 0) {
 		sp_socket cl, a;

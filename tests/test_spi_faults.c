@@ -628,7 +628,7 @@ Test(spi_faults, a_fork_child_cannot_use_inherited_sockets, .init = load, .timeo
 	cr_assert_eq(sw_ov_wait(&sw, c, &o, &n, 10000), 0);
 	sw_ov_fini(&o);
 
-	pid_t pid = sw_fork();
+	pid_t pid = tfork_settled();
 	cr_assert_geq(pid, 0);
 	if (pid == 0) {
 		uint64_t t0 = now_ms();

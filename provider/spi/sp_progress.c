@@ -218,6 +218,20 @@ static bool deliver(struct sp_sock *so, bool may_upcall)
 	return false;
 }
 
+/* Deliver every socket on the ready list, up-calls included: how many. */
+static int deliver_ready(void)
+{
+	struct sp_sock *so;
+	int n = 0;
+
+	while ((so = take_ready())) {
+		deliver(so, true);
+		sp_sock_put(so);
+		n++;
+	}
+	return n;
+}
+
 void sp_progress_poll(struct sp_sock *so)
 {
 	bool others = false;
@@ -247,20 +261,13 @@ void sp_progress_poll(struct sp_sock *so)
 	 * (outer up-calls) and those it polled for others go out from here, or
 	 * a thread waiting on one of them waits for ever.
 	 */
-	if (sp_progress_is_self()) {
-		struct sp_sock *r;
-
-		while ((r = take_ready())) {
-			deliver(r, true);
-			sp_sock_put(r);
-		}
-	}
+	if (sp_progress_is_self())
+		deliver_ready();
 }
 
 int sp_progress_app(int *err)
 {
 	bool others = false;
-	struct sp_sock *so;
 	int n = 0;
 
 	if (!err)
@@ -285,14 +292,10 @@ int sp_progress_app(int *err)
 	 * Up-calls here only when the switch's never wait, and not from inside
 	 * one (its thread may wait for what the progress thread brings).
 	 */
-	if (sp_prov.cfg.inline_upcalls && !sp_progress_in_upcall() && !sp_progress_is_self()) {
-		while ((so = take_ready())) {
-			deliver(so, true);
-			sp_sock_put(so);
-		}
-	} else if (others) {
+	if (sp_prov.cfg.inline_upcalls && !sp_progress_in_upcall() && !sp_progress_is_self())
+		deliver_ready();
+	else if (others)
 		kick();
-	}
 	pthread_rwlock_unlock(&sp_prov.life);
 	return n < 0 ? 0 : n;
 }
@@ -359,7 +362,6 @@ static void *progress_main(void *arg)
 	const uint64_t spin_ns = (uint64_t)sp_prov.cfg.poll_us * 1000;
 	bool others = false; /* the ready list is read below anyway */
 	uint64_t last = 0;   /* the last completion or delivery */
-	struct sp_sock *so;
 	int n, ret = 0;
 
 	(void)arg;
@@ -373,10 +375,7 @@ static void *progress_main(void *arg)
 		sp_stats_poll_dump();
 		if (app < SP_PROGRESS_APP_POLL_NS) {
 			/* An application thread polls: until it stops, only what it hands over. */
-			while ((so = take_ready())) {
-				deliver(so, true);
-				sp_sock_put(so);
-			}
+			deliver_ready();
 			/* The CQ may be armed from before: its event is taken, or it stays ready.
 			 */
 			if (sp_os_wait2(sp_prov.cq->fd, sp_prov.wake,
@@ -402,11 +401,7 @@ static void *progress_main(void *arg)
 				strerror(n < 0 ? -n : ret));
 			break;
 		}
-		while ((so = take_ready())) {
-			deliver(so, true);
-			sp_sock_put(so);
-			n++;
-		}
+		n += deliver_ready();
 		if (n) {
 			last = sp_progress_now_ns();
 			continue;

@@ -259,12 +259,6 @@ Test(spi_stats, counters_after_known_work)
 	free(wbuf);
 }
 
-/*
- * N RDMA writes that ask for an up-call, each polled with
- * WSPGetOverlappedResult until done (the session's spin before it sleeps
- * on the event): how many of their up-calls the polling thread made.
- * Every event is signaled, whichever thread made the up-call.
- */
 static sp_progress_fn progress_fn;
 
 static void fetch_progress(void)
@@ -280,16 +274,19 @@ static void fetch_progress(void)
 }
 
 /*
- * N RDMA writes that ask for an up-call, each completion taken by calls of
- * sp_progress_fn (a switch's spin before it sleeps, as the Linux switch's
- * epoll_wait) until its event is signalled: how many of their up-calls the
- * spinning thread made.
+ * N RDMA writes that ask for an up-call, each taken by the calling thread
+ * until done: polled with WSPGetOverlappedResult (the session's spin
+ * before it sleeps on the event), or with spin set by calls of
+ * sp_progress_fn until its event is signalled (a switch's spin before it
+ * sleeps, as the Linux switch's epoll_wait).  How many of their up-calls
+ * the calling thread made; every event is signalled, whichever thread
+ * made the up-call.
  */
-static uint64_t upcalls_by_spinner(void)
+static uint64_t upcalls_by_caller(bool spin)
 {
 	enum { N = 200, LEN = 4096 };
 	char *src = aligned_alloc(4096, LEN), *dst = aligned_alloc(4096, LEN);
-	uint32_t dlen = 128;
+	uint32_t dlen = 128, n = 0, flags = 0;
 	uint8_t desc[128];
 	struct sw_ov o;
 	sp_socket c, a;
@@ -298,7 +295,8 @@ static uint64_t upcalls_by_spinner(void)
 	cr_assert(src && dst);
 	memset(src, 3, LEN);
 	load();
-	fetch_progress();
+	if (spin)
+		fetch_progress();
 	sw_pair(&sw, &c, &a);
 	void *h = sw.register_memory(c, src, LEN, SP_MEM_READ, &err);
 	cr_assert_not_null(h);
@@ -312,11 +310,20 @@ static uint64_t upcalls_by_spinner(void)
 
 		sw_ov_init(&o, false);
 		PENDING(sw.rdma_write(c, &b, 1, desc, dlen, 0, NULL, 0, &o.ov, NULL, NULL, &perr));
-		do {
-			cr_assert_geq(progress_fn(&err), 0, "sp_progress_fn: %d", err);
+		if (spin) {
+			do {
+				cr_assert_geq(progress_fn(&err), 0, "sp_progress_fn: %d", err);
+				p = (struct pollfd){ .fd = o.fd, .events = POLLIN };
+				cr_assert_lt(++spins, 10000000, "write %d: its event never came",
+					     i);
+			} while (poll(&p, 1, 0) != 1);
+		} else {
+			while (sw.p.get_overlapped_result(c, &o.ov, &n, 0, &flags, &err))
+				cr_assert_eq(err, SP_WSA_IO_INCOMPLETE);
+			cr_assert_eq(n, 64);
 			p = (struct pollfd){ .fd = o.fd, .events = POLLIN };
-			cr_assert_lt(++spins, 10000000, "write %d: its event never came", i);
-		} while (poll(&p, 1, 0) != 1);
+			cr_assert_eq(poll(&p, 1, 10000), 1, "write %d: its event never came", i);
+		}
 		cr_assert_eq(read(o.fd, &v, sizeof(v)), sizeof(v));
 		sw_ov_fini(&o);
 	}
@@ -324,74 +331,33 @@ static uint64_t upcalls_by_spinner(void)
 	cr_assert_eq(s.upcalls - before.upcalls, N);
 	cr_assert_eq(sw.deregister_rdma_memory(a, desc, dlen, &err), 0);
 	cr_assert_eq(sw.deregister_memory(c, h, &err), 0);
-	/* After the last cleanup there is nothing to poll. */
-	cr_assert_eq(sw.p.cleanup(&err), 0);
-	cr_assert_eq(progress_fn(&err), SP_SOCKET_ERROR);
-	cr_assert_eq(err, SP_WSANOTINITIALISED);
-	sw.p.cleanup = NULL;
+	if (spin) {
+		/* After the last cleanup there is nothing to poll. */
+		cr_assert_eq(sw.p.cleanup(&err), 0);
+		cr_assert_eq(progress_fn(&err), SP_SOCKET_ERROR);
+		cr_assert_eq(err, SP_WSANOTINITIALISED);
+		sw.p.cleanup = NULL;
+	}
 	unload();
 	free(src);
 	free(dst);
-	cr_log_info("%d up-calls, %llu made by the spinning thread", N,
-		    (unsigned long long)(s.delivered_by_caller - before.delivered_by_caller));
+	cr_log_info("%d up-calls, %llu made by the %s thread", N,
+		    (unsigned long long)(s.delivered_by_caller - before.delivered_by_caller),
+		    spin ? "spinning" : "polling");
 	return s.delivered_by_caller - before.delivered_by_caller;
 }
 
 Test(spi_stats, a_spinning_switch_makes_the_up_calls_when_they_never_wait)
 {
 	setenv("SANPROV_SPI_INLINE_UPCALLS", "1", 1);
-	cr_assert_gt(upcalls_by_spinner(), 0, "every up-call waited for the progress thread");
+	cr_assert_gt(upcalls_by_caller(true), 0, "every up-call waited for the progress thread");
 	unsetenv("SANPROV_SPI_INLINE_UPCALLS");
 }
 
 Test(spi_stats, a_spinning_switch_leaves_up_calls_to_the_progress_thread_by_default)
 {
 	unsetenv("SANPROV_SPI_INLINE_UPCALLS");
-	cr_assert_eq(upcalls_by_spinner(), 0, "up-calls made on the spinning thread");
-}
-
-static uint64_t upcalls_by_poller(void)
-{
-	enum { N = 200, LEN = 4096 };
-	char *src = aligned_alloc(4096, LEN), *dst = aligned_alloc(4096, LEN);
-	uint32_t dlen = 128, n = 0, flags = 0;
-	uint8_t desc[128];
-	struct sw_ov o;
-	sp_socket c, a;
-	int err = 0;
-
-	cr_assert(src && dst);
-	memset(src, 3, LEN);
-	load();
-	sw_pair(&sw, &c, &a);
-	void *h = sw.register_memory(c, src, LEN, SP_MEM_READ, &err);
-	cr_assert_not_null(h);
-	cr_assert_eq(sw.register_rdma_memory(a, dst, LEN, SP_MEM_READWRITE, desc, &dlen, &err), 0);
-	struct sp_stats before = query();
-	for (int i = 0; i < N; i++) {
-		struct sp_wsabufex b = { 64, src, h };
-		uint64_t v = 0;
-
-		sw_ov_init(&o, false);
-		PENDING(sw.rdma_write(c, &b, 1, desc, dlen, 0, NULL, 0, &o.ov, NULL, NULL, &perr));
-		while (sw.p.get_overlapped_result(c, &o.ov, &n, 0, &flags, &err))
-			cr_assert_eq(err, SP_WSA_IO_INCOMPLETE);
-		cr_assert_eq(n, 64);
-		struct pollfd p = { .fd = o.fd, .events = POLLIN };
-		cr_assert_eq(poll(&p, 1, 10000), 1, "write %d: its event never came", i);
-		cr_assert_eq(read(o.fd, &v, sizeof(v)), sizeof(v));
-		sw_ov_fini(&o);
-	}
-	struct sp_stats s = query();
-	cr_assert_eq(s.upcalls - before.upcalls, N);
-	cr_assert_eq(sw.deregister_rdma_memory(a, desc, dlen, &err), 0);
-	cr_assert_eq(sw.deregister_memory(c, h, &err), 0);
-	unload();
-	free(src);
-	free(dst);
-	cr_log_info("%d up-calls, %llu made by the polling thread", N,
-		    (unsigned long long)(s.delivered_by_caller - before.delivered_by_caller));
-	return s.delivered_by_caller - before.delivered_by_caller;
+	cr_assert_eq(upcalls_by_caller(true), 0, "up-calls made on the spinning thread");
 }
 
 /*
@@ -402,7 +368,7 @@ static uint64_t upcalls_by_poller(void)
 Test(spi_stats, a_polling_caller_leaves_up_calls_to_the_progress_thread)
 {
 	unsetenv("SANPROV_SPI_INLINE_UPCALLS");
-	cr_assert_eq(upcalls_by_poller(), 0, "up-calls made on the polling thread");
+	cr_assert_eq(upcalls_by_caller(false), 0, "up-calls made on the polling thread");
 }
 
 /*
@@ -413,7 +379,7 @@ Test(spi_stats, a_polling_caller_leaves_up_calls_to_the_progress_thread)
 Test(spi_stats, inline_upcalls_are_made_by_the_polling_thread)
 {
 	setenv("SANPROV_SPI_INLINE_UPCALLS", "1", 1);
-	cr_assert_gt(upcalls_by_poller(), 0, "every up-call waited for the progress thread");
+	cr_assert_gt(upcalls_by_caller(false), 0, "every up-call waited for the progress thread");
 	unsetenv("SANPROV_SPI_INLINE_UPCALLS");
 }
 

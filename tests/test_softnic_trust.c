@@ -277,6 +277,14 @@ static void server_close(struct server *s)
 	cr_assert_eq(vb_close_device(s->dev), 0);
 }
 
+/* A hand-made peer with sealed segments, connected to s and accepted there. */
+static void evil_accepted(struct server *s, struct evil *ev)
+{
+	server_accept_async(s, 5000);
+	cr_assert_eq(evil_connect(ev, s->port, true, 5000), 0);
+	cr_assert_eq(server_accept_wait(s), 0);
+}
+
 /* In a child: become an unprivileged user, or exit 77 (the parent skips). */
 static void become_nobody(void)
 {
@@ -491,9 +499,7 @@ Test(trust, segments_are_sealed_and_the_mr_table_read_only, .timeout = 30)
 	struct vb_mr *mr = vb_reg_mr(s.pd, &rbuf, sizeof(rbuf), VB_ACCESS_LOCAL_WRITE);
 	cr_assert_not_null(mr);
 	cr_assert_eq(post_recv1(s.qp, 1, &rbuf, sizeof(rbuf), mr->lkey), 0);
-	server_accept_async(&s, 5000);
-	cr_assert_eq(evil_connect(&ev, s.port, true, 5000), 0);
-	cr_assert_eq(server_accept_wait(&s), 0);
+	evil_accepted(&s, &ev);
 	cr_assert_eq(ev.answer.type, MSG_REP);
 	cr_assert_eq(ev.ntheirs, 5);
 
@@ -542,9 +548,7 @@ Test(trust, wrapped_receive_index_is_bounded, .timeout = 20)
 	cr_assert_not_null(mr);
 	for (int i = 0; i < 2; i++)
 		cr_assert_eq(post_recv1(s.qp, (uint64_t)i, &rbuf[i], 8, mr->lkey), 0);
-	server_accept_async(&s, 5000);
-	cr_assert_eq(evil_connect(&ev, s.port, true, 5000), 0);
-	cr_assert_eq(server_accept_wait(&s), 0);
+	evil_accepted(&s, &ev);
 	struct snic_qp_seg *seg =
 	    mmap(NULL, snic_qp_seg_size(4, 1), PROT_READ | PROT_WRITE, MAP_SHARED, ev.theirs[1], 0);
 	cr_assert_neq(seg, MAP_FAILED);
@@ -613,9 +617,7 @@ Test(trust, a_kept_lock_stalls_no_one, .timeout = 30)
 	uint64_t buf = 0;
 
 	server_open(&s);
-	server_accept_async(&s, 5000);
-	cr_assert_eq(evil_connect(&ev, s.port, true, 5000), 0);
-	cr_assert_eq(server_accept_wait(&s), 0);
+	evil_accepted(&s, &ev);
 	void *cqw =
 	    mmap(NULL, snic_cq_seg_size(64), PROT_READ | PROT_WRITE, MAP_SHARED, ev.theirs[2], 0);
 	cr_assert_eq(cqw, MAP_FAILED, "a peer could map the CQ writable");
@@ -696,9 +698,7 @@ static void forge(enum forgery kind)
 	cr_assert_not_null(mr);
 	for (int i = 0; i < 2; i++)
 		cr_assert_eq(post_recv1(s.qp, (uint64_t)i + 1, &rbuf[i], 8, mr->lkey), 0);
-	server_accept_async(&s, 5000);
-	cr_assert_eq(evil_connect(&ev, s.port, true, 5000), 0);
-	cr_assert_eq(server_accept_wait(&s), 0);
+	evil_accepted(&s, &ev);
 
 	/* An honest pair whose receiver completes into the same CQ. */
 	struct vb_qp_init_attr attr = { .cap = { .max_send_wr = 4, .max_recv_wr = 4 },
@@ -1455,9 +1455,7 @@ Test(trust, an_access_never_ended_holds_dereg_for_the_timeout_only, .timeout = 1
 	struct vb_mr *mr2 =
 	    vb_reg_mr(s.pd, &buf[1], 8, VB_ACCESS_LOCAL_WRITE | VB_ACCESS_REMOTE_WRITE);
 	cr_assert(mr && mr2);
-	server_accept_async(&s, 5000);
-	cr_assert_eq(evil_connect(&ev, s.port, true, 5000), 0);
-	cr_assert_eq(server_accept_wait(&s), 0);
+	evil_accepted(&s, &ev);
 	struct snic_qp_seg *qs = evil_qp_seg(&ev);
 
 	atomic_store(&qs->held[0], mr->rkey);
@@ -1502,9 +1500,7 @@ Test(trust, a_peer_reads_the_whole_mr_table, .timeout = 30)
 	server_open(&s);
 	struct vb_mr *mr = vb_reg_mr(s.pd, buf, sizeof(buf), VB_ACCESS_REMOTE_READ);
 	cr_assert_not_null(mr);
-	server_accept_async(&s, 5000);
-	cr_assert_eq(evil_connect(&ev, s.port, true, 5000), 0);
-	cr_assert_eq(server_accept_wait(&s), 0);
+	evil_accepted(&s, &ev);
 	cr_assert_eq(fstat(ev.theirs[0], &st), 0);
 	struct snic_dev_seg *dev =
 	    mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, ev.theirs[0], 0);
@@ -1543,9 +1539,7 @@ Test(trust, a_peer_can_lie_within_what_a_responder_reports, .timeout = 30)
 	cr_assert_not_null(mr);
 	for (int i = 0; i < 2; i++)
 		cr_assert_eq(post_recv1(s.qp, (uint64_t)i + 1, &rbuf[i], 8, mr->lkey), 0);
-	server_accept_async(&s, 5000);
-	cr_assert_eq(evil_connect(&ev, s.port, true, 5000), 0);
-	cr_assert_eq(server_accept_wait(&s), 0);
+	evil_accepted(&s, &ev);
 	struct snic_qp_seg *qs =
 	    mmap(NULL, snic_qp_seg_size(4, 1), PROT_READ | PROT_WRITE, MAP_SHARED, ev.theirs[1], 0);
 	cr_assert_neq(qs, MAP_FAILED);

@@ -110,10 +110,31 @@ static uint8_t *map_at(void *hint, int flags)
 	return m;
 }
 
+/*
+ * A fresh mapping far below where the kernel places mappings (top down,
+ * in the highest gap that fits): the cases unmap it and map the address
+ * again, and a mapping another thread makes meanwhile (the proxy's and
+ * the device's threads, the sanitizer's) would take the hole first if it
+ * were the highest.  Where no such address is free: anywhere.
+ */
+static uint8_t *map_low(void)
+{
+	for (uintptr_t a = (uintptr_t)1 << 45; a < (uintptr_t)1 << 46; a += (uintptr_t)1 << 40) {
+		void *m = mmap((void *)a, LEN, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+
+		if (m == (void *)a)
+			return m;
+		if (m != MAP_FAILED)
+			munmap(m, LEN); /* a kernel without NOREPLACE took it as a hint */
+	}
+	return map_at(NULL, 0);
+}
+
 /* Cache a fresh mapping with pattern 1 and show it is cached. */
 static uint8_t *cached_mapping(void)
 {
-	uint8_t *x = map_at(NULL, 0);
+	uint8_t *x = map_low();
 
 	fill_pattern(x, LEN, 1);
 	get_and_read(x, LEN, 1, true);
